@@ -1,0 +1,362 @@
+// Package api holds the wire types shared by cairn's HTTP server (package
+// node) and its Go client (package client): JSON shapes, header names,
+// routes and error codes. It has no behaviour beyond small helpers, so both
+// sides agree on one definition.
+//
+// Routes (all JSON unless noted; keys may contain '/'):
+//
+//	PUT    /v1/kv/{key}                raw value in the body; preconditions as query parameters
+//	GET    /v1/kv/{key}                raw value (JSON KeyValueResponse with ?format=json or Accept: application/json)
+//	DELETE /v1/kv/{key}                ?prefix=true deletes every key under {key}
+//	GET    /v1/kv?prefix=P             ListResponse (start_after, limit, revision, keys_only)
+//	POST   /v1/txn                     TxnRequest -> WriteResponse
+//	GET    /v1/history/{key}           HistoryResponse (limit, before)
+//	GET    /v1/log?from=R              LogResponse (limit)
+//	GET    /v1/chain?revision=R        ChainResponse (head when revision is absent)
+//	GET    /v1/watch?prefix=P          stream of WatchEvent, one JSON object a line (from_revision, progress_interval)
+//	POST   /v1/compact                 CompactRequest -> WriteResponse
+//	GET    /v1/backup                  a full backup file (?since=R: incremental)
+//	POST   /v1/verify                  VerifyResponse: this node recomputes its chain
+//	GET    /v1/status                  StatusResponse of the answering node
+//	GET    /v1/cluster/members         MembersResponse
+//	POST   /v1/cluster/members         JoinRequest (add a member)
+//	DELETE /v1/cluster/members/{id}    remove a member
+//	POST   /v1/cluster/members/{id}/promote   make a non-voter a voter
+//	POST   /v1/cluster/leadership      TransferRequest
+//	GET    /healthz, /readyz, /metrics
+//
+// Query parameters: writes to /v1/kv take if_revision=R, if_absent=true,
+// if_exists=true; reads take revision=R (read as of R), consistency=
+// linearizable|stale, max_staleness=DURATION (Go syntax, stale reads only)
+// and min_revision=R (wait until the answering node has applied R).
+// Listing takes prefix, start_after, limit, keys_only=true; history takes
+// limit and before=R; the log takes from=R and limit; the watch takes
+// prefix, from_revision=R and progress_interval=DURATION. Every response carries HeaderRevision, HeaderNode and, when
+// known, HeaderLeader and HeaderLeaderURL. Errors are ErrorResponse with a
+// stable Code.
+package api
+
+import (
+	"encoding/hex"
+	"net/http"
+	"time"
+)
+
+// Header names.
+const (
+	// HeaderRevision is the revision a response reflects.
+	HeaderRevision = "Cairn-Revision"
+	// HeaderNode is the id of the node that answered.
+	HeaderNode = "Cairn-Node"
+	// HeaderLeader is the id of the leader as known by the answering node.
+	HeaderLeader = "Cairn-Leader"
+	// HeaderLeaderURL is the leader's HTTP URL as known by the answering node.
+	HeaderLeaderURL = "Cairn-Leader-Url"
+	// HeaderModRevision and HeaderCreateRevision describe the key on a raw
+	// (non-JSON) get.
+	HeaderModRevision    = "Cairn-Mod-Revision"
+	HeaderCreateRevision = "Cairn-Create-Revision"
+	// HeaderIdempotencyKey carries a write's idempotency key.
+	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderForwarded marks a request a follower forwarded to the leader;
+	// a node never forwards such a request again.
+	HeaderForwarded = "Cairn-Forwarded"
+)
+
+// Consistency levels for reads.
+const (
+	Linearizable = "linearizable"
+	Stale        = "stale"
+)
+
+// Error codes. Each maps to one HTTP status (see Status).
+const (
+	CodeBadRequest     = "bad_request"
+	CodeNotFound       = "not_found"
+	CodeConflict       = "conflict"
+	CodeCompacted      = "compacted"
+	CodeFutureRevision = "future_revision"
+	CodeTooLarge       = "too_large"
+	CodeNotLeader      = "not_leader"
+	CodeUnavailable    = "unavailable"
+	CodeTimeout        = "timeout"
+	CodeMethod         = "method_not_allowed"
+	CodeInternal       = "internal"
+)
+
+// Status returns the HTTP status for an error code.
+func Status(code string) int {
+	switch code {
+	case CodeBadRequest, CodeFutureRevision:
+		return http.StatusBadRequest
+	case CodeNotFound:
+		return http.StatusNotFound
+	case CodeConflict:
+		return http.StatusConflict
+	case CodeCompacted:
+		return http.StatusGone
+	case CodeTooLarge:
+		return http.StatusRequestEntityTooLarge
+	case CodeNotLeader, CodeUnavailable:
+		return http.StatusServiceUnavailable
+	case CodeTimeout:
+		return http.StatusGatewayTimeout
+	case CodeMethod:
+		return http.StatusMethodNotAllowed
+	}
+	return http.StatusInternalServerError
+}
+
+// ErrorResponse is the body of every error answer.
+type ErrorResponse struct {
+	Error Error `json:"error"`
+}
+
+// Error is an error answer.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	// Conflicts lists the failing preconditions (code conflict).
+	Conflicts []Conflict `json:"conflicts,omitempty"`
+	// OldestRevision is the oldest revision still available (code compacted).
+	OldestRevision uint64 `json:"oldest_revision,omitempty"`
+	// Leader and LeaderURL name the leader when known (codes not_leader,
+	// unavailable).
+	Leader    string `json:"leader,omitempty"`
+	LeaderURL string `json:"leader_url,omitempty"`
+}
+
+// Conflict is one failing precondition.
+type Conflict struct {
+	Key string `json:"key"`
+	// Type is the precondition's type (see Precondition.Type).
+	Type string `json:"type"`
+	// CurrentRevision is the key's current modification revision, 0 when
+	// the key does not exist.
+	CurrentRevision uint64 `json:"current_revision"`
+}
+
+// KeyValue is a key's state. Value is base64 in JSON.
+type KeyValue struct {
+	Key            string `json:"key"`
+	Value          []byte `json:"value,omitempty"`
+	CreateRevision uint64 `json:"create_revision"`
+	ModRevision    uint64 `json:"mod_revision"`
+}
+
+// KeyValueResponse answers a JSON get.
+type KeyValueResponse struct {
+	Revision uint64   `json:"revision"`
+	KV       KeyValue `json:"kv"`
+}
+
+// ListResponse answers a prefix listing.
+type ListResponse struct {
+	Revision uint64     `json:"revision"`
+	KVs      []KeyValue `json:"kvs"`
+	// More is true when more keys match; pass Next as start_after.
+	More bool   `json:"more"`
+	Next string `json:"next,omitempty"`
+}
+
+// Precondition types.
+const (
+	CondExists   = "exists"
+	CondAbsent   = "absent"
+	CondRevision = "revision"
+	CondValue    = "value"
+)
+
+// Operation types.
+const (
+	OpPut          = "put"
+	OpDelete       = "delete"
+	OpDeletePrefix = "delete_prefix"
+)
+
+// Precondition is one check of a transaction.
+type Precondition struct {
+	Key      string `json:"key"`
+	Type     string `json:"type"`
+	Revision uint64 `json:"revision,omitempty"`
+	Value    []byte `json:"value,omitempty"`
+}
+
+// Operation is one operation of a transaction.
+type Operation struct {
+	Op    string `json:"op"`
+	Key   string `json:"key"`
+	Value []byte `json:"value,omitempty"`
+}
+
+// TxnRequest is a transaction. The idempotency key travels in
+// HeaderIdempotencyKey.
+type TxnRequest struct {
+	Preconditions []Precondition    `json:"preconditions,omitempty"`
+	Operations    []Operation       `json:"operations"`
+	User          string            `json:"user,omitempty"`
+	Description   string            `json:"description,omitempty"`
+	Meta          map[string]string `json:"meta,omitempty"`
+}
+
+// WriteResponse answers a committed write.
+type WriteResponse struct {
+	Revision uint64    `json:"revision"`
+	Time     time.Time `json:"time"`
+	// Hash is the chain hash at Revision, hex.
+	Hash string `json:"hash,omitempty"`
+	// Replayed is true when the idempotency key had been seen: the stored
+	// result is returned and nothing was written again.
+	Replayed bool `json:"replayed,omitempty"`
+}
+
+// Version is one entry of a key's history.
+type Version struct {
+	Key            string `json:"key"`
+	Value          []byte `json:"value,omitempty"`
+	Revision       uint64 `json:"revision"`
+	CreateRevision uint64 `json:"create_revision"`
+	Deleted        bool   `json:"deleted,omitempty"`
+}
+
+// HistoryResponse answers a history read, newest first.
+type HistoryResponse struct {
+	Revision uint64    `json:"revision"`
+	Versions []Version `json:"versions"`
+}
+
+// Record is one committed transaction.
+type Record struct {
+	Revision       uint64            `json:"revision"`
+	Time           time.Time         `json:"time"`
+	User           string            `json:"user,omitempty"`
+	Description    string            `json:"description,omitempty"`
+	Meta           map[string]string `json:"meta,omitempty"`
+	IdempotencyKey string            `json:"idempotency_key,omitempty"`
+	Operations     []Operation       `json:"operations"`
+	Hash           string            `json:"hash"`
+}
+
+// LogResponse answers a transaction-log read.
+type LogResponse struct {
+	Revision uint64   `json:"revision"`
+	Records  []Record `json:"records"`
+}
+
+// ChainResponse is a revision and its chain hash.
+type ChainResponse struct {
+	Revision uint64 `json:"revision"`
+	Hash     string `json:"hash"`
+}
+
+// VerifyResponse is a node's deep verification of its hash chain.
+type VerifyResponse struct {
+	Node string `json:"node"`
+	OK   bool   `json:"ok"`
+	// Error says what did not check out (OK is false).
+	Error string `json:"error,omitempty"`
+	// From and To are the revisions checked; Hash is the recomputed head.
+	From    uint64 `json:"from,omitempty"`
+	To      uint64 `json:"to,omitempty"`
+	Records uint64 `json:"records,omitempty"`
+	Hash    string `json:"hash,omitempty"`
+}
+
+// CompactRequest asks to compact history before Revision.
+type CompactRequest struct {
+	Revision uint64 `json:"revision"`
+}
+
+// StatusResponse describes the answering node.
+type StatusResponse struct {
+	ID              string `json:"id"`
+	ClusterID       string `json:"cluster_id,omitempty"`
+	State           string `json:"state"`
+	Leader          string `json:"leader,omitempty"`
+	LeaderURL       string `json:"leader_url,omitempty"`
+	Term            uint64 `json:"term"`
+	CommitIndex     uint64 `json:"commit_index"`
+	AppliedIndex    uint64 `json:"applied_index"`
+	Revision        uint64 `json:"revision"`
+	Hash            string `json:"hash"`
+	CompactRevision uint64 `json:"compact_revision"`
+	// LastContact is the time since the node last heard from the leader
+	// ("0s" on the leader; empty when never).
+	LastContact string `json:"last_contact,omitempty"`
+}
+
+// Member roles.
+const (
+	RoleVoter    = "voter"
+	RoleNonvoter = "nonvoter"
+)
+
+// Member is one cluster member.
+type Member struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPURL  string `json:"http_url,omitempty"`
+	Role     string `json:"role"`
+	Leader   bool   `json:"leader,omitempty"`
+	// Revision, AppliedIndex and LastContact come from the member itself
+	// when it answered; Reachable says whether it did.
+	Reachable    bool   `json:"reachable"`
+	Revision     uint64 `json:"revision,omitempty"`
+	AppliedIndex uint64 `json:"applied_index,omitempty"`
+	LastContact  string `json:"last_contact,omitempty"`
+}
+
+// MembersResponse lists the cluster's members.
+type MembersResponse struct {
+	Leader  string   `json:"leader,omitempty"`
+	Members []Member `json:"members"`
+}
+
+// JoinRequest asks the cluster to add a member.
+type JoinRequest struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPURL  string `json:"http_url"`
+	NonVoter bool   `json:"non_voter,omitempty"`
+}
+
+// TransferRequest asks the leader to hand leadership to ID (any suitable
+// voter when empty).
+type TransferRequest struct {
+	ID string `json:"id,omitempty"`
+}
+
+// Watch event types (WatchEvent.Type).
+const (
+	// WatchTxn is a committed transaction with at least one operation
+	// matching the watched prefix.
+	WatchTxn = "txn"
+	// WatchProgress says the watcher has been sent every matching
+	// transaction up to and including Revision.
+	WatchProgress = "progress"
+	// WatchError is the last line of a stream that ended on an error
+	// (code compacted: the watcher fell behind the compaction point;
+	// code unavailable: the node is shutting down). Resume elsewhere from
+	// the last revision seen + 1, unless the code is compacted.
+	WatchError = "error"
+)
+
+// WatchEvent is one line of a GET /v1/watch stream (newline-delimited
+// JSON). A txn event carries the transaction's metadata and only the
+// operations that match the watched prefix; a progress event only Type
+// and Revision; an error event Type and Error.
+type WatchEvent struct {
+	Type        string            `json:"type"`
+	Revision    uint64            `json:"revision"`
+	Time        time.Time         `json:"time,omitzero"`
+	User        string            `json:"user,omitempty"`
+	Description string            `json:"description,omitempty"`
+	Meta        map[string]string `json:"meta,omitempty"`
+	Operations  []Operation       `json:"operations,omitempty"`
+	// Hash is the chain hash at Revision, hex.
+	Hash  string `json:"hash,omitempty"`
+	Error *Error `json:"error,omitempty"`
+}
+
+// HashHex formats a chain hash.
+func HashHex(h [32]byte) string { return hex.EncodeToString(h[:]) }

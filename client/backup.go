@@ -1,0 +1,93 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/cairn-db/cairn/api"
+)
+
+// BackupOptions select a backup.
+type BackupOptions struct {
+	// Incremental asks for the transaction records after Since instead of
+	// a full copy.
+	Incremental bool
+	Since       uint64
+	// Endpoint pins the member to copy from ("": any member; a follower or
+	// non-voter spares the leader).
+	Endpoint string
+	// MinRevision makes the member wait until it has applied this
+	// revision, so the backup is at least that new.
+	MinRevision uint64
+}
+
+// Backup streams a backup file from one member into w and returns the
+// number of bytes written. The file checks itself (see docs/operations.md);
+// a stream cut short fails those checks, so a partial file is never taken
+// for a good one. Backups are not retried: call again to start over.
+func (c *Client) Backup(ctx context.Context, w io.Writer, o BackupOptions) (int64, error) {
+	ep := o.Endpoint
+	if ep == "" {
+		ep = c.pick(ctx, routeSpread)
+	} else {
+		u, err := normalizeEndpoint(ep)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		}
+		ep = u
+	}
+	q := url.Values{}
+	if o.Incremental {
+		q.Set("since", strconv.FormatUint(o.Since, 10))
+	}
+	if o.MinRevision > 0 {
+		q.Set("min_revision", strconv.FormatUint(o.MinRevision, 10))
+	}
+	u := ep + "/v1/backup"
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.markFailed(ep)
+		return 0, fmt.Errorf("%w: backup from %s: %w", ErrUnavailable, ep, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		return 0, errorFromResponse(resp.StatusCode, resp.Header, b)
+	}
+	n, err := io.Copy(w, resp.Body)
+	if err != nil {
+		return n, fmt.Errorf("%w: backup from %s cut off after %d bytes: %w", ErrUnavailable, ep, n, err)
+	}
+	return n, nil
+}
+
+// VerifyNode asks one member to recompute its hash chain from its stored
+// records (a deep verify). A mismatch is reported in the answer (OK
+// false), not as an error.
+func (c *Client) VerifyNode(ctx context.Context, endpoint string) (*api.VerifyResponse, error) {
+	u, err := normalizeEndpoint(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	rep, err := c.do(ctx, &call{method: http.MethodPost, path: "/v1/verify", endpoint: u, retry: retrySafe, attempts: 1})
+	if err != nil {
+		return nil, err
+	}
+	var vr api.VerifyResponse
+	if err := json.Unmarshal(rep.body, &vr); err != nil {
+		return nil, fmt.Errorf("client: verify answer: %w", err)
+	}
+	return &vr, nil
+}

@@ -1,0 +1,166 @@
+package client
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/cairn-db/cairn/api"
+)
+
+// Errors. Answers from the server are *APIError values that unwrap to one
+// of these (see errorFromResponse); test with errors.Is.
+var (
+	// ErrNotFound means the key (or member) does not exist (HTTP 404).
+	ErrNotFound = errors.New("client: not found")
+	// ErrCompacted means the requested revision has been compacted away
+	// (HTTP 410); a *CompactedError names the oldest revision available.
+	ErrCompacted = errors.New("client: revision compacted")
+	// ErrConflict means a precondition failed and nothing was written (HTTP
+	// 409); a *ConflictError lists every failing key with its current
+	// revision.
+	ErrConflict = errors.New("client: precondition failed")
+	// ErrBadRequest means the server refused the request as malformed (HTTP
+	// 400), or the client refused options that do not apply.
+	ErrBadRequest = errors.New("client: bad request")
+	// ErrTooLarge means a key, value or request exceeded a limit (HTTP 413).
+	ErrTooLarge = errors.New("client: too large")
+	// ErrFutureRevision means a read asked for a revision not yet committed.
+	ErrFutureRevision = errors.New("client: revision in the future")
+	// ErrUnavailable means no node could serve the request: no leader, a
+	// node shutting down, a stale read too far behind, or no endpoint
+	// reachable. Writes that end with it may or may not have been applied.
+	ErrUnavailable = errors.New("client: unavailable")
+	// ErrTimeout means an attempt did not finish in time. Writes that end
+	// with it may or may not have been applied.
+	ErrTimeout = errors.New("client: timed out")
+	// ErrNotLeader means a request reached a node that is not the leader
+	// and could not be forwarded.
+	ErrNotLeader = errors.New("client: not the leader")
+	// ErrInternal means the server failed unexpectedly (HTTP 500).
+	ErrInternal = errors.New("client: internal server error")
+	// ErrInvalidConfig means a Config failed validation.
+	ErrInvalidConfig = errors.New("client: invalid config")
+	// ErrClosed means the Client has been closed.
+	ErrClosed = errors.New("client: closed")
+)
+
+// APIError is an error answer from a node.
+type APIError struct {
+	// Code is the stable api error code (api.CodeNotFound, ...); empty when
+	// the body was not a cairn error.
+	Code    string
+	Message string
+	// Status is the HTTP status.
+	Status int
+	// Node is the id of the node that answered (Cairn-Node).
+	Node string
+	// LeaderURL is the leader as known by the answering node, when it said.
+	LeaderURL string
+	sentinel  error
+}
+
+func (e *APIError) Error() string {
+	if e.Code == "" {
+		return fmt.Sprintf("client: HTTP %d: %s", e.Status, e.Message)
+	}
+	return fmt.Sprintf("client: %s (HTTP %d): %s", e.Code, e.Status, e.Message)
+}
+
+// Unwrap returns the sentinel error for the code (nil for unknown codes).
+func (e *APIError) Unwrap() error { return e.sentinel }
+
+// ConflictError is a failed precondition. It unwraps to the *APIError and
+// so to ErrConflict.
+type ConflictError struct {
+	// Conflicts names every failing precondition with the key's current
+	// revision (0 when absent).
+	Conflicts []api.Conflict
+	Err       *APIError
+}
+
+func (e *ConflictError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying *APIError.
+func (e *ConflictError) Unwrap() error { return e.Err }
+
+// CompactedError is a read before the compaction point. It unwraps to the
+// *APIError and so to ErrCompacted.
+type CompactedError struct {
+	// Oldest is the oldest revision still available.
+	Oldest uint64
+	Err    *APIError
+}
+
+func (e *CompactedError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying *APIError.
+func (e *CompactedError) Unwrap() error { return e.Err }
+
+// sentinelFor maps an api error code to its sentinel error.
+func sentinelFor(code string, status int) error {
+	switch code {
+	case api.CodeNotFound:
+		return ErrNotFound
+	case api.CodeCompacted:
+		return ErrCompacted
+	case api.CodeConflict:
+		return ErrConflict
+	case api.CodeBadRequest, api.CodeMethod:
+		return ErrBadRequest
+	case api.CodeTooLarge:
+		return ErrTooLarge
+	case api.CodeFutureRevision:
+		return ErrFutureRevision
+	case api.CodeUnavailable:
+		return ErrUnavailable
+	case api.CodeTimeout:
+		return ErrTimeout
+	case api.CodeNotLeader:
+		return ErrNotLeader
+	case api.CodeInternal:
+		return ErrInternal
+	}
+	// Not a cairn answer (a proxy, say): go by status.
+	switch status {
+	case http.StatusNotFound:
+		return ErrNotFound
+	case http.StatusBadRequest, http.StatusMethodNotAllowed:
+		return ErrBadRequest
+	case http.StatusRequestEntityTooLarge:
+		return ErrTooLarge
+	case http.StatusBadGateway, http.StatusServiceUnavailable:
+		return ErrUnavailable
+	case http.StatusGatewayTimeout:
+		return ErrTimeout
+	}
+	return nil
+}
+
+// errorFromResponse turns an error answer into the client's error types.
+// It is the one place where api error codes become client errors.
+func errorFromResponse(status int, h http.Header, body []byte) error {
+	ae := &APIError{Status: status, Node: h.Get(api.HeaderNode), LeaderURL: h.Get(api.HeaderLeaderURL)}
+	var er api.ErrorResponse
+	if err := json.Unmarshal(body, &er); err == nil && er.Error.Code != "" {
+		ae.Code, ae.Message = er.Error.Code, er.Error.Message
+		if er.Error.LeaderURL != "" {
+			ae.LeaderURL = er.Error.LeaderURL
+		}
+	} else {
+		msg := string(body)
+		if len(msg) > 200 {
+			msg = msg[:200] + "..."
+		}
+		ae.Message = msg
+	}
+	ae.sentinel = sentinelFor(ae.Code, status)
+	switch ae.Code {
+	case api.CodeConflict:
+		return &ConflictError{Conflicts: er.Error.Conflicts, Err: ae}
+	case api.CodeCompacted:
+		return &CompactedError{Oldest: er.Error.OldestRevision, Err: ae}
+	}
+	return ae
+}

@@ -1,0 +1,396 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/cairn-db/cairn/api"
+)
+
+// route says which node a request should go to.
+type route int
+
+const (
+	routeLeader route = iota // the leader when known, else any node
+	routeSpread              // members round robin
+)
+
+// retryPolicy says which failures a request may be retried after.
+type retryPolicy int
+
+const (
+	// retryAmbiguous retries every failure that may not be final: for
+	// idempotent requests (reads, writes with an idempotency key).
+	retryAmbiguous retryPolicy = iota
+	// retrySafe retries only failures where the request certainly did
+	// nothing (connection refused, not_leader).
+	retrySafe
+)
+
+// Backoff between retries.
+const (
+	initialBackoff  = 25 * time.Millisecond
+	endpointBackoff = 50 * time.Millisecond
+	discoverEvery   = 250 * time.Millisecond
+	maxErrorBody    = 1 << 20
+	maxBody         = 256 << 20
+)
+
+// call is one logical request, sent in one or more attempts.
+type call struct {
+	method   string
+	path     string // escaped
+	query    url.Values
+	body     []byte
+	json     bool // body is JSON
+	idemKey  string
+	route    route
+	endpoint string // pinned node; overrides route
+	retry    retryPolicy
+	// attempts caps the attempts (0: until ctx ends).
+	attempts int
+}
+
+// reply is a successful (2xx) answer.
+type reply struct {
+	header http.Header
+	body   []byte
+}
+
+// revision returns the Cairn-Revision header (0 if absent).
+func (r *reply) revision() uint64 {
+	v, _ := strconv.ParseUint(r.header.Get(api.HeaderRevision), 10, 64)
+	return v
+}
+
+func (r *reply) decode(v any) error {
+	if err := json.Unmarshal(r.body, v); err != nil {
+		return fmt.Errorf("client: decoding answer: %w", err)
+	}
+	return nil
+}
+
+// attemptError is a failed attempt with how it may be retried.
+type attemptError struct {
+	err error
+	// safe: the request certainly had no effect; ambiguous: it may have.
+	safe, ambiguous bool
+}
+
+// do sends cl until it succeeds, fails definitely, runs out of attempts or
+// ctx ends.
+func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
+	backoff := initialBackoff
+	for attempt := 1; ; attempt++ {
+		if c.closed.Load() {
+			return nil, ErrClosed
+		}
+		ep := cl.endpoint
+		if ep == "" {
+			ep = c.pick(ctx, cl.route)
+		}
+		rep, ae := c.attempt(ctx, ep, cl)
+		if ae == nil {
+			c.markOK(ep)
+			return rep, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w (%w)", ae.err, ctx.Err())
+		}
+		retry := ae.safe || (ae.ambiguous && cl.retry == retryAmbiguous)
+		if !retry || (cl.attempts > 0 && attempt >= cl.attempts) {
+			return nil, ae.err
+		}
+		d := backoff/2 + rand.N(backoff/2+1)
+		c.log.Debug("cairn client: retrying", "method", cl.method, "path", cl.path, "endpoint", ep,
+			"attempt", attempt, "delay", d, "err", ae.err)
+		t := time.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%w (%w)", ae.err, ctx.Err())
+		case <-t.C:
+		}
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+	}
+}
+
+// attempt sends cl once to ep.
+func (c *Client) attempt(ctx context.Context, ep string, cl *call) (*reply, *attemptError) {
+	actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	defer cancel()
+	u := ep + cl.path
+	if len(cl.query) > 0 {
+		u += "?" + cl.query.Encode()
+	}
+	var body io.Reader
+	if cl.body != nil {
+		body = bytes.NewReader(cl.body)
+	}
+	req, err := http.NewRequestWithContext(actx, cl.method, u, body)
+	if err != nil {
+		return nil, &attemptError{err: fmt.Errorf("%w: %w", ErrBadRequest, err)}
+	}
+	if cl.json {
+		req.Header.Set("Content-Type", "application/json")
+	} else if cl.body != nil {
+		req.Header.Set("Content-Type", "application/octet-stream")
+	}
+	if cl.idemKey != "" {
+		req.Header.Set(api.HeaderIdempotencyKey, cl.idemKey)
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, c.transportError(ctx, ep, err)
+	}
+	defer resp.Body.Close()
+	limit := int64(maxBody)
+	if resp.StatusCode/100 != 2 {
+		limit = maxErrorBody
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return nil, c.transportError(ctx, ep, err)
+	}
+	c.observe(ep, resp.Header)
+	if resp.StatusCode/100 == 2 {
+		c.see(parseRevision(resp.Header))
+		return &reply{header: resp.Header, body: b}, nil
+	}
+	err = errorFromResponse(resp.StatusCode, resp.Header, b)
+	ae := &attemptError{err: err}
+	switch {
+	case errors.Is(err, ErrNotLeader):
+		ae.safe = true
+		c.leaderFailed(ep)
+	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrTimeout):
+		ae.ambiguous = true
+		c.leaderFailed(ep)
+	}
+	return nil, ae
+}
+
+// transportError classifies a failure to get an answer.
+func (c *Client) transportError(ctx context.Context, ep string, err error) *attemptError {
+	c.markFailed(ep)
+	if ctx.Err() != nil {
+		return &attemptError{err: fmt.Errorf("client: %s: %w", ep, err)}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &attemptError{err: fmt.Errorf("%w: %s: no answer within %s", ErrTimeout, ep, c.cfg.RequestTimeout), ambiguous: true}
+	}
+	return &attemptError{err: fmt.Errorf("%w: %s: %w", ErrUnavailable, ep, err),
+		safe: errors.Is(err, syscall.ECONNREFUSED), ambiguous: true}
+}
+
+func parseRevision(h http.Header) uint64 {
+	v, _ := strconv.ParseUint(h.Get(api.HeaderRevision), 10, 64)
+	return v
+}
+
+// see records a revision the session has observed.
+func (c *Client) see(rev uint64) {
+	for {
+		cur := c.maxRev.Load()
+		if rev <= cur || c.maxRev.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
+}
+
+// observe learns the leader from an answer's headers.
+func (c *Client) observe(ep string, h http.Header) {
+	lu := h.Get(api.HeaderLeaderURL)
+	if lu == "" {
+		return
+	}
+	lu, err := normalizeEndpoint(lu)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.leader = lu
+	if !c.isMember(lu) {
+		// A leader we do not know of: membership changed.
+		c.needDiscover = true
+	}
+}
+
+func (c *Client) isMember(u string) bool {
+	for _, m := range c.members {
+		if m == u {
+			return true
+		}
+	}
+	return false
+}
+
+// leaderFailed forgets ep as the leader after it could not serve a
+// leader's request.
+func (c *Client) leaderFailed(ep string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leader == ep {
+		c.leader = ""
+		c.needDiscover = true
+	}
+}
+
+type endpointState struct {
+	failures int
+	until    time.Time
+}
+
+func (c *Client) markFailed(ep string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.health[ep]
+	st.failures++
+	d := min(endpointBackoff<<min(st.failures-1, 10), c.cfg.MaxBackoff)
+	st.until = time.Now().Add(d)
+	c.health[ep] = st
+	if c.leader == ep {
+		c.leader = ""
+	}
+	c.needDiscover = true
+}
+
+func (c *Client) markOK(ep string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.health, ep)
+}
+
+// pick chooses the node for a request, discovering members first when
+// needed.
+func (c *Client) pick(ctx context.Context, r route) string {
+	c.maybeDiscover(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	if r == routeLeader && c.leader != "" && !c.health[c.leader].until.After(now) {
+		return c.leader
+	}
+	return c.nextLocked(now)
+}
+
+// nextLocked returns the next healthy member round robin, or the one whose
+// backoff ends first.
+func (c *Client) nextLocked(now time.Time) string {
+	pool := c.members
+	if len(pool) == 0 {
+		pool = c.seeds
+	}
+	start := c.rr
+	c.rr++
+	best := ""
+	var bestUntil time.Time
+	for i := range pool {
+		ep := pool[(start+uint64(i))%uint64(len(pool))]
+		until := c.health[ep].until
+		if !until.After(now) {
+			return ep
+		}
+		if best == "" || until.Before(bestUntil) {
+			best, bestUntil = ep, until
+		}
+	}
+	return best
+}
+
+// maybeDiscover refreshes the member list when it is unknown or suspect,
+// at most every discoverEvery, one caller at a time.
+func (c *Client) maybeDiscover(ctx context.Context) {
+	c.mu.Lock()
+	need := c.needDiscover && time.Since(c.lastDiscover) >= discoverEvery
+	c.mu.Unlock()
+	if !need || !c.discoverMu.TryLock() {
+		return
+	}
+	defer c.discoverMu.Unlock()
+	c.mu.Lock()
+	if !c.needDiscover || time.Since(c.lastDiscover) < discoverEvery {
+		c.mu.Unlock()
+		return
+	}
+	c.lastDiscover = time.Now()
+	// Healthy candidates first, then the rest.
+	var cands, later []string
+	now := time.Now()
+	seen := map[string]bool{}
+	for _, ep := range append(append([]string(nil), c.members...), c.seeds...) {
+		if seen[ep] {
+			continue
+		}
+		seen[ep] = true
+		if c.health[ep].until.After(now) {
+			later = append(later, ep)
+		} else {
+			cands = append(cands, ep)
+		}
+	}
+	c.mu.Unlock()
+	for _, ep := range append(cands, later...) {
+		if ctx.Err() != nil {
+			return
+		}
+		rep, ae := c.attempt(ctx, ep, &call{method: http.MethodGet, path: "/v1/cluster/members"})
+		if ae != nil {
+			c.log.Debug("cairn client: discovery failed", "endpoint", ep, "err", ae.err)
+			continue
+		}
+		var mr api.MembersResponse
+		if err := rep.decode(&mr); err != nil {
+			continue
+		}
+		c.learn(&mr)
+		c.log.Debug("cairn client: discovered members", "via", ep, "members", len(mr.Members), "leader", mr.Leader)
+		return
+	}
+}
+
+// learn takes a member list.
+func (c *Client) learn(mr *api.MembersResponse) {
+	var members []string
+	leader := ""
+	for _, m := range mr.Members {
+		u, err := normalizeEndpoint(m.HTTPURL)
+		if m.HTTPURL == "" || err != nil {
+			continue
+		}
+		members = append(members, u)
+		if m.Leader || (mr.Leader != "" && m.ID == mr.Leader) {
+			leader = u
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(members) > 0 {
+		// Members advertise the URLs they use among themselves, which the
+		// client may not be able to reach (container names behind a
+		// published port, say): keep the configured endpoints in the
+		// rotation too, so a client always has a way in.
+		for _, s := range c.seeds {
+			if !slices.Contains(members, s) {
+				members = append(members, s)
+			}
+		}
+		c.members = members
+	}
+	if leader != "" {
+		c.leader = leader
+	}
+	c.needDiscover = false
+}

@@ -1,0 +1,331 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/cairn-db/cairn/api"
+)
+
+// Watch parameters.
+const (
+	// watchProgressInterval is the progress period the client asks for;
+	// a stream silent for watchIdleTimeout is taken for dead and resumed
+	// on another member.
+	watchProgressInterval = time.Second
+	watchIdleTimeout      = 5 * watchProgressInterval
+	// watchStableAfter: a stream that lived this long resets the
+	// reconnect backoff.
+	watchStableAfter = time.Second
+	watchBuffer      = 64
+)
+
+// WatchEvent is one event of a watch.
+type WatchEvent struct {
+	// Type is api.WatchTxn (a committed transaction with at least one
+	// operation under the prefix), api.WatchProgress (every matching
+	// transaction up to Revision has been delivered) or api.WatchError
+	// (the last event: Err says why the watch ended).
+	Type string
+	// Revision is the transaction's revision (txn) or the revision the
+	// watch is complete up to (progress).
+	Revision    uint64
+	Time        time.Time
+	User        string
+	Description string
+	Meta        map[string]string
+	// Operations are the transaction's operations that concern the
+	// prefix: puts and deletes of keys under it, and prefix deletes that
+	// overlap it.
+	Operations []api.Operation
+	// Hash is the chain hash at Revision, hex (txn events).
+	Hash string
+	// Node is the id of the member that served the event.
+	Node string
+	// Err is set on a final api.WatchError event: a *CompactedError
+	// (errors.Is ErrCompacted) when the watch's next revision was
+	// compacted away, or another definite failure (ErrBadRequest,
+	// ErrClosed, ...). It is never set because ctx ended.
+	Err error
+}
+
+// Watch streams the committed transactions that touch keys under prefix
+// ("" for all), in revision order, starting at fromRevision (0: the next
+// revision to be committed). It returns once a member has accepted the
+// watch; with fromRevision 0, every write acknowledged after that is
+// delivered.
+//
+// Events arrive on the returned channel, which is closed when ctx ends or
+// after a final api.WatchError event. Progress events arrive about every
+// second even when nothing matches. The watch survives member failures: when
+// a stream breaks (the member stops, the connection drops, the member is
+// silent for 5 s or cuts off a reader slower than its write timeout), the
+// client reconnects to another member with backoff and resumes at the
+// revision after the last one delivered (a transaction or a progress
+// event), so no transaction is skipped or delivered twice. Members serve
+// watches from their local state (followers and non-voters too); a member
+// behind the resume point waits until it catches up.
+//
+// A watch whose start (or resume point) is before the compaction point
+// ends with ErrCompacted: returned by Watch when known at once, or as the
+// final event's Err. Other definite errors (bad prefix, ErrClosed) end it
+// the same way; unavailable members and timeouts are retried until ctx
+// ends.
+//
+// The caller must drain the channel: a reader that stops reading holds up
+// only its own watch (the member cuts it off after its write timeout and
+// the client resumes). Of the read options only Endpoint applies: it pins
+// the watch to one member, which is then retried forever.
+func (c *Client) Watch(ctx context.Context, prefix string, fromRevision uint64, opts ...ReadOption) (<-chan WatchEvent, error) {
+	o, err := readOpts(opts)
+	if err != nil {
+		return nil, err
+	}
+	if o.revision != 0 || o.limit != 0 || o.consistency != "" || o.maxStaleness != 0 || o.minRevision != 0 {
+		return nil, fmt.Errorf("%w: Watch takes no read options but Endpoint", ErrBadRequest)
+	}
+	w := &watch{c: c, prefix: prefix, next: fromRevision, endpoint: o.endpoint}
+	s, err := w.connect(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ch := make(chan WatchEvent, watchBuffer)
+	go w.run(ctx, s, ch)
+	return ch, nil
+}
+
+// watch is one Watch call's state.
+type watch struct {
+	c        *Client
+	prefix   string
+	endpoint string // pinned member, or "" to choose
+	// next is the first revision not yet delivered: the resume point.
+	next uint64
+}
+
+// watchStream is one open GET /v1/watch response.
+type watchStream struct {
+	ep     string
+	node   string
+	body   io.ReadCloser
+	dec    *json.Decoder
+	cancel context.CancelFunc
+	idle   *time.Timer
+	opened time.Time
+}
+
+func (s *watchStream) close() {
+	s.idle.Stop()
+	s.cancel()
+	_ = s.body.Close()
+}
+
+// connect opens a stream at w.next, retrying members with backoff until
+// one accepts, a definite error, or ctx ends.
+func (w *watch) connect(ctx context.Context) (*watchStream, error) {
+	c := w.c
+	backoff := initialBackoff
+	for {
+		if c.closed.Load() {
+			return nil, ErrClosed
+		}
+		ep := w.endpoint
+		if ep == "" {
+			ep = c.pick(ctx, routeSpread)
+		}
+		s, ae := w.open(ctx, ep)
+		if ae == nil {
+			c.markOK(ep)
+			return s, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%w (%w)", ae.err, ctx.Err())
+		}
+		if !ae.safe && !ae.ambiguous {
+			return nil, ae.err
+		}
+		d := backoff/2 + rand.N(backoff/2+1)
+		c.log.Debug("cairn client: watch reconnecting", "endpoint", ep, "from", w.next, "delay", d, "err", ae.err)
+		if !sleepCtx(ctx, d) {
+			return nil, fmt.Errorf("%w (%w)", ae.err, ctx.Err())
+		}
+		backoff = min(2*backoff, c.cfg.MaxBackoff)
+	}
+}
+
+// open sends one watch request to ep and reads the stream's first line (a
+// progress event), which fixes the start when w.next is 0.
+func (w *watch) open(ctx context.Context, ep string) (*watchStream, *attemptError) {
+	c := w.c
+	q := url.Values{"progress_interval": {watchProgressInterval.String()}}
+	if w.prefix != "" {
+		q.Set("prefix", w.prefix)
+	}
+	if w.next > 0 {
+		q.Set("from_revision", strconv.FormatUint(w.next, 10))
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	// Until the first line, the request's timeout applies; after it, the
+	// idle timeout.
+	idle := time.AfterFunc(c.cfg.RequestTimeout, cancel)
+	fail := func(ae *attemptError) (*watchStream, *attemptError) {
+		idle.Stop()
+		cancel()
+		return nil, ae
+	}
+	req, err := http.NewRequestWithContext(sctx, http.MethodGet, ep+"/v1/watch?"+q.Encode(), nil)
+	if err != nil {
+		return fail(&attemptError{err: fmt.Errorf("%w: %w", ErrBadRequest, err)})
+	}
+	req.Header.Set("Accept", "application/x-ndjson")
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return fail(c.transportError(ctx, ep, err))
+	}
+	c.observe(ep, resp.Header)
+	if resp.StatusCode/100 != 2 {
+		b, rerr := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		_ = resp.Body.Close()
+		if rerr != nil {
+			return fail(c.transportError(ctx, ep, rerr))
+		}
+		err := errorFromResponse(resp.StatusCode, resp.Header, b)
+		ae := &attemptError{err: err}
+		if errors.Is(err, ErrNotLeader) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTimeout) {
+			ae.ambiguous = true
+			c.markFailed(ep)
+		}
+		return fail(ae)
+	}
+	s := &watchStream{ep: ep, node: resp.Header.Get(api.HeaderNode), body: resp.Body,
+		dec: json.NewDecoder(resp.Body), cancel: cancel, idle: idle, opened: time.Now()}
+	var ev api.WatchEvent
+	if err := s.dec.Decode(&ev); err != nil || ev.Type != api.WatchProgress {
+		_ = resp.Body.Close()
+		if err == nil {
+			err = fmt.Errorf("stream began with a %q event, not progress", ev.Type)
+		}
+		return fail(c.transportError(ctx, ep, err))
+	}
+	if w.next == 0 {
+		w.next = ev.Revision + 1
+	}
+	idle.Reset(watchIdleTimeout)
+	return s, nil
+}
+
+// run reads streams, delivers events and reconnects until ctx ends or a
+// definite error.
+func (w *watch) run(ctx context.Context, s *watchStream, ch chan<- WatchEvent) {
+	defer close(ch)
+	defer func() {
+		if s != nil {
+			s.close()
+		}
+	}()
+	c := w.c
+	deliver := func(ev WatchEvent) bool {
+		// A consumer that is slow holds the stream, not the timer.
+		s.idle.Stop()
+		defer s.idle.Reset(watchIdleTimeout)
+		select {
+		case ch <- ev:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	backoff := initialBackoff
+	for {
+		var ev api.WatchEvent
+		err := s.dec.Decode(&ev)
+		if err == nil {
+			s.idle.Reset(watchIdleTimeout)
+			switch ev.Type {
+			case api.WatchTxn:
+				if ev.Revision < w.next {
+					continue // already delivered
+				}
+				w.next = ev.Revision + 1
+				c.see(ev.Revision)
+				if !deliver(WatchEvent{Type: ev.Type, Revision: ev.Revision, Time: ev.Time, User: ev.User,
+					Description: ev.Description, Meta: ev.Meta, Operations: ev.Operations, Hash: ev.Hash, Node: s.node}) {
+					return
+				}
+				continue
+			case api.WatchProgress:
+				// A member behind the resume point reports less than
+				// has been delivered; the resume point never goes back.
+				w.next = max(w.next, ev.Revision+1)
+				if !deliver(WatchEvent{Type: ev.Type, Revision: w.next - 1, Node: s.node}) {
+					return
+				}
+				continue
+			case api.WatchError:
+				if ev.Error != nil && ev.Error.Code == api.CodeCompacted {
+					ae := &APIError{Code: ev.Error.Code, Message: ev.Error.Message, Status: http.StatusGone,
+						Node: s.node, sentinel: ErrCompacted}
+					deliver(WatchEvent{Type: api.WatchError, Revision: w.next - 1, Node: s.node,
+						Err: &CompactedError{Oldest: ev.Error.OldestRevision, Err: ae}})
+					return
+				}
+				msg := "stream ended"
+				if ev.Error != nil {
+					msg = ev.Error.Code + ": " + ev.Error.Message
+				}
+				err = errors.New(msg)
+			default:
+				continue // a newer server's event type
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		// The stream broke: resume elsewhere from w.next.
+		lived := time.Since(s.opened)
+		c.log.Debug("cairn client: watch stream ended", "endpoint", s.ep, "next", w.next, "err", err)
+		c.markFailed(s.ep)
+		s.close()
+		s = nil
+		if lived >= watchStableAfter {
+			backoff = initialBackoff
+		} else {
+			// A member that ends streams at once is not hammered.
+			if !sleepCtx(ctx, backoff/2+rand.N(backoff/2+1)) {
+				return
+			}
+			backoff = min(2*backoff, c.cfg.MaxBackoff)
+		}
+		ns, err := w.connect(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				select {
+				case ch <- WatchEvent{Type: api.WatchError, Revision: w.next - 1, Err: err}:
+				case <-ctx.Done():
+				}
+			}
+			return
+		}
+		s = ns
+	}
+}
+
+// sleepCtx sleeps for d; false when ctx ended first.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -1,0 +1,235 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/client"
+)
+
+// fakeWatchServer serves scripted watch streams: the n-th request gets
+// script(n, from_revision).
+func fakeWatchServer(t *testing.T, script func(n int, from string, w http.ResponseWriter)) (*httptest.Server, *[]string) {
+	t.Helper()
+	var mu sync.Mutex
+	var froms []string
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/cluster/members":
+			_ = json.NewEncoder(w).Encode(api.MembersResponse{Members: []api.Member{{ID: "f1", HTTPURL: srv.URL, Role: api.RoleVoter}}})
+		case "/v1/watch":
+			mu.Lock()
+			froms = append(froms, r.URL.Query().Get("from_revision"))
+			n := len(froms)
+			mu.Unlock()
+			w.Header().Set(api.HeaderNode, "f1")
+			script(n, r.URL.Query().Get("from_revision"), w)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &froms
+}
+
+func line(w http.ResponseWriter, ev api.WatchEvent) {
+	_ = json.NewEncoder(w).Encode(ev)
+	w.(http.Flusher).Flush()
+}
+
+func txnEv(rev uint64) api.WatchEvent {
+	return api.WatchEvent{Type: api.WatchTxn, Revision: rev, Operations: []api.Operation{{Op: api.OpPut, Key: fmt.Sprintf("k%d", rev)}}}
+}
+
+// TestWatchResume checks the client's side of resuming: a broken stream
+// resumes after the last revision delivered (progress included), repeats
+// are dropped, and a compacted error is final.
+func TestWatchResume(t *testing.T) {
+	srv, froms := fakeWatchServer(t, func(n int, from string, w http.ResponseWriter) {
+		switch n {
+		case 1: // the start: head is 4
+			line(w, api.WatchEvent{Type: api.WatchProgress, Revision: 4})
+			line(w, txnEv(5))
+			line(w, txnEv(7))
+			line(w, api.WatchEvent{Type: api.WatchProgress, Revision: 9})
+			// then the connection breaks
+		case 2: // a member that is behind the resume point (10)
+			line(w, api.WatchEvent{Type: api.WatchProgress, Revision: 8})
+			line(w, txnEv(7)) // a repeat: dropped
+			line(w, txnEv(12))
+			line(w, api.WatchEvent{Type: api.WatchError, Error: &api.Error{Code: api.CodeUnavailable, Message: "shutting down"}})
+		case 3:
+			line(w, api.WatchEvent{Type: api.WatchProgress, Revision: 12})
+			line(w, api.WatchEvent{Type: api.WatchError, Revision: 12,
+				Error: &api.Error{Code: api.CodeCompacted, Message: "compacted", OldestRevision: 20}})
+		default:
+			http.Error(w, "too many", http.StatusInternalServerError)
+		}
+	})
+	c := newClient(t, nil, srv.URL)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ch, err := c.Watch(ctx, "k", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var final client.WatchEvent
+	for ev := range ch {
+		if ev.Err != nil {
+			final = ev
+			continue
+		}
+		got = append(got, fmt.Sprintf("%s %d", ev.Type, ev.Revision))
+		if ev.Node != "f1" {
+			t.Errorf("event node %q", ev.Node)
+		}
+	}
+	want := []string{"txn 5", "txn 7", "progress 9", "txn 12"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("events %q, want %q", got, want)
+	}
+	var ce *client.CompactedError
+	if !errors.Is(final.Err, client.ErrCompacted) || !errors.As(final.Err, &ce) || ce.Oldest != 20 || final.Type != api.WatchError {
+		t.Errorf("final event %+v, want ErrCompacted with oldest 20", final)
+	}
+	if fmt.Sprint(*froms) != fmt.Sprint([]string{"", "10", "13"}) {
+		t.Errorf("from_revision of the requests: %q, want [\"\" 10 13]", *froms)
+	}
+}
+
+func TestWatchArguments(t *testing.T) {
+	srv, _ := fakeWatchServer(t, func(n int, from string, w http.ResponseWriter) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusGone)
+		_ = json.NewEncoder(w).Encode(api.ErrorResponse{Error: api.Error{Code: api.CodeCompacted, Message: "gone", OldestRevision: 3}})
+	})
+	c := newClient(t, nil, srv.URL)
+	ctx := context.Background()
+	if _, err := c.Watch(ctx, "", 0, client.Consistency(api.Stale)); !errors.Is(err, client.ErrBadRequest) {
+		t.Errorf("Watch with a consistency: %v", err)
+	}
+	_, err := c.Watch(ctx, "", 1)
+	var ce *client.CompactedError
+	if !errors.As(err, &ce) || ce.Oldest != 3 {
+		t.Errorf("compacted start: %v", err)
+	}
+	// A watch ends its channel when ctx ends, even while reconnecting.
+	var calls atomic.Int32
+	srv2, _ := fakeWatchServer(t, func(n int, from string, w http.ResponseWriter) {
+		calls.Add(1)
+		line(w, api.WatchEvent{Type: api.WatchProgress, Revision: 1})
+	})
+	c2 := newClient(t, nil, srv2.URL)
+	ctx2, cancel := context.WithCancel(ctx)
+	ch, err := c2.Watch(ctx2, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	cancel()
+	for range ch {
+	}
+	if n := calls.Load(); n < 2 || n > 20 {
+		t.Errorf("%d connections in 300ms to a member that ends every stream", n)
+	}
+}
+
+// BenchmarkWritesWithWatchers measures put throughput on one in-process
+// node with 0 and 100 concurrent watchers of the written prefix. Writers
+// run in parallel (8 x GOMAXPROCS goroutines, 128-byte values). With
+// "http", each watcher is a bare GET /v1/watch whose body is discarded
+// (the server's cost); with "client", each is a client.Watch decoding
+// every event (the server's and the clients' cost, on the same CPUs).
+func BenchmarkWritesWithWatchers(b *testing.B) {
+	for _, bc := range []struct {
+		name     string
+		watchers int
+		client   bool
+	}{{"watchers=0", 0, false}, {"watchers=100/http", 100, false}, {"watchers=100/client", 100, true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			nodes := startCluster(b, 1)
+			c := newClient(b, nil, nodes[0].HTTPURL())
+			wc := newClient(b, nil, nodes[0].HTTPURL())
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			var delivered atomic.Int64
+			hc := &http.Client{Transport: &http.Transport{}}
+			for i := 0; i < bc.watchers; i++ {
+				wg.Add(1)
+				if !bc.client {
+					req, err := http.NewRequestWithContext(ctx, http.MethodGet, nodes[0].HTTPURL()+"/v1/watch?prefix=bench/", nil)
+					if err != nil {
+						b.Fatal(err)
+					}
+					resp, err := hc.Do(req)
+					if err != nil {
+						b.Fatal(err)
+					}
+					go func() {
+						defer wg.Done()
+						_, _ = io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}()
+					continue
+				}
+				ch, err := wc.Watch(ctx, "bench/", 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				go func() {
+					defer wg.Done()
+					for ev := range ch {
+						if ev.Type == api.WatchTxn {
+							delivered.Add(1)
+						}
+					}
+				}()
+			}
+			b.Cleanup(func() {
+				cancel()
+				wg.Wait()
+				hc.CloseIdleConnections()
+			})
+			value := make([]byte, 128)
+			var seq atomic.Int64
+			b.SetParallelism(8)
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := c.Put(ctx, fmt.Sprintf("bench/%d", seq.Add(1)%1000), value); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			elapsed := time.Since(start)
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "puts/s")
+			if bc.client {
+				// Every watcher gets every put.
+				want := int64(b.N) * int64(bc.watchers)
+				deadline := time.Now().Add(30 * time.Second)
+				for delivered.Load() < want && time.Now().Before(deadline) {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if got := delivered.Load(); got < want {
+					b.Errorf("watchers got %d events, want %d", got, want)
+				}
+				b.ReportMetric(float64(delivered.Load())/time.Since(start).Seconds(), "events/s")
+			}
+		})
+	}
+}

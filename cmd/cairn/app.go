@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Exit statuses, documented in docs/cli.md.
+const (
+	exitOK          = 0
+	exitError       = 1
+	exitUsage       = 2
+	exitConflict    = 3
+	exitNotFound    = 4
+	exitUnavailable = 5
+)
+
+// errUsage marks a usage error (exit status 2).
+var errUsage = errors.New("usage")
+
+// usageError returns a usage error with a message.
+func usageError(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, args...))
+}
+
+// Run builds the CLI and runs it with args (args[0] is the program name).
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var unknown string
+	app := &cli.App{
+		Name:  "cairn",
+		Usage: "a Raft-replicated transactional object store",
+		Description: `Example:
+   cairn dev                          # a local three-node cluster
+   cairn put greeting hello           # in another terminal
+   cairn get greeting
+   cairn --cluster http://10.0.0.1:8001 node list`,
+		Writer:    stdout,
+		ErrWriter: stderr,
+		Flags: []cli.Flag{
+			&cli.StringFlag{
+				Name:    "cluster",
+				Usage:   "comma-separated HTTP URLs of cluster members",
+				EnvVars: []string{"CAIRN_CLUSTER"},
+				Value:   defaultCluster,
+			},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of tables"},
+			&cli.DurationFlag{Name: "timeout", Usage: "overall time limit of the command (0: none)", EnvVars: []string{"CAIRN_TIMEOUT"}},
+		},
+		Commands: slices.Concat(serverCommands(), dataCommands(), watchCommands(), adminCommands(), backupCommands(), []*cli.Command{benchCommand()}),
+		// Usage errors in flag parsing exit 2.
+		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
+			return usageError("%v", err)
+		},
+		ExitErrHandler:  func(*cli.Context, error) {}, // main decides the status
+		CommandNotFound: func(_ *cli.Context, name string) { unknown = name },
+	}
+	for _, c := range app.Commands {
+		setUsageErrors(c, &unknown)
+	}
+	if err := app.RunContext(ctx, args); err != nil {
+		return err
+	}
+	if unknown != "" {
+		return usageError("unknown command %q (see cairn --help)", unknown)
+	}
+	return nil
+}
+
+func setUsageErrors(c *cli.Command, unknown *string) {
+	c.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return usageError("%v", err) }
+	for _, s := range c.Subcommands {
+		setUsageErrors(s, unknown)
+	}
+}
+
+// newLogger returns a text logger on stderr at the given level.
+func newLogger(level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError("log level %q (use debug, info, warn, error)", level)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lv})), nil
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

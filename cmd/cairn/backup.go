@@ -1,0 +1,366 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"text/tabwriter"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/urfave/cli/v2"
+
+	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/fsm"
+	"github.com/cairn-db/cairn/node"
+)
+
+// errDiffer means verify found copies that are not identical.
+var errDiffer = errors.New("copies differ")
+
+func backupCommands() []*cli.Command {
+	return []*cli.Command{
+		{
+			Name: "backup", Usage: "copy a consistent backup from a member to a file", ArgsUsage: " ",
+			Description: `A full backup copies the whole store while writes go on; --since R or
+--since-backup FILE copies only the transactions after R (an incremental).
+Example:
+   cairn backup -o full.bak
+   cairn backup --since-backup full.bak -o inc1.bak`,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "file to write (required)"},
+				&cli.Uint64Flag{Name: "since", Usage: "incremental: transactions after this revision"},
+				&cli.StringFlag{Name: "since-backup", Usage: "incremental: after the revision of this earlier backup file"},
+				&cli.StringFlag{Name: "endpoint", Usage: "member to copy from (default: any)"},
+				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
+			},
+			Action: backupAction,
+		},
+		{
+			Name: "restore", Usage: "lay down a data dir from a full backup and incrementals", ArgsUsage: "FULL [INCREMENTAL...]",
+			Description: `Checks the chain across all files, then writes DIR so that
+'cairn node run --bootstrap --id ID --data-dir DIR' starts a new cluster with
+the backup's data, revisions and chain head.
+Example:
+   cairn restore --data-dir /var/lib/cairn --id n1 full.bak inc1.bak inc2.bak`,
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "data-dir", Usage: "empty data directory to create (required)"},
+				&cli.StringFlag{Name: "id", Usage: "id the restored node will run with (required)"},
+			},
+			Action: func(c *cli.Context) error {
+				if c.NArg() < 1 || c.String("data-dir") == "" || c.String("id") == "" {
+					return usageError("restore needs --data-dir, --id and at least the full backup file")
+				}
+				h, err := node.RestoreDataDir(c.Context, c.String("data-dir"), c.Args().First(), c.Args().Tail()...)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.App.Writer, "restored revision %d, chain hash %s, into %s\nstart it with:\n  cairn node run --bootstrap --id %s --data-dir %s ...\n",
+					h.Revision, h.Hash, c.String("data-dir"), c.String("id"), c.String("data-dir"))
+				return nil
+			},
+		},
+		{
+			Name: "verify", Usage: "prove members (and backups) identical by their chain hashes", ArgsUsage: " ",
+			Description: `Compares every member's chain hash at a common revision; exit 0 if and
+only if all agree. --deep makes each member recompute its chain from its
+stored records. --backup checks backup files offline; with --compare also
+against the live cluster's hash at each backup's revision.
+Example:
+   cairn verify --deep
+   cairn verify --backup full.bak --backup inc1.bak --compare`,
+			Flags: []cli.Flag{
+				&cli.BoolFlag{Name: "deep", Usage: "each member recomputes its chain"},
+				&cli.StringSliceFlag{Name: "backup", Usage: "backup file to check offline (repeatable)"},
+				&cli.BoolFlag{Name: "compare", Usage: "with --backup: also compare with the live cluster"},
+				jsonFlag(),
+			},
+			Action: verifyAction,
+		},
+	}
+}
+
+func backupAction(c *cli.Context) error {
+	out := c.String("output")
+	if out == "" || c.NArg() > 0 {
+		return usageError("backup needs -o FILE and takes no arguments")
+	}
+	o := client.BackupOptions{Endpoint: c.String("endpoint")}
+	if c.IsSet("since") && c.IsSet("since-backup") {
+		return usageError("use --since or --since-backup, not both")
+	}
+	if c.IsSet("since") {
+		o.Incremental, o.Since = true, c.Uint64("since")
+	}
+	if p := c.String("since-backup"); p != "" {
+		h, err := node.VerifyBackupFile(c.Context, p)
+		if err != nil {
+			return fmt.Errorf("--since-backup: %w", err)
+		}
+		o.Incremental, o.Since = true, h.Revision
+	}
+	return withClient(c, func(ctx context.Context, cl *client.Client) error {
+		tmp := out + ".partial"
+		var w io.Writer = io.Discard
+		if !c.Bool("quiet") {
+			bar := progressbar.DefaultBytes(-1, "backup")
+			defer bar.Close()
+			w = bar
+		}
+		resumed, err := resumeIncremental(ctx, cl, o, tmp, w)
+		if err != nil {
+			return err
+		}
+		if !resumed {
+			err = download(ctx, cl, o, tmp, w)
+		}
+		if err == nil {
+			// The copy must check out before it takes the final name.
+			_, err = node.VerifyBackupFile(ctx, tmp)
+		}
+		if err != nil {
+			if !o.Incremental {
+				_ = os.Remove(tmp)
+				return err
+			}
+			// An incremental's good records are kept: the same command
+			// again fetches only the rest.
+			return fmt.Errorf("%w (%s kept: run the same command again to resume)", err, tmp)
+		}
+		if err := os.Rename(tmp, out); err != nil {
+			return err
+		}
+		h, err := node.VerifyBackupFile(ctx, out)
+		if err != nil {
+			return err
+		}
+		how := ""
+		if resumed {
+			how = " (resumed)"
+		}
+		fmt.Fprintf(c.App.Writer, "\n%s backup%s: revision %d, chain hash %s -> %s\n", h.Kind, how, h.Revision, h.Hash, out)
+		return nil
+	})
+}
+
+// download copies a backup into path.
+func download(ctx context.Context, cl *client.Client, o client.BackupOptions, path string, progress io.Writer) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = cl.Backup(ctx, io.MultiWriter(f, progress), o)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// resumeIncremental continues an interrupted incremental backup left in
+// partial: it keeps the records that check out, fetches the transactions
+// after the last of them, and writes the joined file back to partial. It
+// reports false (and does nothing) when there is nothing to resume.
+func resumeIncremental(ctx context.Context, cl *client.Client, o client.BackupOptions, partial string, progress io.Writer) (bool, error) {
+	if !o.Incremental {
+		return false, nil
+	}
+	f, err := os.Open(partial)
+	if err != nil {
+		return false, nil
+	}
+	defer f.Close()
+	ph, err := fsm.ReadBackupHeader(f)
+	if err != nil || ph.Kind != fsm.BackupIncremental || ph.FromRevision != o.Since+1 {
+		return false, nil // not a resumable copy of this backup: start over
+	}
+	last, err := fsm.ReadPartialIncremental(f, ph, func(fsm.RawRecord) error { return nil })
+	if err != nil {
+		return false, nil
+	}
+	// Fetch the rest while joining: the new stream's header says where it
+	// ends, which the joined file's header must say too.
+	pr, pw := io.Pipe()
+	rest := o
+	rest.Since = last.Revision
+	fetched := make(chan error, 1)
+	go func() {
+		_, err := cl.Backup(ctx, io.MultiWriter(pw, progress), rest)
+		pw.CloseWithError(err)
+		fetched <- err
+	}()
+	err = joinIncremental(f, ph, last, pr, partial+".joining")
+	_ = pr.CloseWithError(err)
+	if ferr := <-fetched; err == nil && ferr != nil {
+		err = ferr
+	}
+	if err != nil {
+		_ = os.Remove(partial + ".joining")
+		return false, err
+	}
+	return true, os.Rename(partial+".joining", partial)
+}
+
+// joinIncremental writes to path the records of the partial file f (up to
+// last) followed by those of the incremental stream rest.
+func joinIncremental(f *os.File, ph fsm.BackupHeader, last fsm.ChainPoint, rest io.Reader, path string) error {
+	rh, err := fsm.ReadBackupHeader(rest)
+	if err != nil {
+		return err
+	}
+	if rh.BaseHash != last.Hash.String() {
+		return fmt.Errorf("%w: the cluster's history at revision %d differs from the partial backup's", fsm.ErrBadBackup, last.Revision)
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	jh := ph
+	jh.Revision, jh.Hash = rh.Revision, rh.Hash
+	iw, err := fsm.NewIncrementalWriter(out, jh)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	if _, err := fsm.ReadBackupHeader(f); err != nil {
+		return err
+	}
+	_, err = fsm.ReadPartialIncremental(f, ph, func(r fsm.RawRecord) error {
+		if r.Revision > last.Revision {
+			return nil
+		}
+		return iw.Add(r)
+	})
+	if err != nil {
+		return err
+	}
+	if err := fsm.ReadIncremental(rest, rh, iw.Add); err != nil {
+		return err
+	}
+	if err := iw.Close(); err != nil {
+		return err
+	}
+	return out.Sync()
+}
+
+// verifyRow is one line of verify's table.
+type verifyRow struct {
+	What     string `json:"what"`
+	Revision uint64 `json:"revision"`
+	Hash     string `json:"hash"`
+	OK       bool   `json:"ok"`
+	Note     string `json:"note,omitempty"`
+}
+
+func verifyAction(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return usageError("verify takes no arguments")
+	}
+	var rows []verifyRow
+	var bad bool
+	files := c.StringSlice("backup")
+	for _, p := range files {
+		h, err := node.VerifyBackupFile(c.Context, p)
+		row := verifyRow{What: "backup " + p, Revision: h.Revision, Hash: h.Hash, OK: err == nil}
+		if err != nil {
+			row.Note, bad = err.Error(), true
+		}
+		rows = append(rows, row)
+	}
+	err := withClient(c, func(ctx context.Context, cl *client.Client) error {
+		if len(files) > 0 && !c.Bool("compare") {
+			return nil
+		}
+		if len(files) > 0 {
+			for i := range rows {
+				if !rows[i].OK {
+					continue
+				}
+				ch, err := cl.Chain(ctx, rows[i].Revision)
+				switch {
+				case err != nil:
+					rows[i].OK, rows[i].Note = false, "cluster: "+err.Error()
+				case ch.Hash != rows[i].Hash:
+					rows[i].OK, rows[i].Note = false, "cluster has "+ch.Hash
+				default:
+					rows[i].Note = "matches the cluster"
+				}
+				bad = bad || !rows[i].OK
+			}
+			return nil
+		}
+		mr, err := cl.Members(ctx)
+		if err != nil {
+			return err
+		}
+		var common uint64
+		var live []api.Member
+		for _, m := range mr.Members {
+			if !m.Reachable || m.HTTPURL == "" {
+				rows = append(rows, verifyRow{What: m.ID, Note: "unreachable"})
+				bad = true
+				continue
+			}
+			if len(live) == 0 || m.Revision < common {
+				common = m.Revision
+			}
+			live = append(live, m)
+		}
+		var ref string
+		for _, m := range live {
+			row := verifyRow{What: m.ID, Revision: common}
+			ch, err := cl.Chain(ctx, common, client.Endpoint(m.HTTPURL), client.Consistency(api.Stale))
+			if err != nil {
+				row.Note = err.Error()
+			} else {
+				row.Hash = ch.Hash
+				if ref == "" {
+					ref = ch.Hash
+				}
+				row.OK = ch.Hash == ref
+			}
+			if c.Bool("deep") && err == nil {
+				vr, err := cl.VerifyNode(ctx, m.HTTPURL)
+				switch {
+				case err != nil:
+					row.OK, row.Note = false, "deep: "+err.Error()
+				case !vr.OK:
+					row.OK, row.Note = false, "deep: "+vr.Error
+				default:
+					row.Note = fmt.Sprintf("deep: %d records recomputed", vr.Records)
+				}
+			}
+			bad = bad || !row.OK
+			rows = append(rows, row)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if boolFlag(c, "json") {
+		if err := printJSON(c.App.Writer, rows); err != nil {
+			return err
+		}
+	} else {
+		tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "WHAT\tREVISION\tHASH\tOK\tNOTE")
+		for _, r := range rows {
+			fmt.Fprintf(tw, "%s\t%d\t%.16s\t%v\t%s\n", r.What, r.Revision, r.Hash, r.OK, r.Note)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+	}
+	if bad {
+		return errDiffer
+	}
+	return nil
+}

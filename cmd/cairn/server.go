@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"github.com/urfave/cli/v2/altsrc"
+
+	"github.com/cairn-db/cairn/node"
+)
+
+// defaultCluster is the cluster `cairn dev` runs.
+const defaultCluster = "http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003"
+
+func serverCommands() []*cli.Command {
+	return []*cli.Command{devCommand()}
+}
+
+// nodeRunFlags are `cairn node run`'s flags; each also reads CAIRN_<NAME>
+// and the YAML file given by --config.
+func nodeRunFlags() []cli.Flag {
+	d := node.DefaultConfig()
+	env := func(name string) []string { return []string{"CAIRN_" + name} }
+	return []cli.Flag{
+		&cli.StringFlag{Name: "config", Usage: "YAML file with flag values (keys are flag names)", EnvVars: env("CONFIG")},
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "id", Usage: "unique member id (required)", EnvVars: env("ID")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "data-dir", Usage: "data directory (required)", EnvVars: env("DATA_DIR")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "raft-addr", Value: "127.0.0.1:7001", Usage: "raft bind address", EnvVars: env("RAFT_ADDR")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "http-addr", Value: "127.0.0.1:8001", Usage: "HTTP bind address", EnvVars: env("HTTP_ADDR")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "advertise-raft", Usage: "raft address other members dial (default: raft-addr)", EnvVars: env("ADVERTISE_RAFT")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "advertise-http", Usage: "HTTP URL clients and members use (default: http-addr)", EnvVars: env("ADVERTISE_HTTP")}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "bootstrap", Usage: "start a new cluster with this node as its first member (ignored when the data dir has state)", EnvVars: env("BOOTSTRAP")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "join", Usage: "comma-separated HTTP URLs of members to ask to add this node (retried until one accepts)", EnvVars: env("JOIN")}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "non-voter", Usage: "join as a non-voting read replica", EnvVars: env("NON_VOTER")}),
+		altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "snapshot-threshold", Value: d.SnapshotThreshold, Usage: "log entries between snapshots", EnvVars: env("SNAPSHOT_THRESHOLD")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "snapshot-interval", Value: d.SnapshotInterval, Usage: "how often to check whether to snapshot", EnvVars: env("SNAPSHOT_INTERVAL")}),
+		altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "trailing-logs", Value: d.TrailingLogs, Usage: "log entries kept after a snapshot", EnvVars: env("TRAILING_LOGS")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "election-timeout", Value: d.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "leader-lease-timeout", Value: d.LeaderLeaseTimeout, EnvVars: env("LEADER_LEASE_TIMEOUT")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-value-size", Value: d.MaxValueSize, Usage: "largest value in bytes", EnvVars: env("MAX_VALUE_SIZE")}),
+		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "max-request-bytes", Value: d.MaxRequestBytes, Usage: "largest request body in bytes", EnvVars: env("MAX_REQUEST_BYTES")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-ops", Value: d.MaxOps, Usage: "most operations in one transaction", EnvVars: env("MAX_OPS")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "history-retention", Usage: "keep at least this history: a revision count (10000), an age (72h) or both (10000,72h); empty keeps all", EnvVars: env("HISTORY_RETENTION")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")}),
+		// Tests only (cluster_test's chaos suite): advertised=dial,...
+		// redirects raft dials through per-link proxies. See docs/testing.md.
+		&cli.StringFlag{Name: "test-raft-dial-map", Hidden: true, Usage: "TEST ONLY: advertisedRaftAddr=dialAddr,...", EnvVars: env("TEST_RAFT_DIAL_MAP")},
+	}
+}
+
+func nodeRunCommand() *cli.Command {
+	flags := nodeRunFlags()
+	return &cli.Command{
+		Name:  "run",
+		Usage: "run a cluster member until interrupted",
+		Description: `Examples:
+   # first node of a new cluster
+   cairn node run --id n1 --data-dir /var/lib/cairn --raft-addr 10.0.0.1:7001 --http-addr 10.0.0.1:8001 --bootstrap
+   # another node joining it
+   cairn node run --id n2 --data-dir /var/lib/cairn --raft-addr 10.0.0.2:7001 --http-addr 10.0.0.2:8001 --join http://10.0.0.1:8001
+   # a restarted node needs only its id, data dir and addresses`,
+		Flags:  flags,
+		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return usageError("node run takes no arguments, got %q", c.Args().Slice())
+			}
+			log, err := newLogger(c.String("log-level"))
+			if err != nil {
+				return err
+			}
+			cfg := node.DefaultConfig()
+			cfg.ID = c.String("id")
+			cfg.DataDir = c.String("data-dir")
+			cfg.RaftAddr = c.String("raft-addr")
+			cfg.HTTPAddr = c.String("http-addr")
+			cfg.AdvertiseRaft = c.String("advertise-raft")
+			cfg.AdvertiseHTTP = c.String("advertise-http")
+			cfg.Bootstrap = c.Bool("bootstrap")
+			cfg.Join = splitList(c.String("join"))
+			cfg.NonVoter = c.Bool("non-voter")
+			cfg.SnapshotThreshold = c.Uint64("snapshot-threshold")
+			cfg.SnapshotInterval = c.Duration("snapshot-interval")
+			cfg.TrailingLogs = c.Uint64("trailing-logs")
+			cfg.HeartbeatTimeout = c.Duration("heartbeat-timeout")
+			cfg.ElectionTimeout = c.Duration("election-timeout")
+			cfg.LeaderLeaseTimeout = c.Duration("leader-lease-timeout")
+			cfg.MaxValueSize = c.Int("max-value-size")
+			cfg.MaxRequestBytes = c.Int64("max-request-bytes")
+			cfg.MaxOps = c.Int("max-ops")
+			cfg.Logger = log
+			if cfg.RaftDialMap, err = parseDialMap(c.String("test-raft-dial-map")); err != nil {
+				return err
+			}
+			if cfg.RetainRevisions, cfg.RetainAge, err = parseRetention(c.String("history-retention")); err != nil {
+				return err
+			}
+			if err := cfg.Validate(); err != nil {
+				return usageError("%v", err)
+			}
+			return runNodes(c.Context, []node.Config{cfg}, nil)
+		},
+	}
+}
+
+// runNodes starts the nodes, calls started (if any) and blocks until ctx
+// ends, then closes them gracefully.
+func runNodes(ctx context.Context, cfgs []node.Config, started func([]*node.Node)) error {
+	var nodes []*node.Node
+	closeAll := func() error {
+		var first error
+		for i := len(nodes) - 1; i >= 0; i-- {
+			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			if err := nodes[i].Close(cctx); err != nil && first == nil {
+				first = err
+			}
+			cancel()
+		}
+		return first
+	}
+	for _, cfg := range cfgs {
+		n, err := node.New(cfg)
+		if err != nil {
+			_ = closeAll()
+			return err
+		}
+		nodes = append(nodes, n)
+	}
+	if started != nil {
+		started(nodes)
+	}
+	<-ctx.Done()
+	return closeAll()
+}
+
+func devCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "dev",
+		Usage: "run a local N-node cluster on loopback (the quick start)",
+		Description: `Starts N members in one process: HTTP on 127.0.0.1:8001.., raft on
+127.0.0.1:7001... Data is kept in --data-dir between runs. Ctrl-C stops it.
+
+Example:
+   cairn dev                 # in one terminal
+   cairn put hello world     # in another
+   cairn get hello`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "number of members"},
+			&cli.StringFlag{Name: "data-dir", Value: ".cairn-dev", Usage: "directory holding each member's data"},
+			&cli.IntFlag{Name: "http-port", Value: 8001, Usage: "first HTTP port"},
+			&cli.IntFlag{Name: "raft-port", Value: 7001, Usage: "first raft port"},
+			&cli.StringFlag{Name: "log-level", Value: "error", Usage: "debug, info, warn or error"},
+		},
+		Action: func(c *cli.Context) error {
+			n := c.Int("nodes")
+			if n < 1 || n > 9 {
+				return usageError("--nodes %d: use 1 to 9", n)
+			}
+			log, err := newLogger(c.String("log-level"))
+			if err != nil {
+				return err
+			}
+			dir, err := filepath.Abs(c.String("data-dir"))
+			if err != nil {
+				return err
+			}
+			var cfgs []node.Config
+			var urls []string
+			for i := 1; i <= n; i++ {
+				cfg := node.DefaultConfig()
+				cfg.ID = fmt.Sprintf("n%d", i)
+				cfg.DataDir = filepath.Join(dir, cfg.ID)
+				cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", c.Int("raft-port")+i-1)
+				cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", c.Int("http-port")+i-1)
+				cfg.Logger = log
+				if i == 1 {
+					cfg.Bootstrap = true
+				} else {
+					cfg.Join = []string{"http://" + cfgs[0].HTTPAddr}
+				}
+				cfgs = append(cfgs, cfg)
+				urls = append(urls, "http://"+cfg.HTTPAddr)
+			}
+			out := c.App.Writer
+			return runNodes(c.Context, cfgs, func([]*node.Node) {
+				fmt.Fprintf(out, "cairn dev: %d-node cluster running, data in %s\n", n, dir)
+				for i, u := range urls {
+					fmt.Fprintf(out, "  %s  http %s  raft %s\n", cfgs[i].ID, u, cfgs[i].RaftAddr)
+				}
+				fmt.Fprintf(out, "\nTry, in another terminal:\n  cairn put hello world\n  cairn get hello\n  cairn node list\n\nCtrl-C stops the cluster.\n")
+				if f, ok := out.(*os.File); ok {
+					_ = f.Sync()
+				}
+			})
+		},
+	}
+}
+
+// parseRetention parses --history-retention: comma-separated revision
+// counts and ages (Go durations).
+func parseRetention(s string) (revisions uint64, age time.Duration, err error) {
+	for _, p := range splitList(s) {
+		if n, perr := strconv.ParseUint(p, 10, 64); perr == nil && n > 0 {
+			revisions = n
+			continue
+		}
+		d, derr := time.ParseDuration(p)
+		if derr != nil || d <= 0 {
+			return 0, 0, usageError("--history-retention %q: use a revision count (10000) or an age (72h)", p)
+		}
+		age = d
+	}
+	return revisions, age, nil
+}
+
+// parseDialMap parses the test-only --test-raft-dial-map: comma-separated
+// advertised=dial pairs.
+func parseDialMap(s string) (map[string]string, error) {
+	var m map[string]string
+	for _, p := range splitList(s) {
+		from, to, ok := strings.Cut(p, "=")
+		if !ok || from == "" || to == "" {
+			return nil, usageError("--test-raft-dial-map %q: use advertised=dial pairs", p)
+		}
+		if m == nil {
+			m = map[string]string{}
+		}
+		m[from] = to
+	}
+	return m, nil
+}

@@ -1,0 +1,223 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cairn-db/cairn/fsm/fsmpb"
+)
+
+// sampleCommands holds one command of every kind, using every field.
+func sampleCommands() map[string]Command {
+	return map[string]Command{
+		"batch": {Batch: &Batch{
+			Time:   time.Unix(1_700_000_000, 42).UTC(),
+			Limits: Limits{MaxValueSize: 4096, IdempotencyWindow: time.Hour},
+			Txns: []Txn{
+				{
+					Preconditions: []Precondition{
+						{Kind: CondExists, Key: "a"},
+						{Kind: CondAbsent, Key: "b"},
+						{Kind: CondRevision, Key: "c", Revision: 7},
+						{Kind: CondValue, Key: "d", Value: []byte("v\x00\xff")},
+					},
+					Ops:            []Op{put("a", "1"), del("b"), delPrefix("c/"), {Kind: OpPut, Key: "e"}},
+					User:           "alice",
+					Description:    "a description",
+					Meta:           map[string]string{"x": "1", "y": ""},
+					IdempotencyKey: "req-1",
+				},
+				{Ops: []Op{put("日本", "語")}},
+			},
+		}},
+		"empty batch": {Batch: &Batch{Time: time.Unix(0, 0).UTC(), Txns: []Txn{}}},
+		"compact":     {Compact: &Compact{Revision: 99, Time: time.Unix(5, 6).UTC()}},
+		"set member":  {SetMember: &Member{ID: "n1", HTTPAddr: "http://h:1", RaftAddr: "h:2"}},
+		"remove":      {RemoveMember: &RemoveMember{ID: "n1"}},
+		"cluster id":  {SetClusterID: &SetClusterID{ID: "c-1"}},
+	}
+}
+
+// normalize makes empty byte slices nil, as decoding does.
+func normalize(c Command) Command {
+	if c.Batch == nil {
+		return c
+	}
+	b := *c.Batch
+	b.Txns = append([]Txn{}, b.Txns...)
+	for i := range b.Txns {
+		t := &b.Txns[i]
+		t.Ops = append([]Op{}, t.Ops...)
+		for j := range t.Ops {
+			if len(t.Ops[j].Value) == 0 {
+				t.Ops[j].Value = nil
+			}
+		}
+	}
+	c.Batch = &b
+	return c
+}
+
+func TestCommandRoundTrip(t *testing.T) {
+	for name, c := range sampleCommands() {
+		t.Run(name, func(t *testing.T) {
+			data, err := EncodeCommand(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if data[0] != CommandVersion {
+				t.Fatalf("version byte %d", data[0])
+			}
+			got, err := DecodeCommand(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, normalize(c)) {
+				t.Fatalf("round trip:\n got %#v\nwant %#v", got, normalize(c))
+			}
+			if c.Batch != nil && !reflect.DeepEqual(got.Batch.Txns, normalize(c).Batch.Txns) {
+				t.Fatalf("transactions differ")
+			}
+		})
+	}
+}
+
+func TestEncodeCommandNeedsOneBody(t *testing.T) {
+	if _, err := EncodeCommand(Command{}); err == nil {
+		t.Fatal("a command without a body was encoded")
+	}
+	if _, err := EncodeCommand(Command{Compact: &Compact{Revision: 1}, RemoveMember: &RemoveMember{ID: "x"}}); err == nil {
+		t.Fatal("a command with two bodies was encoded")
+	}
+}
+
+func TestDecodeCommandRefuses(t *testing.T) {
+	good, err := EncodeCommand(sampleCommands()["batch"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A body this build does not know (a newer command kind, field 9).
+	newer := append([]byte{CommandVersion}, protowire.AppendTag(nil, 9, protowire.BytesType)...)
+	newer = protowire.AppendBytes(newer, []byte{0x08, 0x01})
+
+	cases := []struct {
+		name string
+		data []byte
+		want error
+	}{
+		{"empty", nil, ErrCorruptCommand},
+		{"version 0", append([]byte{0}, good[1:]...), ErrUnknownVersion},
+		{"version 2", append([]byte{2}, good[1:]...), ErrUnknownVersion},
+		{"version 255", []byte{255}, ErrUnknownVersion},
+		{"garbage", []byte{CommandVersion, 0xff, 0xff, 0xff, 0xff}, ErrCorruptCommand},
+		{"truncated", good[:len(good)/2], ErrCorruptCommand},
+		{"no body", []byte{CommandVersion}, ErrUnknownVersion},
+		{"newer body", newer, ErrUnknownVersion},
+		{"text", []byte("PUT /a HTTP/1.1"), ErrUnknownVersion},
+	}
+	for _, c := range cases {
+		if _, err := DecodeCommand(c.data); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+	}
+}
+
+// Kinds outside the known range are refused as invalid, never read as a
+// known kind (an enum value of 257 must not become OpPut).
+func TestDecodeCommandOutOfRangeKinds(t *testing.T) {
+	for _, kind := range []int32{0, 5, 9, 255, 256, 257, 259, -1, 1 << 20} {
+		pb := &fsmpb.Command{Body: &fsmpb.Command_Batch{Batch: &fsmpb.Batch{Txns: []*fsmpb.Txn{
+			{Ops: []*fsmpb.Op{{Kind: fsmpb.Op_Kind(kind), Key: "a", Value: []byte("v")}}},
+			{
+				Preconditions: []*fsmpb.Precondition{{Kind: fsmpb.Precondition_Kind(kind), Key: "a"}},
+				Ops:           []*fsmpb.Op{{Kind: fsmpb.Op_KIND_PUT, Key: "a"}},
+			},
+		}}}}
+		body, err := proto.Marshal(pb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := DecodeCommand(append([]byte{CommandVersion}, body...))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range c.Batch.Txns {
+			if err := ValidateTxn(&c.Batch.Txns[i], Limits{}); !errors.Is(err, ErrInvalidTxn) {
+				t.Errorf("kind %d, txn %d: %v, want ErrInvalidTxn (decoded %+v)", kind, i, err, c.Batch.Txns[i])
+			}
+		}
+		// The FSM refuses it the same way.
+		f := openTestFSM(t)
+		f.index++
+		entry := &raft.Log{Index: f.index, Term: 1, Type: raft.LogCommand, Data: append([]byte{CommandVersion}, body...)}
+		res := f.ApplyBatch([]*raft.Log{entry})[0].(*BatchResult)
+		for i, r := range res.Txns {
+			if !errors.Is(r.Err, ErrInvalidTxn) {
+				t.Errorf("kind %d, txn %d applied: %+v", kind, i, r)
+			}
+		}
+		if f.Revision() != 0 {
+			t.Errorf("kind %d: committed", kind)
+		}
+	}
+}
+
+func TestCanonicalRoundTrip(t *testing.T) {
+	recs := []Record{
+		{},
+		{Revision: 1, Time: time.Unix(0, 1).UTC(), Ops: []Op{put("a", "")}},
+		{
+			Revision: 1 << 60, Time: time.Unix(1_700_000_000, 999).UTC(), User: "u", Description: "d",
+			Meta: map[string]string{"z": "1", "a": "", "m": strings.Repeat("x", 300)}, IdempotencyKey: "k",
+			Ops: []Op{put("a", "1"), del("b"), delPrefix("c"), {Kind: OpPut, Key: "d", Value: bytes.Repeat([]byte{0}, 200)}},
+		},
+		{Revision: 2, Time: time.Unix(-5, 0).UTC()},
+	}
+	for i, rec := range recs {
+		data := Canonical(&rec)
+		got, err := DecodeCanonical(data)
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		want := rec
+		if want.Time.IsZero() {
+			want.Time = time.Unix(0, rec.Time.UnixNano()).UTC()
+		}
+		for j := range want.Ops {
+			if len(want.Ops[j].Value) == 0 {
+				want.Ops[j].Value = nil
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("record %d:\n got %#v\nwant %#v", i, got, want)
+		}
+		// Every strict prefix and any trailing byte is refused.
+		for n := range len(data) {
+			if _, err := DecodeCanonical(data[:n]); !errors.Is(err, ErrCorruptCommand) && !errors.Is(err, ErrUnknownVersion) {
+				t.Fatalf("record %d truncated to %d: %v", i, n, err)
+			}
+		}
+		if _, err := DecodeCanonical(append(bytes.Clone(data), 0)); err == nil {
+			t.Fatalf("record %d: trailing byte accepted", i)
+		}
+		bad := bytes.Clone(data)
+		bad[0] = RecordVersion + 1
+		if _, err := DecodeCanonical(bad); !errors.Is(err, ErrUnknownVersion) {
+			t.Fatalf("record %d: version %d: %v", i, bad[0], err)
+		}
+	}
+	// A count larger than the bytes left is refused without allocating.
+	huge := append([]byte{RecordVersion}, make([]byte, 16)...)
+	huge = append(huge, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f)
+	if _, err := DecodeCanonical(huge); !errors.Is(err, ErrCorruptCommand) {
+		t.Fatalf("huge meta count: %v", err)
+	}
+}

@@ -1,0 +1,33 @@
+// Package fsm is cairn's replicated state machine: a transactional,
+// versioned object store kept in bbolt, driven by raft log entries.
+//
+// Every node runs one FSM under hashicorp/raft. A log entry (see
+// EncodeCommand) carries a batch of transactions, a compaction or a
+// membership record. Applying a batch is deterministic: it reads no wall
+// clock, no randomness and no map iteration order, so replicas fed the same
+// log hold the same objects, revisions and hash chain.
+//
+// The package has no networking. It offers:
+//
+//   - Transactions of preconditions (key exists, key absent, key at a
+//     revision, value equals) and operations (put, delete, delete-prefix),
+//     applied atomically; a failed precondition writes nothing and names
+//     every failing key with its current revision (*ConflictError).
+//   - Gapless revisions from 1 and commit times that never go backwards.
+//   - Reads at the current or any retained revision: Get, List (paged),
+//     History and Log, each inside one bbolt read transaction.
+//   - Compaction through the log, with physical deletion done in bounded
+//     chunks in the background; reads before the compaction point answer
+//     *CompactedError.
+//   - A SHA-256 hash chain over canonical transaction records (see
+//     Canonical), and a deep Verify that recomputes it.
+//   - Idempotency keys: a repeated key returns the stored result and writes
+//     nothing, for a window measured in log time.
+//   - raft.BatchingFSM with one bbolt write transaction per batch, the
+//     applied raft index stored in that same transaction (entries at or
+//     below it are skipped on replay), streaming snapshots and an
+//     all-or-nothing Restore.
+//
+// The bucket layout and record encodings are described in schema.go and in
+// docs/architecture.md.
+package fsm

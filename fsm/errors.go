@@ -1,0 +1,102 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Errors returned by the FSM. Callers compare with errors.Is; richer errors
+// (*ConflictError, *CompactedError) wrap one of these.
+var (
+	// ErrNotFound means the key does not exist at the revision read.
+	ErrNotFound = errors.New("fsm: key not found")
+	// ErrConflict means a precondition failed; the transaction wrote
+	// nothing. The error is a *ConflictError naming every failing key.
+	ErrConflict = errors.New("fsm: precondition failed")
+	// ErrCompacted means the revision asked for was compacted away. The
+	// error is a *CompactedError naming the oldest available revision.
+	ErrCompacted = errors.New("fsm: revision compacted")
+	// ErrFutureRevision means the revision asked for has not been committed.
+	ErrFutureRevision = errors.New("fsm: revision is in the future")
+	// ErrEmptyTxn means a transaction had no operations.
+	ErrEmptyTxn = errors.New("fsm: transaction has no operations")
+	// ErrDuplicateKey means two operations of one transaction touch the
+	// same key (or one key lies under a delete-prefix of the same
+	// transaction).
+	ErrDuplicateKey = errors.New("fsm: key appears twice in one transaction")
+	// ErrInvalidKey means a key is empty, not UTF-8 or holds a NUL byte.
+	ErrInvalidKey = errors.New("fsm: invalid key")
+	// ErrKeyTooLarge means a key is longer than MaxKeySize bytes.
+	ErrKeyTooLarge = errors.New("fsm: key too large")
+	// ErrValueTooLarge means a value is larger than the limit carried in
+	// the log entry.
+	ErrValueTooLarge = errors.New("fsm: value too large")
+	// ErrInvalidTxn means a transaction is malformed in another way (an
+	// unknown operation or precondition kind, oversized metadata).
+	ErrInvalidTxn = errors.New("fsm: invalid transaction")
+	// ErrUnknownVersion means a log entry or record has a format version
+	// this build does not know. It is refused, never guessed at.
+	ErrUnknownVersion = errors.New("fsm: unknown format version")
+	// ErrCorruptCommand means a log entry could not be decoded.
+	ErrCorruptCommand = errors.New("fsm: corrupt command")
+	// ErrCorruptSnapshot means a snapshot stream was truncated, damaged or
+	// not a cairn snapshot; the FSM's state is unchanged.
+	ErrCorruptSnapshot = errors.New("fsm: corrupt snapshot")
+	// ErrChainMismatch means a deep verification found a stored hash that
+	// does not match the recomputed chain.
+	ErrChainMismatch = errors.New("fsm: hash chain mismatch")
+	// ErrSnapshotAborted means a snapshot was abandoned because a Restore
+	// replaced the state it was taken from.
+	ErrSnapshotAborted = errors.New("fsm: snapshot aborted by a restore")
+	// ErrClosed means the FSM has been closed.
+	ErrClosed = errors.New("fsm: closed")
+	// ErrInvalidConfig means a Config failed validation.
+	ErrInvalidConfig = errors.New("fsm: invalid config")
+)
+
+// Conflict names one failing precondition: the key and its current
+// modification revision (0 when the key does not exist).
+type Conflict struct {
+	Key             string
+	Kind            CondKind
+	CurrentRevision uint64
+}
+
+// ConflictError is returned when one or more preconditions fail. It matches
+// ErrConflict with errors.Is.
+type ConflictError struct {
+	Conflicts []Conflict
+}
+
+func (e *ConflictError) Error() string {
+	var b strings.Builder
+	b.WriteString(ErrConflict.Error())
+	for i, c := range e.Conflicts {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%q (%s, current revision %d)", c.Key, c.Kind, c.CurrentRevision)
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.Is match ErrConflict.
+func (e *ConflictError) Unwrap() error { return ErrConflict }
+
+// CompactedError is returned for reads before the compaction point. It
+// matches ErrCompacted with errors.Is.
+type CompactedError struct {
+	Requested uint64
+	Oldest    uint64
+}
+
+func (e *CompactedError) Error() string {
+	return fmt.Sprintf("%s: revision %d is before the oldest available revision %d",
+		ErrCompacted.Error(), e.Requested, e.Oldest)
+}
+
+// Unwrap lets errors.Is match ErrCompacted.
+func (e *CompactedError) Unwrap() error { return ErrCompacted }

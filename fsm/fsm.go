@@ -1,0 +1,941 @@
+package fsm
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Config configures an FSM.
+type Config struct {
+	// Path is the bbolt file. Restore writes a temporary file beside it.
+	Path string
+	// InitialMmapSize is bbolt's initial memory map, in bytes. A map large
+	// enough for the database means writers never wait for a long read
+	// transaction (a snapshot being persisted) to remap.
+	InitialMmapSize int
+	// CompactChunk is how many history entries one background compaction
+	// step examines in one bbolt write transaction.
+	CompactChunk int
+	// OpenTimeout bounds the wait for the file lock when another process
+	// holds the database open.
+	OpenTimeout time.Duration
+	// Logger receives the FSM's logs. Nil means discard.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config for the database at path.
+func DefaultConfig(path string) Config {
+	return Config{
+		Path:            path,
+		InitialMmapSize: 1 << 30,
+		CompactChunk:    1000,
+		OpenTimeout:     5 * time.Second,
+	}
+}
+
+// Validate reports whether c can be used.
+func (c Config) Validate() error {
+	switch {
+	case c.Path == "":
+		return fmt.Errorf("%w: Path is empty", ErrInvalidConfig)
+	case c.InitialMmapSize < 0:
+		return fmt.Errorf("%w: InitialMmapSize %d is negative", ErrInvalidConfig, c.InitialMmapSize)
+	case c.CompactChunk < 1:
+		return fmt.Errorf("%w: CompactChunk %d must be at least 1", ErrInvalidConfig, c.CompactChunk)
+	case c.OpenTimeout < 0:
+		return fmt.Errorf("%w: OpenTimeout %s is negative", ErrInvalidConfig, c.OpenTimeout)
+	}
+	return nil
+}
+
+// FSM is cairn's state machine. It implements raft.BatchingFSM. Reads may
+// run concurrently with each other and with ApplyBatch.
+type FSM struct {
+	cfg Config
+	log *slog.Logger
+
+	// mu guards db: reads and applies hold it shared; Restore and Close
+	// hold it exclusively while they swap or close the database.
+	mu sync.RWMutex
+	db *bolt.DB
+
+	revision atomic.Uint64 // last committed revision, for WaitRevision
+	applied  atomic.Uint64 // last applied raft index
+
+	waitMu  sync.Mutex
+	changed chan struct{} // closed and replaced after every commit
+
+	snapsMu sync.Mutex
+	snaps   map[*snapshot]struct{} // open snapshots, for abortSnapshots
+
+	compactWake chan struct{}
+	stop        chan struct{}
+	stopOnce    sync.Once
+	wg          sync.WaitGroup
+}
+
+var _ raft.BatchingFSM = (*FSM)(nil)
+
+// Open opens (creating if needed) the FSM's database and starts its
+// background compactor. Close stops it.
+func Open(cfg Config) (*FSM, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	f := &FSM{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		changed:     make(chan struct{}),
+		snaps:       map[*snapshot]struct{}{},
+		compactWake: make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+	}
+	if f.log == nil {
+		f.log = slog.New(slog.DiscardHandler)
+	}
+	// A crash during Restore can leave its temporary file behind.
+	if stale, _ := filepath.Glob(filepath.Join(dirOf(cfg.Path), ".restore-*")); len(stale) > 0 {
+		for _, p := range stale {
+			if err := os.Remove(p); err == nil {
+				f.log.Info("removed an unfinished restore", "file", p)
+			}
+		}
+	}
+	db, err := f.openDB(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	f.db = db
+	if err := f.loadCounters(); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	f.wg.Add(1)
+	go f.runCompactor()
+	f.wakeCompactor()
+	return f, nil
+}
+
+func (f *FSM) openDB(path string) (*bolt.DB, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         f.cfg.OpenTimeout,
+		InitialMmapSize: f.cfg.InitialMmapSize,
+		FreelistType:    bolt.FreelistMapType,
+		NoFreelistSync:  true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		meta := tx.Bucket(bucketMeta)
+		switch v := meta.Get(metaSchema); {
+		case v == nil:
+			return meta.Put(metaSchema, u64(schemaVersion))
+		case getU64(v) != schemaVersion:
+			return fmt.Errorf("%w: database schema %d (this build reads %d)", ErrUnknownVersion, getU64(v), schemaVersion)
+		}
+		return nil
+	})
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("fsm: prepare %s: %w", path, err)
+	}
+	return db, nil
+}
+
+func (f *FSM) loadCounters() error {
+	return f.db.View(func(tx *bolt.Tx) error {
+		st := loadState(tx)
+		f.revision.Store(st.revision)
+		f.applied.Store(st.appliedIndex)
+		return nil
+	})
+}
+
+// Close stops the background compactor and closes the database. The
+// context bounds the wait for the compactor's current step.
+func (f *FSM) Close(ctx context.Context) error {
+	f.stopOnce.Do(func() { close(f.stop) })
+	done := make(chan struct{})
+	go func() { f.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return fmt.Errorf("fsm: close: %w", ctx.Err())
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.db == nil {
+		return nil
+	}
+	f.abortSnapshots()
+	err := f.db.Close()
+	f.db = nil
+	if err != nil {
+		return fmt.Errorf("fsm: close: %w", err)
+	}
+	return nil
+}
+
+// view runs fn in a bbolt read transaction.
+func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	return f.db.View(fn)
+}
+
+// state is the meta bucket's counters, loaded at the start of a write
+// transaction and saved at its end.
+type state struct {
+	appliedIndex, appliedTerm uint64
+	revision                  uint64
+	time                      int64
+	head                      Hash
+	compactRev                uint64
+	compactBase               Hash
+}
+
+func loadState(tx *bolt.Tx) state {
+	m := tx.Bucket(bucketMeta)
+	st := state{
+		appliedIndex: getU64(m.Get(metaAppliedIndex)),
+		appliedTerm:  getU64(m.Get(metaAppliedTerm)),
+		revision:     getU64(m.Get(metaRevision)),
+		time:         int64(getU64(m.Get(metaTime))),
+		compactRev:   getU64(m.Get(metaCompactRev)),
+	}
+	copy(st.head[:], m.Get(metaHead))
+	copy(st.compactBase[:], m.Get(metaCompactBase))
+	if st.compactRev == 0 {
+		st.compactRev = 1
+	}
+	return st
+}
+
+func (st *state) save(tx *bolt.Tx) error {
+	m := tx.Bucket(bucketMeta)
+	for _, kv := range []struct{ k, v []byte }{
+		{metaAppliedIndex, u64(st.appliedIndex)},
+		{metaAppliedTerm, u64(st.appliedTerm)},
+		{metaRevision, u64(st.revision)},
+		{metaTime, u64(uint64(st.time))},
+		{metaHead, st.head[:]},
+		{metaCompactRev, u64(st.compactRev)},
+		{metaCompactBase, st.compactBase[:]},
+	} {
+		if err := m.Put(kv.k, kv.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Apply implements raft.FSM for a single entry.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch implements raft.BatchingFSM. The whole batch is applied in one
+// bbolt write transaction that also records the last raft index and term;
+// entries at or below the recorded index (replayed by raft after a restart)
+// are skipped. Each LogCommand entry's response is a *BatchResult (for a
+// Batch) or a *CommandResult; other entries answer nil.
+//
+// A storage failure while applying cannot be answered (the entry is
+// committed and every replica must apply it), so it panics, as etcd does:
+// the node stops and replays the entry when it restarts.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	results := make([]interface{}, len(logs))
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		panic("fsm: ApplyBatch on a closed FSM")
+	}
+	var committed, compacted bool
+	var st state
+	err := f.db.Update(func(tx *bolt.Tx) error {
+		st = loadState(tx)
+		a := applier{tx: tx, st: &st}
+		for i, l := range logs {
+			if l.Index <= st.appliedIndex && st.appliedIndex != 0 {
+				continue
+			}
+			if l.Type == raft.LogCommand {
+				res, err := a.command(l.Data)
+				if err != nil {
+					return fmt.Errorf("entry %d: %w", l.Index, err)
+				}
+				results[i] = res
+			}
+			st.appliedIndex, st.appliedTerm = l.Index, l.Term
+		}
+		if a.lastTime != 0 {
+			if err := a.sweepIdempotency(); err != nil {
+				return err
+			}
+		}
+		committed, compacted = a.committed, a.compacted
+		failpoint("apply-before-commit") // a crash here discards the whole transaction
+		return st.save(tx)
+	})
+	if err != nil {
+		panic(fmt.Sprintf("fsm: applying raft entries %d..%d: %v", logs[0].Index, logs[len(logs)-1].Index, err))
+	}
+	failpoint("apply-after-commit")
+	f.applied.Store(st.appliedIndex)
+	if committed {
+		f.revision.Store(st.revision)
+	}
+	f.notify()
+	if compacted {
+		f.wakeCompactor()
+	}
+	return results
+}
+
+// AppliedIndex returns the last raft index and term the FSM has applied,
+// as stored in its database. On start, raft must restore the newest
+// snapshot only when its index is above this one.
+func (f *FSM) AppliedIndex() (index, term uint64, err error) {
+	err = f.view(func(tx *bolt.Tx) error {
+		st := loadState(tx)
+		index, term = st.appliedIndex, st.appliedTerm
+		return nil
+	})
+	return index, term, err
+}
+
+// LastApplied returns the last raft index the FSM applied. Raft does not
+// deliver barrier and no-op entries to a BatchingFSM, so this may trail
+// raft's own applied index.
+func (f *FSM) LastApplied() uint64 { return f.applied.Load() }
+
+// Revision returns the last committed revision.
+func (f *FSM) Revision() uint64 { return f.revision.Load() }
+
+// WaitRevision blocks until the FSM has committed revision rev or the
+// context ends.
+func (f *FSM) WaitRevision(ctx context.Context, rev uint64) error {
+	for {
+		f.waitMu.Lock()
+		ch := f.changed
+		f.waitMu.Unlock()
+		if f.revision.Load() >= rev {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("fsm: waiting for revision %d (at %d): %w", rev, f.revision.Load(), ctx.Err())
+		}
+	}
+}
+
+// Changed returns a channel that is closed when the next batch of entries
+// has been applied.
+func (f *FSM) Changed() <-chan struct{} {
+	f.waitMu.Lock()
+	defer f.waitMu.Unlock()
+	return f.changed
+}
+
+func (f *FSM) notify() {
+	f.waitMu.Lock()
+	close(f.changed)
+	f.changed = make(chan struct{})
+	f.waitMu.Unlock()
+}
+
+// applier applies commands inside one bbolt write transaction.
+type applier struct {
+	tx        *bolt.Tx
+	st        *state
+	lastTime  int64 // clamped time of the last batch, for the idempotency sweep
+	committed bool
+	compacted bool
+}
+
+func (a *applier) command(data []byte) (interface{}, error) {
+	cmd, err := DecodeCommand(data)
+	if err != nil {
+		// Deterministic: every replica refuses the same bytes the same way.
+		return &BatchResult{Err: err}, nil
+	}
+	switch {
+	case cmd.Batch != nil:
+		return a.batch(cmd.Batch)
+	case cmd.Compact != nil:
+		return a.compact(cmd.Compact)
+	case cmd.SetMember != nil:
+		if err := ValidateMember(cmd.SetMember); err != nil {
+			return &CommandResult{Err: err}, nil
+		}
+		return &CommandResult{}, a.tx.Bucket(bucketMembers).Put([]byte(cmd.SetMember.ID), encodeMember(cmd.SetMember))
+	case cmd.RemoveMember != nil:
+		return &CommandResult{}, a.tx.Bucket(bucketMembers).Delete([]byte(cmd.RemoveMember.ID))
+	case cmd.SetClusterID != nil:
+		meta := a.tx.Bucket(bucketMeta)
+		if cmd.SetClusterID.ID == "" || meta.Get(metaClusterID) != nil {
+			return &CommandResult{}, nil
+		}
+		return &CommandResult{}, meta.Put(metaClusterID, []byte(cmd.SetClusterID.ID))
+	}
+	return &CommandResult{Err: fmt.Errorf("%w: empty command", ErrCorruptCommand)}, nil
+}
+
+// ValidateMember checks a member record.
+func ValidateMember(m *Member) error {
+	if m.ID == "" {
+		return fmt.Errorf("%w: member id is empty", ErrInvalidTxn)
+	}
+	return nil
+}
+
+// clampTime returns max(previous commit time, t) in unix ns.
+func (a *applier) clampTime(t time.Time) int64 {
+	ns := t.UnixNano()
+	if ns < a.st.time {
+		ns = a.st.time
+	}
+	if ns < 0 {
+		ns = 0
+	}
+	return ns
+}
+
+func (a *applier) batch(b *Batch) (*BatchResult, error) {
+	limits := b.Limits
+	if limits.MaxValueSize == 0 {
+		limits.MaxValueSize = DefaultMaxValueSize
+	}
+	if limits.IdempotencyWindow <= 0 {
+		limits.IdempotencyWindow = DefaultIdempotencyWindow
+	}
+	limits.IdempotencyWindow = min(limits.IdempotencyWindow, MaxIdempotencyWindow)
+	// Log time advances with every batch, committed or not, so idempotency
+	// expiry never sees time step back.
+	now := a.clampTime(b.Time)
+	a.lastTime = now
+	a.st.time = now
+	res := &BatchResult{Txns: make([]TxnResult, len(b.Txns))}
+	for i := range b.Txns {
+		r, err := a.txn(&b.Txns[i], now, limits)
+		if err != nil {
+			return nil, err
+		}
+		res.Txns[i] = r
+	}
+	return res, nil
+}
+
+// txn applies one transaction. The returned error is a storage failure;
+// refusals and conflicts are reported in the result.
+func (a *applier) txn(t *Txn, now int64, limits Limits) (TxnResult, error) {
+	idem := a.tx.Bucket(bucketIdem)
+	if t.IdempotencyKey != "" {
+		if v := idem.Get([]byte(t.IdempotencyKey)); v != nil {
+			expires, res, err := decodeIdem(v)
+			if err != nil {
+				return TxnResult{}, err
+			}
+			if expires > now {
+				res.Replayed = true
+				// Only records at or after the compaction point are sure to
+				// be present: older ones vanish as the background compactor
+				// gets to them, and a replica's answer must not depend on
+				// its compactor's progress. Older results carry no hash.
+				if res.Err == nil && res.Revision >= a.st.compactRev {
+					if rec := a.tx.Bucket(bucketTxns).Get(u64(res.Revision)); len(rec) >= 32 {
+						copy(res.Hash[:], rec)
+					}
+				}
+				return res, nil
+			}
+		}
+	}
+	if err := ValidateTxn(t, limits); err != nil {
+		return TxnResult{Time: time.Unix(0, now).UTC(), Err: err}, nil
+	}
+	objects := a.tx.Bucket(bucketObjects)
+	versions := a.tx.Bucket(bucketVersions)
+
+	var conflicts []Conflict
+	for _, p := range t.Preconditions {
+		ok, cur, err := checkPrecondition(objects, versions, p)
+		if err != nil {
+			return TxnResult{}, err
+		}
+		if !ok {
+			conflicts = append(conflicts, Conflict{Key: p.Key, Kind: p.Kind, CurrentRevision: cur})
+		}
+	}
+	if conflicts != nil {
+		res := TxnResult{Time: time.Unix(0, now).UTC(), Err: &ConflictError{Conflicts: conflicts}}
+		if t.IdempotencyKey != "" {
+			if err := a.storeIdem(t.IdempotencyKey, now, limits, &res, conflicts); err != nil {
+				return TxnResult{}, err
+			}
+		}
+		return res, nil
+	}
+
+	rec := Record{Revision: a.st.revision + 1, Time: time.Unix(0, now).UTC(), User: t.User,
+		Description: t.Description, Meta: t.Meta, IdempotencyKey: t.IdempotencyKey, Ops: t.Ops}
+	h, err := a.writeRecord(&rec, Canonical(&rec))
+	if err != nil {
+		return TxnResult{}, err
+	}
+	rev := rec.Revision
+	res := TxnResult{Revision: rev, Time: rec.Time, Hash: h}
+	if t.IdempotencyKey != "" {
+		if err := a.storeIdem(t.IdempotencyKey, now, limits, &res, nil); err != nil {
+			return TxnResult{}, err
+		}
+	}
+	return res, nil
+}
+
+// writeRecord applies a record's operations at its revision and stores
+// the record (canon, its canonical bytes) with its chain hash, advancing
+// revision, head and time.
+func (a *applier) writeRecord(rec *Record, canon []byte) (Hash, error) {
+	objects := a.tx.Bucket(bucketObjects)
+	versions := a.tx.Bucket(bucketVersions)
+	for _, o := range rec.Ops {
+		var err error
+		switch o.Kind {
+		case OpPut:
+			err = putKey(objects, versions, o.Key, o.Value, rec.Revision)
+		case OpDelete:
+			err = deleteKey(objects, versions, []byte(o.Key), rec.Revision)
+		case OpDeletePrefix:
+			err = deletePrefix(objects, versions, o.Key, rec.Revision)
+		default:
+			err = fmt.Errorf("%w: record %d has operation kind %d", ErrCorruptCommand, rec.Revision, o.Kind)
+		}
+		if err != nil {
+			return Hash{}, err
+		}
+	}
+	h := chainHash(a.st.head, canon)
+	stored := make([]byte, 0, 32+len(canon))
+	stored = append(append(stored, h[:]...), canon...)
+	if err := a.tx.Bucket(bucketTxns).Put(u64(rec.Revision), stored); err != nil {
+		return Hash{}, err
+	}
+	a.st.revision, a.st.head, a.st.time = rec.Revision, h, max(a.st.time, rec.Time.UnixNano())
+	a.committed = true
+	return h, nil
+}
+
+// chainHash is H(r) = SHA-256(H(r-1) || canonical(record r)).
+func chainHash(prev Hash, canon []byte) Hash {
+	s := sha256.New()
+	s.Write(prev[:])
+	s.Write(canon)
+	var h Hash
+	s.Sum(h[:0])
+	return h
+}
+
+func (a *applier) storeIdem(key string, now int64, limits Limits, res *TxnResult, conflicts []Conflict) error {
+	expires := now + int64(limits.IdempotencyWindow)
+	idem := a.tx.Bucket(bucketIdem)
+	exp := a.tx.Bucket(bucketIdemExp)
+	if old := idem.Get([]byte(key)); old != nil {
+		// An expired entry is being replaced: drop its index entry.
+		if oldExp, _, err := decodeIdem(old); err == nil {
+			if err := exp.Delete(idemExpKey(oldExp, key)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := idem.Put([]byte(key), encodeIdem(expires, res, conflicts)); err != nil {
+		return err
+	}
+	return exp.Put(idemExpKey(expires, key), nil)
+}
+
+// idemSweepLimit bounds how many expired idempotency entries one batch
+// removes. It is a constant so every replica removes the same ones.
+const idemSweepLimit = 256
+
+// sweepIdempotency removes idempotency entries that expired at or before
+// the last batch's time.
+func (a *applier) sweepIdempotency() error {
+	idem := a.tx.Bucket(bucketIdem)
+	exp := a.tx.Bucket(bucketIdemExp)
+	var dead [][]byte
+	c := exp.Cursor()
+	for k, _ := c.First(); k != nil && len(dead) < idemSweepLimit; k, _ = c.Next() {
+		if int64(getU64(k[:8])) > a.lastTime {
+			break
+		}
+		dead = append(dead, bytes.Clone(k))
+	}
+	for _, k := range dead {
+		if err := exp.Delete(k); err != nil {
+			return err
+		}
+		if err := idem.Delete(k[8:]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkPrecondition(objects, versions *bolt.Bucket, p Precondition) (ok bool, current uint64, err error) {
+	v := objects.Get([]byte(p.Key))
+	if v != nil {
+		if current, _, err = decodeObject(v); err != nil {
+			return false, 0, err
+		}
+	}
+	switch p.Kind {
+	case CondExists:
+		return v != nil, current, nil
+	case CondAbsent:
+		return v == nil, current, nil
+	case CondRevision:
+		return v != nil && current == p.Revision, current, nil
+	case CondValue:
+		if v == nil {
+			return false, 0, nil
+		}
+		_, _, val, err := decodeVersion(versions.Get(versionKey(p.Key, current)))
+		if err != nil {
+			return false, 0, err
+		}
+		return bytes.Equal(val, p.Value), current, nil
+	}
+	return false, current, nil
+}
+
+func putKey(objects, versions *bolt.Bucket, key string, value []byte, rev uint64) error {
+	createRev := rev
+	if v := objects.Get([]byte(key)); v != nil {
+		_, cr, err := decodeObject(v)
+		if err != nil {
+			return err
+		}
+		createRev = cr
+	}
+	if err := versions.Put(versionKey(key, rev), encodeVersion(false, createRev, value)); err != nil {
+		return err
+	}
+	return objects.Put([]byte(key), encodeObject(rev, createRev))
+}
+
+func deleteKey(objects, versions *bolt.Bucket, key []byte, rev uint64) error {
+	v := objects.Get(key)
+	if v == nil {
+		return nil
+	}
+	_, createRev, err := decodeObject(v)
+	if err != nil {
+		return err
+	}
+	if err := versions.Put(versionKey(string(key), rev), encodeVersion(true, createRev, nil)); err != nil {
+		return err
+	}
+	return objects.Delete(key)
+}
+
+func deletePrefix(objects, versions *bolt.Bucket, prefix string, rev uint64) error {
+	var keys [][]byte
+	c := objects.Cursor()
+	p := []byte(prefix)
+	for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
+		keys = append(keys, bytes.Clone(k))
+	}
+	for _, k := range keys {
+		if err := deleteKey(objects, versions, k, rev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *applier) compact(c *Compact) (*CommandResult, error) {
+	st := a.st
+	switch {
+	case c.Revision == 0 || c.Revision > st.revision:
+		return &CommandResult{Err: fmt.Errorf("%w: cannot compact at %d (current revision %d)",
+			ErrFutureRevision, c.Revision, st.revision)}, nil
+	case c.Revision <= st.compactRev:
+		return &CommandResult{Err: &CompactedError{Requested: c.Revision, Oldest: st.compactRev}}, nil
+	}
+	var base Hash
+	if c.Revision > 1 {
+		rec := a.tx.Bucket(bucketTxns).Get(u64(c.Revision - 1))
+		if len(rec) < 32 {
+			return nil, fmt.Errorf("fsm: compact: record %d missing", c.Revision-1)
+		}
+		copy(base[:], rec)
+	}
+	st.compactRev, st.compactBase = c.Revision, base
+	a.compacted = true
+	// Physical deletion restarts from the first history entry.
+	return &CommandResult{}, a.tx.Bucket(bucketMeta).Put(metaCompactCursor, []byte{cursorVersions})
+}
+
+// Snapshot format, written by Persist and read by Restore:
+//
+//	magic "CAIRNSNP" | version u8 | bbolt size u64 | bbolt file | SHA-256 of the bbolt file
+var snapshotMagic = []byte("CAIRNSNP")
+
+const snapshotVersion byte = 1
+
+// Snapshot implements raft.FSM. It opens a bbolt read transaction: the copy
+// Persist streams is the state as of this call, while writes go on.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		return nil, ErrClosed
+	}
+	tx, err := f.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: snapshot: %w", err)
+	}
+	s := &snapshot{tx: tx, f: f}
+	f.snapsMu.Lock()
+	f.snaps[s] = struct{}{}
+	f.snapsMu.Unlock()
+	return s, nil
+}
+
+// snapshot is an open bbolt read transaction. Restore aborts the ones
+// still open (see abortSnapshots); mu keeps an abort from closing the
+// transaction under a running Persist.
+type snapshot struct {
+	f       *FSM
+	mu      sync.Mutex
+	tx      *bolt.Tx // nil once released or aborted
+	aborted bool
+}
+
+// with runs fn on the snapshot's transaction, unless it was released or
+// aborted by a Restore.
+func (s *snapshot) with(fn func(tx *bolt.Tx) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.tx == nil {
+		if s.aborted {
+			return ErrSnapshotAborted
+		}
+		return fmt.Errorf("fsm: snapshot already released")
+	}
+	return fn(s.tx)
+}
+
+// Persist streams the snapshot into sink.
+func (s *snapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.with(func(tx *bolt.Tx) error { return writeSnapshot(tx, sink) }); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+// writeSnapshot writes the snapshot stream of tx to w.
+func writeSnapshot(tx *bolt.Tx, w io.Writer) error {
+	hdr := make([]byte, 0, len(snapshotMagic)+9)
+	hdr = append(append(hdr, snapshotMagic...), snapshotVersion)
+	hdr = append(hdr, u64(uint64(tx.Size()))...)
+	if _, err := w.Write(hdr); err != nil {
+		return fmt.Errorf("fsm: snapshot header: %w", err)
+	}
+	failpoint("persist-mid")
+	sum := sha256.New()
+	if _, err := tx.WriteTo(io.MultiWriter(w, sum)); err != nil {
+		return fmt.Errorf("fsm: snapshot body: %w", err)
+	}
+	if _, err := w.Write(sum.Sum(nil)); err != nil {
+		return fmt.Errorf("fsm: snapshot trailer: %w", err)
+	}
+	return nil
+}
+
+// Release ends the snapshot's read transaction.
+func (s *snapshot) Release() {
+	s.mu.Lock()
+	if s.tx != nil {
+		_ = s.tx.Rollback()
+		s.tx = nil
+	}
+	s.mu.Unlock()
+	s.f.snapsMu.Lock()
+	delete(s.f.snaps, s)
+	s.f.snapsMu.Unlock()
+}
+
+// abortSnapshots ends every open snapshot's read transaction (waiting for
+// a Persist in progress to finish), so the database can close. Raft may
+// hold a snapshot taken before a Restore and wait for its main loop, which
+// waits for the Restore: waiting for that snapshot's Release would
+// deadlock. Its Persist then fails with ErrSnapshotAborted.
+func (f *FSM) abortSnapshots() {
+	f.snapsMu.Lock()
+	open := make([]*snapshot, 0, len(f.snaps))
+	for s := range f.snaps {
+		open = append(open, s)
+	}
+	f.snaps = map[*snapshot]struct{}{}
+	f.snapsMu.Unlock()
+	for _, s := range open {
+		s.mu.Lock()
+		if s.tx != nil {
+			_ = s.tx.Rollback()
+			s.tx, s.aborted = nil, true
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Restore implements raft.FSM. It replaces the FSM's state with the
+// snapshot, all or nothing: the stream is written to a temporary file,
+// checked (length, checksum, bbolt consistency, schema), fsynced and only
+// then renamed over the database. On any error the old state is intact.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	tmp, err := f.receiveSnapshot(rc)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp) // no-op after a successful rename
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.db == nil {
+		return ErrClosed
+	}
+	f.abortSnapshots()
+	if err := f.db.Close(); err != nil {
+		return fmt.Errorf("fsm: restore: close old database: %w", err)
+	}
+	f.db = nil
+	failpoint("restore-before-rename")
+	renameErr := os.Rename(tmp, f.cfg.Path)
+	if renameErr == nil {
+		renameErr = syncDir(f.cfg.Path)
+		failpoint("restore-after-rename")
+	}
+	// Reopen whichever file is in place: the new one, or the old one if the
+	// rename failed.
+	db, err := f.openDB(f.cfg.Path)
+	if err != nil {
+		return fmt.Errorf("fsm: restore: reopen: %w", err)
+	}
+	f.db = db
+	if renameErr != nil {
+		return fmt.Errorf("fsm: restore: install snapshot: %w", renameErr)
+	}
+	var st state
+	if err := db.View(func(tx *bolt.Tx) error { st = loadState(tx); return nil }); err != nil {
+		return fmt.Errorf("fsm: restore: %w", err)
+	}
+	f.revision.Store(st.revision)
+	f.applied.Store(st.appliedIndex)
+	f.notify()
+	f.wakeCompactor()
+	f.log.Info("restored snapshot", "revision", st.revision, "applied_index", st.appliedIndex)
+	return nil
+}
+
+// receiveSnapshot writes the stream to a checked, fsynced temporary file
+// beside the database and returns its path.
+func (f *FSM) receiveSnapshot(r io.Reader) (path string, err error) {
+	hdr := make([]byte, len(snapshotMagic)+9)
+	if _, err := io.ReadFull(r, hdr); err != nil {
+		return "", fmt.Errorf("%w: header: %w", ErrCorruptSnapshot, err)
+	}
+	if !bytes.Equal(hdr[:len(snapshotMagic)], snapshotMagic) {
+		return "", fmt.Errorf("%w: not a cairn snapshot", ErrCorruptSnapshot)
+	}
+	if v := hdr[len(snapshotMagic)]; v != snapshotVersion {
+		// Both: the caller learns the stream is unusable (and the state
+		// unchanged) and why.
+		return "", fmt.Errorf("%w: %w: snapshot version %d (this build reads %d)", ErrCorruptSnapshot, ErrUnknownVersion, v, snapshotVersion)
+	}
+	size := int64(getU64(hdr[len(snapshotMagic)+1:]))
+	tmp, err := os.CreateTemp(dirOf(f.cfg.Path), ".restore-*")
+	if err != nil {
+		return "", fmt.Errorf("fsm: restore: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tmp.Close()
+			_ = os.Remove(tmp.Name())
+		}
+	}()
+	sum := sha256.New()
+	if _, err := io.CopyN(io.MultiWriter(tmp, sum), r, size); err != nil {
+		return "", fmt.Errorf("%w: body: %w", ErrCorruptSnapshot, err)
+	}
+	want := make([]byte, sha256.Size)
+	if _, err := io.ReadFull(r, want); err != nil {
+		return "", fmt.Errorf("%w: trailer: %w", ErrCorruptSnapshot, err)
+	}
+	if !bytes.Equal(want, sum.Sum(nil)) {
+		return "", fmt.Errorf("%w: checksum mismatch", ErrCorruptSnapshot)
+	}
+	if err := tmp.Sync(); err != nil {
+		return "", fmt.Errorf("fsm: restore: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("fsm: restore: %w", err)
+	}
+	if err := checkDatabase(tmp.Name()); err != nil {
+		return "", err
+	}
+	return tmp.Name(), nil
+}
+
+// checkDatabase opens a bbolt file read-only and checks its pages and
+// schema.
+func checkDatabase(path string) error {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
+	}
+	defer db.Close()
+	return db.View(func(tx *bolt.Tx) error {
+		var errs []error
+		for e := range tx.Check() {
+			errs = append(errs, e)
+		}
+		if len(errs) > 0 {
+			return fmt.Errorf("%w: bbolt check: %w", ErrCorruptSnapshot, errors.Join(errs...))
+		}
+		for _, b := range allBuckets {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("%w: bucket %q missing", ErrCorruptSnapshot, b)
+			}
+		}
+		if v := getU64(tx.Bucket(bucketMeta).Get(metaSchema)); v != schemaVersion {
+			return fmt.Errorf("%w: %w: database schema %d (this build reads %d)", ErrCorruptSnapshot, ErrUnknownVersion, v, schemaVersion)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,118 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// The bbolt layout. Every bucket and key layout of the store is named here.
+//
+//	meta     name                        -> value (see the meta* keys)
+//	objects  key                         -> modRev u64 | createRev u64
+//	versions key | 0x00 | rev u64        -> flags u8 | createRev u64 | value
+//	txns     rev u64                     -> hash [32] | canonical record
+//	idem     idempotency key             -> expires i64 | result
+//	idemexp  expires i64 | idempotency key -> (empty)
+//	members  member id                   -> uvarint-prefixed http addr, raft addr
+//
+// Integers are big-endian so byte order is numeric order. Keys never hold
+// NUL, so "key | 0x00 | rev" sorts by key and then by revision.
+var (
+	bucketMeta     = []byte("meta")
+	bucketObjects  = []byte("objects")
+	bucketVersions = []byte("versions")
+	bucketTxns     = []byte("txns")
+	bucketIdem     = []byte("idem")
+	bucketIdemExp  = []byte("idemexp")
+	bucketMembers  = []byte("members")
+
+	allBuckets = [][]byte{bucketMeta, bucketObjects, bucketVersions, bucketTxns,
+		bucketIdem, bucketIdemExp, bucketMembers}
+)
+
+// Keys of the meta bucket.
+var (
+	metaSchema        = []byte("schema")         // u64: schemaVersion
+	metaAppliedIndex  = []byte("applied_index")  // u64: last raft index applied
+	metaAppliedTerm   = []byte("applied_term")   // u64: its term
+	metaRevision      = []byte("revision")       // u64: last committed revision
+	metaTime          = []byte("time")           // i64: last commit time, unix ns
+	metaHead          = []byte("head")           // [32]: H(revision)
+	metaCompactRev    = []byte("compact_rev")    // u64: oldest available revision
+	metaCompactBase   = []byte("compact_base")   // [32]: H(compact_rev - 1)
+	metaClusterID     = []byte("cluster_id")     // string: set once by SetClusterID
+	metaCompactCursor = []byte("compact_cursor") // physical compaction phase and position (compact.go); absent when done
+)
+
+// schemaVersion is the bbolt layout version; Open refuses any other.
+const schemaVersion = 1
+
+// Flags of a versions entry.
+const verTombstone byte = 1
+
+func u64(v uint64) []byte {
+	b := make([]byte, 8)
+	binary.BigEndian.PutUint64(b, v)
+	return b
+}
+
+func getU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// versionKey is key | 0x00 | rev.
+func versionKey(key string, rev uint64) []byte {
+	b := make([]byte, 0, len(key)+9)
+	b = append(b, key...)
+	b = append(b, 0)
+	return binary.BigEndian.AppendUint64(b, rev)
+}
+
+// splitVersionKey is the inverse of versionKey.
+func splitVersionKey(k []byte) (string, uint64, error) {
+	if len(k) < 9 || k[len(k)-9] != 0 {
+		return "", 0, fmt.Errorf("fsm: malformed version key %q", k)
+	}
+	return string(k[:len(k)-9]), binary.BigEndian.Uint64(k[len(k)-8:]), nil
+}
+
+func encodeObject(modRev, createRev uint64) []byte {
+	b := make([]byte, 16)
+	binary.BigEndian.PutUint64(b, modRev)
+	binary.BigEndian.PutUint64(b[8:], createRev)
+	return b
+}
+
+func decodeObject(b []byte) (modRev, createRev uint64, err error) {
+	if len(b) != 16 {
+		return 0, 0, fmt.Errorf("fsm: malformed object entry (%d bytes)", len(b))
+	}
+	return binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]), nil
+}
+
+func encodeVersion(tombstone bool, createRev uint64, value []byte) []byte {
+	b := make([]byte, 9, 9+len(value))
+	if tombstone {
+		b[0] = verTombstone
+	}
+	binary.BigEndian.PutUint64(b[1:], createRev)
+	return append(b, value...)
+}
+
+// decodeVersion returns slices into b; copy them before the bbolt
+// transaction ends.
+func decodeVersion(b []byte) (tombstone bool, createRev uint64, value []byte, err error) {
+	if len(b) < 9 {
+		return false, 0, nil, fmt.Errorf("fsm: malformed version entry (%d bytes)", len(b))
+	}
+	return b[0]&verTombstone != 0, binary.BigEndian.Uint64(b[1:]), b[9:], nil
+}
+
+func idemExpKey(expires int64, key string) []byte {
+	b := make([]byte, 8, 8+len(key))
+	binary.BigEndian.PutUint64(b, uint64(expires))
+	return append(b, key...)
+}

@@ -1,0 +1,187 @@
+package node
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"time"
+
+	"github.com/cairn-db/cairn/fsm"
+)
+
+// Config configures one cluster member.
+type Config struct {
+	// ID is the member's unique, stable id.
+	ID string
+	// DataDir holds the raft log, snapshots and the object store.
+	DataDir string
+	// RaftAddr and HTTPAddr are the addresses to bind (host:port).
+	RaftAddr string
+	HTTPAddr string
+	// AdvertiseRaft and AdvertiseHTTP are the addresses other members and
+	// clients use, when they differ from the bind addresses. AdvertiseHTTP
+	// may be a URL (http://host:port) or host:port.
+	AdvertiseRaft string
+	AdvertiseHTTP string
+	// RaftDialMap is for tests only: when a peer's advertised raft address
+	// is a key, the node dials the value instead (an in-test proxy per
+	// link, so tests can partition, delay or drop single links without
+	// root). Empty in production.
+	RaftDialMap map[string]string
+
+	// Bootstrap makes this node the first member of a new cluster when it
+	// has no state yet.
+	Bootstrap bool
+	// Join lists HTTP URLs of running members to ask to add this node. The
+	// node keeps asking until one accepts; asking is a no-op for a member.
+	Join []string
+	// NonVoter joins as a read replica.
+	NonVoter bool
+
+	// Raft timing and log management.
+	HeartbeatTimeout   time.Duration
+	ElectionTimeout    time.Duration
+	LeaderLeaseTimeout time.Duration
+	CommitTimeout      time.Duration
+	SnapshotThreshold  uint64
+	SnapshotInterval   time.Duration
+	TrailingLogs       uint64
+	MaxAppendEntries   int
+
+	// ApplyTimeout bounds how long a write waits to be enqueued in raft.
+	ApplyTimeout time.Duration
+	// ReadTimeout bounds a linearizable read's leadership check and a
+	// min_revision read's wait when the request has no earlier deadline.
+	ReadTimeout time.Duration
+
+	// Limits enforced before anything reaches raft.
+	MaxRequestBytes int64 // request body
+	MaxValueSize    int   // value, stamped into every batch so all replicas enforce it
+	MaxOps          int   // operations (and preconditions) per transaction
+	// IdempotencyWindow is how long (in log time) a write's idempotency
+	// key is remembered.
+	IdempotencyWindow time.Duration
+
+	// RetainRevisions and RetainAge bound the history kept: the leader
+	// compacts (through the log) so that at least the last RetainRevisions
+	// revisions, and every revision younger than RetainAge, stay readable.
+	// Zero keeps everything. RetentionInterval is how often it checks.
+	RetainRevisions   uint64
+	RetainAge         time.Duration
+	RetentionInterval time.Duration
+
+	// ShutdownTimeout bounds graceful shutdown of the HTTP server.
+	ShutdownTimeout time.Duration
+
+	// MaxWatchers caps the concurrent GET /v1/watch streams this node
+	// serves; more are refused with unavailable.
+	MaxWatchers int
+	// WatchWriteTimeout cuts off a watcher whose connection accepts no
+	// writes for this long (the client resumes from its last revision).
+	WatchWriteTimeout time.Duration
+
+	// Logger receives the node's logs (raft's included). Nil discards.
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with production defaults and no
+// identity or addresses.
+func DefaultConfig() Config {
+	return Config{
+		HeartbeatTimeout:   1000 * time.Millisecond,
+		ElectionTimeout:    1000 * time.Millisecond,
+		LeaderLeaseTimeout: 500 * time.Millisecond,
+		CommitTimeout:      5 * time.Millisecond,
+		SnapshotThreshold:  8192,
+		SnapshotInterval:   2 * time.Minute,
+		TrailingLogs:       10240,
+		MaxAppendEntries:   256,
+		ApplyTimeout:       10 * time.Second,
+		ReadTimeout:        5 * time.Second,
+		MaxRequestBytes:    4 << 20,
+		MaxValueSize:       fsm.DefaultMaxValueSize,
+		MaxOps:             1024,
+		IdempotencyWindow:  fsm.DefaultIdempotencyWindow,
+		ShutdownTimeout:    10 * time.Second,
+		RetentionInterval:  time.Minute,
+		MaxWatchers:        1024,
+		WatchWriteTimeout:  10 * time.Second,
+	}
+}
+
+// Validate reports whether c can start a node.
+func (c Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
+	}
+	switch {
+	case c.ID == "":
+		return bad("id is required")
+	case c.DataDir == "":
+		return bad("data dir is required")
+	case c.Bootstrap && len(c.Join) > 0:
+		return bad("bootstrap and join are exclusive")
+	case c.HeartbeatTimeout <= 0 || c.ElectionTimeout <= 0 || c.LeaderLeaseTimeout <= 0 || c.CommitTimeout <= 0:
+		return bad("raft timeouts must be positive")
+	case c.LeaderLeaseTimeout > c.HeartbeatTimeout:
+		return bad("leader lease timeout %s exceeds heartbeat timeout %s", c.LeaderLeaseTimeout, c.HeartbeatTimeout)
+	case c.SnapshotThreshold == 0 || c.SnapshotInterval <= 0:
+		return bad("snapshot threshold and interval must be positive")
+	case c.MaxAppendEntries < 1 || c.MaxAppendEntries > 1024:
+		return bad("max append entries %d not in 1..1024", c.MaxAppendEntries)
+	case c.ApplyTimeout <= 0 || c.ReadTimeout <= 0 || c.ShutdownTimeout <= 0:
+		return bad("apply, read and shutdown timeouts must be positive")
+	case c.MaxRequestBytes <= 0 || c.MaxOps <= 0:
+		return bad("request limits must be positive")
+	case c.MaxValueSize <= 0 || c.MaxValueSize > 64<<20:
+		return bad("max value size %d not in 1..64 MiB", c.MaxValueSize)
+	case c.MaxWatchers <= 0 || c.WatchWriteTimeout <= 0:
+		return bad("max watchers and watch write timeout must be positive")
+	case c.RetainAge < 0 || c.RetentionInterval <= 0:
+		return bad("history retention age must not be negative and its interval must be positive")
+	case c.IdempotencyWindow <= 0 || c.IdempotencyWindow > fsm.MaxIdempotencyWindow:
+		return bad("idempotency window %s not in (0, %s]", c.IdempotencyWindow, fsm.MaxIdempotencyWindow)
+	}
+	if _, err := net.ResolveTCPAddr("tcp", c.RaftAddr); err != nil {
+		return bad("raft address %q: %v", c.RaftAddr, err)
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return bad("http address %q: %v", c.HTTPAddr, err)
+	}
+	if c.AdvertiseRaft != "" {
+		if _, err := net.ResolveTCPAddr("tcp", c.AdvertiseRaft); err != nil {
+			return bad("advertised raft address %q: %v", c.AdvertiseRaft, err)
+		}
+	}
+	for from, to := range c.RaftDialMap {
+		if _, err := net.ResolveTCPAddr("tcp", from); err != nil {
+			return bad("raft dial map key %q: %v", from, err)
+		}
+		if _, err := net.ResolveTCPAddr("tcp", to); err != nil {
+			return bad("raft dial map value %q: %v", to, err)
+		}
+	}
+	for _, j := range c.Join {
+		if _, err := url.Parse(normalizeURL(j)); err != nil {
+			return bad("join URL %q: %v", j, err)
+		}
+	}
+	return nil
+}
+
+// normalizeURL turns host:port into http://host:port and trims a trailing
+// slash.
+func normalizeURL(s string) string {
+	if s == "" {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" || u.Host == "" {
+		s = "http://" + s
+	}
+	for len(s) > 0 && s[len(s)-1] == '/' {
+		s = s[:len(s)-1]
+	}
+	return s
+}

@@ -1,0 +1,79 @@
+package node
+
+import (
+	"net/http"
+	"sync"
+	"time"
+
+	gometrics "github.com/hashicorp/go-metrics/compat"
+	gmprom "github.com/hashicorp/go-metrics/compat/prometheus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// raftMetricsOnce routes hashicorp/raft's metrics (a process-wide registry)
+// into Prometheus's default registry, once per process.
+var raftMetricsOnce sync.Once
+
+// metrics are one node's Prometheus metrics, in a registry of its own so
+// several nodes can run in one process (tests); /metrics serves it together
+// with raft's process-wide metrics.
+type metrics struct {
+	reg     *prometheus.Registry
+	handler http.Handler
+}
+
+func newMetrics(n *Node) *metrics {
+	raftMetricsOnce.Do(func() {
+		sink, err := gmprom.NewPrometheusSinkFrom(gmprom.PrometheusOpts{Expiration: 10 * time.Minute})
+		if err != nil {
+			n.log.Warn("raft metrics unavailable", "err", err)
+			return
+		}
+		cfg := gometrics.DefaultConfig("cairn")
+		cfg.EnableHostname = false
+		cfg.EnableRuntimeMetrics = false
+		if _, err := gometrics.NewGlobal(cfg, sink); err != nil {
+			n.log.Warn("raft metrics unavailable", "err", err)
+		}
+	})
+	reg := prometheus.NewRegistry()
+	gauge := func(name, help string, fn func() float64) {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "cairn", Name: name, Help: help}, fn))
+	}
+	gauge("revision", "Last committed revision on this node.", func() float64 { return float64(n.fsm.Revision()) })
+	gauge("raft_applied_index", "Last raft index applied on this node.", func() float64 { return float64(n.raft.AppliedIndex()) })
+	gauge("raft_commit_index", "Last raft index known committed on this node.", func() float64 { return float64(n.raft.CommitIndex()) })
+	gauge("raft_term", "Current raft term.", func() float64 { return float64(n.raft.CurrentTerm()) })
+	gauge("is_leader", "1 when this node is the leader.", func() float64 {
+		if n.IsLeader() {
+			return 1
+		}
+		return 0
+	})
+	gauge("last_leader_contact_seconds", "Seconds since this node last heard from the leader (0 on the leader).", func() float64 {
+		if n.IsLeader() {
+			return 0
+		}
+		lc := n.raft.LastContact()
+		if lc.IsZero() {
+			return -1
+		}
+		return time.Since(lc).Seconds()
+	})
+	return &metrics{
+		reg:     reg,
+		handler: promhttp.HandlerFor(prometheus.Gatherers{reg, prometheus.DefaultGatherer}, promhttp.HandlerOpts{}),
+	}
+}
+
+// MetricsHandler serves the node's metrics in Prometheus text format.
+func (n *Node) MetricsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.metrics == nil {
+			http.Error(w, "metrics not ready", http.StatusServiceUnavailable)
+			return
+		}
+		n.metrics.handler.ServeHTTP(w, r)
+	})
+}

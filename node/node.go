@@ -1,0 +1,548 @@
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/cairn-db/cairn/fsm"
+)
+
+// Node is one cluster member: raft, the state machine and the HTTP API.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	fsm      *fsm.FSM
+	raft     *raft.Raft
+	trans    *raft.NetworkTransport
+	logStore *raftboltdb.BoltStore
+	httpSrv  *http.Server
+	httpLn   net.Listener
+	httpURL  string
+	raftAddr string
+	client   *http.Client // forwarding and member status
+	metrics  *metrics
+
+	reads readIndex
+
+	// watches counts open watch streams and ends them when the HTTP
+	// server starts shutting down (see watch.go).
+	watches watchHub
+
+	// barrierTerm is the term in which this node, as leader, last
+	// completed a barrier; linearizable reads need it to equal the
+	// current term.
+	barrierMu   sync.Mutex
+	barrierTerm uint64
+
+	ctx    context.Context // cancelled by Close; owns background work
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open files and directories under DataDir.
+const (
+	fsmFile   = "fsm.db"
+	raftFile  = "raft.db"
+	snapDir   = "snapshots"
+	retainSnp = 2
+)
+
+// New starts a node: it opens the stores, starts raft (bootstrapping or
+// joining as configured) and serves HTTP. Close stops it.
+func New(cfg Config) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID)}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.client = &http.Client{Transport: &http.Transport{
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+	n.reads.n = n
+	ok := false
+	defer func() {
+		if !ok {
+			n.closeResources()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("node: data dir: %w", err)
+	}
+	if err := n.openRaft(); err != nil {
+		return nil, err
+	}
+	if err := n.startHTTP(); err != nil {
+		return nil, err
+	}
+	n.metrics = newMetrics(n)
+	n.goRun(n.watchLeadership)
+	if len(cfg.Join) > 0 {
+		n.goRun(n.joinLoop)
+	}
+	if cfg.RetainRevisions > 0 || cfg.RetainAge > 0 {
+		n.goRun(n.retentionLoop)
+	}
+	ok = true
+	n.log.Info("node started", "raft", n.raftAddr, "http", n.httpURL)
+	return n, nil
+}
+
+// goRun runs fn in a goroutine owned by the node: Close waits for it.
+func (n *Node) goRun(fn func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn()
+	}()
+}
+
+func (n *Node) openRaft() error {
+	cfg := n.cfg
+	f, err := fsm.Open(fsm.Config{
+		Path:            filepath.Join(cfg.DataDir, fsmFile),
+		InitialMmapSize: 1 << 30,
+		CompactChunk:    1000,
+		OpenTimeout:     5 * time.Second,
+		Logger:          n.log.With("component", "fsm"),
+	})
+	if err != nil {
+		return err
+	}
+	n.fsm = f
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(cfg.DataDir, raftFile),
+		BoltOptions: &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true},
+	})
+	if err != nil {
+		return fmt.Errorf("node: raft log store: %w", err)
+	}
+	n.logStore = store
+	logs, err := raft.NewLogCache(512, store)
+	if err != nil {
+		return fmt.Errorf("node: log cache: %w", err)
+	}
+	hl := hclogAdapter(n.log, "raft")
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, snapDir), retainSnp, hl)
+	if err != nil {
+		return fmt.Errorf("node: snapshot store: %w", err)
+	}
+	// Without an advertised address, raft advertises the bound one (which
+	// must then be a concrete IP, not 0.0.0.0).
+	var trans *raft.NetworkTransport
+	switch {
+	case cfg.AdvertiseRaft == "" && len(cfg.RaftDialMap) == 0:
+		// Raft advertises the bound address, which must then be a
+		// concrete IP, not 0.0.0.0.
+		trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, 3, 10*time.Second, hl)
+	case cfg.AdvertiseRaft == "":
+		// A test's dial map needs the named stream layer; advertise the
+		// bound address as given.
+		trans, err = newNamedTransport(cfg.RaftAddr, cfg.RaftAddr, cfg.RaftDialMap, hl)
+	default:
+		trans, err = newNamedTransport(cfg.RaftAddr, cfg.AdvertiseRaft, cfg.RaftDialMap, hl)
+	}
+	if err != nil {
+		return fmt.Errorf("node: raft transport: %w", err)
+	}
+	n.trans = trans
+	n.raftAddr = string(trans.LocalAddr())
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = hl
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = cfg.CommitTimeout
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.MaxAppendEntries = cfg.MaxAppendEntries
+	rc.BatchApplyCh = true
+
+	// The FSM is persistent: restore the newest snapshot on start only
+	// when it is ahead of what the FSM has applied (a crash between
+	// installing a snapshot and restoring it), never otherwise.
+	applied, _, err := f.AppliedIndex()
+	if err != nil {
+		return err
+	}
+	list, err := snaps.List()
+	if err != nil {
+		return fmt.Errorf("node: list snapshots: %w", err)
+	}
+	rc.NoSnapshotRestoreOnStart = len(list) == 0 || fsmCoversSnapshot(applied, list[0].Index, logs)
+	n.log.Info("starting raft", "fsm_applied_index", applied, "restore_snapshot", !rc.NoSnapshotRestoreOnStart)
+
+	hasState, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		return fmt.Errorf("node: inspect raft state: %w", err)
+	}
+	r, err := raft.NewRaft(rc, f, logs, store, snaps, noPipelineTransport{trans})
+	if err != nil {
+		return fmt.Errorf("node: start raft: %w", err)
+	}
+	n.raft = r
+	if cfg.Bootstrap && !hasState {
+		fut := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter, ID: rc.LocalID, Address: trans.LocalAddr(),
+		}}})
+		if err := fut.Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			return fmt.Errorf("node: bootstrap: %w", err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) startHTTP() error {
+	ln, err := net.Listen("tcp", n.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("node: http listen: %w", err)
+	}
+	n.httpLn = ln
+	adv := n.cfg.AdvertiseHTTP
+	if adv == "" {
+		adv = ln.Addr().String()
+		if host, port, err := net.SplitHostPort(adv); err == nil {
+			if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+				adv = net.JoinHostPort("127.0.0.1", port)
+			}
+		}
+	}
+	n.httpURL = normalizeURL(adv)
+	n.httpSrv = &http.Server{
+		Handler:           newHandler(n, n.log),
+		ReadHeaderTimeout: 10 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return n.ctx },
+	}
+	// Shutdown waits for active handlers: watch streams must end first.
+	n.httpSrv.RegisterOnShutdown(n.watches.shutdown)
+	n.goRun(func() {
+		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server stopped", "err", err)
+		}
+	})
+	return nil
+}
+
+// ID returns the node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// HTTPURL returns the node's advertised HTTP URL.
+func (n *Node) HTTPURL() string { return n.httpURL }
+
+// RaftAddr returns the node's advertised raft address.
+func (n *Node) RaftAddr() string { return n.raftAddr }
+
+// FSM returns the node's state machine (for tests and tools in-process).
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// Raft returns the node's raft instance (for tests in-process).
+func (n *Node) Raft() *raft.Raft { return n.raft }
+
+// IsLeader reports whether this node is the leader.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Close stops the node gracefully: it stops accepting requests, lets
+// in-flight ones finish (bounded by ctx and ShutdownTimeout), stops raft
+// and closes the stores. Calling it again returns the first result.
+func (n *Node) Close(ctx context.Context) error {
+	n.closeOnce.Do(func() {
+		if n.httpSrv != nil {
+			sctx, cancel := context.WithTimeout(ctx, n.cfg.ShutdownTimeout)
+			if err := n.httpSrv.Shutdown(sctx); err != nil {
+				_ = n.httpSrv.Close()
+			}
+			cancel()
+		}
+		n.closeErr = n.closeResources()
+	})
+	return n.closeErr
+}
+
+// closeResources stops background work, raft and the stores. It is safe on
+// a partly opened node.
+func (n *Node) closeResources() error {
+	n.cancel()
+	if n.httpSrv != nil {
+		_ = n.httpSrv.Close()
+	} else if n.httpLn != nil {
+		_ = n.httpLn.Close()
+	}
+	var errs []error
+	var shutdown raft.Future
+	if n.raft != nil {
+		shutdown = n.raft.Shutdown()
+	}
+	if n.trans != nil {
+		// Close the transport before waiting for raft's goroutines, so a
+		// replication RPC stalled on a silent peer ends now rather than at
+		// its deadline; close pooled outbound connections too, or the
+		// peers' handlers for them wait on reads until the peers stop.
+		n.trans.CloseStreams()
+		if err := n.trans.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("raft transport: %w", err))
+		}
+	}
+	if shutdown != nil {
+		if err := shutdown.Error(); err != nil {
+			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+		}
+	}
+	n.wg.Wait()
+	if n.logStore != nil {
+		if err := n.logStore.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("raft log store: %w", err))
+		}
+	}
+	if n.fsm != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := n.fsm.Close(ctx); err != nil {
+			errs = append(errs, err)
+		}
+		cancel()
+	}
+	if n.client != nil {
+		n.client.CloseIdleConnections()
+	}
+	n.log.Info("node stopped")
+	return errors.Join(errs...)
+}
+
+// watchLeadership runs a barrier each time this node becomes leader (so
+// linearizable reads know every earlier entry is applied) and records its
+// own member record.
+func (n *Node) watchLeadership() {
+	obs := make(chan raft.Observation, 16)
+	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	n.raft.RegisterObserver(o)
+	defer n.raft.DeregisterObserver(o)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		if n.IsLeader() {
+			n.onLeader()
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-obs:
+		case <-tick.C:
+		}
+	}
+}
+
+// onLeader makes sure this leader has a barrier in its term and that every
+// member's record is replicated.
+func (n *Node) onLeader() {
+	term := n.raft.CurrentTerm()
+	n.barrierMu.Lock()
+	done := n.barrierTerm == term
+	n.barrierMu.Unlock()
+	if !done {
+		if err := n.ensureBarrier(n.ctx); err != nil {
+			n.log.Warn("leader barrier failed", "err", err)
+			return
+		}
+	}
+	if id, err := n.fsm.ClusterID(); err == nil && id == "" {
+		if err := n.applyCommand(n.ctx, fsm.Command{SetClusterID: &fsm.SetClusterID{ID: newClusterID()}}); err != nil {
+			n.log.Warn("naming the cluster failed", "err", err)
+		}
+	}
+	members, err := n.fsm.Members()
+	if err != nil {
+		return
+	}
+	for _, m := range members {
+		if m.ID == n.cfg.ID && m.HTTPAddr == n.httpURL && m.RaftAddr == n.raftAddr {
+			return
+		}
+	}
+	if err := n.applyCommand(n.ctx, fsm.Command{SetMember: &fsm.Member{
+		ID: n.cfg.ID, HTTPAddr: n.httpURL, RaftAddr: n.raftAddr}}); err != nil {
+		n.log.Warn("recording own member record failed", "err", err)
+	}
+}
+
+// newClusterID returns a random cluster id.
+func newClusterID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// ensureBarrier runs a raft barrier if none has completed in the current
+// term.
+func (n *Node) ensureBarrier(ctx context.Context) error {
+	term := n.raft.CurrentTerm()
+	n.barrierMu.Lock()
+	defer n.barrierMu.Unlock()
+	if n.barrierTerm == term {
+		return nil
+	}
+	timeout := n.cfg.ApplyTimeout
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < timeout {
+		timeout = time.Until(dl)
+	}
+	if err := n.wait(n.raft.Barrier(timeout)); err != nil {
+		return mapRaftErr(err)
+	}
+	if n.raft.CurrentTerm() == term && n.IsLeader() {
+		n.barrierTerm = term
+	}
+	return nil
+}
+
+// noPipelineTransport is the TCP transport with pipelined replication
+// turned off. hashicorp/raft v1.7.3's pipeline can deadlock when a follower
+// answers an append with Success=false while the pipeline is full: the
+// replication goroutine parks in the pipeline's send while nothing reads
+// its responses, so that follower gets no more entries (heartbeats go on,
+// so no election heals it) and Shutdown waits forever. Without the
+// pipeline raft replicates with one AppendEntries RPC at a time per
+// follower, each carrying up to MaxAppendEntries entries.
+type noPipelineTransport struct {
+	*raft.NetworkTransport
+}
+
+// AppendEntriesPipeline implements raft.Transport: never a pipeline.
+func (noPipelineTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddress) (raft.AppendPipeline, error) {
+	return nil, raft.ErrPipelineReplicationNotSupported
+}
+
+// wait waits for a raft future, or until the node closes. hashicorp/raft
+// v1.7.3 never answers a future still queued (apply, verify) when it shuts
+// down (its issue #498), so waiting on Error() alone could block Close
+// forever. On close the waiting goroutine is abandoned to the future; the
+// caller gets ErrShuttingDown, which is ambiguous for a write (the client
+// retries with the same idempotency key).
+func (n *Node) wait(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.ctx.Done():
+		return fmt.Errorf("%w: %w", ErrShuttingDown, n.ctx.Err())
+	}
+}
+
+// mapRaftErr turns raft's errors into the node's.
+func mapRaftErr(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrNotVoter):
+		return fmt.Errorf("%w: %w", ErrNotLeader, err)
+	case errors.Is(err, raft.ErrLeadershipLost), errors.Is(err, raft.ErrLeadershipTransferInProgress),
+		errors.Is(err, raft.ErrAbortedByRestore):
+		return fmt.Errorf("%w: %w", ErrNoLeader, err)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return fmt.Errorf("%w: %w", ErrShuttingDown, err)
+	case errors.Is(err, raft.ErrEnqueueTimeout), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w: %w", ErrTimeout, err)
+	}
+	return err
+}
+
+// maxGapScan bounds how many log entries fsmCoversSnapshot reads.
+const maxGapScan = 1024
+
+// fsmCoversSnapshot reports whether an FSM that applied up to index holds
+// everything a snapshot at snapIndex holds. Raft never hands no-op and
+// barrier entries to a BatchingFSM, so a snapshot taken after one sits
+// above the FSM's index with nothing more in it: when every entry between
+// the two is still in the log and none of them reaches the FSM, no restore
+// is needed. Otherwise (a real gap, or entries already truncated) the
+// snapshot must be restored.
+func fsmCoversSnapshot(applied, snapIndex uint64, logs raft.LogStore) bool {
+	if applied >= snapIndex {
+		return true
+	}
+	if snapIndex-applied > maxGapScan {
+		return false
+	}
+	for i := applied + 1; i <= snapIndex; i++ {
+		var l raft.Log
+		if err := logs.GetLog(i, &l); err != nil {
+			return false
+		}
+		if l.Type == raft.LogCommand || l.Type == raft.LogConfiguration {
+			return false
+		}
+	}
+	return true
+}
+
+// newNamedTransport is raft's TCP transport advertising advertise as
+// given (a host name stays a name): raft stores the string and dials it
+// each time, so a member that comes back at another IP stays reachable.
+// dialMap (tests only, see Config.RaftDialMap) redirects dials.
+func newNamedTransport(bind, advertise string, dialMap map[string]string, logger hclog.Logger) (*raft.NetworkTransport, error) {
+	if _, err := net.ResolveTCPAddr("tcp", advertise); err != nil {
+		return nil, fmt.Errorf("advertised raft address: %w", err)
+	}
+	ln, err := net.Listen("tcp", bind)
+	if err != nil {
+		return nil, err
+	}
+	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  &namedStream{Listener: ln, addr: namedAddr(advertise), dialMap: maps.Clone(dialMap)},
+		MaxPool: 3,
+		Timeout: 10 * time.Second,
+		Logger:  logger,
+	}), nil
+}
+
+// namedStream is a raft.StreamLayer over TCP whose address is a name.
+type namedStream struct {
+	net.Listener
+	addr    namedAddr
+	dialMap map[string]string // read-only
+}
+
+// Addr implements net.Listener: the advertised address.
+func (s *namedStream) Addr() net.Addr { return s.addr }
+
+// Dial implements raft.StreamLayer.
+func (s *namedStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	addr := string(address)
+	if to, ok := s.dialMap[addr]; ok {
+		addr = to
+	}
+	d := net.Dialer{Timeout: timeout}
+	return d.Dial("tcp", addr)
+}
+
+// namedAddr is a TCP address kept as written.
+type namedAddr string
+
+func (a namedAddr) Network() string { return "tcp" }
+func (a namedAddr) String() string  { return string(a) }

@@ -1,0 +1,139 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/internal/testnet"
+	"github.com/cairn-db/cairn/internal/testutil"
+)
+
+// freeAddr returns a free loopback address (see internal/testnet).
+func freeAddr(t *testing.T) string { return testnet.FreeAddr(t) }
+
+func testConfig(t *testing.T, id string) Config {
+	cfg := DefaultConfig()
+	cfg.ID = id
+	cfg.DataDir = t.TempDir()
+	cfg.RaftAddr = freeAddr(t)
+	cfg.HTTPAddr = freeAddr(t)
+	cfg.HeartbeatTimeout = 200 * time.Millisecond
+	cfg.ElectionTimeout = 200 * time.Millisecond
+	cfg.LeaderLeaseTimeout = 100 * time.Millisecond
+	cfg.CommitTimeout = 5 * time.Millisecond
+	return cfg
+}
+
+func startNode(t *testing.T, cfg Config) *Node {
+	t.Helper()
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatalf("start %s: %v", cfg.ID, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := n.Close(ctx); err != nil {
+			t.Errorf("close %s: %v", cfg.ID, err)
+		}
+	})
+	return n
+}
+
+// waitFor polls cond with a deadline (see internal/testutil).
+var waitFor = testutil.WaitFor
+
+func do(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestThreeNodeSmoke(t *testing.T) {
+	n1 := startNode(t, func() Config { c := testConfig(t, "n1"); c.Bootstrap = true; return c }())
+	waitFor(t, "n1 ready", 10*time.Second, n1.Ready)
+	var others []*Node
+	for _, id := range []string{"n2", "n3"} {
+		c := testConfig(t, id)
+		c.Join = []string{n1.HTTPURL()}
+		others = append(others, startNode(t, c))
+	}
+	for _, n := range others {
+		waitFor(t, n.ID()+" ready", 15*time.Second, n.Ready)
+	}
+	// Write through a follower.
+	code, body := do(t, "PUT", others[0].HTTPURL()+"/v1/kv/hello", "world")
+	if code != 200 {
+		t.Fatalf("put via follower: %d %s", code, body)
+	}
+	for _, n := range append(others, n1) {
+		code, body := do(t, "GET", n.HTTPURL()+"/v1/kv/hello", "")
+		if code != 200 || body != "world" {
+			t.Fatalf("linearizable get from %s: %d %q", n.ID(), code, body)
+		}
+	}
+	code, body = do(t, "PUT", n1.HTTPURL()+"/v1/kv/hello?if_revision=99", "x")
+	if code != 409 || !strings.Contains(body, `"conflict"`) {
+		t.Fatalf("conflict: %d %s", code, body)
+	}
+	code, body = do(t, "GET", others[1].HTTPURL()+"/v1/cluster/members", "")
+	if code != 200 || strings.Count(body, `"reachable":true`) != 3 {
+		t.Fatalf("members: %d %s", code, body)
+	}
+	_ = errors.New
+	_ = fmt.Sprint
+	_ = api.HeaderNode
+}
+
+// An advertised raft address that is a name stays a name in the raft
+// configuration (raft dials it each time), so a member that comes back at
+// another IP stays reachable.
+func TestAdvertiseRaftName(t *testing.T) {
+	var nodes []*Node
+	for i, id := range []string{"n1", "n2"} {
+		cfg := testConfig(t, id)
+		_, port, _ := net.SplitHostPort(freeAddr(t))
+		cfg.RaftAddr = "127.0.0.1:" + port
+		cfg.AdvertiseRaft = "localhost:" + port
+		if i == 0 {
+			cfg.Bootstrap = true
+		} else {
+			cfg.Join = []string{nodes[0].HTTPURL()}
+		}
+		n := startNode(t, cfg)
+		if got := n.RaftAddr(); got != cfg.AdvertiseRaft {
+			t.Fatalf("raft address %q, want %q", got, cfg.AdvertiseRaft)
+		}
+		nodes = append(nodes, n)
+		waitFor(t, id+" ready", 15*time.Second, n.Ready)
+	}
+	if code, body := do(t, "PUT", nodes[1].HTTPURL()+"/v1/kv/k", "v"); code != 200 {
+		t.Fatalf("put through the joined node: %d %s", code, body)
+	}
+	cf := nodes[0].Raft().GetConfiguration()
+	if err := cf.Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range cf.Configuration().Servers {
+		if !strings.HasPrefix(string(s.Address), "localhost:") {
+			t.Fatalf("server %s stored as %q, want the name", s.ID, s.Address)
+		}
+	}
+}

@@ -1,0 +1,419 @@
+package node
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/fsm"
+)
+
+func TestMatchOps(t *testing.T) {
+	put := func(k string) fsm.Op { return fsm.Op{Kind: fsm.OpPut, Key: k, Value: []byte("v")} }
+	del := func(k string) fsm.Op { return fsm.Op{Kind: fsm.OpDelete, Key: k} }
+	dp := func(k string) fsm.Op { return fsm.Op{Kind: fsm.OpDeletePrefix, Key: k} }
+	ops := []fsm.Op{put("a/1"), put("b/1"), del("a/2"), del("ab"), dp("a/x/"), dp("a"), dp("b/"), dp("a/1/z"), put("a")}
+	cases := []struct {
+		prefix string
+		want   []string // "op key"
+	}{
+		{"", []string{"put a/1", "put b/1", "delete a/2", "delete ab", "delete_prefix a/x/", "delete_prefix a", "delete_prefix b/", "delete_prefix a/1/z", "put a"}},
+		// delete_prefix a/x/ lies under a/; delete_prefix a covers a/;
+		// ab and a do not start with a/.
+		{"a/", []string{"put a/1", "delete a/2", "delete_prefix a/x/", "delete_prefix a", "delete_prefix a/1/z"}},
+		{"a", []string{"put a/1", "delete a/2", "delete ab", "delete_prefix a/x/", "delete_prefix a", "delete_prefix a/1/z", "put a"}},
+		// Only the prefix deletes that cover a/1 or lie under it.
+		{"a/1", []string{"put a/1", "delete_prefix a", "delete_prefix a/1/z"}},
+		{"b/1/", []string{"delete_prefix b/"}},
+		{"c", nil},
+	}
+	for _, tc := range cases {
+		var got []string
+		for _, o := range MatchOps(tc.prefix, ops) {
+			got = append(got, o.Op+" "+o.Key)
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("prefix %q: got %q, want %q", tc.prefix, got, tc.want)
+		}
+	}
+	if got := MatchOps("a/", []fsm.Op{put("a/1")}); len(got) != 1 || string(got[0].Value) != "v" {
+		t.Errorf("put value not carried: %+v", got)
+	}
+}
+
+// startSingle starts a one-node cluster and waits until it is ready.
+func startSingle(t *testing.T, mod func(*Config)) *Node {
+	t.Helper()
+	cfg := testConfig(t, "n1")
+	cfg.Bootstrap = true
+	if mod != nil {
+		mod(&cfg)
+	}
+	n := startNode(t, cfg)
+	waitFor(t, "n1 ready", 10*time.Second, n.Ready)
+	return n
+}
+
+func mustWrite(t *testing.T, n *Node, ops ...fsm.Op) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := n.Write(ctx, fsm.Txn{Ops: ops})
+	if err == nil {
+		err = res.Err
+	}
+	if err != nil {
+		t.Fatalf("write %v: %v", ops, err)
+	}
+	return res.Revision
+}
+
+func putOp(k, v string) fsm.Op { return fsm.Op{Kind: fsm.OpPut, Key: k, Value: []byte(v)} }
+
+// stream is an open watch answer read line by line.
+type stream struct {
+	t      *testing.T
+	resp   *http.Response
+	lines  chan api.WatchEvent
+	cancel context.CancelFunc
+}
+
+func openWatch(t *testing.T, url string) *stream {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		cancel()
+		resp.Body.Close()
+		t.Fatalf("watch %s: HTTP %d", url, resp.StatusCode)
+	}
+	if ct := resp.Header.Get("Content-Type"); ct != "application/x-ndjson" {
+		t.Errorf("Content-Type %q", ct)
+	}
+	s := &stream{t: t, resp: resp, lines: make(chan api.WatchEvent, 1024), cancel: cancel}
+	go func() {
+		defer close(s.lines)
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 8<<20)
+		for sc.Scan() {
+			var ev api.WatchEvent
+			if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+				t.Errorf("bad line %q: %v", sc.Text(), err)
+				return
+			}
+			s.lines <- ev
+		}
+	}()
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *stream) close() {
+	s.cancel()
+	s.resp.Body.Close()
+}
+
+// next returns the next event that is not progress (or progress when
+// wantProgress).
+func (s *stream) next(wantProgress bool) api.WatchEvent {
+	s.t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case ev, ok := <-s.lines:
+			if !ok {
+				s.t.Fatal("stream ended")
+			}
+			if ev.Type == api.WatchProgress && !wantProgress {
+				continue
+			}
+			return ev
+		case <-timeout:
+			s.t.Fatal("no event within 10s")
+		}
+	}
+}
+
+func opsOf(ev api.WatchEvent) string {
+	var out []string
+	for _, o := range ev.Operations {
+		out = append(out, o.Op+" "+o.Key)
+	}
+	return strings.Join(out, ",")
+}
+
+func TestWatchStream(t *testing.T) {
+	n := startSingle(t, nil)
+	r1 := mustWrite(t, n, putOp("a/1", "x"))
+	mustWrite(t, n, putOp("b/1", "x"))
+	r3 := mustWrite(t, n, putOp("a/2", "y"), putOp("b/2", "y"))
+	r4 := mustWrite(t, n, fsm.Op{Kind: fsm.OpDeletePrefix, Key: "a"})
+
+	s := openWatch(t, n.HTTPURL()+"/v1/watch?prefix=a/&from_revision=1&progress_interval=50ms")
+	if ev := s.next(true); ev.Type != api.WatchProgress || ev.Revision != 0 {
+		t.Fatalf("first line %+v, want progress 0", ev)
+	}
+	want := []struct {
+		rev uint64
+		ops string
+	}{{r1, "put a/1"}, {r3, "put a/2"}, {r4, "delete_prefix a"}}
+	for _, w := range want {
+		ev := s.next(false)
+		if ev.Type != api.WatchTxn || ev.Revision != w.rev || opsOf(ev) != w.ops || ev.Hash == "" || ev.Time.IsZero() {
+			t.Fatalf("got %+v, want revision %d ops %q", ev, w.rev, w.ops)
+		}
+	}
+	// Caught up: progress says the head.
+	for {
+		ev := s.next(true)
+		if ev.Type != api.WatchProgress {
+			t.Fatalf("unexpected %+v", ev)
+		}
+		if ev.Revision == r4 {
+			break
+		}
+	}
+	// Live: a new matching write arrives, a non-matching one does not.
+	mustWrite(t, n, putOp("b/3", "z"))
+	r6 := mustWrite(t, n, putOp("a/3", "z"), fsm.Op{Kind: fsm.OpDelete, Key: "b/1"})
+	ev := s.next(false)
+	if ev.Revision != r6 || opsOf(ev) != "put a/3" || string(ev.Operations[0].Value) != "z" {
+		t.Fatalf("live event %+v, want %d put a/3", ev, r6)
+	}
+
+	// Default start: only future transactions; progress with nothing
+	// matching.
+	s2 := openWatch(t, n.HTTPURL()+"/v1/watch?prefix=zzz/&progress_interval=50ms")
+	if ev := s2.next(true); ev.Type != api.WatchProgress || ev.Revision != r6 {
+		t.Fatalf("first line %+v, want progress %d", ev, r6)
+	}
+	r7 := mustWrite(t, n, putOp("a/4", "z"))
+	for {
+		ev := s2.next(true)
+		if ev.Type != api.WatchProgress {
+			t.Fatalf("non-matching event %+v", ev)
+		}
+		if ev.Revision == r7 {
+			break
+		}
+	}
+
+	// A start beyond the head waits for it.
+	s3 := openWatch(t, fmt.Sprintf("%s/v1/watch?from_revision=%d&progress_interval=50ms", n.HTTPURL(), r7+2))
+	if ev := s3.next(true); ev.Type != api.WatchProgress || ev.Revision != r7 {
+		t.Fatalf("first line %+v, want progress %d", ev, r7)
+	}
+	mustWrite(t, n, putOp("skip", "1"))
+	r9 := mustWrite(t, n, putOp("take", "1"))
+	if ev := s3.next(false); ev.Revision != r9 {
+		t.Fatalf("future start: got %+v, want revision %d", ev, r9)
+	}
+}
+
+func TestWatchErrors(t *testing.T) {
+	n := startSingle(t, func(c *Config) { c.MaxWatchers = 1 })
+	for i := 0; i < 5; i++ {
+		mustWrite(t, n, putOp(fmt.Sprintf("k%d", i), "v"))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Compact(ctx, 4); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		query string
+		code  int
+		want  string
+	}{
+		{"progress_interval=1ms", 400, api.CodeBadRequest},
+		{"progress_interval=x", 400, api.CodeBadRequest},
+		{"from=1", 400, api.CodeBadRequest},
+		{"from_revision=-1", 400, api.CodeBadRequest},
+		{"prefix=a%00b", 400, api.CodeBadRequest},
+		{"from_revision=2", 410, api.CodeCompacted},
+	} {
+		code, body := do(t, "GET", n.HTTPURL()+"/v1/watch?"+tc.query, "")
+		var er api.ErrorResponse
+		if err := json.Unmarshal([]byte(body), &er); code != tc.code || err != nil || er.Error.Code != tc.want {
+			t.Errorf("%s: %d %s, want %d %s", tc.query, code, body, tc.code, tc.want)
+		}
+		if tc.want == api.CodeCompacted && er.Error.OldestRevision != 4 {
+			t.Errorf("oldest_revision %d, want 4", er.Error.OldestRevision)
+		}
+	}
+	if code, body := do(t, "POST", n.HTTPURL()+"/v1/watch", ""); code != 405 {
+		t.Errorf("POST: %d %s", code, body)
+	}
+	// The compaction point itself is available.
+	s := openWatch(t, n.HTTPURL()+"/v1/watch?from_revision=4")
+	if ev := s.next(false); ev.Revision != 4 {
+		t.Fatalf("from the compaction point: %+v", ev)
+	}
+	// One watcher allowed: the second is refused.
+	code, body := do(t, "GET", n.HTTPURL()+"/v1/watch", "")
+	if code != 503 || !strings.Contains(body, api.CodeUnavailable) {
+		t.Fatalf("second watcher: %d %s", code, body)
+	}
+	s.close()
+	waitFor(t, "watcher released", 5*time.Second, func() error {
+		if w := n.Watchers(); w != 0 {
+			return fmt.Errorf("%d watchers", w)
+		}
+		return nil
+	})
+}
+
+// gateWriter is a ResponseWriter whose first Write blocks until gate is
+// closed.
+type gateWriter struct {
+	hdr     http.Header
+	entered chan struct{}
+	gate    chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	status  int
+}
+
+func (g *gateWriter) Header() http.Header { return g.hdr }
+func (g *gateWriter) WriteHeader(s int)   { g.status = s }
+func (g *gateWriter) Flush()              {}
+func (g *gateWriter) Write(p []byte) (int, error) {
+	g.once.Do(func() {
+		close(g.entered)
+		<-g.gate
+	})
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.buf.Write(p)
+}
+
+func TestWatchCompactedWhileStreaming(t *testing.T) {
+	n := startSingle(t, nil)
+	for i := 0; i < 40; i++ {
+		mustWrite(t, n, putOp(fmt.Sprintf("k%02d", i), "v"))
+	}
+	g := &gateWriter{hdr: http.Header{}, entered: make(chan struct{}), gate: make(chan struct{})}
+	wt := &watcher{f: n.fsm, interval: time.Hour, writeTimeout: time.Second, stop: make(chan struct{}), limit: 10}
+	done := make(chan error, 1)
+	go func() { done <- wt.serve(g, httptest.NewRequest(http.MethodGet, "/v1/watch", nil), 1) }()
+	// The first chunk (1..10) is read; the watcher is writing it.
+	<-g.entered
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := n.Compact(ctx, 35); err != nil {
+		t.Fatal(err)
+	}
+	close(g.gate)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("stream did not end")
+	}
+	if g.status != http.StatusOK {
+		t.Fatalf("status %d", g.status)
+	}
+	var evs []api.WatchEvent
+	for _, line := range strings.Split(strings.TrimSpace(g.buf.String()), "\n") {
+		var ev api.WatchEvent
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		evs = append(evs, ev)
+	}
+	if len(evs) != 12 || evs[0].Type != api.WatchProgress || evs[0].Revision != 0 {
+		t.Fatalf("events: %+v", evs)
+	}
+	for i, ev := range evs[1:11] {
+		if ev.Type != api.WatchTxn || ev.Revision != uint64(i+1) {
+			t.Fatalf("event %d: %+v", i+1, ev)
+		}
+	}
+	last := evs[11]
+	if last.Type != api.WatchError || last.Error == nil || last.Error.Code != api.CodeCompacted ||
+		last.Error.OldestRevision != 35 || last.Revision != 10 {
+		t.Fatalf("last event %+v (error %+v), want compacted, oldest 35", last, last.Error)
+	}
+}
+
+func TestWatchEndsOnClose(t *testing.T) {
+	cfg := testConfig(t, "n1")
+	cfg.Bootstrap = true
+	cfg.ShutdownTimeout = 10 * time.Second
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close(context.Background())
+	waitFor(t, "n1 ready", 10*time.Second, n.Ready)
+	s := openWatch(t, n.HTTPURL()+"/v1/watch")
+	s.next(true)
+	start := time.Now()
+	if err := n.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Close took %s with a watch open", d)
+	}
+	ev := s.next(false)
+	if ev.Type != api.WatchError || ev.Error == nil || ev.Error.Code != api.CodeUnavailable {
+		t.Fatalf("last event %+v, want an unavailable error", ev)
+	}
+}
+
+func TestWatchSlowReaderCutOff(t *testing.T) {
+	n := startSingle(t, func(c *Config) { c.WatchWriteTimeout = 300 * time.Millisecond })
+	// A reader that sends the request and never reads.
+	conn, err := net.Dial("tcp", strings.TrimPrefix(n.HTTPURL(), "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "GET /v1/watch HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "watcher open", 5*time.Second, func() error {
+		if n.Watchers() != 1 {
+			return fmt.Errorf("%d watchers", n.Watchers())
+		}
+		return nil
+	})
+	// Far more than the socket buffers hold.
+	big := strings.Repeat("x", 512<<10)
+	written := 0
+	for written < 64<<20 && n.Watchers() > 0 {
+		mustWrite(t, n, putOp(fmt.Sprintf("big/%d", written), big))
+		written += len(big)
+	}
+	waitFor(t, "slow watcher cut off", 10*time.Second, func() error {
+		if n.Watchers() != 0 {
+			return fmt.Errorf("%d watchers after %d bytes", n.Watchers(), written)
+		}
+		return nil
+	})
+	t.Logf("cut off after %d MiB written", written>>20)
+	// Writes went on meanwhile, and the node still serves.
+	mustWrite(t, n, putOp("after", "1"))
+}
