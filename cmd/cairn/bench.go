@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"text/tabwriter"
@@ -40,10 +43,13 @@ func benchCommand() *cli.Command {
 		Name: "bench", Usage: "measure throughput and latency with closed-loop clients", ArgsUsage: " ",
 		Description: `Each client sends one request, waits for the answer, sends the next.
 Keys are uniform over --keys; values are random bytes of --value-size.
-Gets and mixed runs first fill every key once.
+Gets, txn and mixed runs first fill every key once (--fill).
+With --rotate, each request goes to the next --cluster endpoint in turn;
+followers forward writes and linearizable reads to the leader.
 Example:
    cairn bench --op put --clients 64 --duration 10s
-   cairn bench --op get --consistency stale --clients 64 --json`,
+   cairn bench --op get --consistency stale --clients 64 --json
+   cairn bench --fill only --clients 64 && cairn bench --op get --fill skip --rotate`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "op", Value: "put", Usage: "put, get, txn (compare-and-set on one key) or mixed (50% get, 50% put)"},
 			&cli.IntFlag{Name: "clients", Value: 16, Usage: "concurrent closed-loop clients"},
@@ -54,6 +60,8 @@ Example:
 			&cli.IntFlag{Name: "keys", Value: 100000, Usage: "distinct keys"},
 			&cli.StringFlag{Name: "consistency", Value: api.Linearizable, Usage: "for gets: linearizable or stale"},
 			&cli.StringFlag{Name: "prefix", Value: "bench/", Usage: "key prefix"},
+			&cli.StringFlag{Name: "fill", Value: "auto", Usage: "auto (write every key once before get, txn and mixed runs), skip (keys were filled before), or only (fill, report, exit)"},
+			&cli.BoolFlag{Name: "rotate", Usage: "send each request to the next --cluster endpoint in turn, instead of writes and linearizable reads to the leader"},
 			jsonFlag(),
 		},
 		Action: benchAction,
@@ -79,11 +87,35 @@ func benchAction(c *cli.Context) error {
 	if cons != api.Linearizable && cons != api.Stale {
 		return usageError("--consistency %q (use linearizable or stale)", cons)
 	}
+	fill := c.String("fill")
+	if fill != "auto" && fill != "skip" && fill != "only" {
+		return usageError("--fill %q (use auto, skip or only)", fill)
+	}
 	endpoints := splitList(c.String("cluster"))
+	var rotate []*url.URL
+	if c.Bool("rotate") {
+		for _, e := range endpoints {
+			if !strings.Contains(e, "://") {
+				e = "http://" + e
+			}
+			u, err := url.Parse(e)
+			if err != nil || u.Host == "" {
+				return usageError("--cluster endpoint %q is not a URL or host:port", e)
+			}
+			rotate = append(rotate, u)
+		}
+	}
 	var cls []*client.Client
 	for i := 0; i < min(conns, clients); i++ {
 		cfg := client.DefaultConfig()
 		cfg.Endpoints = endpoints
+		if rotate != nil {
+			// The client's own transport settings, with the rotation in front.
+			rt := &rotateTransport{endpoints: rotate, base: &http.Transport{Proxy: http.ProxyFromEnvironment,
+				MaxIdleConns: 256, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}
+			defer rt.base.CloseIdleConnections()
+			cfg.HTTPClient = &http.Client{Transport: rt}
+		}
 		cl, err := client.New(cfg)
 		if err != nil {
 			return usageError("%v", err)
@@ -97,9 +129,21 @@ func benchAction(c *cli.Context) error {
 	for i := range value {
 		value[i] = byte('a' + rand.IntN(26))
 	}
-	if op == "get" || op == "mixed" || op == "txn" {
+	if fill == "only" || (fill == "auto" && op != "put") {
+		began := time.Now()
 		if err := benchFill(ctx, cls, clients, keys, key, value); err != nil {
 			return fmt.Errorf("filling %d keys: %w", keys, err)
+		}
+		if fill == "only" {
+			// No latencies: the fill is not a closed-loop measurement.
+			elapsed := time.Since(began).Seconds()
+			res := benchResult{Op: "fill", Clients: clients, Connections: len(cls), Seconds: elapsed,
+				Ops: int64(keys), OpsPerSec: float64(keys) / elapsed}
+			if boolFlag(c, "json") {
+				return printJSON(c.App.Writer, res)
+			}
+			_, err := fmt.Fprintf(c.App.Writer, "filled %d keys in %.1fs (%.0f puts/s, %d clients)\n", keys, elapsed, res.OpsPerSec, clients)
+			return err
 		}
 	}
 
@@ -206,6 +250,26 @@ func benchOnce(ctx context.Context, cl *client.Client, op, k string, value []byt
 	}
 	_, err = cl.Txn().If(client.KeyAtRevision(k, kv.ModRevision)).Put(k, value).Commit(ctx)
 	return err
+}
+
+// rotateTransport sends each data request (/v1/kv..., /v1/txn) to the next
+// endpoint in turn, whichever member the client chose, the way etcd's Go
+// client balances requests over its endpoints. The client's discovery and
+// everything else go where the client sends them.
+type rotateTransport struct {
+	base      *http.Transport
+	endpoints []*url.URL
+	next      atomic.Uint64
+}
+
+func (t *rotateTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if !strings.HasPrefix(r.URL.Path, "/v1/kv") && r.URL.Path != "/v1/txn" {
+		return t.base.RoundTrip(r)
+	}
+	u := t.endpoints[(t.next.Add(1)-1)%uint64(len(t.endpoints))]
+	r2 := r.Clone(r.Context())
+	r2.URL.Scheme, r2.URL.Host, r2.Host = u.Scheme, u.Host, ""
+	return t.base.RoundTrip(r2)
 }
 
 // benchFill writes every key once, with the benchmark's concurrency.
