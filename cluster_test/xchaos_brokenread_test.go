@@ -60,7 +60,7 @@ func TestChaosBrokenReadPathIsCaught(t *testing.T) {
 	if testing.Short() {
 		t.Skip("chaos: runs processes")
 	}
-	c := newPCluster(t)
+	c := newProcCluster(t, nodeOpts{})
 	c.startN(3)
 	l := c.leader()
 	f := c.others(l)[0]

@@ -178,7 +178,7 @@ func finalState(logRecs []api.Record) map[string]api.KeyValue {
 
 // readLog reads the whole transaction log from node url (stale: the nodes
 // have converged).
-func (c *pcluster) readLog(nodeURL string) ([]api.Record, error) {
+func (c *chaosCluster) readLog(nodeURL string) ([]api.Record, error) {
 	var recs []api.Record
 	from := uint64(1)
 	for {
@@ -198,7 +198,7 @@ func (c *pcluster) readLog(nodeURL string) ([]api.Record, error) {
 }
 
 // members returns the running slots that have not been removed.
-func (c *pcluster) members() []int {
+func (c *chaosCluster) members() []int {
 	var out []int
 	for _, i := range c.live() {
 		if !c.nodes[i].removed {
@@ -210,7 +210,7 @@ func (c *pcluster) members() []int {
 
 // waitConverged waits until every member reports the same revision and
 // chain head (GET /v1/chain?consistency=stale on each) and returns it.
-func (c *pcluster) waitConverged() api.ChainResponse {
+func (c *chaosCluster) waitConverged() api.ChainResponse {
 	c.t.Helper()
 	var head api.ChainResponse
 	pollUntil(c.t, "replicas to converge", 30*time.Second, func() error {
@@ -237,7 +237,7 @@ func (c *pcluster) waitConverged() api.ChainResponse {
 }
 
 // verifyAll runs a deep verify (POST /v1/verify) on every member.
-func (c *pcluster) verifyAll() []string {
+func (c *chaosCluster) verifyAll() []string {
 	var errs []string
 	for _, i := range c.members() {
 		req, _ := http.NewRequest(http.MethodPost, c.nodes[i].url()+"/v1/verify", nil)
@@ -254,7 +254,7 @@ func (c *pcluster) verifyAll() []string {
 // readBack reads every key from every member (stale) and compares it with
 // the state the log produces: every acknowledged write that is still the
 // key's latest is present on every node.
-func (c *pcluster) readBack(want map[string]api.KeyValue) []string {
+func (c *chaosCluster) readBack(want map[string]api.KeyValue) []string {
 	var errs []string
 	for _, i := range c.members() {
 		for _, key := range modelKeys {
@@ -286,7 +286,7 @@ type leaderMonitor struct {
 	changes int
 }
 
-func (c *pcluster) monitorLeaders() *leaderMonitor {
+func (c *chaosCluster) monitorLeaders() *leaderMonitor {
 	m := &leaderMonitor{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(m.done)
@@ -319,7 +319,7 @@ func (m *leaderMonitor) finish() int {
 
 // checkAll runs every after-scenario check on a healed cluster with the
 // workload stopped, and returns the one-line summary.
-func (c *pcluster) checkAll(t *testing.T, name string, ops []record) historyStats {
+func (c *chaosCluster) checkAll(t *testing.T, name string, ops []record) historyStats {
 	t.Helper()
 	for _, i := range c.members() {
 		c.waitReady(i)

@@ -50,7 +50,7 @@ func failpointBinary(t *testing.T) string {
 
 // startWithFailpoint starts slot i with CAIRN_FAILPOINT=spec; its exit is
 // expected (the harness does not count it as an unexpected death).
-func (c *pcluster) startWithFailpoint(i int, spec string) {
+func (c *chaosCluster) startWithFailpoint(i int, spec string) {
 	c.t.Helper()
 	n := c.nodes[i]
 	n.env = []string{"CAIRN_FAILPOINT=" + spec}
@@ -63,7 +63,7 @@ func (c *pcluster) startWithFailpoint(i int, spec string) {
 
 // waitFailpoint waits until slot i exits at failpoint name with status 86
 // and returns the last leader it saw before the exit (-1: none seen).
-func (c *pcluster) waitFailpoint(i int, name string, within time.Duration) (leader int) {
+func (c *chaosCluster) waitFailpoint(i int, name string, within time.Duration) (leader int) {
 	c.t.Helper()
 	n := c.nodes[i]
 	n.mu.Lock()
@@ -102,7 +102,7 @@ wait:
 
 // leftovers lists restore temporaries and unfinished raft snapshots in
 // slot i's data directory.
-func (c *pcluster) leftovers(i int) []string {
+func (c *chaosCluster) leftovers(i int) []string {
 	var out []string
 	_ = filepath.WalkDir(c.nodes[i].dataDir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && (strings.HasPrefix(d.Name(), ".restore-") || strings.HasSuffix(d.Name(), ".tmp")) {
@@ -116,14 +116,14 @@ func (c *pcluster) leftovers(i int) []string {
 type fpScenario struct {
 	name  string   // test name
 	point string   // failpoint
-	extra []string // flags for every node
+	opts  nodeOpts // for every node
 	// Either the victim slot is started with CAIRN_FAILPOINT=spec and
 	// the workload drives it there, or crash brings a node to it and
 	// returns its slot.
 	slot   int
 	spec   string
 	leader bool // the victim must lead when it crashes
-	crash  func(c *pcluster, t *testing.T) (slot int)
+	crash  func(c *chaosCluster, t *testing.T) (slot int)
 }
 
 func runFailpoint(t *testing.T, sc fpScenario) {
@@ -131,8 +131,7 @@ func runFailpoint(t *testing.T, sc fpScenario) {
 		t.Skip("chaos: runs processes")
 	}
 	began := time.Now()
-	c := newPCluster(t, sc.extra...)
-	c.bin = failpointBinary(t)
+	c := newChaosCluster(t, &procRunner{bin: failpointBinary(t)}, sc.opts)
 	victim, spec := -1, sc.spec
 	if spec != "" {
 		victim = sc.slot
@@ -222,8 +221,8 @@ func runFailpoint(t *testing.T, sc fpScenario) {
 // restoreCrash kills a follower, writes past the snapshot threshold and
 // the trailing logs, and restarts it with the failpoint, so it crashes
 // while installing the leader's snapshot.
-func restoreCrash(point string) func(c *pcluster, t *testing.T) int {
-	return func(c *pcluster, t *testing.T) int {
+func restoreCrash(point string) func(c *chaosCluster, t *testing.T) int {
+	return func(c *chaosCluster, t *testing.T) int {
 		l := c.leader()
 		f := 1
 		if l == 1 {
@@ -249,13 +248,13 @@ func restoreCrash(point string) func(c *pcluster, t *testing.T) int {
 			return nil
 		})
 		// Its own snapshots off, so the failpoint meets the leader's.
-		c.nodes[f].override = []string{"--log-level", "info", "--snapshot-threshold", "1000000", "--snapshot-interval", "1h"}
+		c.nodes[f].override = nodeOpts{logLevel: "info", snapshotThreshold: 1000000, snapshotInterval: time.Hour}
 		c.startWithFailpoint(f, point)
 		return f
 	}
 }
 
-var snapFlags = []string{"--snapshot-threshold", "64", "--trailing-logs", "16", "--snapshot-interval", "100ms"}
+var snapOpts = nodeOpts{snapshotThreshold: 64, trailingLogs: 16, snapshotInterval: 100 * time.Millisecond}
 
 // The apply points crash slot 1 (a follower) or slot 0 (the bootstrap
 // node, the leader unless an election moved it) on the 60th batch.
@@ -264,9 +263,9 @@ var fpScenarios = []fpScenario{
 	{name: "apply-before-commit/leader", point: "apply-before-commit", slot: 0, spec: "apply-before-commit:60", leader: true},
 	{name: "apply-after-commit/follower", point: "apply-after-commit", slot: 1, spec: "apply-after-commit:60"},
 	{name: "apply-after-commit/leader", point: "apply-after-commit", slot: 0, spec: "apply-after-commit:60", leader: true},
-	{name: "persist-mid", point: "persist-mid", extra: snapFlags, slot: 1, spec: "persist-mid"},
-	{name: "restore-before-rename", point: "restore-before-rename", extra: snapFlags, crash: restoreCrash("restore-before-rename")},
-	{name: "restore-after-rename", point: "restore-after-rename", extra: snapFlags, crash: restoreCrash("restore-after-rename")},
+	{name: "persist-mid", point: "persist-mid", opts: snapOpts, slot: 1, spec: "persist-mid"},
+	{name: "restore-before-rename", point: "restore-before-rename", opts: snapOpts, crash: restoreCrash("restore-before-rename")},
+	{name: "restore-after-rename", point: "restore-after-rename", opts: snapOpts, crash: restoreCrash("restore-after-rename")},
 }
 
 // TestChaosStorageFailpoints crashes a node at each storage failpoint and

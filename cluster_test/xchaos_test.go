@@ -66,7 +66,7 @@ func chaosDuration(t *testing.T) time.Duration {
 // fault schedule's state.
 type chaosRun struct {
 	t        *testing.T
-	c        *pcluster
+	c        *chaosCluster
 	rng      *mrand.Rand
 	deadline time.Time
 	began    time.Time
@@ -119,7 +119,7 @@ func (r *chaosRun) restoreAll() {
 // scenario is a named fault schedule.
 type scenario struct {
 	name  string
-	extra []string // node flags
+	opts  nodeOpts // for every node
 	fault func(r *chaosRun)
 }
 
@@ -154,7 +154,7 @@ func runScenario(t *testing.T, sc scenario, share func(time.Duration) time.Durat
 
 func runRound(t *testing.T, sc scenario, seed uint64, faultTime time.Duration) {
 	began := time.Now()
-	c := newPCluster(t, sc.extra...)
+	c := newProcCluster(t, sc.opts)
 	c.startN(3)
 	w, err := startWorkload(c.urls(), seed)
 	if err != nil {
@@ -270,12 +270,12 @@ var (
 		}
 	}}
 
-	scSnapshotCatchup = snapshotCatchup("snapshot-catchup", []string{"--snapshot-threshold", "1000000", "--snapshot-interval", "1h"})
+	scSnapshotCatchup = snapshotCatchup("snapshot-catchup", nodeOpts{snapshotThreshold: 1000000, snapshotInterval: time.Hour})
 
 	// The same, but the restarted follower keeps snapshotting itself
 	// while it installs the leader's snapshot: this deadlocks it (see
 	// TestChaosSnapshotCatchupWhileSnapshotting).
-	scSnapshotCatchupSnapshotting = snapshotCatchup("snapshot-catchup-snapshotting", nil)
+	scSnapshotCatchupSnapshotting = snapshotCatchup("snapshot-catchup-snapshotting", nodeOpts{})
 
 	scKillAll = scenario{name: "kill-all", fault: func(r *chaosRun) {
 		for round := 0; round == 0 || r.more(); round++ {
@@ -322,7 +322,7 @@ var (
 				if err := os.RemoveAll(n.dataDir); err != nil {
 					r.t.Fatal(err)
 				}
-				n.removed, n.args = false, nil
+				n.removed, n.boot = false, nil
 			}
 			r.c.start(i)
 			r.c.waitReady(i)
@@ -400,11 +400,11 @@ var (
 )
 
 // snapshotCatchup kills a follower, writes past the snapshot threshold
-// and the trailing logs while it is down, restarts it (with restartFlags)
+// and the trailing logs while it is down, restarts it (with restart)
 // and requires it to catch up by installing the leader's snapshot.
-func snapshotCatchup(name string, restartFlags []string) scenario {
+func snapshotCatchup(name string, restart nodeOpts) scenario {
 	return scenario{name: name,
-		extra: []string{"--snapshot-threshold", "64", "--trailing-logs", "16", "--snapshot-interval", "100ms"},
+		opts: snapOpts,
 		fault: func(r *chaosRun) {
 			for round := 0; round == 0 || r.more(); round++ {
 				l := r.c.leader()
@@ -431,7 +431,7 @@ func snapshotCatchup(name string, restartFlags []string) scenario {
 				})
 				n := r.c.nodes[f]
 				before := strings.Count(n.log.String(), "Installed remote snapshot")
-				n.override = append([]string{"--log-level", "info"}, restartFlags...)
+				n.override = restart.with(nodeOpts{logLevel: "info"})
 				r.c.start(f)
 				r.c.waitReady(f)
 				pollUntil(r.t, n.id+" to install a snapshot", 30*time.Second, func() error {
