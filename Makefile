@@ -6,6 +6,8 @@
 #   make tidy-check  fail if go.mod/go.sum are not tidy
 #   make fuzz        every fuzz target in $(FUZZ_PKGS) for $(FUZZTIME) each
 #   make bench       benchmarks, with allocations
+#   make bench-cluster  cairn vs etcd 3.4, 3 members each on loopback (scripts/bench-cluster.sh;
+#                    BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS, BENCH_WORKLOADS, BENCH_RAW_DIR, ...)
 #   make build       bin/cairn, statically linked
 #   make chaos       the chaos suite (cluster_test), CAIRN_CHAOS_DURATION passed through
 #   make image       bin/cairn, then the FROM-scratch container image $(IMAGE) (Dockerfile)
@@ -28,7 +30,7 @@ DOCKER    ?= docker
 PROTOC    ?= protoc
 PROTO_SRC := fsm/fsmpb/command.proto
 
-.PHONY: all test test-race lint fmt-check vet staticcheck tidy-check fuzz bench build chaos image docker-test proto tools clean
+.PHONY: all test test-race lint fmt-check vet staticcheck tidy-check fuzz bench bench-cluster build chaos image docker-test proto tools clean
 
 all: lint test build
 
@@ -63,6 +65,12 @@ fuzz:
 
 bench:
 	$(GO) test -run XXX -bench $(BENCH) -benchmem ./...
+
+# The side-by-side comparison with etcd (docs/performance.md). Its options
+# come from BENCH_* variables, exported or on the command line
+# (make bench-cluster BENCH_DURATION=2s BENCH_ROUNDS=3).
+bench-cluster:
+	bash scripts/bench-cluster.sh
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/cairn ./cmd/cairn

@@ -1,0 +1,465 @@
+#!/usr/bin/env bash
+# scripts/bench-cluster.sh puts cairn and etcd side by side on this machine
+# (issue 8): a 3-member cluster of each on loopback, fsync on (both
+# systems' defaults), closed-loop clients, 256-byte values, keys uniform
+# over 100,000, requests rotated over all three members (followers forward
+# writes to the leader), the same workloads for both, and a markdown table
+# at the end.
+#
+#   scripts/bench-cluster.sh [options]        (or: make bench-cluster BENCH_DURATION=2s ...)
+#
+# Options (and the environment variables that set them):
+#   --duration D      BENCH_DURATION    measured time per run (default 10s)
+#   --warmup D        BENCH_WARMUP      unmeasured time before each run (default 1s)
+#   --rounds N        BENCH_ROUNDS      runs per workload and system, alternating
+#                                       cairn, etcd, cairn, etcd ... (default 1);
+#                                       the table shows medians
+#   --workloads LIST  BENCH_WORKLOADS   comma-separated, from: put1 put64 put256
+#                                       get64 stale64 (default: all, in that order)
+#   --keys N          BENCH_KEYS        distinct keys (default 100000)
+#   --value-size N    BENCH_VALUE_SIZE  value bytes (default 256)
+#   --raw-dir DIR     BENCH_RAW_DIR     keep every run's JSON (and the table) in DIR
+#   --data-dir DIR    BENCH_DATA_DIR    where the temporary directory with both
+#                                       clusters' data goes (default $TMPDIR or
+#                                       /tmp; put it on the disk to measure)
+#   --cairn-flags S   BENCH_CAIRN_FLAGS extra `cairn node run` flags, e.g. "--fsm-sync"
+#   --etcd-flags S    BENCH_ETCD_FLAGS  extra etcd flags
+#   --keep-work       BENCH_KEEP_WORK=1 keep the temporary directory (logs, data)
+#
+# Workloads: putN is N clients writing; get64 is 64 clients reading
+# linearizably; stale64 is 64 clients reading each member's local state
+# (cairn's consistency=stale, etcd's serializable). Before the first get
+# workload both clusters get every key written once (64 clients), and the
+# fill rate is printed too. Loads come from `cairn bench --rotate` and from
+# bench/etcdbench (etcd's official Go client over gRPC, its own Go module),
+# which share flags and the JSON output.
+#
+# etcd comes from Debian's etcd-server package (3.4), installed with apt-get
+# when `etcd` is not on PATH (with sudo unless root). Every process this
+# script starts is stopped on exit, by pid, also on failure or Ctrl-C.
+# Exit status: 0 when every run succeeded without errors, 1 otherwise.
+set -euo pipefail
+
+duration="${BENCH_DURATION:-10s}"
+warmup="${BENCH_WARMUP:-1s}"
+rounds="${BENCH_ROUNDS:-1}"
+workloads="${BENCH_WORKLOADS:-put1,put64,put256,get64,stale64}"
+keys="${BENCH_KEYS:-100000}"
+vsize="${BENCH_VALUE_SIZE:-256}"
+raw_dir="${BENCH_RAW_DIR:-}"
+data_dir="${BENCH_DATA_DIR:-${TMPDIR:-/tmp}}"
+cairn_flags="${BENCH_CAIRN_FLAGS:-}"
+etcd_flags="${BENCH_ETCD_FLAGS:-}"
+keep_work="${BENCH_KEEP_WORK:-0}"
+
+usage() {
+	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+	exit "${1:-2}"
+}
+while [[ $# -gt 0 ]]; do
+	opt="${1%%=*}"
+	case "$opt" in
+	--keep-work | -h | --help) ;;
+	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags)
+		if [[ "$1" == *=* ]]; then
+			val="${1#*=}"
+		elif [[ $# -ge 2 ]]; then
+			val="$2"
+			shift
+		else
+			echo "bench-cluster: $opt needs a value" >&2
+			usage
+		fi
+		;;
+	esac
+	shift
+	case "$opt" in
+	--duration) duration="$val" ;;
+	--warmup) warmup="$val" ;;
+	--rounds) rounds="$val" ;;
+	--workloads) workloads="$val" ;;
+	--keys) keys="$val" ;;
+	--value-size) vsize="$val" ;;
+	--raw-dir) raw_dir="$val" ;;
+	--data-dir) data_dir="$val" ;;
+	--cairn-flags) cairn_flags="$val" ;;
+	--etcd-flags) etcd_flags="$val" ;;
+	--keep-work) keep_work=1 ;;
+	-h | --help) usage 0 ;;
+	*)
+		echo "bench-cluster: unknown option $opt" >&2
+		usage
+		;;
+	esac
+done
+
+die() {
+	echo "bench-cluster: $*" >&2
+	exit 1
+}
+# Directories given relative to where the script was started from.
+[[ -z "$raw_dir" || "$raw_dir" == /* ]] || raw_dir="$PWD/$raw_dir"
+[[ "$data_dir" == /* ]] || data_dir="$PWD/$data_dir"
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || die "--rounds $rounds: want a positive integer"
+[[ "$keys" =~ ^[1-9][0-9]*$ ]] || die "--keys $keys: want a positive integer"
+[[ "$vsize" =~ ^[0-9]+$ ]] || die "--value-size $vsize: want a number"
+
+# secs D: a Go duration (1h2m3.5s, 500ms) in whole seconds, rounded up.
+secs() {
+	local d="$1" total=0 n u
+	[[ "$d" =~ ^([0-9]+(\.[0-9]+)?(h|m|s|ms|us|ns))+$ ]] || die "bad duration $1 (use e.g. 10s, 500ms, 1m)"
+	while [[ -n "$d" ]]; do
+		[[ "$d" =~ ^([0-9]+(\.[0-9]+)?)(ms|us|ns|h|m|s)(.*)$ ]]
+		n="${BASH_REMATCH[1]}" u="${BASH_REMATCH[3]}" d="${BASH_REMATCH[4]}"
+		total=$(awk -v t="$total" -v n="$n" -v u="$u" 'BEGIN {
+			f = (u == "h") ? 3600 : (u == "m") ? 60 : (u == "s") ? 1 : (u == "ms") ? 1e-3 : (u == "ns") ? 1e-9 : 1e-6
+			print t + n * f }')
+	done
+	awk -v t="$total" 'BEGIN { s = int(t); if (s < t) s++; print s }'
+}
+duration_s=$(secs "$duration")
+warmup_s=$(secs "$warmup")
+[[ $duration_s -gt 0 ]] || die "--duration must be positive"
+# Time limits of one run and of a fill, past which the tool is killed.
+run_limit=$((warmup_s + duration_s + 120))
+fill_limit=3600
+
+# workload name -> op:clients:consistency
+declare -A spec=(
+	[put1]="put:1:linearizable"
+	[put64]="put:64:linearizable"
+	[put256]="put:256:linearizable"
+	[get64]="get:64:linearizable"
+	[stale64]="get:64:stale"
+)
+declare -A label=(
+	[put1]="put, 1 client"
+	[put64]="put, 64 clients"
+	[put256]="put, 256 clients"
+	[get64]="linearizable get, 64 clients"
+	[stale64]="stale get, 64 clients"
+)
+IFS=',' read -r -a wls <<<"$workloads"
+[[ ${#wls[@]} -gt 0 ]] || die "--workloads is empty"
+for w in "${wls[@]}"; do
+	[[ -n "${spec[$w]:-}" ]] || die "unknown workload '$w' (use put1, put64, put256, get64, stale64)"
+done
+
+# ---------------------------------------------------------------------------
+# etcd, installed from apt when missing.
+if ! command -v etcd >/dev/null; then
+	command -v apt-get >/dev/null || die "etcd is not installed and there is no apt-get: install etcd 3.4 yourself"
+	sudo=()
+	if [[ $EUID -ne 0 ]]; then
+		sudo=(sudo)
+	fi
+	echo "etcd not found: installing Debian's etcd-server with apt-get" >&2
+	"${sudo[@]}" apt-get update -qq >&2
+	# Where systemd runs, the package may start its own etcd on 2379/2380;
+	# the clusters here use other ports.
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >&2
+	command -v etcd >/dev/null || die "apt-get installed etcd-server but etcd is not on PATH"
+fi
+etcd_bin="$(command -v etcd)"
+etcd_version="$(etcd --version 2>/dev/null | awk '/^etcd Version:/ {print $3}')"
+[[ "$etcd_version" == 3.4.* ]] || echo "bench-cluster: note: etcd $etcd_version, not the 3.4 the comparison is meant for" >&2
+
+# ---------------------------------------------------------------------------
+mkdir -p "$data_dir"
+work="$(mktemp -d "$data_dir/cairn-bench-cluster.XXXXXX")"
+if [[ "$(stat -f -c %T "$work")" == tmpfs ]]; then
+	echo "bench-cluster: warning: $work is on tmpfs, where fsync costs nothing; use --data-dir on a disk" >&2
+fi
+pids=()
+names=()
+bench_pid=""
+# cleanup runs from the EXIT trap: it stops only the processes this script
+# started, by pid (TERM, then KILL after 15 s): the members, and the load
+# generator when a run is under way.
+# shellcheck disable=SC2317
+cleanup() {
+	local rc=$? pid
+	trap - EXIT INT TERM
+	if [[ -n "$bench_pid" ]]; then
+		# timeout passes the TERM on to the load generator.
+		kill -TERM "$bench_pid" 2>/dev/null || true
+		wait "$bench_pid" 2>/dev/null || true
+	fi
+	for pid in "${pids[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for _ in $(seq 150); do
+		local alive=0
+		for pid in "${pids[@]}"; do
+			if kill -0 "$pid" 2>/dev/null; then
+				alive=1
+			fi
+		done
+		[[ $alive -eq 1 ]] || break
+		sleep 0.1
+	done
+	for pid in "${pids[@]}"; do
+		if kill -0 "$pid" 2>/dev/null; then
+			echo "bench-cluster: pid $pid did not stop on SIGTERM: killing it" >&2
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		wait "$pid" 2>/dev/null || true
+	done
+	if [[ $keep_work -eq 1 ]]; then
+		echo "bench-cluster: kept $work" >&2
+	else
+		rm -rf "$work"
+	fi
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+raw="$work/raw"
+if [[ -n "$raw_dir" ]]; then
+	mkdir -p "$raw_dir"
+	raw="$(cd "$raw_dir" && pwd)"
+fi
+mkdir -p "$raw"
+
+echo "building cairn and bench/etcdbench" >&2
+CGO_ENABLED=0 go build -trimpath -o "$work/cairn" ./cmd/cairn
+(cd bench/etcdbench && CGO_ENABLED=0 go build -trimpath -o "$work/etcdbench" .)
+cairn="$work/cairn"
+etcdbench="$work/etcdbench"
+
+# Ports come from below the kernel's ephemeral range: a port inside it can be
+# taken between this check and the bind by any outgoing connection.
+read -r eph_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_low=32768
+[[ "$eph_low" -gt 12000 ]] || eph_low=32768
+used=" "
+# port: sets $port to a free loopback port not handed out before. (Not
+# called as $(port): the list of ports handed out must survive the call.)
+port() {
+	local p
+	while :; do
+		p=$((10000 + RANDOM % (eph_low - 10000)))
+		[[ "$used" == *" $p "* ]] && continue
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			used+="$p "
+			port=$p
+			return
+		fi
+	done
+}
+
+start() { # start NAME CMD...: run CMD in the background, output to $work/NAME.log
+	local name="$1"
+	shift
+	"$@" >"$work/$name.log" 2>&1 &
+	pids+=($!)
+	names+=("$name")
+}
+
+# fail_logs: the last lines of every member's log, for a failure.
+fail_logs() {
+	local n
+	for n in "${names[@]}"; do
+		echo "--- $n ($work/$n.log)" >&2
+		tail -15 "$work/$n.log" >&2 || true
+	done
+}
+
+# wait_for WHAT SECONDS CMD...: run CMD until it succeeds; fail when a
+# member has exited.
+wait_for() {
+	local what="$1" limit="$2" i
+	local deadline=$((SECONDS + limit))
+	shift 2
+	until "$@" >/dev/null 2>&1; do
+		for i in "${!pids[@]}"; do
+			if ! kill -0 "${pids[i]}" 2>/dev/null; then
+				fail_logs
+				die "${names[i]} exited while waiting for $what"
+			fi
+		done
+		if [[ $SECONDS -ge $deadline ]]; then
+			fail_logs
+			die "$what not ready after $limit s"
+		fi
+		sleep 0.2
+	done
+}
+
+# --- cairn: n1 bootstraps, n2 and n3 join.
+declare -a chttp
+read -r -a cflags <<<"$cairn_flags"
+for i in 1 2 3; do
+	port
+	chttp[i]=$port
+	port
+	craft=$port
+	role=(--bootstrap)
+	[[ $i -eq 1 ]] || role=(--join "http://127.0.0.1:${chttp[1]}")
+	mkdir -p "$work/cairn-n$i"
+	start "cairn-n$i" "$cairn" node run --id "n$i" --data-dir "$work/cairn-n$i" \
+		--raft-addr "127.0.0.1:$craft" --http-addr "127.0.0.1:${chttp[i]}" --log-level warn \
+		"${role[@]}" "${cflags[@]}"
+done
+cairn_eps="http://127.0.0.1:${chttp[1]},http://127.0.0.1:${chttp[2]},http://127.0.0.1:${chttp[3]}"
+for i in 1 2 3; do
+	wait_for "cairn n$i" 60 "$cairn" --timeout 2s node health --endpoint "http://127.0.0.1:${chttp[i]}"
+done
+
+# --- etcd: three members of a new cluster. ETCD_* variables would clash
+# with the flags (etcd refuses both), so none reach it.
+declare -a eclient epeer
+for i in 1 2 3; do
+	port
+	eclient[i]=$port
+	port
+	epeer[i]=$port
+done
+initial="e1=http://127.0.0.1:${epeer[1]},e2=http://127.0.0.1:${epeer[2]},e3=http://127.0.0.1:${epeer[3]}"
+read -r -a eflags <<<"$etcd_flags"
+mapfile -t etcd_env < <(compgen -e | grep '^ETCD_' || true)
+for i in 1 2 3; do
+	start "etcd-e$i" env "${etcd_env[@]/#/--unset=}" "$etcd_bin" --name "e$i" --data-dir "$work/etcd-e$i" \
+		--listen-client-urls "http://127.0.0.1:${eclient[i]}" --advertise-client-urls "http://127.0.0.1:${eclient[i]}" \
+		--listen-peer-urls "http://127.0.0.1:${epeer[i]}" --initial-advertise-peer-urls "http://127.0.0.1:${epeer[i]}" \
+		--initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token cairn-bench-cluster \
+		--logger zap --log-outputs stderr --log-level warn "${eflags[@]}"
+done
+etcd_eps="http://127.0.0.1:${eclient[1]},http://127.0.0.1:${eclient[2]},http://127.0.0.1:${eclient[3]}"
+etcd_health() { # etcd_health PORT: /health says true (a leader, and a quorum read works)
+	local body
+	body="$(exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && timeout 2 cat <&3)" || return 1
+	[[ "$body" == *'"health":"true"'* ]]
+}
+for i in 1 2 3; do
+	wait_for "etcd e$i" 60 etcd_health "${eclient[i]}"
+done
+
+# ---------------------------------------------------------------------------
+# bench SYSTEM LIMIT ARGS...: one run, killed after LIMIT seconds; its
+# JSON goes to stdout.
+bench() {
+	local system="$1" limit="$2"
+	shift 2
+	local common=(--keys "$keys" --value-size "$vsize" --json)
+	# In the background, so that a signal interrupts the wait and the
+	# cleanup stops the run too.
+	if [[ "$system" == cairn ]]; then
+		timeout --kill-after=10 "$limit" "$cairn" --cluster "$cairn_eps" bench --rotate "${common[@]}" "$@" &
+	else
+		timeout --kill-after=10 "$limit" "$etcdbench" --endpoints "$etcd_eps" "${common[@]}" "$@" &
+	fi
+	bench_pid=$!
+	local rc=0
+	wait "$bench_pid" || rc=$?
+	bench_pid=""
+	return "$rc"
+}
+
+# field FILE NAME: a number or plain string from a result's JSON (indented,
+# one field a line).
+field() {
+	sed -n "s/^ *\"$2\": *\"\\{0,1\\}\\([^\",]*\\)\"\\{0,1\\},\\{0,1\\}\$/\\1/p" "$1" | head -1
+}
+
+failed=0
+# run_one SYSTEM LIMIT FILE ARGS...: one run into FILE, reported on stderr.
+run_one() {
+	local system="$1" limit="$2" file="$3"
+	shift 3
+	if ! bench "$system" "$limit" "$@" >"$file" 2>"$file.err"; then
+		echo "bench-cluster: $system run $(basename "$file") failed: $(tail -3 "$file.err")" >&2
+		failed=1
+	fi
+	rm -f "$file.err"
+	if ! [[ -s "$file" ]]; then
+		rm -f "$file"
+		return 0
+	fi
+	if [[ "$(field "$file" errors)" != 0 ]]; then
+		echo "bench-cluster: $system run $(basename "$file"): $(field "$file" errors) errors, first: $(sed -n 's/^ *"first_error": *//p' "$file")" >&2
+		failed=1
+	fi
+	awk -v s="$system" -v o="$(field "$file" op)" -v r="$(field "$file" ops_per_sec)" -v p50="$(field "$file" p50_ms)" \
+		-v p99="$(field "$file" p99_ms)" -v e="$(field "$file" errors)" 'BEGIN {
+		if (o == "fill") printf "  %-6s %8.0f puts/s\n", s, r
+		else printf "  %-6s %8.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  errors %s\n", s, r, p50, p99, e }' >&2
+}
+
+commit="$(git describe --always --dirty 2>/dev/null || echo unknown)"
+{
+	echo "cairn $commit vs etcd $etcd_version; $(nproc) CPUs, $(uname -sr), $(go env GOVERSION)"
+	echo "duration $duration after warmup $warmup, $rounds round(s), $keys keys, $vsize-byte values, workloads: ${wls[*]}"
+	echo "cairn node flags: ${cairn_flags:-none}; etcd flags: ${etcd_flags:-none}; data in $work"
+} >&2
+
+filled=0
+fill_note=""
+for w in "${wls[@]}"; do
+	IFS=: read -r op clients cons <<<"${spec[$w]}"
+	args=(--op "$op" --clients "$clients" --duration "$duration" --warmup "$warmup")
+	if [[ "$op" == get ]]; then
+		if [[ $filled -eq 0 ]]; then
+			echo "filling $keys keys in both clusters (64 clients)" >&2
+			for system in cairn etcd; do
+				run_one "$system" "$fill_limit" "$raw/fill-$system.json" --fill only --clients 64
+			done
+			fill_note="Fill (every key written once, 64 clients, not measured closed-loop): cairn $(field "$raw/fill-cairn.json" ops_per_sec | awk '{printf "%.0f", $1}') puts/s, etcd $(field "$raw/fill-etcd.json" ops_per_sec | awk '{printf "%.0f", $1}') puts/s."
+			filled=1
+		fi
+		args+=(--consistency "$cons" --fill skip)
+	fi
+	for ((r = 1; r <= rounds; r++)); do
+		echo "$w, round $r/$rounds" >&2
+		for system in cairn etcd; do
+			run_one "$system" "$run_limit" "$raw/$w-$system-r$r.json" "${args[@]}"
+		done
+	done
+done
+
+# ---------------------------------------------------------------------------
+# The table: medians over the rounds (with the range of ops/s when there
+# are several).
+# agg W SYSTEM FIELD: "median min max" of FIELD over the rounds' files.
+agg() {
+	local r
+	for ((r = 1; r <= rounds; r++)); do
+		if [[ -s "$raw/$1-$2-r$r.json" ]]; then field "$raw/$1-$2-r$r.json" "$3"; fi
+	done | sort -g | awk '{v[NR] = $1} END {
+		if (NR == 0) { print "- - -"; exit }
+		m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+		print m, v[1], v[NR] }'
+}
+fmt_ops() { # fmt_ops "median min max"
+	awk -v r="$rounds" '{ if ($1 == "-") { print "failed"; exit }
+		if (r > 1) printf "%.0f (%.0f–%.0f)\n", $1, $2, $3; else printf "%.0f\n", $1 }' <<<"$1"
+}
+fmt_ms() { awk '{ if ($1 == "-") print "-"; else printf "%.2f ms\n", $1 }' <<<"$1"; }
+sum_errors() {
+	local r
+	for ((r = 1; r <= rounds; r++)); do
+		if [[ -s "$raw/$1-$2-r$r.json" ]]; then field "$raw/$1-$2-r$r.json" errors; fi
+	done | awk '{s += $1} END {print s + 0}'
+}
+table="$raw/table.md"
+{
+	echo
+	echo "| workload | cairn ops/s | etcd ops/s | cairn/etcd | cairn p50 | etcd p50 | cairn p99 | etcd p99 | errors cairn/etcd |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	for w in "${wls[@]}"; do
+		co="$(agg "$w" cairn ops_per_sec)"
+		eo="$(agg "$w" etcd ops_per_sec)"
+		ratio="$(awk -v c="${co%% *}" -v e="${eo%% *}" 'BEGIN { if (c == "-" || e == "-" || e == 0) print "-"; else printf "%.2f\n", c / e }')"
+		echo "| ${label[$w]} | $(fmt_ops "$co") | $(fmt_ops "$eo") | $ratio | $(fmt_ms "$(agg "$w" cairn p50_ms)") | $(fmt_ms "$(agg "$w" etcd p50_ms)") | $(fmt_ms "$(agg "$w" cairn p99_ms)") | $(fmt_ms "$(agg "$w" etcd p99_ms)") | $(sum_errors "$w" cairn)/$(sum_errors "$w" etcd) |"
+	done
+	echo
+	echo "cairn $commit vs etcd $etcd_version, 3 members each on loopback, fsync on; $(nproc) CPUs; $duration per run after $warmup warm-up; $rounds round(s)$([[ $rounds -gt 1 ]] && echo ", medians (ops/s range)"); $keys keys, $vsize-byte values; requests rotated over all members."
+	[[ -z "$cairn_flags$etcd_flags" ]] || echo "Extra flags: cairn node run ${cairn_flags:-(none)}; etcd ${etcd_flags:-(none)}."
+	[[ -z "$fill_note" ]] || echo "$fill_note"
+} | tee "$table"
+if [[ -n "$raw_dir" ]]; then
+	echo "raw JSON and table.md in $raw" >&2
+fi
+exit "$failed"
