@@ -17,13 +17,21 @@ package node
 // one log read per batch, not a hundred concurrent bbolt transactions. A
 // watcher whose connection accepts no writes for Config.WatchWriteTimeout
 // is cut off; the client resumes from its last revision.
+//
+// The fan-out is kept cheap (docs/performance.md, "Writes with
+// watchers"): a record whose operations all match is encoded once for
+// every watcher; a watcher gathers every line it can read at once into
+// one buffer and sends it with one write and one flush, on a response
+// without chunk framing; progress lines are encoded by hand.
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -49,6 +57,11 @@ const (
 	// log kept for watchers.
 	watchCacheRecords = 4096
 	watchCacheBytes   = 16 << 20
+	// watchWriteBytes: a watcher gathers the lines of the records it can
+	// read at once into one write (one system call) of about this size;
+	// a buffer grown past watchKeepBytes is dropped after its write.
+	watchWriteBytes = 64 << 10
+	watchKeepBytes  = 1 << 20
 )
 
 // watchHub is a node's watch state: the open streams, the shared tail of
@@ -189,9 +202,9 @@ type encodedLine struct {
 	b    []byte
 }
 
-func (l *encodedLine) get(rec *fsm.Record, ops []api.Operation) []byte {
+func (l *encodedLine) get(rec *fsm.Record) []byte {
 	l.once.Do(func() {
-		b, err := json.Marshal(txnEvent(rec, ops))
+		b, err := json.Marshal(txnEvent(rec, MatchOps("", rec.Ops)))
 		if err == nil {
 			l.b = append(b, '\n')
 		}
@@ -380,9 +393,15 @@ type watcher struct {
 	limit int
 	buf   []watchEntry
 
-	w   io.Writer
-	rc  *http.ResponseController
+	w  io.Writer
+	rc *http.ResponseController
+	// out holds the lines not yet written; enc encodes into it. A
+	// wake-up's lines go to the connection in one write and one flush.
+	out bytes.Buffer
 	enc *json.Encoder
+	// deadlineAt is the connection's write deadline.
+	deadlineAt time.Time
+	scratch    [64]byte
 	// next is the next revision to send; at is the node's revision as of
 	// the last read. Every matching transaction up to min(next-1, at) has
 	// been written.
@@ -415,24 +434,35 @@ func (wt *watcher) serve(w http.ResponseWriter, r *http.Request, from uint64) er
 	}
 	wt.w = w
 	wt.rc = http.NewResponseController(w)
-	wt.enc = json.NewEncoder(w)
+	wt.enc = json.NewEncoder(&wt.out)
 	hdr := w.Header()
 	hdr.Set("Content-Type", "application/x-ndjson")
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	// A stream's connection is not reused: it carries a write deadline.
 	hdr.Set("Connection", "close")
+	// The body ends with the connection (HTTP/1.1 without chunking, as
+	// for server-sent events): a write is then one system call, where
+	// chunk framing splits one larger than net/http's 4 KiB buffer in
+	// two. (HTTP/2 drops this header.)
+	hdr.Set("Transfer-Encoding", "identity")
 	setRevision(w, st.Revision)
 	wt.deadline()
 	w.WriteHeader(http.StatusOK)
-	// The first line says where the stream starts.
+	// The first line says where the stream starts; it goes out at once.
 	wt.progressAt(start)
+	if !wt.flush() {
+		return nil
+	}
 	tick := time.NewTicker(wt.interval)
 	defer tick.Stop()
 	shutdown := fmt.Errorf("%w: the node is shutting down; resume from another member", ErrShuttingDown)
 	for {
 		wt.emit(recs)
-		if !wt.flush() {
+		// Lines of records that can be read at once join the same
+		// write, up to watchWriteBytes; a caught-up watcher writes what
+		// it has before it waits.
+		if (wait != nil || wt.out.Len() >= watchWriteBytes) && !wt.flush() {
 			return nil
 		}
 		if wait == nil {
@@ -455,7 +485,7 @@ func (wt *watcher) serve(w http.ResponseWriter, r *http.Request, from uint64) er
 				case <-wait:
 					break waiting
 				case <-tick.C:
-					if wt.progress(); wt.failed {
+					if wt.progress(); !wt.flush() {
 						return nil
 					}
 				case <-ctx.Done():
@@ -552,48 +582,52 @@ func recordSize(r *fsm.Record) int {
 	return n
 }
 
-// emit writes a txn event for every record with a matching operation.
+// emit queues a txn event for every record with a matching operation.
+// A record whose operations all match takes its line encoded once for
+// every watcher.
 func (wt *watcher) emit(recs []watchEntry) {
-	if len(recs) == 0 || wt.failed {
-		return
-	}
-	wt.deadline()
 	for _, e := range recs {
-		rec := e.rec
-		n := matching(wt.prefix, rec.Ops)
-		switch {
-		case n == 0:
-			continue
-		case n == len(rec.Ops) && e.line != nil:
-			if b := e.line.get(rec, MatchOps("", rec.Ops)); b != nil {
-				if _, err := wt.w.Write(b); err != nil {
-					wt.failed = true
-				}
-				break
-			}
-			fallthrough
-		default:
-			wt.write(txnEvent(rec, MatchOps(wt.prefix, rec.Ops)))
-		}
 		if wt.failed {
 			return
 		}
+		rec := e.rec
+		n := matching(wt.prefix, rec.Ops)
+		if n == 0 {
+			continue
+		}
+		if n == len(rec.Ops) && e.line != nil {
+			if b := e.line.get(rec); b != nil {
+				wt.out.Write(b)
+				continue
+			}
+		}
+		wt.write(txnEvent(rec, MatchOps(wt.prefix, rec.Ops)))
 	}
 }
 
-// progress writes a progress event for the revision the watcher is
-// complete up to.
+// progress queues a progress event for the revision the watcher is
+// complete up to: the events queued before it cover every matching
+// transaction up to there.
 func (wt *watcher) progress() { wt.progressAt(min(wt.next-1, wt.at)) }
 
+// progressAt queues a progress event for rev, encoded by hand (it is the
+// most frequent line of an idle stream; TestProgressLine checks it
+// against encoding/json).
 func (wt *watcher) progressAt(rev uint64) {
-	wt.deadline()
-	wt.write(api.WatchEvent{Type: api.WatchProgress, Revision: rev})
-	wt.flush()
+	if wt.failed {
+		return
+	}
+	wt.out.Write(appendProgress(wt.scratch[:0], rev))
 }
 
-// fail ends the stream with an error line.
+func appendProgress(b []byte, rev uint64) []byte {
+	b = append(b, `{"type":"progress","revision":`...)
+	b = strconv.AppendUint(b, rev, 10)
+	return append(b, "}\n"...)
+}
+
+// fail ends the stream with an error line, after the queued ones.
 func (wt *watcher) fail(err error) {
-	wt.deadline()
 	wt.write(api.WatchEvent{Type: api.WatchError, Revision: min(wt.next-1, wt.at), Error: watchError(err)})
 	wt.flush()
 }
@@ -608,14 +642,25 @@ func watchError(err error) *api.Error {
 	return e
 }
 
-// deadline gives the writes that follow WatchWriteTimeout to reach the
-// connection. Writers that do not support deadlines (tests) go without.
+// deadline gives the write that follows at least WatchWriteTimeout to
+// reach the connection. Moving the deadline costs a timer update, so it
+// is moved only when less than WatchWriteTimeout is left, to
+// 1.125 x WatchWriteTimeout from now: a stuck write fails after between
+// one and 1.125 timeouts. Writers that do not support deadlines (tests)
+// go without.
 func (wt *watcher) deadline() {
-	if wt.rc != nil {
-		_ = wt.rc.SetWriteDeadline(time.Now().Add(wt.writeTimeout))
+	if wt.rc == nil {
+		return
 	}
+	now := time.Now()
+	if wt.deadlineAt.Sub(now) >= wt.writeTimeout {
+		return
+	}
+	wt.deadlineAt = now.Add(wt.writeTimeout + wt.writeTimeout/8)
+	_ = wt.rc.SetWriteDeadline(wt.deadlineAt)
 }
 
+// write queues an event.
 func (wt *watcher) write(ev api.WatchEvent) {
 	if wt.failed {
 		return
@@ -625,11 +670,25 @@ func (wt *watcher) write(ev api.WatchEvent) {
 	}
 }
 
-// flush pushes the buffered lines to the connection; false when the
-// connection is gone (or too slow: past the write deadline).
+// flush writes the queued lines to the connection in one write and
+// flushes it; false when the connection is gone (or too slow: past the
+// write deadline).
 func (wt *watcher) flush() bool {
 	if wt.failed {
 		return false
+	}
+	if wt.out.Len() == 0 {
+		return true
+	}
+	wt.deadline()
+	if _, err := wt.w.Write(wt.out.Bytes()); err != nil {
+		wt.failed = true
+		return false
+	}
+	if wt.out.Cap() > watchKeepBytes {
+		wt.out = bytes.Buffer{} // enc holds &wt.out, which stays
+	} else {
+		wt.out.Reset()
 	}
 	if err := wt.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		wt.failed = true

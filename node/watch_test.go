@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -416,4 +417,91 @@ func TestWatchSlowReaderCutOff(t *testing.T) {
 	t.Logf("cut off after %d MiB written", written>>20)
 	// Writes went on meanwhile, and the node still serves.
 	mustWrite(t, n, putOp("after", "1"))
+}
+
+// TestProgressLine checks the hand-encoded progress line against
+// encoding/json.
+func TestProgressLine(t *testing.T) {
+	for _, rev := range []uint64{0, 1, 42, 1<<64 - 1} {
+		want, err := json.Marshal(api.WatchEvent{Type: api.WatchProgress, Revision: rev})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := string(appendProgress(nil, rev)); got != string(want)+"\n" {
+			t.Errorf("revision %d: %q, want %q", rev, got, want)
+		}
+	}
+}
+
+// TestWatchConcurrentBurst has writers race many watchers: every watcher
+// gets every transaction exactly once, in order, and no progress event
+// claims a revision before one it has not sent yet. The stream is not
+// chunked: it ends with the connection.
+func TestWatchConcurrentBurst(t *testing.T) {
+	n := startSingle(t, nil)
+	const watchers, writers, perWriter = 20, 8, 40
+	streams := make([]*stream, watchers)
+	for i := range streams {
+		streams[i] = openWatch(t, n.HTTPURL()+"/v1/watch?prefix=burst/&progress_interval=50ms")
+		if te := streams[i].resp.TransferEncoding; len(te) != 0 {
+			t.Fatalf("Transfer-Encoding %q, want none", te)
+		}
+		if ev := streams[i].next(true); ev.Type != api.WatchProgress {
+			t.Fatalf("first line %+v", ev)
+		}
+	}
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var revs []uint64
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < perWriter; i++ {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				res, err := n.Write(ctx, fsm.Txn{Ops: []fsm.Op{putOp(fmt.Sprintf("burst/%d/%d", w, i), "v"), putOp("other/x", "v")}})
+				cancel()
+				if err == nil {
+					err = res.Err
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				revs = append(revs, res.Revision)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	slices.Sort(revs)
+	for i, s := range streams {
+		var got []uint64
+		var complete uint64 // the last progress revision
+		for len(got) < len(revs) {
+			ev := s.next(true)
+			switch ev.Type {
+			case api.WatchProgress:
+				complete = max(complete, ev.Revision)
+				continue
+			case api.WatchTxn:
+			default:
+				t.Fatalf("watcher %d: %+v", i, ev)
+			}
+			if ev.Revision <= complete {
+				t.Fatalf("watcher %d: txn %d after progress %d", i, ev.Revision, complete)
+			}
+			if len(ev.Operations) != 1 || !strings.HasPrefix(ev.Operations[0].Key, "burst/") {
+				t.Fatalf("watcher %d: operations %+v", i, ev.Operations)
+			}
+			got = append(got, ev.Revision)
+		}
+		if !slices.Equal(got, revs) {
+			t.Fatalf("watcher %d: revisions %v, want %v", i, got, revs)
+		}
+	}
 }
