@@ -22,7 +22,9 @@ package node
 // watchers"): a record whose operations all match is encoded once for
 // every watcher; a watcher gathers every line it can read at once into
 // one buffer and sends it with one write and one flush, on a response
-// without chunk framing; progress lines are encoded by hand.
+// without chunk framing; the filler wakes the waiting watchers at most
+// once per 100 µs per stream (10 ms at most), so a wake-up carries many
+// batches when they come fast; progress lines are encoded by hand.
 
 import (
 	"bytes"
@@ -62,6 +64,11 @@ const (
 	// a buffer grown past watchKeepBytes is dropped after its write.
 	watchWriteBytes = 64 << 10
 	watchKeepBytes  = 1 << 20
+	// The filler wakes the waiting watchers at most once per
+	// watchWakePerWatcher x open streams, and at least once per
+	// watchWakeMax while records arrive (see fill).
+	watchWakePerWatcher = 100 * time.Microsecond
+	watchWakeMax        = 10 * time.Millisecond
 )
 
 // watchHub is a node's watch state: the open streams, the shared tail of
@@ -137,14 +144,43 @@ func (w *watchHub) release() {
 	}
 }
 
+// wakeInterval is the least time between two wake-ups of the waiting
+// watchers: 100 µs per open stream, at most 10 ms.
+func (w *watchHub) wakeInterval() time.Duration {
+	w.mu.Lock()
+	n := w.active
+	w.mu.Unlock()
+	return min(watchWakeMax, time.Duration(n)*watchWakePerWatcher)
+}
+
 // fill appends newly applied records to the cache until no watcher is
 // left or the server shuts down.
+//
+// Records are appended as soon as they are applied, but the watchers
+// waiting on the cache are woken (publish) at most once per
+// wakeInterval: a write after a quiet spell wakes them at once, while
+// under a steady stream of batches each wake-up carries the batches of
+// up to 10 ms. Every wake-up costs each watcher a write system call
+// (and its reader a read), so with 100 watchers this bounds the fan-out
+// to about 100 x 100 writes per second however small and frequent the
+// batches are, at the price of up to 10 ms of extra delivery delay
+// while writes stream in. A watcher that is still busy writing does not
+// wait: it takes the new records from the cache when it is done.
 func (w *watchHub) fill(f *fsm.FSM, stop <-chan struct{}) {
+	var (
+		last    time.Time // the last publication
+		pending bool      // records loaded but not published
+		timer   = time.NewTimer(time.Hour)
+		timerC  <-chan time.Time
+	)
+	timer.Stop()
+	defer timer.Stop()
 	for {
 		changed := f.Changed()
 		if f.Revision() > w.cache.head() {
-			err := w.cache.load(f)
+			n, err := w.cache.load(f)
 			if err == nil {
+				pending = pending || n > 0
 				continue // more may follow at once
 			}
 			if errors.Is(err, fsm.ErrClosed) {
@@ -156,8 +192,21 @@ func (w *watchHub) fill(f *fsm.FSM, stop <-chan struct{}) {
 			// meet the compaction there.
 			w.cache.reset(f.Revision())
 		}
+		if pending && timerC == nil {
+			if d := w.wakeInterval() - time.Since(last); d > 0 {
+				timer.Reset(d)
+				timerC = timer.C
+			} else {
+				w.cache.publish()
+				last, pending = time.Now(), false
+			}
+		}
 		select {
 		case <-changed:
+		case <-timerC:
+			timerC = nil
+			w.cache.publish()
+			last, pending = time.Now(), false
 		case <-stop:
 			w.exitFill(true)
 			return
@@ -267,17 +316,27 @@ func (c *watchCache) head() uint64 {
 	return c.last
 }
 
-// load appends the records after the head (one chunk).
-func (c *watchCache) load(f *fsm.FSM) error {
+// publish wakes the cache's waiters.
+func (c *watchCache) publish() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.changed != nil {
+		c.notifyLocked()
+	}
+}
+
+// load appends the records after the head (one chunk) and returns how
+// many. It does not wake the waiters (publish does).
+func (c *watchCache) load(f *fsm.FSM) (int, error) {
 	from := c.head() + 1
 	recs, _, err := f.Log(from, watchChunkRecords)
 	if err != nil || len(recs) == 0 {
-		return err
+		return 0, err
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if from != c.last+1 || c.changed == nil {
-		return nil // reset or disabled meanwhile
+		return 0, nil // reset or disabled meanwhile
 	}
 	for i := range recs {
 		e := newWatchEntry(&recs[i])
@@ -298,8 +357,7 @@ func (c *watchCache) load(f *fsm.FSM) error {
 		c.recs = c.recs[drop:]
 		c.first += uint64(drop)
 	}
-	c.notifyLocked()
-	return nil
+	return len(recs), nil
 }
 
 // get copies up to limit records from revision next into buf. ok is false
