@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -143,93 +142,5 @@ func TestWatchArguments(t *testing.T) {
 	}
 	if n := calls.Load(); n < 2 || n > 20 {
 		t.Errorf("%d connections in 300ms to a member that ends every stream", n)
-	}
-}
-
-// BenchmarkWritesWithWatchers measures put throughput on one in-process
-// node with 0 and 100 concurrent watchers of the written prefix. Writers
-// run in parallel (8 x GOMAXPROCS goroutines, 128-byte values). With
-// "http", each watcher is a bare GET /v1/watch whose body is discarded
-// (the server's cost); with "client", each is a client.Watch decoding
-// every event (the server's and the clients' cost, on the same CPUs).
-func BenchmarkWritesWithWatchers(b *testing.B) {
-	for _, bc := range []struct {
-		name     string
-		watchers int
-		client   bool
-	}{{"watchers=0", 0, false}, {"watchers=100/http", 100, false}, {"watchers=100/client", 100, true}} {
-		b.Run(bc.name, func(b *testing.B) {
-			nodes := startCluster(b, 1)
-			c := newClient(b, nil, nodes[0].HTTPURL())
-			wc := newClient(b, nil, nodes[0].HTTPURL())
-			ctx, cancel := context.WithCancel(context.Background())
-			var wg sync.WaitGroup
-			var delivered atomic.Int64
-			hc := &http.Client{Transport: &http.Transport{}}
-			for i := 0; i < bc.watchers; i++ {
-				wg.Add(1)
-				if !bc.client {
-					req, err := http.NewRequestWithContext(ctx, http.MethodGet, nodes[0].HTTPURL()+"/v1/watch?prefix=bench/", nil)
-					if err != nil {
-						b.Fatal(err)
-					}
-					resp, err := hc.Do(req)
-					if err != nil {
-						b.Fatal(err)
-					}
-					go func() {
-						defer wg.Done()
-						_, _ = io.Copy(io.Discard, resp.Body)
-						resp.Body.Close()
-					}()
-					continue
-				}
-				ch, err := wc.Watch(ctx, "bench/", 0)
-				if err != nil {
-					b.Fatal(err)
-				}
-				go func() {
-					defer wg.Done()
-					for ev := range ch {
-						if ev.Type == api.WatchTxn {
-							delivered.Add(1)
-						}
-					}
-				}()
-			}
-			b.Cleanup(func() {
-				cancel()
-				wg.Wait()
-				hc.CloseIdleConnections()
-			})
-			value := make([]byte, 128)
-			var seq atomic.Int64
-			b.SetParallelism(8)
-			b.ResetTimer()
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if _, err := c.Put(ctx, fmt.Sprintf("bench/%d", seq.Add(1)%1000), value); err != nil {
-						b.Error(err)
-						return
-					}
-				}
-			})
-			elapsed := time.Since(start)
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/elapsed.Seconds(), "puts/s")
-			if bc.client {
-				// Every watcher gets every put.
-				want := int64(b.N) * int64(bc.watchers)
-				deadline := time.Now().Add(30 * time.Second)
-				for delivered.Load() < want && time.Now().Before(deadline) {
-					time.Sleep(10 * time.Millisecond)
-				}
-				if got := delivered.Load(); got < want {
-					b.Errorf("watchers got %d events, want %d", got, want)
-				}
-				b.ReportMetric(float64(delivered.Load())/time.Since(start).Seconds(), "events/s")
-			}
-		})
 	}
 }
