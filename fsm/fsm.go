@@ -34,6 +34,13 @@ type Config struct {
 	OpenTimeout time.Duration
 	// Logger receives the FSM's logs. Nil means discard.
 	Logger *slog.Logger
+	// SyncEveryCommit fsyncs every bbolt commit. When false (the default),
+	// commits are not fsynced: raft's fsynced log and snapshots make them
+	// recoverable, a process crash keeps them in the page cache, and after
+	// an operating-system crash Open discards the database so that raft
+	// rebuilds it (see durability.go). Where the boot id cannot be read,
+	// every commit is fsynced regardless.
+	SyncEveryCommit bool
 }
 
 // DefaultConfig returns a Config for the database at path.
@@ -71,6 +78,10 @@ type FSM struct {
 	// hold it exclusively while they swap or close the database.
 	mu sync.RWMutex
 	db *bolt.DB
+
+	// unsynced is true when commits are not fsynced (Config.SyncEveryCommit
+	// off and a boot id available).
+	unsynced bool
 
 	revision atomic.Uint64 // last committed revision, for WaitRevision
 	applied  atomic.Uint64 // last applied raft index
@@ -114,11 +125,34 @@ func Open(cfg Config) (*FSM, error) {
 			}
 		}
 	}
+	boot := bootID()
+	f.unsynced = !cfg.SyncEveryCommit && boot != ""
+	if _, err := f.checkUnsynced(cfg.Path, boot); err != nil {
+		return nil, err
+	}
+	if f.unsynced {
+		if err := writeUnsynced(cfg.Path, boot); err != nil {
+			return nil, err
+		}
+	}
 	db, err := f.openDB(cfg.Path)
 	if err != nil {
 		return nil, err
 	}
 	f.db = db
+	if !f.unsynced {
+		// An earlier run of this boot may have left unsynced commits.
+		if _, err := os.Stat(cfg.Path + unsyncedSuffix); err == nil {
+			if err := db.Sync(); err != nil {
+				_ = db.Close()
+				return nil, fmt.Errorf("fsm: sync %s: %w", cfg.Path, err)
+			}
+			if err := removeUnsynced(cfg.Path); err != nil {
+				_ = db.Close()
+				return nil, err
+			}
+		}
+	}
 	if err := f.loadCounters(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -135,6 +169,7 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 		InitialMmapSize: f.cfg.InitialMmapSize,
 		FreelistType:    bolt.FreelistMapType,
 		NoFreelistSync:  true,
+		NoSync:          f.unsynced,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("fsm: open %s: %w", path, err)
@@ -187,8 +222,17 @@ func (f *FSM) Close(ctx context.Context) error {
 		return nil
 	}
 	f.abortSnapshots()
-	err := f.db.Close()
+	var err error
+	if f.unsynced {
+		err = f.db.Sync()
+	}
+	if cerr := f.db.Close(); err == nil {
+		err = cerr
+	}
 	f.db = nil
+	if err == nil && f.unsynced {
+		err = removeUnsynced(f.cfg.Path)
+	}
 	if err != nil {
 		return fmt.Errorf("fsm: close: %w", err)
 	}

@@ -49,6 +49,18 @@ type Config struct {
 	TrailingLogs       uint64
 	MaxAppendEntries   int
 
+	// SyncEveryCommit fsyncs the object store on every apply. Off by
+	// default: raft's log (always fsynced) is the durable record, and the
+	// store is rebuilt from raft's snapshot and log after an operating
+	// system crash (docs/decisions.md, "The object store is not fsynced
+	// per commit").
+	SyncEveryCommit bool
+
+	// MaxInflightWrites is how many raft entries of coalesced client
+	// writes may be in flight at once; writes arriving meanwhile share the
+	// next entry (node/batcher.go).
+	MaxInflightWrites int
+
 	// ApplyTimeout bounds how long a write waits to be enqueued in raft.
 	ApplyTimeout time.Duration
 	// ReadTimeout bounds a linearizable read's leadership check and a
@@ -81,6 +93,10 @@ type Config struct {
 	// writes for this long (the client resumes from its last revision).
 	WatchWriteTimeout time.Duration
 
+	// EnablePprof serves Go's profiler under /debug/pprof/ on the HTTP
+	// address. Off by default: profiles reveal internals and cost CPU.
+	EnablePprof bool
+
 	// Logger receives the node's logs (raft's included). Nil discards.
 	Logger *slog.Logger
 }
@@ -97,6 +113,7 @@ func DefaultConfig() Config {
 		SnapshotInterval:   2 * time.Minute,
 		TrailingLogs:       10240,
 		MaxAppendEntries:   256,
+		MaxInflightWrites:  4,
 		ApplyTimeout:       10 * time.Second,
 		ReadTimeout:        5 * time.Second,
 		MaxRequestBytes:    4 << 20,
@@ -130,6 +147,8 @@ func (c Config) Validate() error {
 		return bad("snapshot threshold and interval must be positive")
 	case c.MaxAppendEntries < 1 || c.MaxAppendEntries > 1024:
 		return bad("max append entries %d not in 1..1024", c.MaxAppendEntries)
+	case c.MaxInflightWrites < 1 || c.MaxInflightWrites > 1024:
+		return bad("max in-flight writes %d not in 1..1024", c.MaxInflightWrites)
 	case c.ApplyTimeout <= 0 || c.ReadTimeout <= 0 || c.ShutdownTimeout <= 0:
 		return bad("apply, read and shutdown timeouts must be positive")
 	case c.MaxRequestBytes <= 0 || c.MaxOps <= 0:

@@ -41,6 +41,11 @@ func newMetrics(n *Node) *metrics {
 	gauge := func(name, help string, fn func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "cairn", Name: name, Help: help}, fn))
 	}
+	counter := func(name, help string, fn func() float64) {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "cairn", Name: name, Help: help}, fn))
+	}
+	counter("write_entries_total", "Raft entries this node proposed for client writes.", func() float64 { return float64(n.batch.entries.Load()) })
+	counter("write_txns_total", "Client transactions this node proposed (write_txns_total / write_entries_total is the mean coalescing factor).", func() float64 { return float64(n.batch.txns.Load()) })
 	gauge("revision", "Last committed revision on this node.", func() float64 { return float64(n.fsm.Revision()) })
 	gauge("raft_applied_index", "Last raft index applied on this node.", func() float64 { return float64(n.raft.AppliedIndex()) })
 	gauge("raft_commit_index", "Last raft index known committed on this node.", func() float64 { return float64(n.raft.CommitIndex()) })

@@ -37,6 +37,7 @@ type Node struct {
 	raftAddr string
 	client   *http.Client // forwarding and member status
 	metrics  *metrics
+	batch    *batcher // coalesces client writes into raft entries
 
 	reads readIndex
 
@@ -94,6 +95,8 @@ func New(cfg Config) (*Node, error) {
 	if err := n.openRaft(); err != nil {
 		return nil, err
 	}
+	n.batch = newBatcher(n, cfg.MaxInflightWrites)
+	n.goRun(n.batch.run)
 	if err := n.startHTTP(); err != nil {
 		return nil, err
 	}
@@ -127,6 +130,7 @@ func (n *Node) openRaft() error {
 		CompactChunk:    1000,
 		OpenTimeout:     5 * time.Second,
 		Logger:          n.log.With("component", "fsm"),
+		SyncEveryCommit: cfg.SyncEveryCommit,
 	})
 	if err != nil {
 		return err
@@ -233,8 +237,12 @@ func (n *Node) startHTTP() error {
 		}
 	}
 	n.httpURL = normalizeURL(adv)
+	var h http.Handler = newHandler(n, n.log)
+	if n.cfg.EnablePprof {
+		h = withPprof(h)
+	}
 	n.httpSrv = &http.Server{
-		Handler:           newHandler(n, n.log),
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return n.ctx },
 	}
@@ -286,6 +294,11 @@ func (n *Node) Close(ctx context.Context) error {
 // closeResources stops background work, raft and the stores. It is safe on
 // a partly opened node.
 func (n *Node) closeResources() error {
+	if n.batch != nil {
+		// Writes still in raft are answered before raft stops (they end
+		// as leadership lost at worst, within the leader lease).
+		n.batch.drain(min(n.cfg.ShutdownTimeout, 5*time.Second))
+	}
 	n.cancel()
 	if n.httpSrv != nil {
 		_ = n.httpSrv.Close()

@@ -31,6 +31,7 @@ func (n *Node) validateTxn(t *fsm.Txn) error {
 
 // Write commits one transaction through raft. It must run on the leader;
 // the HTTP layer forwards otherwise. The leader stamps time and limits.
+// Concurrent writes share raft entries (batcher.go).
 // It returns the transaction's result: Err in the result is a refusal or
 // *fsm.ConflictError; the returned error is a failure to commit (not
 // leader, leadership lost, timeout, shutting down), after which the write
@@ -39,19 +40,11 @@ func (n *Node) Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, error) {
 	if err := n.validateTxn(&t); err != nil {
 		return fsm.TxnResult{}, err
 	}
-	res, err := n.propose(ctx, fsm.Command{Batch: &fsm.Batch{
-		Time: time.Now(), Limits: n.limits(), Txns: []fsm.Txn{t}}})
-	if err != nil {
-		return fsm.TxnResult{}, err
+	if !n.IsLeader() {
+		// Unambiguous: nothing was proposed.
+		return fsm.TxnResult{}, fmt.Errorf("%w: %s", ErrNotLeader, n.cfg.ID)
 	}
-	br, ok := res.(*fsm.BatchResult)
-	if !ok || (br.Err == nil && len(br.Txns) != 1) {
-		return fsm.TxnResult{}, fmt.Errorf("node: unexpected apply response %T", res)
-	}
-	if br.Err != nil {
-		return fsm.TxnResult{}, br.Err
-	}
-	return br.Txns[0], nil
+	return n.batch.submit(ctx, t)
 }
 
 // propose appends a command to the raft log and waits until it is applied

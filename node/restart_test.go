@@ -402,3 +402,50 @@ func TestRestartSkipsReplay(t *testing.T) {
 		})
 	}
 }
+
+// TestRestartAfterReboot restarts a node whose object store took unsynced
+// commits during an earlier boot of the machine (the marker names another
+// boot): the store is discarded and rebuilt from raft's snapshot and the
+// log after it, to the same revision and chain head.
+func TestRestartAfterReboot(t *testing.T) {
+	for _, withSnapshot := range []bool{false, true} {
+		t.Run(fmt.Sprintf("snapshot=%v", withSnapshot), func(t *testing.T) {
+			cfg := testConfig(t, "n1")
+			cfg.Bootstrap = true
+			var all []kv
+			var rev uint64
+			n := startNode(t, cfg)
+			waitApplied(t, n, 0)
+			writeKeys(t, n, "a", 6, &rev, &all)
+			if withSnapshot {
+				if err := n.Raft().Snapshot().Error(); err != nil {
+					t.Fatalf("snapshot: %v", err)
+				}
+				writeKeys(t, n, "b", 4, &rev, &all)
+			}
+			head, err := n.FSM().Head()
+			if err != nil {
+				t.Fatal(err)
+			}
+			closeNode(t, n)
+			marker := filepath.Join(cfg.DataDir, fsmFile+".unsynced")
+			if err := os.WriteFile(marker, []byte("an-earlier-boot\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			rec := recordLogs(&cfg)
+			n = startNode(t, cfg)
+			waitApplied(t, n, rev)
+			if !rec.has(`"msg":"discarded a database that was not fsynced before the machine restarted`) {
+				t.Error("the store from an earlier boot was not discarded")
+			}
+			if withSnapshot && !rec.has(`"msg":"restored snapshot"`) {
+				t.Error("the rebuilt store did not start from the snapshot")
+			}
+			checkState(t, n, rev, head)
+			checkKeys(t, n, all)
+			writeKeys(t, n, "c", 2, &rev, &all)
+			checkKeys(t, n, all)
+		})
+	}
+}

@@ -41,6 +41,9 @@ func nodeRunFlags() []cli.Flag {
 		altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "snapshot-threshold", Value: d.SnapshotThreshold, Usage: "log entries between snapshots", EnvVars: env("SNAPSHOT_THRESHOLD")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "snapshot-interval", Value: d.SnapshotInterval, Usage: "how often to check whether to snapshot", EnvVars: env("SNAPSHOT_INTERVAL")}),
 		altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "trailing-logs", Value: d.TrailingLogs, Usage: "log entries kept after a snapshot", EnvVars: env("TRAILING_LOGS")}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "pprof", Usage: "serve Go's profiler under /debug/pprof/ on the HTTP address", EnvVars: env("PPROF")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-inflight-writes", Value: d.MaxInflightWrites, Usage: "raft entries of coalesced client writes in flight at once (writes arriving meanwhile share the next entry)", EnvVars: env("MAX_INFLIGHT_WRITES")}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "fsm-sync", Usage: "fsync the object store on every apply (raft's log is always fsynced; see docs/decisions.md)", EnvVars: env("FSM_SYNC")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "election-timeout", Value: d.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "leader-lease-timeout", Value: d.LeaderLeaseTimeout, EnvVars: env("LEADER_LEASE_TIMEOUT")}),
@@ -89,6 +92,9 @@ func nodeRunCommand() *cli.Command {
 			cfg.SnapshotThreshold = c.Uint64("snapshot-threshold")
 			cfg.SnapshotInterval = c.Duration("snapshot-interval")
 			cfg.TrailingLogs = c.Uint64("trailing-logs")
+			cfg.SyncEveryCommit = c.Bool("fsm-sync")
+			cfg.MaxInflightWrites = c.Int("max-inflight-writes")
+			cfg.EnablePprof = c.Bool("pprof")
 			cfg.HeartbeatTimeout = c.Duration("heartbeat-timeout")
 			cfg.ElectionTimeout = c.Duration("election-timeout")
 			cfg.LeaderLeaseTimeout = c.Duration("leader-lease-timeout")
