@@ -67,7 +67,7 @@ type batcher struct {
 
 func newBatcher(n *Node, inflight int) *batcher {
 	return &batcher{
-		n:     n,
+		n:        n,
 		reqs:     make(chan *writeReq, 4*maxBatchTxns),
 		slots:    make(chan struct{}, inflight),
 		stopping: make(chan struct{}),
