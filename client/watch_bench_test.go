@@ -46,7 +46,7 @@ import (
 //
 // The machine is noisy: compare conditions run alternately, e.g.
 //
-//	for i in 1 2 3; do go test -run XXX -bench 'WritesWithWatchers/watchers=(0|100/proc)$' ./client; done
+//	for i in 1 2 3; do go test -run XXX -bench 'WritesWithWatchers/watchers=(0|100,proc)$' ./client; done
 func BenchmarkWritesWithWatchers(b *testing.B) {
 	for _, bc := range []struct {
 		watchers int
@@ -54,7 +54,7 @@ func BenchmarkWritesWithWatchers(b *testing.B) {
 	}{{0, ""}, {100, "proc"}, {100, "http"}, {100, "client"}} {
 		name := fmt.Sprintf("watchers=%d", bc.watchers)
 		if bc.mode != "" {
-			name += "/" + bc.mode
+			name += "," + bc.mode
 		}
 		b.Run(name, func(b *testing.B) { benchWritesWithWatchers(b, bc.watchers, bc.mode) })
 	}
@@ -379,7 +379,7 @@ func (ws *rawWatchers) close() {
 }
 
 // watchBenchEnv, when set to "URL N", makes TestWatchBenchProcess the
-// reader process of BenchmarkWritesWithWatchers/.../proc.
+// reader process of BenchmarkWritesWithWatchers/watchers=N,proc.
 const watchBenchEnv = "CAIRN_WATCH_BENCH_PROCESS"
 
 // watchProcess is a running reader process.
