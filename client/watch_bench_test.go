@@ -34,6 +34,9 @@ import (
 //     NDJSON lines and checks their revisions. The node's process pays
 //     only the server's side of the fan-out; the readers still share the
 //     machine's CPUs.
+//   - nice: the same process at nice 19, so that the readers take mostly
+//     CPU the node leaves idle, as readers on other machines would
+//     (catchup-ms shows whether they kept up).
 //   - http: the same readers in the node's process.
 //   - client: 100 client.Watch calls in the node's process, each
 //     decoding every event.
@@ -51,7 +54,7 @@ func BenchmarkWritesWithWatchers(b *testing.B) {
 	for _, bc := range []struct {
 		watchers int
 		mode     string
-	}{{0, ""}, {100, "proc"}, {100, "http"}, {100, "client"}} {
+	}{{0, ""}, {100, "proc"}, {100, "nice"}, {100, "http"}, {100, "client"}} {
 		name := fmt.Sprintf("watchers=%d", bc.watchers)
 		if bc.mode != "" {
 			name += "," + bc.mode
@@ -73,8 +76,8 @@ func benchWritesWithWatchers(b *testing.B, watchers int, mode string) {
 	switch mode {
 	case "":
 		caughtUp = func(uint64) (watchResult, error) { return watchResult{}, nil }
-	case "proc":
-		p := startWatchProcess(b, url, watchers)
+	case "proc", "nice":
+		p := startWatchProcess(b, url, watchers, mode == "nice")
 		caughtUp = p.caughtUp
 	case "http":
 		ws, err := openRawWatchers(ctx, url, watchers)
@@ -155,7 +158,7 @@ func benchWritesWithWatchers(b *testing.B, watchers int, mode string) {
 	}
 	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 	b.ReportMetric(ms(time.Since(start)-elapsed), "catchup-ms")
-	if mode == "proc" {
+	if mode == "proc" || mode == "nice" {
 		b.ReportMetric(float64(res.cpu.Microseconds())/float64(b.N), "watcher-cpu-us/put")
 	}
 	if res.delay99 > 0 {
@@ -389,9 +392,19 @@ type watchProcess struct {
 	out   *bufio.Scanner
 }
 
-func startWatchProcess(b *testing.B, url string, n int) *watchProcess {
+func startWatchProcess(b *testing.B, url string, n int, nice bool) *watchProcess {
 	b.Helper()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestWatchBenchProcess$", "-test.count=1")
+	args := []string{os.Args[0], "-test.run=^TestWatchBenchProcess$", "-test.count=1"}
+	if nice {
+		// nice(1) lowers every thread of the process; renicing it after
+		// the start would miss the threads it already has.
+		path, err := exec.LookPath("nice")
+		if err != nil {
+			b.Skipf("no nice(1): %v", err)
+		}
+		args = append([]string{path, "-n", "19"}, args...)
+	}
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %d", watchBenchEnv, url, n))
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
