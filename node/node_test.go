@@ -78,11 +78,21 @@ func TestThreeNodeSmoke(t *testing.T) {
 	for _, n := range others {
 		waitFor(t, n.ID()+" ready", 15*time.Second, n.Ready)
 	}
-	// Write through a follower.
-	code, body := do(t, "PUT", others[0].HTTPURL()+"/v1/kv/hello", "world")
-	if code != 200 {
-		t.Fatalf("put via follower: %d %s", code, body)
-	}
+	// Write through a follower. On a loaded machine the 200 ms election
+	// timeout can move leadership under the request (an unambiguous
+	// not_leader or unavailable answer): retry those, as the client does.
+	var code int
+	var body string
+	waitFor(t, "put via follower", 15*time.Second, func() error {
+		code, body = do(t, "PUT", others[0].HTTPURL()+"/v1/kv/hello", "world")
+		if code != 200 {
+			if strings.Contains(body, `"not_leader"`) || strings.Contains(body, `"unavailable"`) {
+				return fmt.Errorf("put via follower: %d %s", code, body)
+			}
+			t.Fatalf("put via follower: %d %s", code, body)
+		}
+		return nil
+	})
 	for _, n := range append(others, n1) {
 		code, body := do(t, "GET", n.HTTPURL()+"/v1/kv/hello", "")
 		if code != 200 || body != "world" {
