@@ -25,6 +25,10 @@
 #   --cairn-flags S   BENCH_CAIRN_FLAGS extra `cairn node run` flags, e.g. "--fsm-sync"
 #   --etcd-flags S    BENCH_ETCD_FLAGS  extra etcd flags
 #   --keep-work       BENCH_KEEP_WORK=1 keep the temporary directory (logs, data)
+#   --cairn-routing R BENCH_CAIRN_ROUTING rotate (default: every request to the
+#                                       next member, as etcd's client does) or
+#                                       client (the Go client's own routing:
+#                                       writes and linearizable reads to the leader)
 #
 # Workloads: putN is N clients writing; get64 is 64 clients reading
 # linearizably; stale64 is 64 clients reading each member's local state
@@ -51,6 +55,7 @@ data_dir="${BENCH_DATA_DIR:-${TMPDIR:-/tmp}}"
 cairn_flags="${BENCH_CAIRN_FLAGS:-}"
 etcd_flags="${BENCH_ETCD_FLAGS:-}"
 keep_work="${BENCH_KEEP_WORK:-0}"
+cairn_routing="${BENCH_CAIRN_ROUTING:-rotate}"
 
 usage() {
 	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
@@ -60,7 +65,7 @@ while [[ $# -gt 0 ]]; do
 	opt="${1%%=*}"
 	case "$opt" in
 	--keep-work | -h | --help) ;;
-	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags)
+	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags | --cairn-routing)
 		if [[ "$1" == *=* ]]; then
 			val="${1#*=}"
 		elif [[ $# -ge 2 ]]; then
@@ -85,6 +90,7 @@ while [[ $# -gt 0 ]]; do
 	--cairn-flags) cairn_flags="$val" ;;
 	--etcd-flags) etcd_flags="$val" ;;
 	--keep-work) keep_work=1 ;;
+	--cairn-routing) cairn_routing="$val" ;;
 	-h | --help) usage 0 ;;
 	*)
 		echo "bench-cluster: unknown option $opt" >&2
@@ -104,6 +110,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || die "--rounds $rounds: want a positive integer"
 [[ "$keys" =~ ^[1-9][0-9]*$ ]] || die "--keys $keys: want a positive integer"
 [[ "$vsize" =~ ^[0-9]+$ ]] || die "--value-size $vsize: want a number"
+[[ "$cairn_routing" == rotate || "$cairn_routing" == client ]] || die "--cairn-routing $cairn_routing: want rotate or client"
 
 # secs D: a Go duration (1h2m3.5s, 500ms) in whole seconds, rounded up.
 secs() {
@@ -347,7 +354,9 @@ bench() {
 	# In the background, so that a signal interrupts the wait and the
 	# cleanup stops the run too.
 	if [[ "$system" == cairn ]]; then
-		timeout --kill-after=10 "$limit" "$cairn" --cluster "$cairn_eps" bench --rotate "${common[@]}" "$@" &
+		local routing=()
+		[[ "$cairn_routing" == rotate ]] && routing=(--rotate)
+		timeout --kill-after=10 "$limit" "$cairn" --cluster "$cairn_eps" bench "${routing[@]}" "${common[@]}" "$@" &
 	else
 		timeout --kill-after=10 "$limit" "$etcdbench" --endpoints "$etcd_eps" "${common[@]}" "$@" &
 	fi
@@ -455,7 +464,7 @@ table="$raw/table.md"
 		echo "| ${label[$w]} | $(fmt_ops "$co") | $(fmt_ops "$eo") | $ratio | $(fmt_ms "$(agg "$w" cairn p50_ms)") | $(fmt_ms "$(agg "$w" etcd p50_ms)") | $(fmt_ms "$(agg "$w" cairn p99_ms)") | $(fmt_ms "$(agg "$w" etcd p99_ms)") | $(sum_errors "$w" cairn)/$(sum_errors "$w" etcd) |"
 	done
 	echo
-	echo "cairn $commit vs etcd $etcd_version, 3 members each on loopback, fsync on; $(nproc) CPUs; $duration per run after $warmup warm-up; $rounds round(s)$([[ $rounds -gt 1 ]] && echo ", medians (ops/s range)"); $keys keys, $vsize-byte values; requests rotated over all members."
+	echo "cairn $commit vs etcd $etcd_version, 3 members each on loopback, fsync on; $(nproc) CPUs; $duration per run after $warmup warm-up; $rounds round(s)$([[ $rounds -gt 1 ]] && echo ", medians (ops/s range)"); $keys keys, $vsize-byte values; etcd's requests rotated over all members, cairn's $([[ $cairn_routing == rotate ]] && echo "too" || echo "routed by its client (writes and linearizable reads to the leader)")."
 	[[ -z "$cairn_flags$etcd_flags" ]] || echo "Extra flags: cairn node run ${cairn_flags:-(none)}; etcd ${etcd_flags:-(none)}."
 	[[ -z "$fill_note" ]] || echo "$fill_note"
 } | tee "$table"
