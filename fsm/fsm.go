@@ -585,7 +585,9 @@ func (a *applier) writeRecord(rec *Record, canon []byte) (Hash, error) {
 	h := chainHash(a.st.head, canon)
 	stored := make([]byte, 0, 32+len(canon))
 	stored = append(append(stored, h[:]...), canon...)
-	if err := a.tx.Bucket(bucketTxns).Put(u64(rec.Revision), stored); err != nil {
+	txns := a.tx.Bucket(bucketTxns)
+	txns.FillPercent = 1 // keys only ever append: fill pages instead of splitting them in half
+	if err := txns.Put(u64(rec.Revision), stored); err != nil {
 		return Hash{}, err
 	}
 	a.st.revision, a.st.head, a.st.time = rec.Revision, h, max(a.st.time, rec.Time.UnixNano())
@@ -607,6 +609,7 @@ func (a *applier) storeIdem(key string, now int64, limits Limits, res *TxnResult
 	expires := now + int64(limits.IdempotencyWindow)
 	idem := a.tx.Bucket(bucketIdem)
 	exp := a.tx.Bucket(bucketIdemExp)
+	exp.FillPercent = 1 // expiry times only grow (log time is monotonic; the window rarely changes)
 	if old := idem.Get([]byte(key)); old != nil {
 		// An expired entry is being replaced: drop its index entry.
 		if oldExp, _, err := decodeIdem(old); err == nil {
