@@ -300,11 +300,12 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 	return f.ApplyBatch([]*raft.Log{l})[0]
 }
 
-// ApplyBatch implements raft.BatchingFSM. The whole batch is applied in one
-// bbolt write transaction that also records the last raft index and term;
-// entries at or below the recorded index (replayed by raft after a restart)
-// are skipped. Each LogCommand entry's response is a *BatchResult (for a
-// Batch) or a *CommandResult; other entries answer nil.
+// ApplyBatch implements raft.BatchingFSM. The batch is applied in bbolt
+// write transactions of at most applyChunkBytes of entry data each (at
+// least one entry), each of which also records the last raft index and
+// term it applied; entries at or below the recorded index (replayed by
+// raft after a restart) are skipped. Each LogCommand entry's response is a
+// *BatchResult (for a Batch) or a *CommandResult; other entries answer nil.
 //
 // A storage failure while applying cannot be answered (the entry is
 // committed and every replica must apply it), so it panics, as etcd does:
@@ -316,6 +317,35 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if f.db == nil {
 		panic("fsm: ApplyBatch on a closed FSM")
 	}
+	for start := 0; start < len(logs); {
+		end := chunkEnd(logs, start)
+		f.applyChunk(logs[start:end], results[start:end])
+		start = end
+	}
+	return results
+}
+
+// chunkEnd returns where the chunk of logs that begins at start ends: it
+// holds at least one entry and at most applyChunkBytes of entry data.
+func chunkEnd(logs []*raft.Log, start int) int {
+	end, size := start+1, len(logs[start].Data)
+	for end < len(logs) && size+len(logs[end].Data) <= applyChunkBytes {
+		size += len(logs[end].Data)
+		end++
+	}
+	return end
+}
+
+// applyChunkBytes bounds the entry data one bbolt write transaction
+// applies. Raft hands a BatchingFSM up to MaxAppendEntries entries at
+// once, and a coalesced entry holds up to 512 transactions, so one
+// transaction for the whole batch could hold a hundred thousand
+// transactions' dirty pages in memory (a follower catching up from the
+// log).
+const applyChunkBytes = 1 << 20
+
+// applyChunk applies logs in one bbolt write transaction.
+func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) {
 	var committed, compacted bool
 	var st state
 	err := f.db.Update(func(tx *bolt.Tx) error {
@@ -355,7 +385,6 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	if compacted {
 		f.wakeCompactor()
 	}
-	return results
 }
 
 // AppliedIndex returns the last raft index and term the FSM has applied,

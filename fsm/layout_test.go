@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -46,5 +47,119 @@ func TestAppendOnlyBucketsFillPages(t *testing.T) {
 		if fill := tf.bucketFill(name); fill < 0.85 {
 			t.Errorf("bucket %s: leaf pages %.0f%% full, want at least 85%%", name, 100*fill)
 		}
+	}
+}
+
+// One ApplyBatch call with more entry data than applyChunkBytes commits in
+// several bbolt transactions, each recording the applied index, with the
+// same results as one transaction.
+func TestApplyBatchChunks(t *testing.T) {
+	tf := openTestFSM(t)
+	value := bytes.Repeat([]byte("v"), 1024)
+	const entries, perEntry = 12, 200 // about 200 KiB of entry data each
+	var logs []*raft.Log
+	for e := 0; e < entries; e++ {
+		txns := make([]Txn, perEntry)
+		for i := range txns {
+			txns[i] = Txn{Ops: []Op{{Kind: OpPut, Key: fmt.Sprintf("k/%d/%d", e, i), Value: value}}}
+		}
+		tf.clock = tf.clock.Add(1)
+		logs = append(logs, tf.entry(Command{Batch: &Batch{Time: tf.clock, Limits: DefaultLimits(), Txns: txns}}))
+	}
+	// A non-command entry in the middle is only recorded.
+	tf.index++
+	cfg := &raft.Log{Index: tf.index, Term: 1, Type: raft.LogConfiguration}
+	logs = append(logs[:6], append([]*raft.Log{cfg}, logs[6:]...)...)
+	for i, l := range logs {
+		l.Index = uint64(i + 1)
+	}
+	total := 0
+	for _, l := range logs {
+		total += len(l.Data)
+	}
+	if total < 2*applyChunkBytes {
+		t.Fatalf("setup: %d bytes of entries, want more than two chunks", total)
+	}
+	chunks := 0
+	for start := 0; start < len(logs); chunks++ {
+		end := chunkEnd(logs, start)
+		size := 0
+		for _, l := range logs[start:end] {
+			size += len(l.Data)
+		}
+		if end-start > 1 && size > applyChunkBytes {
+			t.Fatalf("chunk %d..%d holds %d bytes", start, end, size)
+		}
+		start = end
+	}
+	if chunks < 3 {
+		t.Fatalf("%d chunks, want at least 3", chunks)
+	}
+	res := tf.apply(logs...)
+	rev := uint64(0)
+	for i, r := range res {
+		if logs[i].Type != raft.LogCommand {
+			if r != nil {
+				t.Fatalf("entry %d (configuration): response %v", i+1, r)
+			}
+			continue
+		}
+		br := r.(*BatchResult)
+		if br.Err != nil || len(br.Txns) != perEntry {
+			t.Fatalf("entry %d: %v, %d results", i+1, br.Err, len(br.Txns))
+		}
+		for _, tr := range br.Txns {
+			rev++
+			if tr.Err != nil || tr.Revision != rev {
+				t.Fatalf("entry %d: result %+v, want revision %d", i+1, tr, rev)
+			}
+		}
+	}
+	if got := tf.Revision(); got != rev {
+		t.Fatalf("revision %d, want %d", got, rev)
+	}
+	if idx, _, err := tf.AppliedIndex(); err != nil || idx != uint64(len(logs)) {
+		t.Fatalf("applied index %d (%v), want %d", idx, err, len(logs))
+	}
+	// Replaying the same batch (raft after a restart) changes nothing.
+	head, err := tf.Head()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range tf.apply(logs...) {
+		if r != nil {
+			t.Fatalf("replayed entry answered %v, want nil (skipped)", r)
+		}
+	}
+	if h, err := tf.Head(); err != nil || h != head {
+		t.Fatalf("head after replay %+v (%v), want %+v", h, err, head)
+	}
+}
+
+// A crash between two chunks leaves the first committed with its applied
+// index; raft replays the batch and the FSM applies only the rest.
+func TestApplyBatchChunksResume(t *testing.T) {
+	tf := openTestFSM(t)
+	value := bytes.Repeat([]byte("v"), 1024)
+	var logs []*raft.Log
+	for e := 0; e < 12; e++ {
+		txns := make([]Txn, 200)
+		for i := range txns {
+			txns[i] = Txn{Ops: []Op{{Kind: OpPut, Key: fmt.Sprintf("k/%d/%d", e, i), Value: value}}}
+		}
+		tf.clock = tf.clock.Add(1)
+		logs = append(logs, tf.entry(Command{Batch: &Batch{Time: tf.clock, Limits: DefaultLimits(), Txns: txns}}))
+	}
+	// Apply the first entries as a crash after the first chunk would
+	// have left them, then the whole batch again.
+	tf.apply(logs[:3]...)
+	res := tf.apply(logs...)
+	for i, r := range res {
+		if (i < 3) != (r == nil) {
+			t.Fatalf("entry %d: response %v", i+1, r)
+		}
+	}
+	if got, want := tf.Revision(), uint64(12*200); got != want {
+		t.Fatalf("revision %d, want %d", got, want)
 	}
 }
