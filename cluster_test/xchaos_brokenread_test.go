@@ -55,12 +55,19 @@ func TestCheckerRejectsStaleReadAsLinearizable(t *testing.T) {
 // from the others; writes go on through the majority; then reads served
 // from that follower's local state (what a server that answered
 // linearizable reads locally would return) are recorded as linearizable
-// reads. The checker rejects the history.
+// reads. The checker rejects the history. It runs in every mode
+// CAIRN_CHAOS_MODE selects.
 func TestChaosBrokenReadPathIsCaught(t *testing.T) {
 	if testing.Short() {
-		t.Skip("chaos: runs processes")
+		t.Skip("chaos: skipped with -short")
 	}
-	c := newProcCluster(t, nodeOpts{})
+	for _, mode := range chaosModes(t) {
+		t.Run(mode, func(t *testing.T) { brokenReadPath(t, mode) })
+	}
+}
+
+func brokenReadPath(t *testing.T, mode string) {
+	c := newCluster(t, mode, nodeOpts{})
 	c.startN(3)
 	l := c.leader()
 	f := c.others(l)[0]

@@ -130,6 +130,7 @@ func runFailpoint(t *testing.T, sc fpScenario) {
 	if testing.Short() {
 		t.Skip("chaos: runs processes")
 	}
+	chaosModeOn(t, modeProc)
 	began := time.Now()
 	c := newChaosCluster(t, &procRunner{bin: failpointBinary(t)}, sc.opts)
 	victim, spec := -1, sc.spec

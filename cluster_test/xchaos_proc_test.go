@@ -66,7 +66,6 @@ func newProcCluster(t *testing.T, opts nodeOpts) *chaosCluster {
 	return newChaosCluster(t, &procRunner{bin: cairnBinary(t)}, opts)
 }
 
-func (*procRunner) mode() string            { return "proc" }
 func (*procRunner) prepare(c *chaosCluster) {}
 
 // start starts slot i's process and returns without waiting.

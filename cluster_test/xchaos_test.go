@@ -16,15 +16,18 @@ import (
 	"github.com/cairn-db/cairn/client"
 )
 
-// The chaos suite (docs/testing.md): named fault scenarios against
-// `cairn node run` processes whose raft links run through proxies, under a
-// recorded concurrent workload, each followed by the full set of checks.
+// The chaos suite (docs/testing.md): named fault scenarios against a
+// cluster whose raft links run through proxies, under a recorded
+// concurrent workload, each followed by the full set of checks. Every
+// scenario runs in two modes: against `cairn node run` processes
+// (TestChaos<Name>) and against in-process nodes (TestChaosInProc/<name>);
+// CAIRN_CHAOS_MODE (proc, inproc or both, the default) selects them.
 //
-// go test ./... runs every scenario for one brief round. With
-// CAIRN_CHAOS_DURATION (make chaos) each scenario repeats rounds, on fresh
-// clusters, until its share of the duration is used; the random scenario's
-// fault schedule comes from the seed, printed at the start and reusable
-// with CAIRN_CHAOS_SEED.
+// go test ./... runs every scenario for one brief round per mode. With
+// CAIRN_CHAOS_DURATION (make chaos, make chaos-inproc) each scenario
+// repeats rounds, on fresh clusters, until its share of the duration is
+// used; the fault schedules come from the seed, printed at the start and
+// reusable with CAIRN_CHAOS_SEED.
 
 var (
 	seedOnce sync.Once
@@ -121,30 +124,52 @@ type scenario struct {
 	name  string
 	opts  nodeOpts // for every node
 	fault func(r *chaosRun)
+	// share is the scenario's part of a mode's CAIRN_CHAOS_DURATION
+	// (nil: namedShare).
+	share func(time.Duration) time.Duration
 }
 
-// Brief-tier timing: the faults of one round run this long.
-const briefFaults = 5 * time.Second
+// Brief-tier timing (go test ./...): the faults of one round run this
+// long, per mode.
+var briefFaults = map[string]time.Duration{
+	modeProc:   5 * time.Second,
+	modeInProc: 3 * time.Second,
+}
 
-// runScenario runs sc for one round (brief tier) or rounds until its
-// share of CAIRN_CHAOS_DURATION is used.
-func runScenario(t *testing.T, sc scenario, share func(time.Duration) time.Duration) {
-	if testing.Short() {
-		t.Skip("chaos: runs processes")
+// newCluster returns a chaos cluster of the mode.
+func newCluster(t *testing.T, mode string, opts nodeOpts) *chaosCluster {
+	t.Helper()
+	if mode == modeInProc {
+		return newInProcCluster(t, opts)
 	}
+	return newProcCluster(t, opts)
+}
+
+// runScenario runs sc in mode for one round (brief tier) or rounds until
+// its share of CAIRN_CHAOS_DURATION is used (the duration is split evenly
+// between the modes that run).
+func runScenario(t *testing.T, sc scenario, mode string) {
+	if testing.Short() {
+		t.Skip("chaos: skipped with -short")
+	}
+	chaosModeOn(t, mode)
 	seed := chaosSeed(t)
 	h := fnv.New64a()
 	h.Write([]byte(sc.name))
 	seed ^= h.Sum64()
-	faultTime, budget := briefFaults, time.Duration(0)
+	faultTime, budget := briefFaults[mode], time.Duration(0)
 	if d := chaosDuration(t); d > 0 {
-		budget = share(d)
+		share := sc.share
+		if share == nil {
+			share = namedShare
+		}
+		budget = share(d / time.Duration(len(chaosModes(t))))
 		faultTime = min(budget, 30*time.Second)
 	}
 	start := time.Now()
 	for round := 1; ; round++ {
 		ok := t.Run(fmt.Sprintf("round%d", round), func(t *testing.T) {
-			runRound(t, sc, seed+uint64(round), faultTime)
+			runRound(t, sc, mode, seed+uint64(round), faultTime)
 		})
 		if !ok || time.Since(start)+faultTime > budget {
 			return
@@ -152,9 +177,9 @@ func runScenario(t *testing.T, sc scenario, share func(time.Duration) time.Durat
 	}
 }
 
-func runRound(t *testing.T, sc scenario, seed uint64, faultTime time.Duration) {
+func runRound(t *testing.T, sc scenario, mode string, seed uint64, faultTime time.Duration) {
 	began := time.Now()
-	c := newProcCluster(t, sc.opts)
+	c := newCluster(t, mode, sc.opts)
 	c.startN(3)
 	w, err := startWorkload(c.urls(), seed)
 	if err != nil {
@@ -196,8 +221,8 @@ func runRound(t *testing.T, sc scenario, seed uint64, faultTime time.Duration) {
 	if t.Failed() {
 		result = "FAIL"
 	}
-	line := fmt.Sprintf("chaos %-20s ops %5d  acknowledged %5d (writes %d, conflicts %d, reads %d)  unknown %3d (committed %d)  increments %d  faults %2d  leader changes %2d  %5.1fs  %s",
-		sc.name, st.ops, st.acked+st.conflicts+st.reads, st.acked, st.conflicts, st.reads, st.unknown, st.unknownCommitted,
+	line := fmt.Sprintf("chaos %-6s %-20s ops %5d  acknowledged %5d (writes %d, conflicts %d, reads %d)  unknown %3d (committed %d)  increments %d  faults %2d  leader changes %2d  %5.1fs  %s",
+		mode, sc.name, st.ops, st.acked+st.conflicts+st.reads, st.acked, st.conflicts, st.reads, st.unknown, st.unknownCommitted,
 		st.incrs, r.faults, changes, time.Since(began).Seconds(), result)
 	t.Log(line)
 	fmt.Println(line)
@@ -352,7 +377,7 @@ var (
 		}
 	}}
 
-	scRandom = scenario{name: "random", fault: func(r *chaosRun) {
+	scRandom = scenario{name: "random", share: randomShare, fault: func(r *chaosRun) {
 		for r.more() {
 			l := r.c.leader()
 			switch r.rng.IntN(6) {
@@ -473,17 +498,19 @@ func waitVoters(r *chaosRun, admin *client.Client) {
 	})
 }
 
-// Each scenario's share of CAIRN_CHAOS_DURATION: the random schedule gets
-// a third, the named ones split the rest.
-func namedShare(d time.Duration) time.Duration  { return d * 2 / 3 / 8 }
+// Each scenario's share of a mode's CAIRN_CHAOS_DURATION: the random
+// schedule gets a third, the nine named ones split the rest.
+func namedShare(d time.Duration) time.Duration  { return d * 2 / 3 / 9 }
 func randomShare(d time.Duration) time.Duration { return d / 3 }
 
-func TestChaosKillLeader(t *testing.T)        { runScenario(t, scKillLeader, namedShare) }
-func TestChaosPauseLeader(t *testing.T)       { runScenario(t, scPauseLeader, namedShare) }
-func TestChaosPartitionLeader(t *testing.T)   { runScenario(t, scPartitionLeader, namedShare) }
-func TestChaosPartitionFollower(t *testing.T) { runScenario(t, scPartitionFollower, namedShare) }
-func TestChaosFlappingPartition(t *testing.T) { runScenario(t, scFlapping, namedShare) }
-func TestChaosSnapshotCatchup(t *testing.T)   { runScenario(t, scSnapshotCatchup, namedShare) }
+// The scenarios against processes, one test each.
+
+func TestChaosKillLeader(t *testing.T)        { runScenario(t, scKillLeader, modeProc) }
+func TestChaosPauseLeader(t *testing.T)       { runScenario(t, scPauseLeader, modeProc) }
+func TestChaosPartitionLeader(t *testing.T)   { runScenario(t, scPartitionLeader, modeProc) }
+func TestChaosPartitionFollower(t *testing.T) { runScenario(t, scPartitionFollower, modeProc) }
+func TestChaosFlappingPartition(t *testing.T) { runScenario(t, scFlapping, modeProc) }
+func TestChaosSnapshotCatchup(t *testing.T)   { runScenario(t, scSnapshotCatchup, modeProc) }
 
 // TestChaosSnapshotCatchupWhileSnapshotting is a regression test. A
 // follower that took its own snapshot while installing the leader's
@@ -493,9 +520,53 @@ func TestChaosSnapshotCatchup(t *testing.T)   { runScenario(t, scSnapshotCatchup
 // for that read transaction. Found by this suite (seed 542430352, -race);
 // fixed by Restore aborting open snapshots (fsm.ErrSnapshotAborted).
 func TestChaosSnapshotCatchupWhileSnapshotting(t *testing.T) {
-	runScenario(t, scSnapshotCatchupSnapshotting, namedShare)
+	runScenario(t, scSnapshotCatchupSnapshotting, modeProc)
 }
 
-func TestChaosKillAll(t *testing.T)    { runScenario(t, scKillAll, namedShare) }
-func TestChaosMembership(t *testing.T) { runScenario(t, scMembership, namedShare) }
-func TestChaosRandom(t *testing.T)     { runScenario(t, scRandom, randomShare) }
+func TestChaosKillAll(t *testing.T)    { runScenario(t, scKillAll, modeProc) }
+func TestChaosMembership(t *testing.T) { runScenario(t, scMembership, modeProc) }
+func TestChaosRandom(t *testing.T)     { runScenario(t, scRandom, modeProc) }
+
+// allScenarios is every named scenario, in the order the process tests
+// run them.
+var allScenarios = []scenario{scKillLeader, scPauseLeader, scPartitionLeader, scPartitionFollower, scFlapping,
+	scSnapshotCatchup, scSnapshotCatchupSnapshotting, scKillAll, scMembership, scRandom}
+
+// TestChaosInProc runs every scenario against in-process nodes
+// (TestChaosInProc/<name>/round<n>); see inprocRunner for what each fault
+// means there.
+func TestChaosInProc(t *testing.T) {
+	for _, sc := range allScenarios {
+		t.Run(sc.name, func(t *testing.T) { runScenario(t, sc, modeInProc) })
+	}
+}
+
+// Which modes the chaos scenarios run in: CAIRN_CHAOS_MODE is proc, inproc
+// or both (the default).
+const (
+	modeProc   = "proc"
+	modeInProc = "inproc"
+)
+
+func chaosModes(t *testing.T) []string {
+	switch m := strings.TrimSpace(os.Getenv("CAIRN_CHAOS_MODE")); m {
+	case "", "both":
+		return []string{modeProc, modeInProc}
+	case modeProc, modeInProc:
+		return []string{m}
+	default:
+		t.Fatalf("CAIRN_CHAOS_MODE=%q: want proc, inproc or both", m)
+		return nil
+	}
+}
+
+// chaosModeOn skips t unless CAIRN_CHAOS_MODE selects mode.
+func chaosModeOn(t *testing.T, mode string) {
+	t.Helper()
+	for _, m := range chaosModes(t) {
+		if m == mode {
+			return
+		}
+	}
+	t.Skipf("chaos: CAIRN_CHAOS_MODE=%s does not select %s", os.Getenv("CAIRN_CHAOS_MODE"), mode)
+}
