@@ -17,9 +17,11 @@ package node
 //	CAIRN_SCALE_ROUNDS   throughput rounds, each empty then loaded (default 3)
 //	CAIRN_SCALE_IDEM=0   writes without idempotency keys (default: a random
 //	                     key on every write, as the Go client sends)
-//	CAIRN_SCALE_MAX_APPEND, CAIRN_SCALE_TRAILING_LOGS, CAIRN_SCALE_SNAPSHOT_THRESHOLD
-//	                     override Config.MaxAppendEntries, TrailingLogs and
-//	                     SnapshotThreshold (default: DefaultConfig's)
+//	CAIRN_SCALE_TP_WRITERS  writers in the throughput phase (default 64)
+//	CAIRN_SCALE_MAX_APPEND, CAIRN_SCALE_TRAILING_LOGS, CAIRN_SCALE_SNAPSHOT_THRESHOLD,
+//	CAIRN_SCALE_INFLIGHT override Config.MaxAppendEntries, TrailingLogs,
+//	                     SnapshotThreshold and MaxInflightWrites (default:
+//	                     DefaultConfig's)
 //
 // Results are printed with t.Logf; docs/performance.md ("Scale: 1,000,000
 // objects") records a run.
@@ -674,6 +676,7 @@ func scaleConfig(t *testing.T, id string) Config {
 	cfg.MaxAppendEntries = scaleEnvInt(t, "CAIRN_SCALE_MAX_APPEND", cfg.MaxAppendEntries)
 	cfg.TrailingLogs = uint64(scaleEnvInt(t, "CAIRN_SCALE_TRAILING_LOGS", int(cfg.TrailingLogs)))
 	cfg.SnapshotThreshold = uint64(scaleEnvInt(t, "CAIRN_SCALE_SNAPSHOT_THRESHOLD", int(cfg.SnapshotThreshold)))
+	cfg.MaxInflightWrites = scaleEnvInt(t, "CAIRN_SCALE_INFLIGHT", cfg.MaxInflightWrites)
 	return cfg
 }
 
@@ -813,7 +816,8 @@ func TestScale(t *testing.T) {
 	// 4. Write throughput: the same workload against a fresh, empty node
 	// and against the loaded one, alternating.
 	if scalePhase("throughput") {
-		const tpWriters, window = 64, 5 * time.Second
+		const window = 5 * time.Second
+		tpWriters := scaleEnvInt(t, "CAIRN_SCALE_TP_WRITERS", 64)
 		rounds := scaleEnvInt(t, "CAIRN_SCALE_ROUNDS", 3)
 		// Start from a clean page cache: what earlier phases wrote is
 		// written back now rather than during the measurements.
