@@ -582,7 +582,7 @@ func joinAndCatchUp(t *testing.T, leader *Node, id string) *Node {
 	t.Logf("join %s: caught up (chain head equal to the leader's, revision %d) %s after start; via snapshot install: %v",
 		id, n.FSM().Revision(), elapsed.Round(time.Millisecond), viaSnapshot)
 	t.Logf("join %s: process heap while catching up: %s", id, hs.finish())
-	if hs.profile != "" {
+	if _, err := os.Stat(hs.profile); hs.profile != "" && err == nil {
 		t.Logf("join %s: heap profile near the peak: %s", id, hs.profile)
 	}
 	_, h := heapAfterGC()
