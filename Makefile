@@ -10,6 +10,7 @@
 #                    BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS, BENCH_WORKLOADS, BENCH_RAW_DIR, ...)
 #   make build       bin/cairn, statically linked
 #   make chaos       the chaos suite (cluster_test), CAIRN_CHAOS_DURATION passed through
+#   make chaos-inproc  the chaos scenarios in process only, -race (CAIRN_CHAOS_DURATION, default 5m)
 #   make image       bin/cairn, then the FROM-scratch container image $(IMAGE) (Dockerfile)
 #   make docker-test the three-container compose tests (scripts/docker-test.sh; skips without docker)
 #   make proto       regenerate fsm/fsmpb/command.pb.go (needs protoc)
@@ -80,6 +81,14 @@ build:
 chaos:
 	@echo "CAIRN_CHAOS_DURATION=$${CAIRN_CHAOS_DURATION:-<unset: the suite's default>}"
 	$(GO) test ./cluster_test -run Chaos -count=1 -timeout $(CHAOS_TIMEOUT)
+
+# The chaos scenarios against in-process nodes only (docs/testing.md, "In
+# process"), under the race detector, for CAIRN_CHAOS_DURATION (default 5m).
+.PHONY: chaos-inproc
+chaos-inproc:
+	@echo "CAIRN_CHAOS_DURATION=$${CAIRN_CHAOS_DURATION:-5m} (in process, -race)"
+	CAIRN_CHAOS_MODE=inproc CAIRN_CHAOS_DURATION=$${CAIRN_CHAOS_DURATION:-5m} \
+		$(GO) test -race ./cluster_test -run Chaos -count=1 -timeout $(CHAOS_TIMEOUT)
 
 # The image holds only the static binary built above (FROM scratch: no base
 # image, nothing to pull). bin/image-data is the empty directory the
