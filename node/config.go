@@ -47,13 +47,15 @@ type Config struct {
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64
-	MaxAppendEntries   int
+	// MaxAppendEntries bounds the entries in one replication request and
+	// in one batch handed to the state machine (raft queues up to 128 such
+	// batches, so it also bounds a catching-up member's memory).
+	MaxAppendEntries int
 
 	// SyncEveryCommit fsyncs the object store on every apply. Off by
 	// default: raft's log (always fsynced) is the durable record, and the
 	// store is rebuilt from raft's snapshot and log after an operating
-	// system crash (docs/decisions.md, "The object store is not fsynced
-	// per commit").
+	// system crash (docs/decisions.md, decision 9).
 	SyncEveryCommit bool
 
 	// MaxInflightWrites is how many raft entries of coalesced client
@@ -112,7 +114,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   2 * time.Minute,
 		TrailingLogs:       10240,
-		MaxAppendEntries:   256,
+		MaxAppendEntries:   8, // entries are coalesced writes of up to 1 MiB (docs/decisions.md)
 		MaxInflightWrites:  4,
 		ApplyTimeout:       10 * time.Second,
 		ReadTimeout:        5 * time.Second,

@@ -144,7 +144,8 @@ func (n *Node) openRaft() error {
 		return fmt.Errorf("node: raft log store: %w", err)
 	}
 	n.logStore = store
-	logs, err := raft.NewLogCache(512, store)
+	// Bounded in bytes too: one coalesced entry carries up to 1 MiB.
+	logs, err := newLogCache(512, 32<<20, store)
 	if err != nil {
 		return fmt.Errorf("node: log cache: %w", err)
 	}

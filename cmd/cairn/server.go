@@ -42,6 +42,7 @@ func nodeRunFlags() []cli.Flag {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "snapshot-interval", Value: d.SnapshotInterval, Usage: "how often to check whether to snapshot", EnvVars: env("SNAPSHOT_INTERVAL")}),
 		altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "trailing-logs", Value: d.TrailingLogs, Usage: "log entries kept after a snapshot", EnvVars: env("TRAILING_LOGS")}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "pprof", Usage: "serve Go's profiler under /debug/pprof/ on the HTTP address", EnvVars: env("PPROF")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-append-entries", Value: d.MaxAppendEntries, Usage: "most log entries in one replication request (and one batch handed to the state machine)", EnvVars: env("MAX_APPEND_ENTRIES")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-inflight-writes", Value: d.MaxInflightWrites, Usage: "raft entries of coalesced client writes in flight at once (writes arriving meanwhile share the next entry)", EnvVars: env("MAX_INFLIGHT_WRITES")}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "fsm-sync", Usage: "fsync the object store on every apply (raft's log is always fsynced; see docs/decisions.md)", EnvVars: env("FSM_SYNC")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT")}),
@@ -94,6 +95,7 @@ func nodeRunCommand() *cli.Command {
 			cfg.TrailingLogs = c.Uint64("trailing-logs")
 			cfg.SyncEveryCommit = c.Bool("fsm-sync")
 			cfg.MaxInflightWrites = c.Int("max-inflight-writes")
+			cfg.MaxAppendEntries = c.Int("max-append-entries")
 			cfg.EnablePprof = c.Bool("pprof")
 			cfg.HeartbeatTimeout = c.Duration("heartbeat-timeout")
 			cfg.ElectionTimeout = c.Duration("election-timeout")
