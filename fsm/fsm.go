@@ -404,6 +404,15 @@ func (f *FSM) AppliedIndex() (index, term uint64, err error) {
 // raft's own applied index.
 func (f *FSM) LastApplied() uint64 { return f.applied.Load() }
 
+// DataSize returns the size of the database's pages in use, in bytes (a
+// snapshot's size); the file itself may be larger, as bbolt grows it
+// ahead of need.
+func (f *FSM) DataSize() (int64, error) {
+	var n int64
+	err := f.view(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
+	return n, err
+}
+
 // Revision returns the last committed revision.
 func (f *FSM) Revision() uint64 { return f.revision.Load() }
 

@@ -47,6 +47,14 @@ type Config struct {
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64
+	// SnapshotLogBytes also takes a snapshot once this many bytes of log
+	// entries (or a quarter of the object store's size, if more) were
+	// written since the last one, and then keeps about half as many bytes
+	// of log behind it (fewer entries than TrailingLogs when entries are
+	// large). 0: only SnapshotThreshold and TrailingLogs, which count
+	// entries; one entry can carry hundreds of coalesced writes, so by
+	// count alone the log grows for a long time (node/snapshots.go).
+	SnapshotLogBytes uint64
 	// MaxAppendEntries bounds the entries in one replication request and
 	// in one batch handed to the state machine (raft queues up to 128 such
 	// batches, so it also bounds a catching-up member's memory).
@@ -114,6 +122,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   2 * time.Minute,
 		TrailingLogs:       10240,
+		SnapshotLogBytes:   64 << 20,
 		MaxAppendEntries:   8, // entries are coalesced writes of up to 1 MiB (docs/decisions.md)
 		MaxInflightWrites:  4,
 		ApplyTimeout:       10 * time.Second,

@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -28,6 +29,11 @@ type logCache struct {
 	store    raft.LogStore
 	maxLogs  int
 	maxBytes int
+
+	// stored counts the bytes (logEntrySize) of every entry ever stored,
+	// for the snapshot trigger by log volume (snapshots.go).
+	stored        atomic.Uint64
+	storedEntries atomic.Uint64
 
 	mu    sync.RWMutex
 	logs  []*raft.Log // oldest first, contiguous indexes
@@ -84,6 +90,12 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	if err := c.store.StoreLogs(logs); err != nil {
 		return fmt.Errorf("unable to store logs within log store, err: %q", err)
 	}
+	var added uint64
+	for _, l := range logs {
+		added += uint64(logEntrySize(l))
+	}
+	c.stored.Add(added)
+	c.storedEntries.Add(uint64(len(logs)))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, l := range logs {

@@ -38,6 +38,7 @@ type Node struct {
 	client   *http.Client // forwarding and member status
 	metrics  *metrics
 	batch    *batcher // coalesces client writes into raft entries
+	logCache *logCache
 
 	reads readIndex
 
@@ -97,6 +98,9 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.batch = newBatcher(n, cfg.MaxInflightWrites)
 	n.goRun(n.batch.run)
+	if cfg.SnapshotLogBytes > 0 {
+		n.goRun(n.snapshotByLogBytes)
+	}
 	if err := n.startHTTP(); err != nil {
 		return nil, err
 	}
@@ -149,6 +153,7 @@ func (n *Node) openRaft() error {
 	if err != nil {
 		return fmt.Errorf("node: log cache: %w", err)
 	}
+	n.logCache = logs
 	hl := hclogAdapter(n.log, "raft")
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, snapDir), retainSnp, hl)
 	if err != nil {

@@ -40,6 +40,7 @@ func nodeRunFlags() []cli.Flag {
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "non-voter", Usage: "join as a non-voting read replica", EnvVars: env("NON_VOTER")}),
 		altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "snapshot-threshold", Value: d.SnapshotThreshold, Usage: "log entries between snapshots", EnvVars: env("SNAPSHOT_THRESHOLD")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "snapshot-interval", Value: d.SnapshotInterval, Usage: "how often to check whether to snapshot", EnvVars: env("SNAPSHOT_INTERVAL")}),
+		altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "snapshot-log-bytes", Value: d.SnapshotLogBytes, Usage: "also snapshot after this many bytes of raft log (or a quarter of the store's size, if more), keeping about half as much behind it; 0 disables", EnvVars: env("SNAPSHOT_LOG_BYTES")}),
 		altsrc.NewUint64Flag(&cli.Uint64Flag{Name: "trailing-logs", Value: d.TrailingLogs, Usage: "log entries kept after a snapshot", EnvVars: env("TRAILING_LOGS")}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "pprof", Usage: "serve Go's profiler under /debug/pprof/ on the HTTP address", EnvVars: env("PPROF")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-append-entries", Value: d.MaxAppendEntries, Usage: "most log entries in one replication request (and one batch handed to the state machine)", EnvVars: env("MAX_APPEND_ENTRIES")}),
@@ -93,6 +94,7 @@ func nodeRunCommand() *cli.Command {
 			cfg.SnapshotThreshold = c.Uint64("snapshot-threshold")
 			cfg.SnapshotInterval = c.Duration("snapshot-interval")
 			cfg.TrailingLogs = c.Uint64("trailing-logs")
+			cfg.SnapshotLogBytes = c.Uint64("snapshot-log-bytes")
 			cfg.SyncEveryCommit = c.Bool("fsm-sync")
 			cfg.MaxInflightWrites = c.Int("max-inflight-writes")
 			cfg.MaxAppendEntries = c.Int("max-append-entries")
