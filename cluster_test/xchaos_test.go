@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	mrand "math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -355,11 +356,25 @@ var (
 			waitVoters(r, admin)
 		}
 		remove := func(i int) {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			if _, err := admin.RemoveMember(ctx, r.c.nodes[i].id); err != nil {
-				r.t.Fatalf("remove %s: %v", r.c.nodes[i].id, err)
-			}
+			id := r.c.nodes[i].id
+			// A removal is not retried by the client when its outcome is
+			// ambiguous (a timeout while leadership moves), as an operator
+			// would retry it: ask again until the member is gone.
+			pollUntil(r.t, "remove "+id, 30*time.Second, func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				ms, err := admin.Members(ctx)
+				if err != nil {
+					return err
+				}
+				if !slices.ContainsFunc(ms.Members, func(m api.Member) bool { return m.ID == id }) {
+					return nil
+				}
+				if _, err := admin.RemoveMember(ctx, id); err != nil {
+					return fmt.Errorf("remove %s: %w", id, err)
+				}
+				return nil
+			})
 			r.c.nodes[i].removed = true
 			r.fault("remove %s", r.c.nodes[i].id)
 			r.c.stop(i)
