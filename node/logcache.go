@@ -90,22 +90,20 @@ func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	if err := c.store.StoreLogs(logs); err != nil {
 		return fmt.Errorf("unable to store logs within log store, err: %q", err)
 	}
-	var added uint64
-	for _, l := range logs {
-		added += uint64(logEntrySize(l))
-	}
-	c.stored.Add(added)
-	c.storedEntries.Add(uint64(len(logs)))
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	added := 0
 	for _, l := range logs {
 		if n := len(c.logs); n > 0 && c.logs[n-1].Index+1 != l.Index {
 			c.resetLocked()
 		}
 		cp := *l
 		c.logs = append(c.logs, &cp)
+		added += logEntrySize(&cp)
 		c.bytes += logEntrySize(&cp)
 	}
+	c.stored.Add(uint64(added))
+	c.storedEntries.Add(uint64(len(logs)))
 	drop := 0
 	for drop < len(c.logs) && (len(c.logs)-drop > c.maxLogs || c.bytes > c.maxBytes) {
 		c.bytes -= logEntrySize(c.logs[drop])
