@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -29,6 +30,11 @@ type Client struct {
 	maxRev atomic.Uint64
 	closed atomic.Bool
 
+	// Generated idempotency keys are idemPrefix followed by the next
+	// idemSeq, both hex (see newIdempotencyKey).
+	idemPrefix string
+	idemSeq    atomic.Uint64
+
 	discoverMu sync.Mutex // one discovery at a time
 
 	mu           sync.Mutex
@@ -47,6 +53,9 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, hc: cfg.HTTPClient, log: cfg.Logger, health: map[string]endpointState{}, needDiscover: true}
+	var p [8]byte
+	_, _ = rand.Read(p[:]) // never fails (crypto/rand)
+	c.idemPrefix = hex.EncodeToString(p[:])
 	if c.hc == nil {
 		c.ownHC = true
 		c.hc = &http.Client{Transport: &http.Transport{
@@ -111,10 +120,16 @@ type KeyValue struct {
 	Revision uint64
 }
 
-func newIdempotencyKey() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:]) // never fails (crypto/rand)
-	return hex.EncodeToString(b[:])
+// newIdempotencyKey returns a key no other write of any client uses: this
+// client's random 64-bit prefix and a counter, 32 hex digits in all.
+// Consecutive keys of one client sort next to each other, so the server's
+// idempotency table grows at one place per client instead of at a random
+// page per write (a third less state-machine work per put; see
+// docs/performance.md).
+func (c *Client) newIdempotencyKey() string {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], c.idemSeq.Add(1))
+	return c.idemPrefix + hex.EncodeToString(n[:])
 }
 
 func kvPath(key string) string { return "/v1/kv/" + url.PathEscape(key) }
@@ -123,7 +138,7 @@ func kvPath(key string) string { return "/v1/kv/" + url.PathEscape(key) }
 func (c *Client) write(ctx context.Context, cl *call, o *writeOptions) (*WriteResult, error) {
 	cl.idemKey = o.idemKey
 	if cl.idemKey == "" {
-		cl.idemKey = newIdempotencyKey()
+		cl.idemKey = c.newIdempotencyKey()
 	}
 	cl.route, cl.retry = routeLeader, retryAmbiguous
 	rep, err := c.do(ctx, cl)

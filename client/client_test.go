@@ -654,3 +654,62 @@ func TestRetryAfterLostAnswer(t *testing.T) {
 		t.Fatalf("history %+v %v: want one version at %d", vs, err, w.Revision)
 	}
 }
+
+// keyRecorder is a RoundTripper that records the idempotency key of every
+// write it sends.
+type keyRecorder struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	keys []string
+}
+
+func (k *keyRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
+	if key := req.Header.Get(api.HeaderIdempotencyKey); key != "" {
+		k.mu.Lock()
+		k.keys = append(k.keys, key)
+		k.mu.Unlock()
+	}
+	return k.next.RoundTrip(req)
+}
+
+// TestGeneratedIdempotencyKeys checks the keys a client makes up: unique
+// across clients, and one client's keys share a prefix and ascend, so the
+// server's idempotency table grows at one place per client.
+func TestGeneratedIdempotencyKeys(t *testing.T) {
+	nodes := startCluster(t, 1)
+	ctx := ctxT(t)
+	var recs [2]*keyRecorder
+	for i := range recs {
+		recs[i] = &keyRecorder{next: http.DefaultTransport}
+		c := newClient(t, func(cfg *client.Config) { cfg.HTTPClient = &http.Client{Transport: recs[i]} }, nodes[0].HTTPURL())
+		for j := range 3 {
+			if _, err := c.Put(ctx, fmt.Sprintf("k%d", j), []byte("v")); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.Txn().Put("t", []byte("v")).Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	for i, r := range recs {
+		if len(r.keys) != 4 {
+			t.Fatalf("client %d sent %d keyed writes, want 4: %q", i, len(r.keys), r.keys)
+		}
+		for j, k := range r.keys {
+			if len(k) != 32 || strings.Trim(k, "0123456789abcdef") != "" {
+				t.Fatalf("client %d key %q: want 32 lower-case hex digits", i, k)
+			}
+			if seen[k] {
+				t.Fatalf("key %q used twice", k)
+			}
+			seen[k] = true
+			if j > 0 && (k[:16] != r.keys[0][:16] || k <= r.keys[j-1]) {
+				t.Fatalf("client %d keys %q: want one prefix, ascending", i, r.keys)
+			}
+		}
+	}
+	if recs[0].keys[0][:16] == recs[1].keys[0][:16] {
+		t.Fatalf("two clients share the prefix %q", recs[0].keys[0][:16])
+	}
+}
