@@ -35,6 +35,7 @@ type service interface {
 	TransferLeadership(ctx context.Context, id string) error
 	Ready() error
 	Forward(w http.ResponseWriter, r *http.Request, body []byte) error
+	ForwardWrite(ctx context.Context, t fsm.Txn) (forwardReply, error)
 	WaitForLeaderChange(ctx context.Context, old string) error
 	MetricsHandler() http.Handler
 }
@@ -70,6 +71,7 @@ func newHandler(svc service, log *slog.Logger) http.Handler {
 		{"DELETE /v1/kv/{key...}", h.delete},
 		{"GET /v1/kv", h.list},
 		{"POST /v1/txn", h.txn},
+		{"POST " + forwardPath, h.forwardedWrites},
 		{"GET /v1/history/{key...}", h.history},
 		{"GET /v1/log", h.logRead},
 		{"GET /v1/chain", h.chain},
@@ -446,17 +448,39 @@ func txnFromAPI(req *api.TxnRequest) (fsm.Txn, error) {
 	return t, nil
 }
 
-// write commits t on the leader, forwarding from a follower with the
-// request's body (already read).
+// write commits t on the leader. A follower forwards it: in a batch with
+// other writes (fwdwrites.go), or, when that is not possible, as a proxy
+// of the request with its body (already read).
 func (h *handler) write(w http.ResponseWriter, r *http.Request, body []byte, t fsm.Txn) error {
 	t.IdempotencyKey = r.Header.Get(api.HeaderIdempotencyKey)
 	if !h.svc.IsLeader() {
-		return h.svc.Forward(w, r, body)
+		if r.Header.Get(api.HeaderForwarded) != "" {
+			return h.svc.Forward(w, r, body) // refuses: never forwarded twice
+		}
+		rep, err := h.svc.ForwardWrite(r.Context(), t)
+		if errors.Is(err, errProxyWrite) {
+			return h.svc.Forward(w, r, body)
+		}
+		if err != nil {
+			return err
+		}
+		if rep.revision != 0 {
+			setRevision(w, rep.revision)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(rep.status)
+		_, _ = w.Write(rep.body)
+		return nil
 	}
 	res, err := h.svc.Write(r.Context(), t)
 	if err != nil {
 		return err
 	}
+	return h.answerWrite(w, res)
+}
+
+// answerWrite answers a committed write's result.
+func (h *handler) answerWrite(w http.ResponseWriter, res fsm.TxnResult) error {
 	if res.Err != nil {
 		return res.Err
 	}

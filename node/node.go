@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -37,8 +38,12 @@ type Node struct {
 	raftAddr string
 	client   *http.Client // forwarding and member status
 	metrics  *metrics
-	batch    *batcher // coalesces client writes into raft entries
-	logCache *logCache
+	batch    *batcher   // coalesces client writes into raft entries
+	fwd      *forwarder // gathers a follower's writes for the leader
+	// oldLeader is the id of a leader found not to serve forwardPath (an
+	// older version): while it leads, writes are proxied one by one.
+	oldLeader atomic.Value // string
+	logCache  *logCache
 
 	reads readIndex
 
@@ -84,6 +89,7 @@ func New(cfg Config) (*Node, error) {
 		IdleConnTimeout:     90 * time.Second,
 	}}
 	n.reads.n = n
+	n.watches.maxDelay = cfg.WatchMaxDelay
 	ok := false
 	defer func() {
 		if !ok {
@@ -98,6 +104,8 @@ func New(cfg Config) (*Node, error) {
 	}
 	n.batch = newBatcher(n, cfg.MaxInflightWrites)
 	n.goRun(n.batch.run)
+	n.fwd = newForwarder(n, cfg.MaxInflightWrites)
+	n.goRun(n.fwd.run)
 	if cfg.SnapshotLogBytes > 0 {
 		n.goRun(n.snapshotByLogBytes)
 	}
