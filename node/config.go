@@ -102,6 +102,13 @@ type Config struct {
 	// WatchWriteTimeout cuts off a watcher whose connection accepts no
 	// writes for this long (the client resumes from its last revision).
 	WatchWriteTimeout time.Duration
+	// WatchMaxDelay bounds how long newly applied transactions wait to be
+	// sent to watchers so that one wake-up (one write per stream) carries
+	// several. Watchers are woken at most once per WatchMaxDelay/100 per
+	// open stream, never less often than once per WatchMaxDelay while
+	// writes arrive; a write after a quiet spell is sent at once. 0 wakes
+	// them on every apply.
+	WatchMaxDelay time.Duration
 
 	// EnablePprof serves Go's profiler under /debug/pprof/ on the HTTP
 	// address. Off by default: profiles reveal internals and cost CPU.
@@ -134,6 +141,7 @@ func DefaultConfig() Config {
 		ShutdownTimeout:    10 * time.Second,
 		RetentionInterval:  time.Minute,
 		MaxWatchers:        1024,
+		WatchMaxDelay:      25 * time.Millisecond,
 		WatchWriteTimeout:  10 * time.Second,
 	}
 }
@@ -168,6 +176,8 @@ func (c Config) Validate() error {
 		return bad("max value size %d not in 1..64 MiB", c.MaxValueSize)
 	case c.MaxWatchers <= 0 || c.WatchWriteTimeout <= 0:
 		return bad("max watchers and watch write timeout must be positive")
+	case c.WatchMaxDelay < 0 || c.WatchMaxDelay > time.Second:
+		return bad("watch max delay %s not in 0..1s", c.WatchMaxDelay)
 	case c.RetainAge < 0 || c.RetentionInterval <= 0:
 		return bad("history retention age must not be negative and its interval must be positive")
 	case c.IdempotencyWindow <= 0 || c.IdempotencyWindow > fsm.MaxIdempotencyWindow:

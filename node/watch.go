@@ -64,11 +64,6 @@ const (
 	// a buffer grown past watchKeepBytes is dropped after its write.
 	watchWriteBytes = 64 << 10
 	watchKeepBytes  = 1 << 20
-	// The filler wakes the waiting watchers at most once per
-	// watchWakePerWatcher x open streams, and at least once per
-	// watchWakeMax while records arrive (see fill).
-	watchWakePerWatcher = 100 * time.Microsecond
-	watchWakeMax        = 10 * time.Millisecond
 )
 
 // watchHub is a node's watch state: the open streams, the shared tail of
@@ -83,6 +78,9 @@ type watchHub struct {
 	idle    chan struct{} // tells the filler that active dropped to 0
 	stop    chan struct{}
 	closed  bool
+
+	// maxDelay is Config.WatchMaxDelay (see wakeInterval).
+	maxDelay time.Duration
 
 	cache watchCache
 }
@@ -145,12 +143,13 @@ func (w *watchHub) release() {
 }
 
 // wakeInterval is the least time between two wake-ups of the waiting
-// watchers: 100 µs per open stream, at most 10 ms.
+// watchers: Config.WatchMaxDelay/100 per open stream, at most
+// WatchMaxDelay.
 func (w *watchHub) wakeInterval() time.Duration {
 	w.mu.Lock()
 	n := w.active
 	w.mu.Unlock()
-	return min(watchWakeMax, time.Duration(n)*watchWakePerWatcher)
+	return min(w.maxDelay, time.Duration(n)*(w.maxDelay/100))
 }
 
 // fill appends newly applied records to the cache until no watcher is
@@ -160,11 +159,11 @@ func (w *watchHub) wakeInterval() time.Duration {
 // waiting on the cache are woken (publish) at most once per
 // wakeInterval: a write after a quiet spell wakes them at once, while
 // under a steady stream of batches each wake-up carries the batches of
-// up to 10 ms. Every wake-up costs each watcher a write system call
-// (and its reader a read), so with 100 watchers this bounds the fan-out
-// to about 100 x 100 writes per second however small and frequent the
-// batches are, at the price of up to 10 ms of extra delivery delay
-// while writes stream in. A watcher that is still busy writing does not
+// up to WatchMaxDelay (25 ms by default). Every wake-up costs each watcher
+// a write system call (and its reader a read), so with 100 watchers this
+// bounds the fan-out to about 100 x 40 writes per second however small
+// and frequent the batches are, at the price of up to 25 ms of extra
+// delivery delay while writes stream in. A watcher that is still busy writing does not
 // wait: it takes the new records from the cache when it is done.
 func (w *watchHub) fill(f *fsm.FSM, stop <-chan struct{}) {
 	var (

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -503,5 +504,38 @@ func TestWatchConcurrentBurst(t *testing.T) {
 		if !slices.Equal(got, revs) {
 			t.Fatalf("watcher %d: revisions %v, want %v", i, got, revs)
 		}
+	}
+}
+
+// TestWatchMaxDelay checks the wake-up interval's bounds and the
+// setting's validation.
+func TestWatchMaxDelay(t *testing.T) {
+	for _, c := range []struct {
+		max     time.Duration
+		streams int
+		want    time.Duration
+	}{
+		{25 * time.Millisecond, 1, 250 * time.Microsecond},
+		{25 * time.Millisecond, 40, 10 * time.Millisecond},
+		{25 * time.Millisecond, 100, 25 * time.Millisecond},
+		{25 * time.Millisecond, 1000, 25 * time.Millisecond},
+		{0, 100, 0},
+	} {
+		w := &watchHub{maxDelay: c.max, active: c.streams}
+		if got := w.wakeInterval(); got != c.want {
+			t.Errorf("max %s, %d streams: wake interval %s, want %s", c.max, c.streams, got, c.want)
+		}
+	}
+	for _, d := range []time.Duration{-time.Millisecond, 2 * time.Second} {
+		cfg := testConfig(t, "n1")
+		cfg.WatchMaxDelay = d
+		if err := cfg.Validate(); !errors.Is(err, ErrInvalidConfig) {
+			t.Errorf("WatchMaxDelay %s: %v, want ErrInvalidConfig", d, err)
+		}
+	}
+	cfg := testConfig(t, "n1")
+	cfg.WatchMaxDelay = 0
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("WatchMaxDelay 0: %v", err)
 	}
 }

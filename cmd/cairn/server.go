@@ -45,6 +45,7 @@ func nodeRunFlags() []cli.Flag {
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "pprof", Usage: "serve Go's profiler under /debug/pprof/ on the HTTP address", EnvVars: env("PPROF")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-append-entries", Value: d.MaxAppendEntries, Usage: "most log entries in one replication request (and one batch handed to the state machine)", EnvVars: env("MAX_APPEND_ENTRIES")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-inflight-writes", Value: d.MaxInflightWrites, Usage: "raft entries of coalesced client writes in flight at once (writes arriving meanwhile share the next entry)", EnvVars: env("MAX_INFLIGHT_WRITES")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "watch-max-delay", Value: d.WatchMaxDelay, Usage: "longest a committed change waits so that watchers get several per write (1/100 of it per open stream; 0 sends each apply at once)", EnvVars: env("WATCH_MAX_DELAY")}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "fsm-sync", Usage: "fsync the object store on every apply (raft's log is always fsynced; see docs/decisions.md)", EnvVars: env("FSM_SYNC")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "election-timeout", Value: d.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT")}),
@@ -99,6 +100,7 @@ func nodeRunCommand() *cli.Command {
 			cfg.MaxInflightWrites = c.Int("max-inflight-writes")
 			cfg.MaxAppendEntries = c.Int("max-append-entries")
 			cfg.EnablePprof = c.Bool("pprof")
+			cfg.WatchMaxDelay = c.Duration("watch-max-delay")
 			cfg.HeartbeatTimeout = c.Duration("heartbeat-timeout")
 			cfg.ElectionTimeout = c.Duration("election-timeout")
 			cfg.LeaderLeaseTimeout = c.Duration("leader-lease-timeout")
