@@ -181,13 +181,10 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 			}
 		}
 		meta := tx.Bucket(bucketMeta)
-		switch v := meta.Get(metaSchema); {
-		case v == nil:
+		if meta.Get(metaSchema) == nil {
 			return meta.Put(metaSchema, u64(schemaVersion))
-		case getU64(v) != schemaVersion:
-			return fmt.Errorf("%w: database schema %d (this build reads %d)", ErrUnknownVersion, getU64(v), schemaVersion)
 		}
-		return nil
+		return migrate(tx)
 	})
 	if err != nil {
 		_ = db.Close()
@@ -559,12 +556,11 @@ func (a *applier) txn(t *Txn, now int64, limits Limits) (TxnResult, error) {
 	if err := ValidateTxn(t, limits); err != nil {
 		return TxnResult{Time: time.Unix(0, now).UTC(), Err: err}, nil
 	}
-	objects := a.tx.Bucket(bucketObjects)
 	versions := a.tx.Bucket(bucketVersions)
 
 	var conflicts []Conflict
 	for _, p := range t.Preconditions {
-		ok, cur, err := checkPrecondition(objects, versions, p)
+		ok, cur, err := checkPrecondition(versions, p)
 		if err != nil {
 			return TxnResult{}, err
 		}
@@ -602,17 +598,16 @@ func (a *applier) txn(t *Txn, now int64, limits Limits) (TxnResult, error) {
 // the record (canon, its canonical bytes) with its chain hash, advancing
 // revision, head and time.
 func (a *applier) writeRecord(rec *Record, canon []byte) (Hash, error) {
-	objects := a.tx.Bucket(bucketObjects)
 	versions := a.tx.Bucket(bucketVersions)
 	for _, o := range rec.Ops {
 		var err error
 		switch o.Kind {
 		case OpPut:
-			err = putKey(objects, versions, o.Key, o.Value, rec.Revision)
+			err = putKey(versions, o.Key, o.Value, rec.Revision)
 		case OpDelete:
-			err = deleteKey(objects, versions, []byte(o.Key), rec.Revision)
+			err = deleteKey(versions, o.Key, rec.Revision)
 		case OpDeletePrefix:
-			err = deletePrefix(objects, versions, o.Key, rec.Revision)
+			err = deletePrefix(versions, o.Key, rec.Revision)
 		default:
 			err = fmt.Errorf("%w: record %d has operation kind %d", ErrCorruptCommand, rec.Revision, o.Kind)
 		}
@@ -690,72 +685,74 @@ func (a *applier) sweepIdempotency() error {
 	return nil
 }
 
-func checkPrecondition(objects, versions *bolt.Bucket, p Precondition) (ok bool, current uint64, err error) {
-	v := objects.Get([]byte(p.Key))
-	if v != nil {
-		if current, _, err = decodeObject(v); err != nil {
-			return false, 0, err
-		}
+// latest returns key's current state from its newest versions entry:
+// whether it exists, its modification and creation revisions and its
+// value (a slice into the page; copy it before the transaction ends).
+func latest(versions *bolt.Bucket, key string) (exists bool, modRev, createRev uint64, value []byte, err error) {
+	k, v := seekAtOrBefore(versions.Cursor(), key, ^uint64(0))
+	if k == nil {
+		return false, 0, 0, nil, nil
+	}
+	_, modRev, err = splitVersionKey(k)
+	if err != nil {
+		return false, 0, 0, nil, err
+	}
+	tomb, createRev, value, err := decodeVersion(v)
+	if err != nil || tomb {
+		return false, 0, 0, nil, err
+	}
+	return true, modRev, createRev, value, nil
+}
+
+func checkPrecondition(versions *bolt.Bucket, p Precondition) (ok bool, current uint64, err error) {
+	exists, current, _, val, err := latest(versions, p.Key)
+	if err != nil {
+		return false, 0, err
 	}
 	switch p.Kind {
 	case CondExists:
-		return v != nil, current, nil
+		return exists, current, nil
 	case CondAbsent:
-		return v == nil, current, nil
+		return !exists, current, nil
 	case CondRevision:
-		return v != nil && current == p.Revision, current, nil
+		return exists && current == p.Revision, current, nil
 	case CondValue:
-		if v == nil {
-			return false, 0, nil
-		}
-		_, _, val, err := decodeVersion(versions.Get(versionKey(p.Key, current)))
-		if err != nil {
-			return false, 0, err
-		}
-		return bytes.Equal(val, p.Value), current, nil
+		return exists && bytes.Equal(val, p.Value), current, nil
 	}
 	return false, current, nil
 }
 
-func putKey(objects, versions *bolt.Bucket, key string, value []byte, rev uint64) error {
-	createRev := rev
-	if v := objects.Get([]byte(key)); v != nil {
-		_, cr, err := decodeObject(v)
-		if err != nil {
-			return err
-		}
-		createRev = cr
-	}
-	if err := versions.Put(versionKey(key, rev), encodeVersion(false, createRev, value)); err != nil {
-		return err
-	}
-	return objects.Put([]byte(key), encodeObject(rev, createRev))
-}
-
-func deleteKey(objects, versions *bolt.Bucket, key []byte, rev uint64) error {
-	v := objects.Get(key)
-	if v == nil {
-		return nil
-	}
-	_, createRev, err := decodeObject(v)
+func putKey(versions *bolt.Bucket, key string, value []byte, rev uint64) error {
+	exists, _, createRev, _, err := latest(versions, key)
 	if err != nil {
 		return err
 	}
-	if err := versions.Put(versionKey(string(key), rev), encodeVersion(true, createRev, nil)); err != nil {
-		return err
+	if !exists {
+		createRev = rev
 	}
-	return objects.Delete(key)
+	return versions.Put(versionKey(key, rev), encodeVersion(false, createRev, value))
 }
 
-func deletePrefix(objects, versions *bolt.Bucket, prefix string, rev uint64) error {
-	var keys [][]byte
-	c := objects.Cursor()
-	p := []byte(prefix)
-	for k, _ := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, _ = c.Next() {
-		keys = append(keys, bytes.Clone(k))
+// deleteKey writes a tombstone for key if it exists.
+func deleteKey(versions *bolt.Bucket, key string, rev uint64) error {
+	exists, _, createRev, _, err := latest(versions, key)
+	if err != nil || !exists {
+		return err
+	}
+	return versions.Put(versionKey(key, rev), encodeVersion(true, createRev, nil))
+}
+
+func deletePrefix(versions *bolt.Bucket, prefix string, rev uint64) error {
+	var keys []string
+	err := eachCurrent(versions.Cursor(), prefix, "", func(key string, _ uint64, _ []byte) (bool, error) {
+		keys = append(keys, key)
+		return true, nil
+	})
+	if err != nil {
+		return err
 	}
 	for _, k := range keys {
-		if err := deleteKey(objects, versions, k, rev); err != nil {
+		if err := deleteKey(versions, k, rev); err != nil {
 			return err
 		}
 	}
@@ -1018,8 +1015,9 @@ func checkDatabase(path string) error {
 				return fmt.Errorf("%w: bucket %q missing", ErrCorruptSnapshot, b)
 			}
 		}
-		if v := getU64(tx.Bucket(bucketMeta).Get(metaSchema)); v != schemaVersion {
-			return fmt.Errorf("%w: %w: database schema %d (this build reads %d)", ErrCorruptSnapshot, ErrUnknownVersion, v, schemaVersion)
+		// Schema 1 is migrated when the restored file is opened.
+		if v := getU64(tx.Bucket(bucketMeta).Get(metaSchema)); v != schemaVersion && v != 1 {
+			return fmt.Errorf("%w: %w: database schema %d (this build reads %d and 1)", ErrCorruptSnapshot, ErrUnknownVersion, v, schemaVersion)
 		}
 		return nil
 	})

@@ -36,7 +36,7 @@ func (f *FSM) Get(key string, rev uint64) (KeyValue, uint64, error) {
 			return err
 		}
 		var found bool
-		kv, found, err = getAt(tx, key, at, rev == 0)
+		kv, found, err = getAt(tx, key, at)
 		if err != nil {
 			return err
 		}
@@ -48,31 +48,15 @@ func (f *FSM) Get(key string, rev uint64) (KeyValue, uint64, error) {
 	return kv, at, err
 }
 
-// getAt reads one key at a revision; current says the revision is the
-// newest, so the objects bucket answers directly.
-func getAt(tx *bolt.Tx, key string, at uint64, current bool) (KeyValue, bool, error) {
-	versions := tx.Bucket(bucketVersions)
-	if current {
-		v := tx.Bucket(bucketObjects).Get([]byte(key))
-		if v == nil {
-			return KeyValue{}, false, nil
-		}
-		mod, _, err := decodeObject(v)
-		if err != nil {
-			return KeyValue{}, false, err
-		}
-		_, cr, val, err := decodeVersion(versions.Get(versionKey(key, mod)))
-		if err != nil {
-			return KeyValue{}, false, err
-		}
-		return KeyValue{Key: key, Value: bytes.Clone(val), CreateRevision: cr, ModRevision: mod}, true, nil
-	}
-	k, v := seekAtOrBefore(versions.Cursor(), key, at)
+// getAt reads one key at a revision: its newest history entry at or
+// before it (a tombstone there means absent).
+func getAt(tx *bolt.Tx, key string, at uint64) (KeyValue, bool, error) {
+	k, v := seekAtOrBefore(tx.Bucket(bucketVersions).Cursor(), key, at)
 	if k == nil {
 		return KeyValue{}, false, nil
 	}
-	vkey, r, err := splitVersionKey(k)
-	if err != nil || vkey != key {
+	_, r, err := splitVersionKey(k)
+	if err != nil {
 		return KeyValue{}, false, err
 	}
 	tomb, cr, val, err := decodeVersion(v)
@@ -147,21 +131,46 @@ func seekStart(prefix, startAfter string) []byte {
 }
 
 func listCurrent(tx *bolt.Tx, prefix, startAfter string, emit func(KeyValue) bool) error {
-	versions := tx.Bucket(bucketVersions)
-	c := tx.Bucket(bucketObjects).Cursor()
+	return eachCurrent(tx.Bucket(bucketVersions).Cursor(), prefix, startAfter, func(key string, mod uint64, v []byte) (bool, error) {
+		_, cr, val, err := decodeVersion(v)
+		if err != nil {
+			return false, err
+		}
+		return emit(KeyValue{Key: key, Value: bytes.Clone(val), CreateRevision: cr, ModRevision: mod}), nil
+	})
+}
+
+// eachCurrent calls fn, in key order, for every existing key under prefix
+// that sorts after startAfter, with its newest history entry's revision
+// and value bytes (valid until the transaction ends), until fn returns
+// false. It goes from one key's newest entry to the next key's with one
+// seek per key, however long their histories are.
+func eachCurrent(c *bolt.Cursor, prefix, startAfter string, fn func(key string, modRev uint64, v []byte) (bool, error)) error {
 	p := []byte(prefix)
-	for k, v := c.Seek(seekStart(prefix, startAfter)); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
-		mod, _, err := decodeObject(v)
+	k, _ := c.Seek(seekStart(prefix, startAfter))
+	for k != nil && bytes.HasPrefix(k, p) {
+		key, _, err := splitVersionKey(k)
 		if err != nil {
 			return err
 		}
-		_, cr, val, err := decodeVersion(versions.Get(versionKey(string(k), mod)))
+		lk, lv := seekAtOrBefore(c, key, ^uint64(0))
+		if lk == nil {
+			return fmt.Errorf("fsm: history of %q not found again", key)
+		}
+		_, r, err := splitVersionKey(lk)
 		if err != nil {
 			return err
 		}
-		if !emit(KeyValue{Key: string(k), Value: bytes.Clone(val), CreateRevision: cr, ModRevision: mod}) {
-			return nil
+		tomb, _, _, err := decodeVersion(lv)
+		if err != nil {
+			return err
 		}
+		if !tomb {
+			if ok, err := fn(key, r, lv); err != nil || !ok {
+				return err
+			}
+		}
+		k, _ = c.Next()
 	}
 	return nil
 }

@@ -3,12 +3,13 @@ package fsm
 import (
 	"encoding/binary"
 	"fmt"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // The bbolt layout. Every bucket and key layout of the store is named here.
 //
 //	meta     name                        -> value (see the meta* keys)
-//	objects  key                         -> modRev u64 | createRev u64
 //	versions key | 0x00 | rev u64        -> flags u8 | createRev u64 | value
 //	txns     rev u64                     -> hash [32] | canonical record
 //	idem     idempotency key             -> expires i64 | result
@@ -16,18 +17,26 @@ import (
 //	members  member id                   -> uvarint-prefixed http addr, raft addr
 //
 // Integers are big-endian so byte order is numeric order. Keys never hold
-// NUL, so "key | 0x00 | rev" sorts by key and then by revision.
+// NUL, so "key | 0x00 | rev" sorts by key and then by revision, and a
+// key's newest versions entry is its current state (a tombstone: absent).
+//
+// Schema 1 also kept objects (key -> modRev | createRev), an index of the
+// current keys. It duplicated what the newest versions entry says and cost
+// every put a second B-tree write at a random page; Open and Restore drop
+// it (migrate).
 var (
 	bucketMeta     = []byte("meta")
-	bucketObjects  = []byte("objects")
 	bucketVersions = []byte("versions")
 	bucketTxns     = []byte("txns")
 	bucketIdem     = []byte("idem")
 	bucketIdemExp  = []byte("idemexp")
 	bucketMembers  = []byte("members")
 
-	allBuckets = [][]byte{bucketMeta, bucketObjects, bucketVersions, bucketTxns,
+	allBuckets = [][]byte{bucketMeta, bucketVersions, bucketTxns,
 		bucketIdem, bucketIdemExp, bucketMembers}
+
+	// bucketObjectsV1 is schema 1's index of current keys.
+	bucketObjectsV1 = []byte("objects")
 )
 
 // Keys of the meta bucket.
@@ -44,8 +53,28 @@ var (
 	metaCompactCursor = []byte("compact_cursor") // physical compaction phase and position (compact.go); absent when done
 )
 
-// schemaVersion is the bbolt layout version; Open refuses any other.
-const schemaVersion = 1
+// schemaVersion is the bbolt layout version. Open and Restore migrate
+// schema 1 and refuse any other.
+const schemaVersion = 2
+
+// migrate brings a database of an older schema to schemaVersion inside
+// tx. It refuses a schema it does not know.
+func migrate(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	switch v := getU64(meta.Get(metaSchema)); v {
+	case schemaVersion:
+		return nil
+	case 1:
+		if tx.Bucket(bucketObjectsV1) != nil {
+			if err := tx.DeleteBucket(bucketObjectsV1); err != nil {
+				return err
+			}
+		}
+		return meta.Put(metaSchema, u64(schemaVersion))
+	default:
+		return fmt.Errorf("%w: database schema %d (this build reads %d and 1)", ErrUnknownVersion, v, schemaVersion)
+	}
+}
 
 // Flags of a versions entry.
 const verTombstone byte = 1
@@ -77,20 +106,6 @@ func splitVersionKey(k []byte) (string, uint64, error) {
 		return "", 0, fmt.Errorf("fsm: malformed version key %q", k)
 	}
 	return string(k[:len(k)-9]), binary.BigEndian.Uint64(k[len(k)-8:]), nil
-}
-
-func encodeObject(modRev, createRev uint64) []byte {
-	b := make([]byte, 16)
-	binary.BigEndian.PutUint64(b, modRev)
-	binary.BigEndian.PutUint64(b[8:], createRev)
-	return b
-}
-
-func decodeObject(b []byte) (modRev, createRev uint64, err error) {
-	if len(b) != 16 {
-		return 0, 0, fmt.Errorf("fsm: malformed object entry (%d bytes)", len(b))
-	}
-	return binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]), nil
 }
 
 func encodeVersion(tombstone bool, createRev uint64, value []byte) []byte {

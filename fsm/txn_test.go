@@ -9,11 +9,11 @@ import (
 )
 
 // bucketCounts are the sizes of the buckets a transaction writes to.
-type bucketCounts struct{ objects, versions, txns, idem int }
+type bucketCounts struct{ versions, txns, idem int }
 
 func (tf *testFSM) counts() bucketCounts {
 	tf.t.Helper()
-	return bucketCounts{tf.count(bucketObjects), tf.count(bucketVersions), tf.count(bucketTxns), tf.count(bucketIdem)}
+	return bucketCounts{tf.count(bucketVersions), tf.count(bucketTxns), tf.count(bucketIdem)}
 }
 
 func TestPreconditions(t *testing.T) {
