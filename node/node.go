@@ -150,7 +150,13 @@ func (n *Node) openRaft() error {
 	n.fsm = f
 	store, err := raftboltdb.New(raftboltdb.Options{
 		Path:        filepath.Join(cfg.DataDir, raftFile),
-		BoltOptions: &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true},
+		// The log is truncated from the front after every snapshot, so its
+		// free list grows long: bbolt's default array free list merges it
+		// in full on every commit. In TestScale's throughput phase at
+		// 1,000,000 objects the free list took 7 % of the node's CPU
+		// under StoreLogs with the array type, 1 % with the map type.
+		// Neither is stored (NoFreelistSync); bbolt rebuilds it at open.
+		BoltOptions: &bolt.Options{Timeout: 5 * time.Second, NoFreelistSync: true, FreelistType: bolt.FreelistMapType},
 	})
 	if err != nil {
 		return fmt.Errorf("node: raft log store: %w", err)

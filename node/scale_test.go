@@ -28,6 +28,7 @@ package node
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -100,9 +101,31 @@ func scaleKey(i uint64) string { return fmt.Sprintf("obj/%016x", splitmix64(i)) 
 // what they cost.
 var scaleNoIdem = os.Getenv("CAIRN_SCALE_IDEM") == "0"
 
-// scaleTxn is one put of a 256-byte value with a random 128-bit
-// idempotency key, as the Go client sends every write.
-func scaleTxn(key string, rng *rand.Rand) fsm.Txn {
+// scaleClient makes idempotency keys as one Go client does: a random
+// 64-bit prefix, then a counter (client.Client's newIdempotencyKey). Each
+// writer goroutine is a client of its own.
+type scaleClient struct {
+	prefix [8]byte
+	seq    uint64
+}
+
+func newScaleClient(rng *rand.Rand) *scaleClient {
+	c := &scaleClient{}
+	binary.BigEndian.PutUint64(c.prefix[:], rng.Uint64())
+	return c
+}
+
+func (c *scaleClient) idempotencyKey() string {
+	c.seq++
+	var b [16]byte
+	copy(b[:], c.prefix[:])
+	binary.BigEndian.PutUint64(b[8:], c.seq)
+	return hex.EncodeToString(b[:])
+}
+
+// scaleTxn is one put of a 256-byte value with an idempotency key, as the
+// Go client sends every write.
+func scaleTxn(key string, rng *rand.Rand, c *scaleClient) fsm.Txn {
 	v := make([]byte, scaleValueSize)
 	for j := 0; j < len(v); j += 8 {
 		x := rng.Uint64()
@@ -110,13 +133,9 @@ func scaleTxn(key string, rng *rand.Rand) fsm.Txn {
 			v[j+k] = byte(x >> (8 * k))
 		}
 	}
-	var idem [16]byte
-	for j := range idem {
-		idem[j] = byte(rng.Uint32())
-	}
 	t := fsm.Txn{Ops: []fsm.Op{{Kind: fsm.OpPut, Key: key, Value: v}}}
 	if !scaleNoIdem {
-		t.IdempotencyKey = hex.EncodeToString(idem[:])
+		t.IdempotencyKey = c.idempotencyKey()
 	}
 	return t
 }
@@ -367,12 +386,13 @@ func loadObjects(t *testing.T, n *Node, from, to uint64, writers int) time.Durat
 		go func(seed uint64) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, 0x5ca1e))
+			cl := newScaleClient(rng)
 			for ctx.Err() == nil {
 				i := next.Add(1) - 1
 				if i >= to {
 					return
 				}
-				res, err := n.Write(ctx, scaleTxn(scaleKey(i), rng))
+				res, err := n.Write(ctx, scaleTxn(scaleKey(i), rng, cl))
 				if err == nil {
 					err = res.Err
 				}
@@ -480,8 +500,9 @@ func throughput(t *testing.T, n *Node, writers int, keys uint64, d time.Duration
 		go func(w int) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
+			cl := newScaleClient(rng)
 			for ctx.Err() == nil {
-				txn := scaleTxn(scaleKey(rng.Uint64N(keys)), rng)
+				txn := scaleTxn(scaleKey(rng.Uint64N(keys)), rng, cl)
 				t0 := time.Now()
 				res, err := n.Write(ctx, txn)
 				if err == nil {
