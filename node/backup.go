@@ -26,9 +26,9 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if !r.URL.Query().Has("consistency") {
+	if !query(r).Has("consistency") {
 		// A backup is served locally unless asked otherwise.
-		q := r.URL.Query()
+		q := query(r)
 		q.Set("consistency", api.Stale)
 		r.URL.RawQuery = q.Encode()
 	}
@@ -38,7 +38,7 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request) error {
 	st := h.svc.State()
 	// Check the request before the status line goes out: after it, an
 	// error can only cut the stream (the file's checksums then fail).
-	if r.URL.Query().Has("since") {
+	if query(r).Has("since") {
 		if _, err := st.HashAt(since); err != nil {
 			return err
 		}
@@ -46,7 +46,7 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set(api.HeaderRevision, strconv.FormatUint(st.Revision(), 10))
 	w.WriteHeader(http.StatusOK)
-	if r.URL.Query().Has("since") {
+	if query(r).Has("since") {
 		_, err = st.WriteIncrementalBackup(w, since, time.Now())
 	} else {
 		_, err = st.WriteFullBackup(w, time.Now())

@@ -149,7 +149,7 @@ func (n *Node) openRaft() error {
 	}
 	n.fsm = f
 	store, err := raftboltdb.New(raftboltdb.Options{
-		Path:        filepath.Join(cfg.DataDir, raftFile),
+		Path: filepath.Join(cfg.DataDir, raftFile),
 		// The log is truncated from the front after every snapshot, so its
 		// free list grows long: bbolt's default array free list merges it
 		// in full on every commit. In TestScale's throughput phase at

@@ -402,7 +402,7 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) error {
 	if err := knownParams(r, "prefix", "from_revision", "progress_interval"); err != nil {
 		return err
 	}
-	q := r.URL.Query()
+	q := query(r)
 	prefix := q.Get("prefix")
 	if prefix != "" {
 		if err := fsm.ValidateKey(prefix); err != nil {
