@@ -149,16 +149,7 @@ func (b *batcher) run() {
 			bytes += r.size
 			return len(batch) < maxBatchTxns && bytes < maxBatchBytes
 		}
-		more := take(first)
-	gather:
-		for more {
-			select {
-			case r := <-b.reqs:
-				more = take(r)
-			default:
-				break gather
-			}
-		}
+		gatherQueued(first, b.reqs, take)
 		if len(batch) == 0 {
 			<-b.slots
 			continue
@@ -218,6 +209,19 @@ func (b *batcher) drain(d time.Duration) {
 		select {
 		case b.slots <- struct{}{}:
 		case <-t.C:
+			return
+		}
+	}
+}
+
+// gatherQueued hands take first and then what is already queued on ch,
+// without waiting, until take reports the batch full.
+func gatherQueued[T any](first T, ch <-chan T, take func(T) bool) {
+	for more := take(first); more; {
+		select {
+		case r := <-ch:
+			more = take(r)
+		default:
 			return
 		}
 	}

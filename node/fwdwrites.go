@@ -142,16 +142,7 @@ func (f *forwarder) run() {
 			size += r.size
 			return len(batch) < maxBatchTxns && size < f.maxBytes/2
 		}
-		more := take(first)
-	gather:
-		for more {
-			select {
-			case r := <-f.reqs:
-				more = take(r)
-			default:
-				break gather
-			}
-		}
+		gatherQueued(first, f.reqs, take)
 		if len(batch) == 0 {
 			<-f.slots
 			continue
