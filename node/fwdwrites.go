@@ -209,6 +209,11 @@ func (f *forwarder) send(id, leaderURL string, reqs []*fwdReq) {
 		f.n.oldLeader.Store(id)
 		answer(fwdResult{err: errProxyWrite})
 		return
+	case resp.StatusCode == http.StatusRequestEntityTooLarge:
+		// The leader's request limit is lower than this member's: the
+		// batch was too large there, not its writes. Proxy them one by one.
+		answer(fwdResult{err: errProxyWrite})
+		return
 	case resp.StatusCode != http.StatusOK:
 		// The whole batch was refused (not the leader any more, shutting
 		// down): every write gets that answer.

@@ -166,8 +166,8 @@ func TestForwardedWritesShareRequest(t *testing.T) {
 
 // TestForwardAnswers checks how a follower treats the leader's answer to
 // a batch: passed on per write, the whole batch's refusal given to each,
-// a leader without the route (an older version) makes it proxy instead,
-// and a garbled answer is an error, not a made-up result.
+// a leader without the route (an older version) or with a lower request
+// limit makes it proxy instead, and a garbled answer is an error, not a made-up result.
 func TestForwardAnswers(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -239,6 +239,24 @@ func TestForwardAnswers(t *testing.T) {
 		if g.err == nil {
 			t.Fatalf("garbled answer taken as %+v", g.reply)
 		}
+	}
+
+	// A leader with a lower request limit refuses the batch as too
+	// large: its writes are proxied one by one, and the leader is not
+	// taken for an older version.
+	answer = func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		_, _ = w.Write([]byte(`{"error":{"code":"too_large"}}`))
+	}
+	reqs = batch()
+	f.send("l1", srv.URL, reqs)
+	for _, g := range results(reqs) {
+		if !errors.Is(g.err, errProxyWrite) {
+			t.Fatalf("batch too large for the leader: %+v", g)
+		}
+	}
+	if old, _ := n.oldLeader.Load().(string); old != "" {
+		t.Fatalf("leader with a lower limit recorded as old: %q", old)
 	}
 
 	// An older leader without the route: proxy while it leads.
