@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"fmt"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -16,30 +17,54 @@ import (
 //     each, as raft's batching delivers independent proposals.
 //   - txnsPerEntry=N: one ApplyBatch call of one entry holding N
 //     transactions, as a proposer that coalesces writes would send them.
+//   - txnsPerEntry=64,keys=100000: the same with keys drawn at random from
+//     100,000 that are all written once before timing starts, as in
+//     `make bench-cluster`: each put then lands on a random page of a
+//     large history B-tree, which is what a busy member's apply costs.
 //
 // Each ApplyBatch call is one bbolt write transaction and so one fsync;
 // ns/op is per call, txns/s is the transaction throughput.
 func BenchmarkApplyBatch(b *testing.B) {
 	for _, n := range []int{1, 16, 64, 256} {
-		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) { benchApply(b, n, 1) })
+		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) { benchApply(b, n, 1, 0) })
 	}
 	for _, n := range []int{16, 64, 256} {
-		b.Run(fmt.Sprintf("txnsPerEntry=%d", n), func(b *testing.B) { benchApply(b, 1, n) })
+		b.Run(fmt.Sprintf("txnsPerEntry=%d", n), func(b *testing.B) { benchApply(b, 1, n, 0) })
 	}
+	b.Run("txnsPerEntry=64,keys=100000", func(b *testing.B) { benchApply(b, 1, 64, 100000) })
 }
 
-func benchApply(b *testing.B, entries, txnsPerEntry int) {
+// benchApply applies entries of txnsPerEntry puts each. With randomKeys 0
+// the puts cycle over 10,000 keys; otherwise they go to random keys out of
+// randomKeys, all of which are written before timing starts.
+func benchApply(b *testing.B, entries, txnsPerEntry, randomKeys int) {
 	tf := openTestFSMConfig(b, func(c *Config) { c.InitialMmapSize = DefaultConfig("").InitialMmapSize })
 	value := bytes.Repeat([]byte("v"), 256)
-	// A pool of encoded entries over 10,000 distinct keys, reused in turn:
-	// encoding is the proposer's work, not the FSM's.
+	t0 := time.Unix(1_700_000_000, 0).UTC()
+	if randomKeys > 0 {
+		for k := 0; k < randomKeys; {
+			batch := Batch{Time: t0, Limits: DefaultLimits()}
+			for ; k < randomKeys && len(batch.Txns) < 512; k++ {
+				batch.Txns = append(batch.Txns, ops(Op{Kind: OpPut, Key: fmt.Sprintf("bench/%06d", k), Value: value}))
+			}
+			if r := tf.applyBatch(batch); r.Err != nil {
+				b.Fatal(r.Err)
+			}
+		}
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	// A pool of encoded entries, reused in turn: encoding is the
+	// proposer's work, not the FSM's.
 	const keys = 10000
 	pool := make([][]byte, 0, 64)
-	t0 := time.Unix(1_700_000_000, 0).UTC()
 	for p, k := 0, 0; p < cap(pool); p++ {
 		batch := &Batch{Time: t0, Limits: DefaultLimits()}
 		for range txnsPerEntry {
-			batch.Txns = append(batch.Txns, ops(Op{Kind: OpPut, Key: fmt.Sprintf("bench/%05d", k%keys), Value: value}))
+			key := fmt.Sprintf("bench/%05d", k%keys)
+			if randomKeys > 0 {
+				key = fmt.Sprintf("bench/%06d", rng.IntN(randomKeys))
+			}
+			batch.Txns = append(batch.Txns, ops(Op{Kind: OpPut, Key: key, Value: value}))
 			k++
 		}
 		data, err := EncodeCommand(Command{Batch: batch})
@@ -52,7 +77,7 @@ func benchApply(b *testing.B, entries, txnsPerEntry int) {
 	for i := range logs {
 		logs[i] = &raft.Log{Term: 1, Type: raft.LogCommand}
 	}
-	index := uint64(0)
+	index := tf.index // after the prefill, if any
 	next := 0
 	b.SetBytes(int64(entries * txnsPerEntry * len(value)))
 	b.ResetTimer()
