@@ -113,6 +113,12 @@ func (n *Node) ForwardWrite(ctx context.Context, t fsm.Txn) (forwardReply, error
 			return forwardReply{}, fmt.Errorf("%w: waiting to forward: %w", ErrTimeout, ctx.Err())
 		}
 		return forwardReply{}, fmt.Errorf("%w: forwarded to the leader, no answer yet (the write may have been applied): %w", ErrTimeout, ctx.Err())
+	case <-n.ctx.Done():
+		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
+			return forwardReply{}, fmt.Errorf("%w: %w", ErrShuttingDown, n.ctx.Err())
+		}
+		out := <-r.done // sent: the batch's request ends with the node's context and answers it
+		return out.reply, out.err
 	}
 }
 

@@ -296,3 +296,41 @@ func TestForwardRepliesRoundTrip(t *testing.T) {
 		t.Fatal("missing answer accepted")
 	}
 }
+
+// TestForwardWriteEndsOnClose checks that a write waiting at a follower to
+// be forwarded ends when the node closes, instead of waiting for its
+// client's deadline.
+func TestForwardWriteEndsOnClose(t *testing.T) {
+	_, f := startPair(t)
+	for range cap(f.fwd.slots) {
+		f.fwd.slots <- struct{}{} // nothing is sent: writes stay queued
+	}
+	done := make(chan error, 2)
+	for i := range 2 {
+		go func() {
+			_, err := f.ForwardWrite(context.Background(), fsm.Txn{Ops: []fsm.Op{putOp(fmt.Sprintf("k%d", i), "v")}})
+			done <- err
+		}()
+	}
+	waitFor(t, "writes queued", 10*time.Second, func() error {
+		if q := len(f.fwd.reqs); q != 1 { // the forwarder holds the other
+			return fmt.Errorf("%d queued", q)
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := f.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		select {
+		case err := <-done:
+			if !errors.Is(err, ErrShuttingDown) {
+				t.Fatalf("queued write after close: %v, want ErrShuttingDown", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a queued write still waits 10 s after the node closed")
+		}
+	}
+}
