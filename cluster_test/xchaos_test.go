@@ -222,8 +222,8 @@ func runRound(t *testing.T, sc scenario, mode string, seed uint64, faultTime tim
 	if t.Failed() {
 		result = "FAIL"
 	}
-	line := fmt.Sprintf("chaos %-6s %-20s ops %5d  acknowledged %5d (writes %d, conflicts %d, reads %d)  unknown %3d (committed %d)  increments %d  faults %2d  leader changes %2d  %5.1fs  %s",
-		mode, sc.name, st.ops, st.acked+st.conflicts+st.reads, st.acked, st.conflicts, st.reads, st.unknown, st.unknownCommitted,
+	line := fmt.Sprintf("chaos %-6s %-20s ops %5d  acknowledged %5d (writes %d, conflicts %d, reads %d; %d writes via followers)  unknown %3d (committed %d)  increments %d  faults %2d  leader changes %2d  %5.1fs  %s",
+		mode, sc.name, st.ops, st.acked+st.conflicts+st.reads, st.acked, st.conflicts, st.reads, w.viaFollowers(), st.unknown, st.unknownCommitted,
 		st.incrs, r.faults, changes, time.Since(began).Seconds(), result)
 	t.Log(line)
 	fmt.Println(line)

@@ -7,10 +7,14 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net/http"
+	"net/url"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
 )
 
@@ -33,6 +37,7 @@ type workload struct {
 	stop    chan struct{}
 	wg      sync.WaitGroup
 	clients []*client.Client
+	spread  []*spreadWrites // transports of the workers that spread writes
 }
 
 // Workload tuning.
@@ -52,6 +57,17 @@ func startWorkload(endpoints []string, seed uint64) (*workload, error) {
 		cfg.Endpoints = endpoints
 		cfg.RequestTimeout = reqTimeout
 		cfg.MaxBackoff = 100 * time.Millisecond
+		if i%2 == 1 {
+			// Half the workers send their writes to any member, so that
+			// followers forward them (in shared requests) through every
+			// fault, as with requests spread by a load balancer.
+			sw, err := newSpreadWrites(endpoints, mrand.New(mrand.NewPCG(seed, uint64(1000+i))))
+			if err != nil {
+				return nil, err
+			}
+			cfg.HTTPClient = &http.Client{Transport: sw}
+			w.spread = append(w.spread, sw)
+		}
 		cl, err := client.New(cfg)
 		if err != nil {
 			return nil, err
@@ -74,6 +90,9 @@ func (w *workload) finish() []record {
 	for _, c := range w.clients {
 		_ = c.Close()
 	}
+	for _, sw := range w.spread {
+		sw.base.(*http.Transport).CloseIdleConnections()
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.ops
@@ -85,6 +104,58 @@ func (w *workload) add(r record) {
 	w.mu.Lock()
 	w.ops = append(w.ops, r)
 	w.mu.Unlock()
+}
+
+// spreadWrites is a RoundTripper that sends each write (PUT, DELETE, POST)
+// to a member picked at random from the seed endpoints instead of the one
+// the client chose (normally the leader). Reads go where the client sends
+// them.
+type spreadWrites struct {
+	hosts []string
+	base  http.RoundTripper
+	mu    sync.Mutex
+	rng   *mrand.Rand
+	// viaFollower counts writes a follower answered with success: it
+	// forwarded them to the leader.
+	viaFollower atomic.Int64
+}
+
+func newSpreadWrites(endpoints []string, rng *mrand.Rand) (*spreadWrites, error) {
+	sw := &spreadWrites{rng: rng, base: &http.Transport{MaxIdleConnsPerHost: 4}}
+	for _, e := range endpoints {
+		u, err := url.Parse(e)
+		if err != nil {
+			return nil, err
+		}
+		sw.hosts = append(sw.hosts, u.Host)
+	}
+	return sw, nil
+}
+
+func (sw *spreadWrites) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Method == http.MethodGet || len(sw.hosts) == 0 {
+		return sw.base.RoundTrip(req)
+	}
+	sw.mu.Lock()
+	h := sw.hosts[sw.rng.IntN(len(sw.hosts))]
+	sw.mu.Unlock()
+	r := req.Clone(req.Context())
+	r.URL.Host, r.Host = h, h
+	resp, err := sw.base.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusOK && resp.Header.Get(api.HeaderLeader) != "" &&
+		resp.Header.Get(api.HeaderNode) != resp.Header.Get(api.HeaderLeader) {
+		sw.viaFollower.Add(1)
+	}
+	return resp, err
+}
+
+// viaFollowers returns how many writes followers forwarded with success.
+func (w *workload) viaFollowers() int64 {
+	var n int64
+	for _, sw := range w.spread {
+		n += sw.viaFollower.Load()
+	}
+	return n
 }
 
 func newIdem() string {
