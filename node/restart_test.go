@@ -317,6 +317,28 @@ func TestRestartRestoresSnapshotAheadOfFSM(t *testing.T) {
 	}
 }
 
+// startWritten bootstraps a single node and writes keys a0.. (count of
+// them); withSnapshot then takes a snapshot and writes four keys b0.. after
+// it. It returns the node's config, the node, the keys written and the
+// last revision.
+func startWritten(t *testing.T, count int, withSnapshot bool) (Config, *Node, []kv, uint64) {
+	t.Helper()
+	cfg := testConfig(t, "n1")
+	cfg.Bootstrap = true
+	var all []kv
+	var rev uint64
+	n := startNode(t, cfg)
+	waitApplied(t, n, 0)
+	writeKeys(t, n, "a", count, &rev, &all)
+	if withSnapshot {
+		if err := n.Raft().Snapshot().Error(); err != nil {
+			t.Fatalf("snapshot: %v", err)
+		}
+		writeKeys(t, n, "b", 4, &rev, &all)
+	}
+	return cfg, n, all, rev
+}
+
 // TestRestartSkipsReplay restarts a node whose FSM is up to date: raft
 // replays its log (all of it without a snapshot, the tail after one) and
 // the persistent FSM must skip what it already applied.
@@ -327,20 +349,7 @@ func TestRestartSkipsReplay(t *testing.T) {
 	}{{"no snapshot", false, false}, {"snapshot", true, false}, {"snapshot after a barrier", true, true}} {
 		withSnapshot := tc.withSnapshot
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := testConfig(t, "n1")
-			cfg.Bootstrap = true
-			var all []kv
-			var rev uint64
-
-			n := startNode(t, cfg)
-			waitApplied(t, n, 0)
-			writeKeys(t, n, "a", 8, &rev, &all)
-			if withSnapshot {
-				if err := n.Raft().Snapshot().Error(); err != nil {
-					t.Fatalf("snapshot: %v", err)
-				}
-				writeKeys(t, n, "b", 4, &rev, &all)
-			}
+			cfg, n, all, rev := startWritten(t, 8, withSnapshot)
 			if tc.afterBarrier {
 				// The barrier never reaches the FSM, so the snapshot after
 				// it sits above the FSM's applied index with nothing more
@@ -410,19 +419,7 @@ func TestRestartSkipsReplay(t *testing.T) {
 func TestRestartAfterReboot(t *testing.T) {
 	for _, withSnapshot := range []bool{false, true} {
 		t.Run(fmt.Sprintf("snapshot=%v", withSnapshot), func(t *testing.T) {
-			cfg := testConfig(t, "n1")
-			cfg.Bootstrap = true
-			var all []kv
-			var rev uint64
-			n := startNode(t, cfg)
-			waitApplied(t, n, 0)
-			writeKeys(t, n, "a", 6, &rev, &all)
-			if withSnapshot {
-				if err := n.Raft().Snapshot().Error(); err != nil {
-					t.Fatalf("snapshot: %v", err)
-				}
-				writeKeys(t, n, "b", 4, &rev, &all)
-			}
+			cfg, n, all, rev := startWritten(t, 6, withSnapshot)
 			head, err := n.FSM().Head()
 			if err != nil {
 				t.Fatal(err)

@@ -254,9 +254,26 @@ func procRSS() string {
 // CAIRN_SCALE_PROFILE/name, when that directory is set.
 func writeHeapProfile(t *testing.T, name string) {
 	t.Helper()
+	f, path := createProfile(t, name)
+	if f == nil {
+		return
+	}
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("heap profile: %s (go tool pprof -sample_index=inuse_space -top %s)", path, path)
+}
+
+// createProfile creates CAIRN_SCALE_PROFILE/name, or returns nil when that
+// directory is not set.
+func createProfile(t *testing.T, name string) (*os.File, string) {
+	t.Helper()
 	dir := os.Getenv("CAIRN_SCALE_PROFILE")
 	if dir == "" {
-		return
+		return nil, ""
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -266,13 +283,7 @@ func writeHeapProfile(t *testing.T, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("heap profile: %s (go tool pprof -sample_index=inuse_space -top %s)", path, path)
+	return f, path
 }
 
 // dirSizes describes the files in a node's data directory: apparent size
@@ -662,17 +673,9 @@ func logTimeline(rec *logRecorder, start time.Time, msgs ...string) string {
 // that directory is set; the returned function stops it.
 func startCPUProfile(t *testing.T, name string) func() {
 	t.Helper()
-	dir := os.Getenv("CAIRN_SCALE_PROFILE")
-	if dir == "" {
+	f, path := createProfile(t, name)
+	if f == nil {
 		return func() {}
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	path := filepath.Join(dir, name)
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
 	}
 	if err := pprof.StartCPUProfile(f); err != nil {
 		t.Fatal(err)
