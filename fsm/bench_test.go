@@ -2,6 +2,8 @@ package fsm
 
 import (
 	"bytes"
+	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -95,4 +97,97 @@ func benchApply(b *testing.B, entries, txnsPerEntry, randomKeys int) {
 	}
 	txns := float64(b.N * entries * txnsPerEntry)
 	b.ReportMetric(txns/b.Elapsed().Seconds(), "txns/s")
+}
+
+// BenchmarkApplyIdempotencyKeys measures what the shape of the
+// idempotency keys costs the apply path once the idempotency table is
+// large, as it is on a busy member (it keeps every key for 24 h). The
+// store holds 100,000 puts made with keys of the shape under test from
+// 1,024 clients; then 64 clients write, 32 puts of 256 bytes to random
+// keys per entry, each with a new key:
+//
+//   - shape=prefix-counter: a random 64-bit prefix per client, then a
+//     counter (the Go client's keys before 2026-12): the table grows at
+//     one page per client.
+//   - shape=time-id-counter: the time, a random id per client, then a
+//     counter (the Go client's keys now): the table grows at its end.
+func BenchmarkApplyIdempotencyKeys(b *testing.B) {
+	for _, shape := range []string{"prefix-counter", "time-id-counter"} {
+		b.Run("shape="+shape, func(b *testing.B) { benchIdemKeys(b, shape == "time-id-counter") })
+	}
+}
+
+func benchIdemKeys(b *testing.B, timeFirst bool) {
+	tf := openTestFSMConfig(b, func(c *Config) { c.InitialMmapSize = DefaultConfig("").InitialMmapSize })
+	value := bytes.Repeat([]byte("v"), 256)
+	rng := rand.New(rand.NewPCG(3, 4))
+	type client struct {
+		id  [8]byte
+		seq uint32
+	}
+	newClients := func(n int) []*client {
+		cs := make([]*client, n)
+		for i := range cs {
+			cs[i] = &client{}
+			binary.BigEndian.PutUint64(cs[i].id[:], rng.Uint64())
+		}
+		return cs
+	}
+	var ms uint64 = 1_700_000_000_000
+	key := func(c *client) string {
+		c.seq++
+		var k [16]byte
+		if timeFirst {
+			ms++ // one key per millisecond: the order the clock gives them
+			binary.BigEndian.PutUint16(k[0:], uint16(ms>>32))
+			binary.BigEndian.PutUint32(k[2:], uint32(ms))
+			copy(k[6:12], c.id[:])
+		} else {
+			copy(k[:8], c.id[:])
+			binary.BigEndian.PutUint32(k[8:], 0)
+		}
+		binary.BigEndian.PutUint32(k[12:], c.seq)
+		return hex.EncodeToString(k[:])
+	}
+	put := func(c *client) Txn {
+		t := ops(Op{Kind: OpPut, Key: fmt.Sprintf("obj/%016x", rng.Uint64()), Value: value})
+		t.IdempotencyKey = key(c)
+		return t
+	}
+	t0 := time.Unix(1_700_000_000, 0).UTC()
+	loaders := newClients(1024)
+	for k := 0; k < 100_000; {
+		batch := Batch{Time: t0, Limits: DefaultLimits()}
+		for ; k < 100_000 && len(batch.Txns) < 512; k++ {
+			batch.Txns = append(batch.Txns, put(loaders[rng.IntN(len(loaders))]))
+		}
+		if r := tf.applyBatch(batch); r.Err != nil {
+			b.Fatal(r.Err)
+		}
+	}
+	writers := newClients(64)
+	const perEntry = 32
+	index := tf.index
+	next := 0
+	b.SetBytes(perEntry * int64(len(value)))
+	b.ResetTimer()
+	for b.Loop() {
+		b.StopTimer() // making and encoding the entry is the proposer's work
+		batch := &Batch{Time: t0, Limits: DefaultLimits()}
+		for range perEntry {
+			batch.Txns = append(batch.Txns, put(writers[next%len(writers)]))
+			next++
+		}
+		data, err := EncodeCommand(Command{Batch: batch})
+		if err != nil {
+			b.Fatal(err)
+		}
+		index++
+		b.StartTimer()
+		res := tf.ApplyBatch([]*raft.Log{{Index: index, Term: 1, Type: raft.LogCommand, Data: data}})
+		if r := res[0].(*BatchResult); r.Err != nil || r.Txns[0].Err != nil || r.Txns[0].Replayed {
+			b.Fatalf("apply: %v %v", r.Err, r.Txns[0])
+		}
+	}
+	b.ReportMetric(float64(b.N*perEntry)/b.Elapsed().Seconds(), "txns/s")
 }
