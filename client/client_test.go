@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -672,29 +674,41 @@ func (k *keyRecorder) RoundTrip(req *http.Request) (*http.Response, error) {
 	return k.next.RoundTrip(req)
 }
 
-// TestGeneratedIdempotencyKeys checks the keys a client makes up: unique
-// across clients, and one client's keys share a prefix and ascend, so the
-// server's idempotency table grows at one place per client.
+// TestGeneratedIdempotencyKeys checks the keys a client makes up: unique,
+// each client's id apart from every other client's, and ordered by the
+// time they were made across clients, so the server's idempotency table
+// grows at its end however many clients write.
 func TestGeneratedIdempotencyKeys(t *testing.T) {
 	nodes := startCluster(t, 1)
 	ctx := ctxT(t)
 	var recs [2]*keyRecorder
+	var clients [2]*client.Client
 	for i := range recs {
 		recs[i] = &keyRecorder{next: http.DefaultTransport}
-		c := newClient(t, func(cfg *client.Config) { cfg.HTTPClient = &http.Client{Transport: recs[i]} }, nodes[0].HTTPURL())
-		for j := range 3 {
-			if _, err := c.Put(ctx, fmt.Sprintf("k%d", j), []byte("v")); err != nil {
+		clients[i] = newClient(t, func(cfg *client.Config) { cfg.HTTPClient = &http.Client{Transport: recs[i]} }, nodes[0].HTTPURL())
+	}
+	const rounds = 3
+	before := time.Now().UnixMilli()
+	for r := range rounds {
+		for i, c := range clients {
+			if r == rounds-1 {
+				if _, err := c.Txn().Put("t", []byte("v")).Commit(ctx); err != nil {
+					t.Fatal(err)
+				}
+			} else if _, err := c.Put(ctx, fmt.Sprintf("k%d-%d", i, r), []byte("v")); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if _, err := c.Txn().Put("t", []byte("v")).Commit(ctx); err != nil {
-			t.Fatal(err)
+		// The next round's keys are made in a later millisecond.
+		for now := time.Now().UnixMilli(); time.Now().UnixMilli() == now; {
+			runtime.Gosched()
 		}
 	}
+	after := time.Now().UnixMilli()
 	seen := map[string]bool{}
 	for i, r := range recs {
-		if len(r.keys) != 4 {
-			t.Fatalf("client %d sent %d keyed writes, want 4: %q", i, len(r.keys), r.keys)
+		if len(r.keys) != rounds {
+			t.Fatalf("client %d sent %d keyed writes, want %d: %q", i, len(r.keys), rounds, r.keys)
 		}
 		for j, k := range r.keys {
 			if len(k) != 32 || strings.Trim(k, "0123456789abcdef") != "" {
@@ -704,12 +718,27 @@ func TestGeneratedIdempotencyKeys(t *testing.T) {
 				t.Fatalf("key %q used twice", k)
 			}
 			seen[k] = true
-			if j > 0 && (k[:16] != r.keys[0][:16] || k <= r.keys[j-1]) {
-				t.Fatalf("client %d keys %q: want one prefix, ascending", i, r.keys)
+			ms, err := strconv.ParseInt(k[:12], 16, 64)
+			if err != nil || ms < before || ms > after {
+				t.Fatalf("client %d key %q: time %d (%v), want within [%d, %d]", i, k, ms, err, before, after)
+			}
+			if j > 0 && (k[12:24] != r.keys[0][12:24] || k <= r.keys[j-1]) {
+				t.Fatalf("client %d keys %q: want one id, ascending", i, r.keys)
 			}
 		}
 	}
-	if recs[0].keys[0][:16] == recs[1].keys[0][:16] {
-		t.Fatalf("two clients share the prefix %q", recs[0].keys[0][:16])
+	if recs[0].keys[0][12:24] == recs[1].keys[0][12:24] {
+		t.Fatalf("two clients share the id %q", recs[0].keys[0][12:24])
+	}
+	// Across clients, every key of a round sorts after every key of the
+	// rounds before it.
+	for r := 1; r < rounds; r++ {
+		for _, a := range recs {
+			for _, b := range recs {
+				if a.keys[r] <= b.keys[r-1] {
+					t.Fatalf("key %q (round %d) sorts before %q (round %d) of another client", a.keys[r], r, b.keys[r-1], r-1)
+				}
+			}
+		}
 	}
 }

@@ -12,8 +12,8 @@
 // # Exactly-once writes
 //
 // Every write (Put, Delete, DeletePrefix, Txn.Commit) carries an
-// Idempotency-Key header: one the client generates (32 hex digits: a
-// random 64-bit prefix per Client and a counter), or the one given with
+// Idempotency-Key header: one the client generates (32 hex digits: the
+// time in milliseconds, a random id per Client and a counter), or the one given with
 // WithIdempotencyKey. When an attempt fails ambiguously — the connection
 // breaks, the attempt times out, or the server answers 503 (no leader, not
 // the leader, unavailable) or 504 (timeout) — the write may or may not have

@@ -101,25 +101,31 @@ func scaleKey(i uint64) string { return fmt.Sprintf("obj/%016x", splitmix64(i)) 
 // what they cost.
 var scaleNoIdem = os.Getenv("CAIRN_SCALE_IDEM") == "0"
 
-// scaleClient makes idempotency keys as one Go client does: a random
-// 64-bit prefix, then a counter (client.Client's newIdempotencyKey). Each
-// writer goroutine is a client of its own.
+// scaleClient makes idempotency keys as one Go client does: the time in
+// milliseconds (6 bytes), a random id (6 bytes) and a counter (4 bytes),
+// 32 hex digits (client.Client's newIdempotencyKey). Each writer
+// goroutine is a client of its own.
 type scaleClient struct {
-	prefix [8]byte
-	seq    uint64
+	id  [6]byte
+	seq uint32
 }
 
 func newScaleClient(rng *rand.Rand) *scaleClient {
 	c := &scaleClient{}
-	binary.BigEndian.PutUint64(c.prefix[:], rng.Uint64())
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], rng.Uint64())
+	copy(c.id[:], b[:])
 	return c
 }
 
 func (c *scaleClient) idempotencyKey() string {
 	c.seq++
 	var b [16]byte
-	copy(b[:], c.prefix[:])
-	binary.BigEndian.PutUint64(b[8:], c.seq)
+	ms := uint64(time.Now().UnixMilli())
+	binary.BigEndian.PutUint16(b[0:], uint16(ms>>32))
+	binary.BigEndian.PutUint32(b[2:], uint32(ms))
+	copy(b[6:], c.id[:])
+	binary.BigEndian.PutUint32(b[12:], c.seq)
 	return hex.EncodeToString(b[:])
 }
 
