@@ -111,13 +111,14 @@ func benchApply(b *testing.B, entries, txnsPerEntry, randomKeys int) {
 //     one page per client.
 //   - shape=time-id-counter: the time, a random id per client, then a
 //     counter (the Go client's keys now): the table grows at its end.
+//   - shape=random: 128 random bits, as an application's own UUIDs.
 func BenchmarkApplyIdempotencyKeys(b *testing.B) {
-	for _, shape := range []string{"prefix-counter", "time-id-counter"} {
-		b.Run("shape="+shape, func(b *testing.B) { benchIdemKeys(b, shape == "time-id-counter") })
+	for _, shape := range []string{"prefix-counter", "time-id-counter", "random"} {
+		b.Run("shape="+shape, func(b *testing.B) { benchIdemKeys(b, shape) })
 	}
 }
 
-func benchIdemKeys(b *testing.B, timeFirst bool) {
+func benchIdemKeys(b *testing.B, shape string) {
 	tf := openTestFSMConfig(b, func(c *Config) { c.InitialMmapSize = DefaultConfig("").InitialMmapSize })
 	value := bytes.Repeat([]byte("v"), 256)
 	rng := rand.New(rand.NewPCG(3, 4))
@@ -137,16 +138,20 @@ func benchIdemKeys(b *testing.B, timeFirst bool) {
 	key := func(c *client) string {
 		c.seq++
 		var k [16]byte
-		if timeFirst {
+		switch shape {
+		case "time-id-counter":
 			ms++ // one key per millisecond: the order the clock gives them
 			binary.BigEndian.PutUint16(k[0:], uint16(ms>>32))
 			binary.BigEndian.PutUint32(k[2:], uint32(ms))
 			copy(k[6:12], c.id[:])
-		} else {
+			binary.BigEndian.PutUint32(k[12:], c.seq)
+		case "prefix-counter":
 			copy(k[:8], c.id[:])
-			binary.BigEndian.PutUint32(k[8:], 0)
+			binary.BigEndian.PutUint32(k[12:], c.seq)
+		default:
+			binary.BigEndian.PutUint64(k[:8], rng.Uint64())
+			binary.BigEndian.PutUint64(k[8:], rng.Uint64())
 		}
-		binary.BigEndian.PutUint32(k[12:], c.seq)
 		return hex.EncodeToString(k[:])
 	}
 	put := func(c *client) Txn {

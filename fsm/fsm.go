@@ -641,6 +641,11 @@ func chainHash(prev Hash, canon []byte) Hash {
 func (a *applier) storeIdem(key string, now int64, limits Limits, res *TxnResult, conflicts []Conflict) error {
 	expires := now + int64(limits.IdempotencyWindow)
 	idem := a.tx.Bucket(bucketIdem)
+	// The Go client's keys lead with the time, so they arrive in nearly
+	// ascending order: pages split nearly full, leaving room for the few
+	// that arrive out of order (other clients' clocks, keys of the
+	// application's own making).
+	idem.FillPercent = idemFillPercent
 	exp := a.tx.Bucket(bucketIdemExp)
 	exp.FillPercent = 1 // expiry times only grow (log time is monotonic; the window rarely changes)
 	if old := idem.Get([]byte(key)); old != nil {
@@ -656,6 +661,9 @@ func (a *applier) storeIdem(key string, now int64, limits Limits, res *TxnResult
 	}
 	return exp.Put(idemExpKey(expires, key), nil)
 }
+
+// idemFillPercent is how full a split leaves the idem bucket's pages.
+const idemFillPercent = 0.9
 
 // idemSweepLimit bounds how many expired idempotency entries one batch
 // removes. It is a constant so every replica removes the same ones.
