@@ -215,6 +215,12 @@ func (c *Client) observe(ep string, h http.Header) {
 	if lu == "" {
 		return
 	}
+	c.mu.Lock()
+	known := lu == c.leader // the usual answer: nothing to parse
+	c.mu.Unlock()
+	if known {
+		return
+	}
 	lu, err := normalizeEndpoint(lu)
 	if err != nil {
 		return

@@ -98,6 +98,10 @@ func newHandler(svc service, log *slog.Logger) http.Handler {
 		})
 	}
 	h.mux.Handle("GET /metrics", svc.MetricsHandler())
+	// Every path matches "/" with any method, so the mux sends here
+	// exactly the requests no route above serves (instead of its plain
+	// text 404 or 405), and a served request is routed once.
+	h.mux.HandleFunc("/", h.noRoute)
 	return h
 }
 
@@ -114,26 +118,29 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, h.svc.Limits().MaxRequestBytes)
-	// An unknown route or method answers JSON too.
-	if _, pattern := h.mux.Handler(r); pattern == "" {
-		code := api.CodeNotFound
-		msg := fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)
-		if h.routeExists(r) {
-			code = api.CodeMethod
-			msg = fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path)
-		}
-		writeJSON(w, api.Status(code), api.ErrorResponse{Error: api.Error{Code: code, Message: msg}})
-		return
-	}
 	h.mux.ServeHTTP(w, r)
 }
 
-// routeExists reports whether some method serves the path.
+// noRoute answers, in JSON like every other error, a request that no
+// route serves: method_not_allowed when another method serves its path,
+// not_found otherwise.
+func (h *handler) noRoute(w http.ResponseWriter, r *http.Request) {
+	code := api.CodeNotFound
+	msg := fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)
+	if h.routeExists(r) {
+		code = api.CodeMethod
+		msg = fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path)
+	}
+	writeJSON(w, api.Status(code), api.ErrorResponse{Error: api.Error{Code: code, Message: msg}})
+}
+
+// routeExists reports whether some method serves the path (a route other
+// than the catch-all "/").
 func (h *handler) routeExists(r *http.Request) bool {
 	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete} {
 		rr := r.Clone(r.Context())
 		rr.Method = m
-		if _, p := h.mux.Handler(rr); p != "" {
+		if _, p := h.mux.Handler(rr); p != "" && p != "/" {
 			return true
 		}
 	}

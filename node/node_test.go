@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -145,5 +146,36 @@ func TestAdvertiseRaftName(t *testing.T) {
 		if !strings.HasPrefix(string(s.Address), "localhost:") {
 			t.Fatalf("server %s stored as %q, want the name", s.ID, s.Address)
 		}
+	}
+}
+
+// A request no route serves gets a JSON error like every other: 405
+// method_not_allowed when another method serves the path, 404 not_found
+// otherwise; the routes themselves still serve.
+func TestUnroutedRequestsAnswerJSON(t *testing.T) {
+	n := startSingle(t, nil)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"PATCH", "/v1/kv/k", 405, api.CodeMethod},
+		{"POST", "/v1/status", 405, api.CodeMethod},
+		{"DELETE", "/v1/cluster/leadership", 405, api.CodeMethod},
+		{"GET", "/v1/nothing", 404, api.CodeNotFound},
+		{"GET", "/", 404, api.CodeNotFound},
+		{"POST", "/", 404, api.CodeNotFound},
+	} {
+		code, body := do(t, tc.method, n.HTTPURL()+tc.path, "")
+		var er api.ErrorResponse
+		if err := json.Unmarshal([]byte(body), &er); code != tc.status || err != nil || er.Error.Code != tc.code {
+			t.Errorf("%s %s: %d %s, want %d %s", tc.method, tc.path, code, body, tc.status, tc.code)
+		}
+	}
+	if code, body := do(t, "PUT", n.HTTPURL()+"/v1/kv/k", "v"); code != 200 {
+		t.Errorf("PUT /v1/kv/k: %d %s", code, body)
+	}
+	if code, body := do(t, "GET", n.HTTPURL()+"/v1/status", ""); code != 200 {
+		t.Errorf("GET /v1/status: %d %s", code, body)
 	}
 }
