@@ -34,7 +34,7 @@ type service interface {
 	Remove(ctx context.Context, id string) error
 	Promote(ctx context.Context, id string) error
 	TransferLeadership(ctx context.Context, id string) error
-	Ready() error
+	WaitReady(ctx context.Context, d time.Duration) error
 	Forward(w http.ResponseWriter, r *http.Request, body []byte) error
 	ForwardWrite(ctx context.Context, t fsm.Txn) (forwardReply, error)
 	WaitForLeaderChange(ctx context.Context, old string) error
@@ -830,8 +830,14 @@ func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) error {
 	return nil
 }
 
-func (h *handler) readyz(w http.ResponseWriter, _ *http.Request) error {
-	if err := h.svc.Ready(); err != nil {
+// readyzWait is how long GET /readyz waits for the member to be ready
+// before it answers 503 (Node.WaitReady): long enough for a member under
+// steady writes to apply what was committed a moment ago, short enough
+// for a probe's timeout.
+const readyzWait = 500 * time.Millisecond
+
+func (h *handler) readyz(w http.ResponseWriter, r *http.Request) error {
+	if err := h.svc.WaitReady(r.Context(), readyzWait); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, api.ErrorResponse{Error: api.Error{Code: api.CodeUnavailable, Message: err.Error()}})
 		return nil
 	}

@@ -179,3 +179,39 @@ func TestUnroutedRequestsAnswerJSON(t *testing.T) {
 		t.Errorf("GET /v1/status: %d %s", code, body)
 	}
 }
+
+// WaitReady waits for a member that is about to be ready (a new
+// cluster's only member electing itself) and gives up on one that cannot
+// be (a node that is no member of any cluster), with Ready's reason. GET
+// /readyz answers the same way: 503 with that reason after its wait.
+func TestWaitReady(t *testing.T) {
+	cfg := testConfig(t, "n1")
+	cfg.Bootstrap = true
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout = time.Second, time.Second
+	n := startNode(t, cfg)
+	if err := n.Ready(); err == nil {
+		t.Fatal("setup: a new node is ready before its first election")
+	}
+	ctx := context.Background()
+	if err := n.WaitReady(ctx, 20*time.Second); err != nil {
+		t.Fatalf("WaitReady: %v", err)
+	}
+	if err := n.Ready(); err != nil {
+		t.Fatalf("Ready after WaitReady: %v", err)
+	}
+	if code, body := do(t, "GET", n.HTTPURL()+"/readyz", ""); code != 200 {
+		t.Fatalf("readyz of a ready node: %d %s", code, body)
+	}
+
+	lone := startNode(t, testConfig(t, "lone")) // neither bootstraps nor joins
+	err := lone.WaitReady(ctx, 50*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "not a member") {
+		t.Fatalf("WaitReady of a non-member: %v", err)
+	}
+	code, body := do(t, "GET", lone.HTTPURL()+"/readyz", "")
+	var er api.ErrorResponse
+	if jerr := json.Unmarshal([]byte(body), &er); code != 503 || jerr != nil ||
+		er.Error.Code != api.CodeUnavailable || !strings.Contains(er.Error.Message, "not a member") {
+		t.Fatalf("readyz of a non-member: %d %s", code, body)
+	}
+}

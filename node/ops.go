@@ -502,6 +502,34 @@ func (n *Node) Ready() error {
 	return nil
 }
 
+// WaitReady waits up to d (or until ctx ends) for Ready to hold and
+// returns Ready's last error if it does not. Under steady writes every
+// member is, for a moment after each commit, an entry or two from having
+// applied what it knows to be committed; a readiness probe that caught
+// such a moment would report a healthy member as not ready. A member that
+// is catching up, has no leader or is not a member stays not ready.
+func (n *Node) WaitReady(ctx context.Context, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		ch := n.fsm.Changed()
+		err := n.Ready()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-tick.C:
+		case <-ctx.Done():
+			return err
+		case <-n.ctx.Done():
+			return err
+		}
+	}
+}
+
 // joinLoop asks the configured members to add this node until one
 // accepts or the node closes.
 func (n *Node) joinLoop() {
