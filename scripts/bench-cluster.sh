@@ -4,7 +4,9 @@
 # systems' defaults), closed-loop clients, 256-byte values, keys uniform
 # over 100,000, requests rotated over all three members (followers forward
 # writes to the leader), the same workloads for both, and a markdown table
-# at the end.
+# at the end. Beside throughput and latency the table shows the CPU the
+# three members of each system used per operation (from /proc/PID/stat),
+# which the machine's noise disturbs far less than ops/s.
 #
 #   scripts/bench-cluster.sh [options]        (or: make bench-cluster BENCH_DURATION=2s ...)
 #
@@ -373,28 +375,51 @@ field() {
 	sed -n "s/^ *\"$2\": *\"\\{0,1\\}\\([^\",]*\\)\"\\{0,1\\},\\{0,1\\}\$/\\1/p" "$1" | head -1
 }
 
+# cpu_ticks SYSTEM: the CPU time (user and system, in clock ticks) that
+# SYSTEM's three members have used so far, from /proc/PID/stat.
+cpu_ticks() {
+	local i t=0
+	for i in "${!names[@]}"; do
+		[[ "${names[i]}" == "$1"-* ]] || continue
+		t=$((t + $(awk '{print $14 + $15}' "/proc/${pids[i]}/stat" 2>/dev/null || echo 0)))
+	done
+	echo "$t"
+}
+clk_tck="$(getconf CLK_TCK)"
+
 failed=0
 # run_one SYSTEM LIMIT FILE ARGS...: one run into FILE, reported on stderr.
+# The members' CPU over the run goes to FILE.cpu: the cores they used on
+# average (CPU time over wall time, warm-up included) and that divided by
+# the measured throughput, the members' CPU per operation in µs.
 run_one() {
 	local system="$1" limit="$2" file="$3"
 	shift 3
+	local t0 w0 t1 w1
+	t0="$(cpu_ticks "$system")"
+	w0="$EPOCHREALTIME"
 	if ! bench "$system" "$limit" "$@" >"$file" 2>"$file.err"; then
 		echo "bench-cluster: $system run $(basename "$file") failed: $(tail -3 "$file.err")" >&2
 		failed=1
 	fi
+	t1="$(cpu_ticks "$system")"
+	w1="$EPOCHREALTIME"
 	rm -f "$file.err"
 	if ! [[ -s "$file" ]]; then
 		rm -f "$file"
 		return 0
 	fi
+	awk -v t="$((t1 - t0))" -v hz="$clk_tck" -v w0="$w0" -v w1="$w1" -v r="$(field "$file" ops_per_sec)" 'BEGIN {
+		cores = (w1 > w0) ? t / hz / (w1 - w0) : 0
+		printf "{\n  \"member_cores\": %.3f,\n  \"member_cpu_us_per_op\": %.1f\n}\n", cores, (r > 0) ? cores * 1e6 / r : 0 }' >"$file.cpu"
 	if [[ "$(field "$file" errors)" != 0 ]]; then
 		echo "bench-cluster: $system run $(basename "$file"): $(field "$file" errors) errors, first: $(sed -n 's/^ *"first_error": *//p' "$file")" >&2
 		failed=1
 	fi
 	awk -v s="$system" -v o="$(field "$file" op)" -v r="$(field "$file" ops_per_sec)" -v p50="$(field "$file" p50_ms)" \
-		-v p99="$(field "$file" p99_ms)" -v e="$(field "$file" errors)" 'BEGIN {
+		-v p99="$(field "$file" p99_ms)" -v e="$(field "$file" errors)" -v cpu="$(field "$file.cpu" member_cpu_us_per_op)" 'BEGIN {
 		if (o == "fill") printf "  %-6s %8.0f puts/s\n", s, r
-		else printf "  %-6s %8.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  errors %s\n", s, r, p50, p99, e }' >&2
+		else printf "  %-6s %8.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  errors %s  members %6.0f µs CPU/op\n", s, r, p50, p99, e, cpu }' >&2
 }
 
 commit="$(git describe --always --dirty 2>/dev/null || echo unknown)"
@@ -431,11 +456,13 @@ done
 # ---------------------------------------------------------------------------
 # The table: medians over the rounds (with the range of ops/s when there
 # are several).
-# agg W SYSTEM FIELD: "median min max" of FIELD over the rounds' files.
+# agg W SYSTEM FIELD [SUFFIX]: "median min max" of FIELD over the rounds'
+# files (their .json, or .json.cpu with SUFFIX .cpu).
 agg() {
-	local r
+	local r f
 	for ((r = 1; r <= rounds; r++)); do
-		if [[ -s "$raw/$1-$2-r$r.json" ]]; then field "$raw/$1-$2-r$r.json" "$3"; fi
+		f="$raw/$1-$2-r$r.json${4:-}"
+		if [[ -s "$f" ]]; then field "$f" "$3"; fi
 	done | sort -g | awk '{v[NR] = $1} END {
 		if (NR == 0) { print "- - -"; exit }
 		m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
@@ -446,6 +473,7 @@ fmt_ops() { # fmt_ops "median min max"
 		if (r > 1) printf "%.0f (%.0f–%.0f)\n", $1, $2, $3; else printf "%.0f\n", $1 }' <<<"$1"
 }
 fmt_ms() { awk '{ if ($1 == "-") print "-"; else printf "%.2f ms\n", $1 }' <<<"$1"; }
+fmt_us() { awk '{ if ($1 == "-") print "-"; else printf "%.0f µs\n", $1 }' <<<"$1"; }
 sum_errors() {
 	local r
 	for ((r = 1; r <= rounds; r++)); do
@@ -455,18 +483,19 @@ sum_errors() {
 table="$raw/table.md"
 {
 	echo
-	echo "| workload | cairn ops/s | etcd ops/s | cairn/etcd | cairn p50 | etcd p50 | cairn p99 | etcd p99 | errors cairn/etcd |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| workload | cairn ops/s | etcd ops/s | cairn/etcd | cairn p50 | etcd p50 | cairn p99 | etcd p99 | cairn CPU/op | etcd CPU/op | errors cairn/etcd |"
+	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	for w in "${wls[@]}"; do
 		co="$(agg "$w" cairn ops_per_sec)"
 		eo="$(agg "$w" etcd ops_per_sec)"
 		ratio="$(awk -v c="${co%% *}" -v e="${eo%% *}" 'BEGIN { if (c == "-" || e == "-" || e == 0) print "-"; else printf "%.2f\n", c / e }')"
-		echo "| ${label[$w]} | $(fmt_ops "$co") | $(fmt_ops "$eo") | $ratio | $(fmt_ms "$(agg "$w" cairn p50_ms)") | $(fmt_ms "$(agg "$w" etcd p50_ms)") | $(fmt_ms "$(agg "$w" cairn p99_ms)") | $(fmt_ms "$(agg "$w" etcd p99_ms)") | $(sum_errors "$w" cairn)/$(sum_errors "$w" etcd) |"
+		echo "| ${label[$w]} | $(fmt_ops "$co") | $(fmt_ops "$eo") | $ratio | $(fmt_ms "$(agg "$w" cairn p50_ms)") | $(fmt_ms "$(agg "$w" etcd p50_ms)") | $(fmt_ms "$(agg "$w" cairn p99_ms)") | $(fmt_ms "$(agg "$w" etcd p99_ms)") | $(fmt_us "$(agg "$w" cairn member_cpu_us_per_op .cpu)") | $(fmt_us "$(agg "$w" etcd member_cpu_us_per_op .cpu)") | $(sum_errors "$w" cairn)/$(sum_errors "$w" etcd) |"
 	done
 	echo
 	echo "cairn $commit vs etcd $etcd_version, 3 members each on loopback, fsync on; $(nproc) CPUs; $duration per run after $warmup warm-up; $rounds round(s)$([[ $rounds -gt 1 ]] && echo ", medians (ops/s range)"); $keys keys, $vsize-byte values; etcd's requests rotated over all members, cairn's $([[ $cairn_routing == rotate ]] && echo "too" || echo "routed by its client (writes and linearizable reads to the leader)")."
 	[[ -z "$cairn_flags$etcd_flags" ]] || echo "Extra flags: cairn node run ${cairn_flags:-(none)}; etcd ${etcd_flags:-(none)}."
 	[[ -z "$fill_note" ]] || echo "$fill_note"
+	echo "CPU/op: the CPU time the three members used during a run (warm-up included) over its wall time, divided by the measured ops/s; the load generator's own CPU is not in it."
 } | tee "$table"
 if [[ -n "$raw_dir" ]]; then
 	echo "raw JSON and table.md in $raw" >&2
