@@ -37,6 +37,7 @@
 package api
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"net/http"
 	"time"
@@ -187,6 +188,23 @@ type Operation struct {
 	Op    string `json:"op"`
 	Key   string `json:"key"`
 	Value []byte `json:"value,omitempty"`
+}
+
+// IdempotencyKey is the key the Go client generates for a write, 32 hex
+// digits of 16 bytes: t in milliseconds since the Unix epoch (6 bytes),
+// the client's random id (6 bytes) and its counter seq (4 bytes). The
+// counter keeps one client's keys apart and the id keeps clients apart.
+// Because the time leads, keys that all clients make at about the same
+// time sort next to each other, so the server's idempotency table grows
+// at its end however many clients write (docs/decisions.md).
+func IdempotencyKey(t time.Time, id [6]byte, seq uint32) string {
+	var k [16]byte
+	ms := uint64(t.UnixMilli())
+	binary.BigEndian.PutUint16(k[0:], uint16(ms>>32))
+	binary.BigEndian.PutUint32(k[2:], uint32(ms))
+	copy(k[6:], id[:])
+	binary.BigEndian.PutUint32(k[12:], seq)
+	return hex.EncodeToString(k[:])
 }
 
 // TxnRequest is a transaction. The idempotency key travels in

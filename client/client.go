@@ -3,8 +3,6 @@ package client
 import (
 	"context"
 	"crypto/rand"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,22 +116,11 @@ type KeyValue struct {
 	Revision uint64
 }
 
-// newIdempotencyKey returns a key no other write of any client uses, 32
-// hex digits of 16 bytes: the time in milliseconds since the Unix epoch
-// (6 bytes), this client's random id (6 bytes) and its counter (4 bytes).
-// The counter alone keeps one client's keys apart, and the random id keeps
-// clients apart. Because the time leads, the keys that all clients make
-// at about the same time sort next to each other, so the server's
-// idempotency table grows at its end, however many clients write, instead
-// of at one page per client (docs/decisions.md).
+// newIdempotencyKey returns a key no other write of any client uses, in
+// the shape of api.IdempotencyKey: the time leads, so the server's
+// idempotency table grows at its end however many clients write.
 func (c *Client) newIdempotencyKey() string {
-	var k [16]byte
-	ms := uint64(time.Now().UnixMilli())
-	binary.BigEndian.PutUint16(k[0:], uint16(ms>>32))
-	binary.BigEndian.PutUint32(k[2:], uint32(ms))
-	copy(k[6:], c.idemID[:])
-	binary.BigEndian.PutUint32(k[12:], c.idemSeq.Add(1))
-	return hex.EncodeToString(k[:])
+	return api.IdempotencyKey(time.Now(), c.idemID, c.idemSeq.Add(1))
 }
 
 func kvPath(key string) string { return "/v1/kv/" + url.PathEscape(key) }

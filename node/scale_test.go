@@ -15,8 +15,8 @@ package node
 //	CAIRN_SCALE_PHASES   comma-separated subset of restart,joinlog,joinsnap,throughput
 //	                     (default: all)
 //	CAIRN_SCALE_ROUNDS   throughput rounds, each empty then loaded (default 3)
-//	CAIRN_SCALE_IDEM=0   writes without idempotency keys (default: a random
-//	                     key on every write, as the Go client sends)
+//	CAIRN_SCALE_IDEM=0   writes without idempotency keys (default: a new
+//	                     key on every write, made as the Go client makes them)
 //	CAIRN_SCALE_TP_WRITERS  writers in the throughput phase (default 64)
 //	CAIRN_SCALE_MAX_APPEND, CAIRN_SCALE_TRAILING_LOGS, CAIRN_SCALE_SNAPSHOT_THRESHOLD,
 //	CAIRN_SCALE_INFLIGHT override Config.MaxAppendEntries, TrailingLogs,
@@ -29,7 +29,6 @@ package node
 import (
 	"context"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -54,6 +53,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/fsm"
 	"github.com/cairn-db/cairn/internal/testutil"
 )
@@ -101,9 +101,8 @@ func scaleKey(i uint64) string { return fmt.Sprintf("obj/%016x", splitmix64(i)) 
 // what they cost.
 var scaleNoIdem = os.Getenv("CAIRN_SCALE_IDEM") == "0"
 
-// scaleClient makes idempotency keys as one Go client does: the time in
-// milliseconds (6 bytes), a random id (6 bytes) and a counter (4 bytes),
-// 32 hex digits (client.Client's newIdempotencyKey). Each writer
+// scaleClient makes idempotency keys as one Go client does
+// (api.IdempotencyKey: the time, a random id, a counter). Each writer
 // goroutine is a client of its own.
 type scaleClient struct {
 	id  [6]byte
@@ -120,13 +119,7 @@ func newScaleClient(rng *rand.Rand) *scaleClient {
 
 func (c *scaleClient) idempotencyKey() string {
 	c.seq++
-	var b [16]byte
-	ms := uint64(time.Now().UnixMilli())
-	binary.BigEndian.PutUint16(b[0:], uint16(ms>>32))
-	binary.BigEndian.PutUint32(b[2:], uint32(ms))
-	copy(b[6:], c.id[:])
-	binary.BigEndian.PutUint32(b[12:], c.seq)
-	return hex.EncodeToString(b[:])
+	return api.IdempotencyKey(time.Now(), c.id, c.seq)
 }
 
 // scaleTxn is one put of a 256-byte value with an idempotency key, as the
