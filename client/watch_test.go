@@ -132,15 +132,35 @@ func TestWatchArguments(t *testing.T) {
 	})
 	c2 := newClient(t, nil, srv2.URL)
 	ctx2, cancel := context.WithCancel(ctx)
+	start := time.Now()
 	ch, err := c2.Watch(ctx2, "", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
-	cancel()
-	for range ch {
+	// Each stream ends at once, so the client backs off before each
+	// reconnect, doubling from half of 25 ms at least: three reconnects
+	// cannot take less than 12.5+25+50 ms, however fast the machine. (A
+	// slow machine only makes it longer.)
+	deadline := time.Now().Add(10 * time.Second)
+	for calls.Load() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections after 10s; the watch stopped reconnecting", calls.Load())
+		}
+		time.Sleep(time.Millisecond)
 	}
-	if n := calls.Load(); n < 2 || n > 20 {
-		t.Errorf("%d connections in 300ms to a member that ends every stream", n)
+	if d := time.Since(start); d < 87*time.Millisecond {
+		t.Errorf("4 connections within %s to a member that ends every stream: no backoff", d)
+	}
+	cancel()
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		for range ch {
+		}
+	}()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch channel did not end after its context was canceled")
 	}
 }
