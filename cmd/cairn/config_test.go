@@ -115,6 +115,12 @@ func TestNodeRunFromEnvAndConfigFile(t *testing.T) {
 	if code != exitUsage || !strings.Contains(errOut, "id is required") {
 		t.Fatalf("node run without --id: exit %d, stderr %q; want %d and \"id is required\"", code, errOut, exitUsage)
 	}
+	// So is a commit timeout longer than the heartbeat timeout.
+	_, errOut, code = runEnv(t, nil, "node", "run", "--id", "n0", "--data-dir", dir, "--raft-addr", freePort(t), "--http-addr", freePort(t),
+		"--commit-timeout", "2s")
+	if code != exitUsage || !strings.Contains(errOut, "commit timeout 2s exceeds heartbeat timeout 1s") {
+		t.Fatalf("node run --commit-timeout 2s: exit %d, stderr %q; want %d and the limit", code, errOut, exitUsage)
+	}
 
 	timing := map[string]any{"heartbeat-timeout": "300ms", "election-timeout": "300ms",
 		"leader-lease-timeout": "150ms", "log-level": "warn"}

@@ -1,0 +1,47 @@
+package node
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigValidate(t *testing.T) {
+	if err := testConfig(t, "n1").Validate(); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	def := DefaultConfig()
+	def.ID, def.DataDir = "n1", t.TempDir()
+	def.RaftAddr, def.HTTPAddr = "127.0.0.1:7001", "127.0.0.1:8001"
+	if err := def.Validate(); err != nil {
+		t.Fatalf("DefaultConfig with an id, a data dir and addresses: %v", err)
+	}
+	for _, c := range []struct {
+		name   string
+		change func(*Config)
+		want   string
+	}{
+		{"no id", func(c *Config) { c.ID = "" }, "id is required"},
+		{"bootstrap and join", func(c *Config) { c.Join = []string{"http://127.0.0.1:1"} }, "exclusive"},
+		{"commit timeout 0", func(c *Config) { c.CommitTimeout = 0 }, "raft timeouts must be positive"},
+		{"commit timeout above heartbeat", func(c *Config) { c.CommitTimeout = c.HeartbeatTimeout + time.Millisecond }, "commit timeout"},
+		{"lease above heartbeat", func(c *Config) { c.LeaderLeaseTimeout = c.HeartbeatTimeout + time.Millisecond }, "leader lease timeout"},
+		{"max append entries 0", func(c *Config) { c.MaxAppendEntries = 0 }, "max append entries"},
+		{"max in-flight writes 0", func(c *Config) { c.MaxInflightWrites = 0 }, "max in-flight writes"},
+	} {
+		cfg := testConfig(t, "n1")
+		cfg.Bootstrap = true
+		c.change(&cfg)
+		err := cfg.Validate()
+		if !errors.Is(err, ErrInvalidConfig) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want ErrInvalidConfig saying %q", c.name, err, c.want)
+		}
+	}
+	// The boundary is allowed: a commit timeout equal to the heartbeat.
+	cfg := testConfig(t, "n1")
+	cfg.CommitTimeout = cfg.HeartbeatTimeout
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("commit timeout equal to the heartbeat timeout: %v", err)
+	}
+}
