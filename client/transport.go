@@ -86,12 +86,19 @@ type attemptError struct {
 	err error
 	// safe: the request certainly had no effect; ambiguous: it may have.
 	safe, ambiguous bool
+	// cut: the call's context ended during the attempt, so err says
+	// nothing about the endpoint.
+	cut bool
 }
 
 // do sends cl until it succeeds, fails definitely, runs out of attempts or
-// ctx ends.
+// ctx ends. When ctx ends, the error wraps ctx.Err() and says why the call
+// had not succeeded by then: the last failed attempt's error (an
+// unreachable endpoint is ErrUnavailable), or ErrTimeout when ctx ended
+// during the first attempt.
 func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
 	backoff := initialBackoff
+	var last *attemptError // the last attempt that failed on its own
 	for attempt := 1; ; attempt++ {
 		if c.closed.Load() {
 			return nil, ErrClosed
@@ -106,8 +113,15 @@ func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
 			return rep, nil
 		}
 		if ctx.Err() != nil {
+			if ae.cut {
+				if last == nil {
+					last = &attemptError{err: fmt.Errorf("%w: %s: no answer before the call's context ended", ErrTimeout, ep)}
+				}
+				ae = last
+			}
 			return nil, fmt.Errorf("%w (%w)", ae.err, ctx.Err())
 		}
+		last = ae
 		retry := ae.safe || (ae.ambiguous && cl.retry == retryAmbiguous)
 		if !retry || (cl.attempts > 0 && attempt >= cl.attempts) {
 			return nil, ae.err
@@ -183,10 +197,11 @@ func (c *Client) attempt(ctx context.Context, ep string, cl *call) (*reply, *att
 
 // transportError classifies a failure to get an answer.
 func (c *Client) transportError(ctx context.Context, ep string, err error) *attemptError {
-	c.markFailed(ep)
 	if ctx.Err() != nil {
-		return &attemptError{err: fmt.Errorf("client: %s: %w", ep, err)}
+		// The caller gave up, which says nothing about ep.
+		return &attemptError{err: fmt.Errorf("client: %s: %w", ep, err), cut: true}
 	}
+	c.markFailed(ep)
 	if errors.Is(err, context.DeadlineExceeded) {
 		return &attemptError{err: fmt.Errorf("%w: %s: no answer within %s", ErrTimeout, ep, c.cfg.RequestTimeout), ambiguous: true}
 	}
