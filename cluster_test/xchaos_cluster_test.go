@@ -531,7 +531,7 @@ func (c *chaosCluster) shutdown() {
 }
 
 // countGoroutines returns the number of goroutines, not counting those
-// node.(*Node).wait abandoned: hashicorp/raft v1.7.3 never answers a
+// node.(*Node).wait abandoned: hashicorp/raft v1.7.2 never answers a
 // future still queued when it shuts down (its issue #498), so a node
 // closed with requests in flight (the in-process kill) leaves one
 // goroutine per such future blocked for good; a killed process takes them

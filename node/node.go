@@ -454,7 +454,7 @@ func (n *Node) ensureBarrier(ctx context.Context) error {
 }
 
 // noPipelineTransport is the TCP transport with pipelined replication
-// turned off. hashicorp/raft v1.7.3's pipeline can deadlock when a follower
+// turned off. hashicorp/raft v1.7.2's pipeline can deadlock when a follower
 // answers an append with Success=false while the pipeline is full: the
 // replication goroutine parks in the pipeline's send while nothing reads
 // its responses, so that follower gets no more entries (heartbeats go on,
@@ -471,7 +471,7 @@ func (noPipelineTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddre
 }
 
 // wait waits for a raft future, or until the node closes. hashicorp/raft
-// v1.7.3 never answers a future still queued (apply, verify) when it shuts
+// v1.7.2 never answers a future still queued (apply, verify) when it shuts
 // down (its issue #498), so waiting on Error() alone could block Close
 // forever. On close the waiting goroutine is abandoned to the future; the
 // caller gets ErrShuttingDown, which is ambiguous for a write (the client

@@ -78,7 +78,7 @@ func ReadPeersFile(path string) ([]raft.Server, error) {
 }
 
 // releasingFSM hands RecoverCluster snapshots that release themselves once
-// persisted: raft v1.7.3's RecoverCluster never calls Release, and an
+// persisted: raft v1.7.2's RecoverCluster never calls Release, and an
 // unreleased snapshot holds a bbolt read transaction that keeps the
 // database from closing.
 type releasingFSM struct{ *fsm.FSM }
