@@ -514,7 +514,12 @@ func TestContextEndsDuringAttempt(t *testing.T) {
 	defer cancel()
 	_, err := c.Put(ctx, "k", []byte("v"))
 	if !errors.Is(err, client.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("err = %v, want ErrTimeout and context.DeadlineExceeded", err)
+		t.Fatalf("Put: err = %v, want ErrTimeout and context.DeadlineExceeded", err)
+	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer wcancel()
+	if _, err := c.Watch(wctx, "", 0); !errors.Is(err, client.ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Watch: err = %v, want ErrTimeout and context.DeadlineExceeded", err)
 	}
 }
 

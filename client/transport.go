@@ -113,13 +113,7 @@ func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
 			return rep, nil
 		}
 		if ctx.Err() != nil {
-			if ae.cut {
-				if last == nil {
-					last = &attemptError{err: fmt.Errorf("%w: %s: no answer before the call's context ended", ErrTimeout, ep)}
-				}
-				ae = last
-			}
-			return nil, fmt.Errorf("%w (%w)", ae.err, ctx.Err())
+			return nil, ctxEndedError(ctx, ep, ae, last)
 		}
 		last = ae
 		retry := ae.safe || (ae.ambiguous && cl.retry == retryAmbiguous)
@@ -138,6 +132,20 @@ func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
 		}
 		backoff = min(2*backoff, c.cfg.MaxBackoff)
 	}
+}
+
+// ctxEndedError is a call's error when ctx ended during or after attempt
+// ae at ep: ae's own error when ep answered, else the last failed attempt's
+// (if any) or ErrTimeout; it wraps ctx.Err() too.
+func ctxEndedError(ctx context.Context, ep string, ae, last *attemptError) error {
+	if ae.cut {
+		if last != nil {
+			ae = last
+		} else {
+			ae = &attemptError{err: fmt.Errorf("%w: %s: no answer before the call's context ended", ErrTimeout, ep)}
+		}
+	}
+	return fmt.Errorf("%w (%w)", ae.err, ctx.Err())
 }
 
 // attempt sends cl once to ep.

@@ -133,6 +133,7 @@ func (s *watchStream) close() {
 func (w *watch) connect(ctx context.Context) (*watchStream, error) {
 	c := w.c
 	backoff := initialBackoff
+	var last *attemptError // as in Client.do
 	for {
 		if c.closed.Load() {
 			return nil, ErrClosed
@@ -147,8 +148,9 @@ func (w *watch) connect(ctx context.Context) (*watchStream, error) {
 			return s, nil
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%w (%w)", ae.err, ctx.Err())
+			return nil, ctxEndedError(ctx, ep, ae, last)
 		}
+		last = ae
 		if !ae.safe && !ae.ambiguous {
 			return nil, ae.err
 		}
