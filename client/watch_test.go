@@ -141,13 +141,12 @@ func TestWatchArguments(t *testing.T) {
 	// reconnect, doubling from half of 25 ms at least: three reconnects
 	// cannot take less than 12.5+25+50 ms, however fast the machine. (A
 	// slow machine only makes it longer.)
-	deadline := time.Now().Add(10 * time.Second)
-	for calls.Load() < 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d connections after 10s; the watch stopped reconnecting", calls.Load())
+	waitFor(t, "4 connections to a member that ends every stream", 10*time.Second, func() error {
+		if n := calls.Load(); n < 4 {
+			return fmt.Errorf("%d connections", n)
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 	if d := time.Since(start); d < 87*time.Millisecond {
 		t.Errorf("4 connections within %s to a member that ends every stream: no backoff", d)
 	}
