@@ -1,5 +1,5 @@
 // Package api holds the wire types shared by cairn's HTTP server (package
-// node) and its Go client (package client): JSON shapes, header names,
+// httpapi) and its Go client (package client): JSON shapes, header names,
 // routes and error codes. It has no behaviour beyond small helpers, so both
 // sides agree on one definition.
 //
@@ -126,6 +126,11 @@ type Error struct {
 	Leader    string `json:"leader,omitempty"`
 	LeaderURL string `json:"leader_url,omitempty"`
 }
+
+// Error returns the code and the message. An error answer that a member
+// receives from another (a follower from the leader) travels as a Go
+// error in this form and is answered to the client unchanged.
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
 
 // Conflict is one failing precondition.
 type Conflict struct {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -295,7 +294,7 @@ func ReadPartialIncremental(r io.Reader, h BackupHeader, fn func(RawRecord) erro
 // (an ErrBadBackup error). last is the last good record (Revision
 // h.FromRevision-1 and the base hash when there is none).
 func readRecords(r io.Reader, h BackupHeader, fn func(RawRecord) error) (last RawRecord, complete bool, err error) {
-	prev, err := parseHash(h.BaseHash)
+	prev, err := ParseHash(h.BaseHash)
 	if err != nil {
 		return last, false, fmt.Errorf("%w: base hash: %w", ErrBadBackup, err)
 	}
@@ -337,16 +336,6 @@ func readRecords(r io.Reader, h BackupHeader, fn func(RawRecord) error) (last Ra
 		}
 		last = rr
 	}
-}
-
-func parseHash(s string) (Hash, error) {
-	var h Hash
-	b, err := hex.DecodeString(s)
-	if err != nil || len(b) != len(h) {
-		return h, fmt.Errorf("bad hash %q", s)
-	}
-	copy(h[:], b)
-	return h, nil
 }
 
 // ApplyRecords replays transaction records (from an incremental backup or

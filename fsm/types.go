@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"encoding/hex"
+	"fmt"
 	"time"
 )
 
@@ -247,3 +248,14 @@ type Status struct {
 
 // String returns the hash in lower-case hex.
 func (h Hash) String() string { return hex.EncodeToString(h[:]) }
+
+// ParseHash parses a hash written by Hash.String.
+func ParseHash(s string) (Hash, error) {
+	var h Hash
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(h) {
+		return h, fmt.Errorf("bad hash %q", s)
+	}
+	copy(h[:], b)
+	return h, nil
+}

@@ -12,19 +12,6 @@ import (
 	"github.com/cairn-db/cairn/fsm"
 )
 
-// holdSlots takes every in-flight slot of n's batcher, as if that many
-// entries were in raft, so that writes queue; release gives them back.
-func holdSlots(n *Node) (release func()) {
-	for range cap(n.batch.slots) {
-		n.batch.slots <- struct{}{}
-	}
-	return func() {
-		for range cap(n.batch.slots) {
-			<-n.batch.slots
-		}
-	}
-}
-
 // TestBatcherCoalesces queues writes while the batcher's slots are taken
 // and checks that they share one raft entry yet each gets its own
 // revision, result and idempotency record.
@@ -32,8 +19,8 @@ func TestBatcherCoalesces(t *testing.T) {
 	n := startSingle(t, func(c *Config) { c.MaxInflightWrites = 1 })
 	base := mustWrite(t, n, putOp("cas", "v0"))
 
-	entries0, txns0 := n.batch.entries.Load(), n.batch.txns.Load()
-	release := holdSlots(n)
+	st0 := n.batch.Stats()
+	release := n.batch.Hold()
 
 	type outcome struct {
 		name string
@@ -72,7 +59,7 @@ func TestBatcherCoalesces(t *testing.T) {
 	const total = puts + 3
 	waitFor(t, "writes queued", 10*time.Second, func() error {
 		// The batcher holds the first while it waits for a slot.
-		if q := len(n.batch.reqs); q != total-1 {
+		if q := n.batch.Queued(); q != total-1 {
 			return fmt.Errorf("%d queued", q)
 		}
 		return nil
@@ -80,7 +67,7 @@ func TestBatcherCoalesces(t *testing.T) {
 	release()
 	wg.Wait()
 
-	if e, tx := n.batch.entries.Load()-entries0, n.batch.txns.Load()-txns0; e != 1 || tx != total {
+	if e, tx := n.batch.Stats().Batches-st0.Batches, n.batch.Stats().Items-st0.Items; e != 1 || tx != total {
 		t.Fatalf("proposed %d entries with %d transactions, want 1 entry with %d", e, tx, total)
 	}
 	var revs []uint64
@@ -127,7 +114,7 @@ func TestBatcherCoalesces(t *testing.T) {
 func TestBatcherAbandoned(t *testing.T) {
 	n := startSingle(t, func(c *Config) { c.MaxInflightWrites = 1 })
 	before := mustWrite(t, n, putOp("a", "1"))
-	release := holdSlots(n)
+	release := n.batch.Hold()
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	_, err := n.Write(ctx, fsm.Txn{Ops: []fsm.Op{putOp("abandoned", "x")}})
 	cancel()

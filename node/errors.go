@@ -1,31 +1,38 @@
 package node
 
-import "errors"
+import (
+	"errors"
 
-// Errors returned by the node. The HTTP layer maps these, and fsm's
-// errors, to api error codes in one place (errorCode in http.go).
+	"github.com/cairn-db/cairn/feed"
+	"github.com/cairn-db/cairn/httpapi"
+)
+
+// Errors returned by the node. Those a request can meet are the HTTP
+// API's (package httpapi defines them as its Service's errors and maps
+// them, and fsm's, to api error codes in one place); they are the same
+// values here, so errors.Is works with either name.
 var (
 	// ErrInvalidConfig means a Config failed validation.
 	ErrInvalidConfig = errors.New("node: invalid config")
 	// ErrBadRequest means a request was malformed.
-	ErrBadRequest = errors.New("node: bad request")
+	ErrBadRequest = httpapi.ErrBadRequest
 	// ErrTooLarge means a request, key or value exceeded a limit.
-	ErrTooLarge = errors.New("node: request too large")
+	ErrTooLarge = httpapi.ErrTooLarge
 	// ErrNotLeader means the operation needs the leader and this node is
 	// not it (and could not forward).
-	ErrNotLeader = errors.New("node: not the leader")
-	// ErrNoLeader means no leader is known.
-	ErrNoLeader = errors.New("node: no known leader")
+	ErrNotLeader = httpapi.ErrNotLeader
+	// ErrNoLeader means no leader is known, or it could not be reached.
+	ErrNoLeader = httpapi.ErrNoLeader
 	// ErrTooStale means a stale read's max_staleness was exceeded.
-	ErrTooStale = errors.New("node: too long since last contact with the leader")
+	ErrTooStale = httpapi.ErrTooStale
 	// ErrTimeout means an operation did not finish in time; a write may
 	// or may not have been applied (retry with the same idempotency key).
-	ErrTimeout = errors.New("node: timed out")
+	ErrTimeout = httpapi.ErrTimeout
 	// ErrShuttingDown means the node is stopping.
-	ErrShuttingDown = errors.New("node: shutting down")
+	ErrShuttingDown = httpapi.ErrShuttingDown
 	// ErrUnknownMember means no member has the given id.
-	ErrUnknownMember = errors.New("node: unknown member")
+	ErrUnknownMember = httpapi.ErrUnknownMember
 	// ErrTooManyWatchers means the node already serves its maximum of
 	// concurrent watch streams (Config.MaxWatchers).
-	ErrTooManyWatchers = errors.New("node: too many watchers")
+	ErrTooManyWatchers = feed.ErrTooManySubscribers
 )

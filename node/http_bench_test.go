@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-db/cairn/httpapi"
 	"github.com/cairn-db/cairn/internal/testnet"
 	"github.com/cairn-db/cairn/internal/testutil"
 )
@@ -42,7 +43,7 @@ func benchNode(b *testing.B) (*Node, http.Handler) {
 		}
 	})
 	testutil.WaitFor(b, "n1 ready", 15*time.Second, n.Ready)
-	return n, newHandler(n, slog.New(slog.DiscardHandler))
+	return n, httpapi.New(n, slog.New(slog.DiscardHandler))
 }
 
 func serve(b *testing.B, h http.Handler, method, target, body string) *httptest.ResponseRecorder {

@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -21,10 +20,15 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/cairn-db/cairn/feed"
 	"github.com/cairn-db/cairn/fsm"
+	"github.com/cairn-db/cairn/httpapi"
+	"github.com/cairn-db/cairn/internal/coalesce"
 )
 
-// Node is one cluster member: raft, the state machine and the HTTP API.
+// Node is one cluster member: raft, the state machine, the replicated
+// operations on them, and the HTTP server that serves the API (package
+// httpapi) over it. *Node implements httpapi.Service.
 type Node struct {
 	cfg      Config
 	log      *slog.Logger
@@ -36,20 +40,23 @@ type Node struct {
 	httpLn   net.Listener
 	httpURL  string
 	raftAddr string
-	client   *http.Client // forwarding and member status
+	client   *http.Client  // calls on other members
+	peer     *httpapi.Peer // typed calls on other members, over client
 	metrics  *metrics
-	batch    *batcher   // coalesces client writes into raft entries
-	fwd      *forwarder // gathers a follower's writes for the leader
-	// oldLeader is the id of a leader found not to serve forwardPath (an
-	// older version): while it leads, writes are proxied one by one.
-	oldLeader atomic.Value // string
-	logCache  *logCache
+	// batch coalesces client writes into raft entries (batcher.go); fwd
+	// gathers a follower's writes for the leader (forward.go).
+	batch    *coalesce.Coalescer[fsm.Txn, fsm.TxnResult]
+	fwd      *coalesce.Coalescer[fsm.Txn, httpapi.WriteOutcome]
+	logCache *logCache
 
-	reads readIndex
+	// reads shares leadership checks among a leader's linearizable
+	// readers; remoteReads shares a follower's requests to the leader for
+	// a read index (readindex.go).
+	reads, remoteReads readIndex
 
-	// watches counts open watch streams and ends them when the HTTP
-	// server starts shutting down (see watch.go).
-	watches watchHub
+	// watches is the change feed that watch streams read; it ends them
+	// when the HTTP server starts shutting down.
+	watches *feed.Hub
 
 	// barrierTerm is the term in which this node, as leader, last
 	// completed a barrier; linearizable reads need it to equal the
@@ -88,8 +95,9 @@ func New(cfg Config) (*Node, error) {
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
 	}}
-	n.reads.n = n
-	n.watches.maxDelay = cfg.WatchMaxDelay
+	n.peer = httpapi.NewPeer(cfg.ID, n.client)
+	n.reads = readIndex{n: n, fetch: n.confirmLeadership}
+	n.remoteReads = readIndex{n: n, fetch: n.leaderReadIndex}
 	ok := false
 	defer func() {
 		if !ok {
@@ -102,10 +110,11 @@ func New(cfg Config) (*Node, error) {
 	if err := n.openRaft(); err != nil {
 		return nil, err
 	}
-	n.batch = newBatcher(n, cfg.MaxInflightWrites)
-	n.goRun(n.batch.run)
-	n.fwd = newForwarder(n, cfg.MaxInflightWrites)
-	n.goRun(n.fwd.run)
+	n.watches = feed.NewHub(n.fsm, cfg.MaxWatchers, cfg.WatchMaxDelay)
+	n.batch = n.newBatcher()
+	n.goRun(func() { n.batch.Run(n.ctx) })
+	n.fwd = n.newForwarder()
+	n.goRun(func() { n.fwd.Run(n.ctx) })
 	if cfg.SnapshotLogBytes > 0 {
 		n.goRun(n.snapshotByLogBytes)
 	}
@@ -257,7 +266,7 @@ func (n *Node) startHTTP() error {
 		}
 	}
 	n.httpURL = normalizeURL(adv)
-	var h http.Handler = newHandler(n, n.log)
+	var h http.Handler = httpapi.New(n, n.log)
 	if n.cfg.EnablePprof {
 		h = withPprof(h)
 	}
@@ -267,7 +276,7 @@ func (n *Node) startHTTP() error {
 		BaseContext:       func(net.Listener) context.Context { return n.ctx },
 	}
 	// Shutdown waits for active handlers: watch streams must end first.
-	n.httpSrv.RegisterOnShutdown(n.watches.shutdown)
+	n.httpSrv.RegisterOnShutdown(n.watches.Shutdown)
 	n.goRun(func() {
 		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server stopped", "err", err)
@@ -317,9 +326,12 @@ func (n *Node) closeResources() error {
 	if n.batch != nil {
 		// Writes still in raft are answered before raft stops (they end
 		// as leadership lost at worst, within the leader lease).
-		n.batch.drain(min(n.cfg.ShutdownTimeout, 5*time.Second))
+		n.batch.Drain(min(n.cfg.ShutdownTimeout, 5*time.Second))
 	}
 	n.cancel()
+	if n.watches != nil {
+		n.watches.Shutdown()
+	}
 	if n.httpSrv != nil {
 		_ = n.httpSrv.Close()
 	} else if n.httpLn != nil {

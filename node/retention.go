@@ -55,7 +55,7 @@ func (n *Node) retentionLoop() {
 		if err != nil || target == 0 {
 			continue
 		}
-		if err := n.Compact(n.ctx, target); err != nil && !errors.Is(err, fsm.ErrCompacted) {
+		if err := n.compact(n.ctx, target); err != nil && !errors.Is(err, fsm.ErrCompacted) {
 			n.log.Warn("history retention: compaction failed", "revision", target, "err", err)
 			continue
 		}

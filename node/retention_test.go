@@ -79,7 +79,7 @@ func TestHistoryRetentionTarget(t *testing.T) {
 	if got, _ := n.retentionTarget(times[9].Add(time.Hour)); got != 6 {
 		t.Fatalf("revisions keep more: target %d, want 6", got)
 	}
-	if err := n.Compact(context.Background(), 6); err != nil {
+	if _, err := n.Compact(context.Background(), 6); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := n.retentionTarget(times[9].Add(time.Hour)); got != 0 {

@@ -392,7 +392,7 @@ func loadObjects(t *testing.T, n *Node, from, to uint64, writers int) time.Durat
 	var firstErr atomic.Value
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	entries0, txns0 := n.batch.entries.Load(), n.batch.txns.Load()
+	entries0, txns0 := n.batch.Stats().Batches, n.batch.Stats().Items
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := 0; w < writers; w++ {
@@ -447,7 +447,7 @@ func loadObjects(t *testing.T, n *Node, from, to uint64, writers int) time.Durat
 	if err, _ := firstErr.Load().(error); err != nil {
 		t.Fatal(err)
 	}
-	entries, txns := n.batch.entries.Load()-entries0, n.batch.txns.Load()-txns0
+	entries, txns := n.batch.Stats().Batches-entries0, n.batch.Stats().Items-txns0
 	t.Logf("load: %d single-put transactions by %d writers in %s: %.0f writes/s; %d raft entries, %.1f transactions per entry",
 		txns, writers, elapsed.Round(time.Millisecond), float64(txns)/elapsed.Seconds(), entries, float64(txns)/float64(max(entries, 1)))
 	return elapsed
@@ -542,13 +542,13 @@ func throughput(t *testing.T, n *Node, writers int, keys uint64, d time.Duration
 	if profile != "" {
 		stopCPU = startCPUProfile(t, profile)
 	}
-	entries0, txns0, wchar0 := n.batch.entries.Load(), n.batch.txns.Load(), procWchar()
+	entries0, txns0, wchar0 := n.batch.Stats().Batches, n.batch.Stats().Items, procWchar()
 	measuring.Store(true)
 	start := time.Now()
 	<-time.After(d)
 	measuring.Store(false)
 	elapsed := time.Since(start)
-	entries, txns, wchar := n.batch.entries.Load()-entries0, n.batch.txns.Load()-txns0, procWchar()-wchar0
+	entries, txns, wchar := n.batch.Stats().Batches-entries0, n.batch.Stats().Items-txns0, procWchar()-wchar0
 	stopCPU()
 	cancel()
 	wg.Wait()
@@ -853,7 +853,7 @@ func TestScale(t *testing.T) {
 	}
 	for _, j := range joined {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if err := n.Remove(ctx, j.ID()); err != nil {
+		if _, err := n.Remove(ctx, j.ID()); err != nil {
 			t.Fatalf("remove %s: %v", j.ID(), err)
 		}
 		cancel()

@@ -1,0 +1,95 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+
+	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/feed"
+	"github.com/cairn-db/cairn/fsm"
+)
+
+// errorCode maps an error to its api code. It is the one place where
+// errors become codes.
+func errorCode(err error) string {
+	var mbe *http.MaxBytesError
+	var remote *api.Error
+	switch {
+	case errors.As(err, &remote):
+		// The leader's answer to a forwarded request, passed on.
+		return remote.Code
+	case errors.Is(err, fsm.ErrConflict):
+		return api.CodeConflict
+	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, ErrUnknownMember):
+		return api.CodeNotFound
+	case errors.Is(err, fsm.ErrCompacted):
+		return api.CodeCompacted
+	case errors.Is(err, fsm.ErrFutureRevision):
+		return api.CodeFutureRevision
+	case errors.Is(err, fsm.ErrKeyTooLarge), errors.Is(err, fsm.ErrValueTooLarge), errors.Is(err, ErrTooLarge),
+		errors.As(err, &mbe):
+		return api.CodeTooLarge
+	case errors.Is(err, fsm.ErrInvalidKey), errors.Is(err, fsm.ErrEmptyTxn), errors.Is(err, fsm.ErrDuplicateKey),
+		errors.Is(err, fsm.ErrInvalidTxn), errors.Is(err, ErrBadRequest):
+		return api.CodeBadRequest
+	case errors.Is(err, ErrNotLeader):
+		return api.CodeNotLeader
+	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrTooStale), errors.Is(err, ErrShuttingDown), errors.Is(err, fsm.ErrClosed),
+		errors.Is(err, feed.ErrTooManySubscribers), errors.Is(err, feed.ErrClosed):
+		return api.CodeUnavailable
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return api.CodeTimeout
+	}
+	return api.CodeInternal
+}
+
+// apiError is err in its wire form. A leader's answer passed on by a
+// follower keeps every field the leader set.
+func (h *handler) apiError(err error) api.Error {
+	var remote *api.Error
+	if errors.As(err, &remote) {
+		e := *remote
+		if (e.Code == api.CodeNotLeader || e.Code == api.CodeUnavailable) && e.Leader == "" {
+			e.Leader, e.LeaderURL = h.svc.LeaderInfo()
+		}
+		return e
+	}
+	code := errorCode(err)
+	e := api.Error{Code: code, Message: err.Error()}
+	var ce *fsm.ConflictError
+	if errors.As(err, &ce) {
+		for _, c := range ce.Conflicts {
+			e.Conflicts = append(e.Conflicts, api.Conflict{Key: c.Key, Type: c.Kind.String(), CurrentRevision: c.CurrentRevision})
+		}
+	}
+	var cpe *fsm.CompactedError
+	if errors.As(err, &cpe) {
+		e.OldestRevision = cpe.Oldest
+	}
+	if code == api.CodeNotLeader || code == api.CodeUnavailable {
+		e.Leader, e.LeaderURL = h.svc.LeaderInfo()
+	}
+	return e
+}
+
+func (h *handler) writeError(w http.ResponseWriter, err error) {
+	e := h.apiError(err)
+	if e.Code == api.CodeInternal {
+		h.log.Error("request failed", "err", err)
+	}
+	writeJSON(w, api.Status(e.Code), api.ErrorResponse{Error: e})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	_ = enc.Encode(v)
+}
+
+func setRevision(w http.ResponseWriter, rev uint64) {
+	w.Header().Set(api.HeaderRevision, strconv.FormatUint(rev, 10))
+}

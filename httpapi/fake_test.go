@@ -1,0 +1,316 @@
+package httpapi
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/feed"
+	"github.com/cairn-db/cairn/fsm"
+)
+
+// fakeService is a Service without raft: it records what the handlers
+// ask of it and answers what the test sets.
+type fakeService struct {
+	mu        sync.Mutex
+	id        string
+	leaderID  string
+	leaderURL string
+	limits    Limits
+
+	writes    []fsm.Txn
+	forwarded []string // Forwarded(ctx) of each write or admin call
+	writeFn   func(fsm.Txn) (fsm.TxnResult, error)
+
+	compacted  []uint64
+	compactErr error
+
+	reads        []ReadOptions
+	readErr      error
+	readIndex    uint64
+	readIndexErr error
+
+	store *fakeStore
+	hub   *feed.Hub
+
+	status    api.StatusResponse
+	members   api.MembersResponse
+	adminErr  error
+	admin     []string // "join n4", "remove n2", ...
+	readyErr  error
+	metricsOK bool
+}
+
+func newFake() *fakeService {
+	st := newFakeStore()
+	return &fakeService{
+		id: "n1", leaderID: "n1", leaderURL: "http://leader.test",
+		limits: Limits{MaxRequestBytes: 1 << 20, MaxValueSize: 1024, WatchWriteTimeout: time.Second},
+		store:  st,
+		hub:    feed.NewHub(st, 2, time.Millisecond),
+		status: api.StatusResponse{ID: "n1", State: "Leader", Revision: 3},
+		members: api.MembersResponse{Leader: "n1", Members: []api.Member{
+			{ID: "n1", Role: api.RoleVoter, Leader: true}, {ID: "n2", Role: api.RoleVoter}}},
+		writeFn: func(t fsm.Txn) (fsm.TxnResult, error) {
+			return fsm.TxnResult{Revision: 7, Time: time.Unix(1700000000, 0).UTC(), Hash: fsm.Hash{1, 2}}, nil
+		},
+	}
+}
+
+func (f *fakeService) ID() string                       { return f.id }
+func (f *fakeService) LeaderInfo() (id, httpURL string) { return f.leaderID, f.leaderURL }
+func (f *fakeService) Limits() Limits                   { return f.limits }
+
+func (f *fakeService) Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, error) {
+	f.mu.Lock()
+	f.writes = append(f.writes, t)
+	f.forwarded = append(f.forwarded, Forwarded(ctx))
+	fn := f.writeFn
+	f.mu.Unlock()
+	return fn(t)
+}
+
+func (f *fakeService) Compact(ctx context.Context, rev uint64) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forwarded = append(f.forwarded, Forwarded(ctx))
+	if f.compactErr != nil {
+		return 0, f.compactErr
+	}
+	f.compacted = append(f.compacted, rev)
+	return 9, nil
+}
+
+func (f *fakeService) PrepareRead(_ context.Context, o ReadOptions) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reads = append(f.reads, o)
+	return f.readErr
+}
+
+func (f *fakeService) ReadIndex(context.Context) (uint64, error) { return f.readIndex, f.readIndexErr }
+func (f *fakeService) Store() Store                              { return f.store }
+func (f *fakeService) Status() (api.StatusResponse, error)       { return f.status, f.adminErr }
+
+func (f *fakeService) Members(context.Context) (api.MembersResponse, error) {
+	return f.members, f.adminErr
+}
+
+func (f *fakeService) adminCall(ctx context.Context, what string) (api.MembersResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forwarded = append(f.forwarded, Forwarded(ctx))
+	if f.adminErr != nil {
+		return api.MembersResponse{}, f.adminErr
+	}
+	f.admin = append(f.admin, what)
+	return f.members, nil
+}
+
+func (f *fakeService) Join(ctx context.Context, req api.JoinRequest) (api.MembersResponse, error) {
+	return f.adminCall(ctx, fmt.Sprintf("join %s %s %s %v", req.ID, req.RaftAddr, req.HTTPURL, req.NonVoter))
+}
+func (f *fakeService) Remove(ctx context.Context, id string) (api.MembersResponse, error) {
+	return f.adminCall(ctx, "remove "+id)
+}
+func (f *fakeService) Promote(ctx context.Context, id string) (api.MembersResponse, error) {
+	return f.adminCall(ctx, "promote "+id)
+}
+func (f *fakeService) TransferLeadership(ctx context.Context, id string) (api.MembersResponse, error) {
+	return f.adminCall(ctx, "transfer "+id)
+}
+func (f *fakeService) WaitReady(context.Context, time.Duration) error { return f.readyErr }
+func (f *fakeService) Subscribe(from uint64) (*feed.Subscription, error) {
+	return f.hub.Subscribe(from)
+}
+func (f *fakeService) MetricsHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "cairn_fake 1\n")
+	})
+}
+
+// fakeStore is an in-memory Store and feed.Source: a key-value map and a
+// log of records, with errors a test can set.
+type fakeStore struct {
+	mu        sync.Mutex
+	kvs       map[string]fsm.KeyValue
+	recs      []fsm.Record // revisions 1..len(recs)
+	compacted uint64       // oldest available revision
+	changed   chan struct{}
+	err       error // returned by every read when set
+	verifyErr error
+}
+
+func newFakeStore() *fakeStore {
+	s := &fakeStore{kvs: map[string]fsm.KeyValue{}, compacted: 1, changed: make(chan struct{})}
+	s.commit(fsm.Op{Kind: fsm.OpPut, Key: "a/1", Value: []byte("one")})
+	s.commit(fsm.Op{Kind: fsm.OpPut, Key: "a/2", Value: []byte("two")})
+	s.commit(fsm.Op{Kind: fsm.OpPut, Key: "b/1", Value: []byte("three")})
+	return s
+}
+
+// commit appends a record with ops and applies its puts.
+func (s *fakeStore) commit(ops ...fsm.Op) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rev := uint64(len(s.recs) + 1)
+	s.recs = append(s.recs, fsm.Record{Revision: rev, Time: time.Unix(int64(rev), 0).UTC(), Ops: ops, Hash: fsm.Hash{byte(rev)}})
+	for _, o := range ops {
+		if o.Kind == fsm.OpPut {
+			kv := s.kvs[o.Key]
+			if kv.CreateRevision == 0 {
+				kv.CreateRevision = rev
+			}
+			s.kvs[o.Key] = fsm.KeyValue{Key: o.Key, Value: o.Value, CreateRevision: kv.CreateRevision, ModRevision: rev}
+		}
+	}
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+func (s *fakeStore) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
+}
+
+func (s *fakeStore) Revision() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return uint64(len(s.recs))
+}
+
+func (s *fakeStore) Status() (fsm.Status, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fsm.Status{Revision: uint64(len(s.recs)), CompactRevision: s.compacted}, s.err
+}
+
+func (s *fakeStore) Get(key string, rev uint64) (fsm.KeyValue, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at := uint64(len(s.recs))
+	if s.err != nil {
+		return fsm.KeyValue{}, at, s.err
+	}
+	if rev > at {
+		return fsm.KeyValue{}, at, fmt.Errorf("%w: %d", fsm.ErrFutureRevision, rev)
+	}
+	kv, ok := s.kvs[key]
+	if !ok {
+		return fsm.KeyValue{}, at, fmt.Errorf("%w: %q", fsm.ErrNotFound, key)
+	}
+	return kv, at, nil
+}
+
+func (s *fakeStore) List(prefix string, o fsm.ListOptions) (fsm.ListResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res := fsm.ListResult{Revision: uint64(len(s.recs))}
+	if s.err != nil {
+		return res, s.err
+	}
+	var keys []string
+	for k := range s.kvs {
+		if strings.HasPrefix(k, prefix) && k > o.StartAfter {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if len(res.KVs) == o.Limit {
+			res.More = true
+			break
+		}
+		kv := s.kvs[k]
+		if o.KeysOnly {
+			kv.Value = nil
+		}
+		res.KVs = append(res.KVs, kv)
+	}
+	return res, nil
+}
+
+func (s *fakeStore) History(key string, o fsm.HistoryOptions) ([]fsm.Version, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at := uint64(len(s.recs))
+	if s.err != nil {
+		return nil, at, s.err
+	}
+	var vs []fsm.Version
+	for i := len(s.recs) - 1; i >= 0; i-- {
+		for _, op := range s.recs[i].Ops {
+			if op.Key == key && (o.Before == 0 || s.recs[i].Revision < o.Before) {
+				vs = append(vs, fsm.Version{Key: key, Value: op.Value, Revision: s.recs[i].Revision, Deleted: op.Kind != fsm.OpPut})
+			}
+		}
+	}
+	if o.Limit > 0 && len(vs) > o.Limit {
+		vs = vs[:o.Limit]
+	}
+	return vs, at, nil
+}
+
+func (s *fakeStore) Log(from uint64, limit int) ([]fsm.Record, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at := uint64(len(s.recs))
+	switch {
+	case s.err != nil:
+		return nil, at, s.err
+	case from != 0 && from < s.compacted:
+		return nil, at, &fsm.CompactedError{Requested: from, Oldest: s.compacted}
+	case from > at+1:
+		return nil, at, fmt.Errorf("%w: %d", fsm.ErrFutureRevision, from)
+	}
+	var out []fsm.Record
+	for _, r := range s.recs[max(from, 1)-1:] {
+		if len(out) == limit {
+			break
+		}
+		out = append(out, r)
+	}
+	return out, at, nil
+}
+
+func (s *fakeStore) Head() (fsm.ChainPoint, error) { return s.HashAt(s.Revision()) }
+
+func (s *fakeStore) HashAt(rev uint64) (fsm.ChainPoint, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.err != nil:
+		return fsm.ChainPoint{}, s.err
+	case rev > uint64(len(s.recs)):
+		return fsm.ChainPoint{}, fmt.Errorf("%w: %d", fsm.ErrFutureRevision, rev)
+	case rev != 0 && rev < s.compacted-1:
+		return fsm.ChainPoint{}, &fsm.CompactedError{Requested: rev, Oldest: s.compacted}
+	case rev == 0:
+		return fsm.ChainPoint{}, nil
+	}
+	return fsm.ChainPoint{Revision: rev, Hash: s.recs[rev-1].Hash}, nil
+}
+
+func (s *fakeStore) WriteFullBackup(w io.Writer, _ time.Time) (fsm.BackupHeader, error) {
+	_, err := fmt.Fprintf(w, "full backup at %d", s.Revision())
+	return fsm.BackupHeader{}, err
+}
+
+func (s *fakeStore) WriteIncrementalBackup(w io.Writer, since uint64, _ time.Time) (fsm.BackupHeader, error) {
+	_, err := fmt.Fprintf(w, "incremental backup %d..%d", since+1, s.Revision())
+	return fsm.BackupHeader{}, err
+}
+
+func (s *fakeStore) Verify(context.Context) (fsm.VerifyReport, error) {
+	if s.verifyErr != nil {
+		return fsm.VerifyReport{}, s.verifyErr
+	}
+	return fsm.VerifyReport{From: 1, To: s.Revision(), Records: s.Revision(), Head: fsm.ChainPoint{Revision: s.Revision(), Hash: fsm.Hash{3}}}, nil
+}

@@ -1,0 +1,147 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/feed"
+	"github.com/cairn-db/cairn/fsm"
+)
+
+// Errors a Service reports (wrapped with %w), and that this package maps
+// to api error codes in one place (errorCode), together with fsm's and
+// feed's errors.
+var (
+	// ErrBadRequest means a request was malformed.
+	ErrBadRequest = errors.New("node: bad request")
+	// ErrTooLarge means a request, key or value exceeded a limit.
+	ErrTooLarge = errors.New("node: request too large")
+	// ErrNotLeader means the operation needs the leader, this member is
+	// not it, and it could not forward (the request was itself forwarded,
+	// or the leader cannot take forwarded requests).
+	ErrNotLeader = errors.New("node: not the leader")
+	// ErrNoLeader means no leader is known, or it could not be reached.
+	ErrNoLeader = errors.New("node: no known leader")
+	// ErrTooStale means a stale read's max_staleness was exceeded.
+	ErrTooStale = errors.New("node: too long since last contact with the leader")
+	// ErrTimeout means an operation did not finish in time; a write may
+	// or may not have been applied (retry with the same idempotency key).
+	ErrTimeout = errors.New("node: timed out")
+	// ErrShuttingDown means the member is stopping.
+	ErrShuttingDown = errors.New("node: shutting down")
+	// ErrUnknownMember means no member has the given id.
+	ErrUnknownMember = errors.New("node: unknown member")
+)
+
+// Service is what the HTTP API needs from a cluster member. *node.Node
+// implements it; the tests of this package use a fake.
+//
+// Operations that need the leader (writes, compaction, membership) are
+// carried out through the leader when the member is a follower: the
+// member forwards them and returns the leader's typed answer, which the
+// handler renders exactly as the leader would. A request that a member
+// forwarded carries that fact in its context (Forwarded) and is never
+// forwarded again.
+type Service interface {
+	// ID returns the member's id.
+	ID() string
+	// LeaderInfo returns the leader's id and HTTP URL as known here
+	// (empty when unknown).
+	LeaderInfo() (id, httpURL string)
+	// Limits returns the member's request limits.
+	Limits() Limits
+
+	// Write commits one transaction through the leader. Err in the
+	// result is the transaction's own refusal (*fsm.ConflictError, a
+	// validation error); the returned error is a failure to commit, after
+	// which the write may or may not have been applied.
+	Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, error)
+	// Compact compacts history before rev on every replica and returns
+	// the leader's revision after it.
+	Compact(ctx context.Context, rev uint64) (uint64, error)
+
+	// PrepareRead blocks until the member may serve a read with the
+	// given options from its local state (Store).
+	PrepareRead(ctx context.Context, o ReadOptions) error
+	// ReadIndex, on the leader, confirms its leadership with a quorum,
+	// waits until it has applied everything committed before the call,
+	// and returns its applied index: a follower that has applied that
+	// index may serve a linearizable read.
+	ReadIndex(ctx context.Context) (uint64, error)
+	// Store returns the member's local state, read after PrepareRead.
+	Store() Store
+
+	// Status describes the member.
+	Status() (api.StatusResponse, error)
+	// Members lists the cluster's members as this member knows them.
+	Members(ctx context.Context) (api.MembersResponse, error)
+	// Join, Remove, Promote and TransferLeadership change the
+	// membership through the leader and return the members afterwards.
+	Join(ctx context.Context, req api.JoinRequest) (api.MembersResponse, error)
+	Remove(ctx context.Context, id string) (api.MembersResponse, error)
+	Promote(ctx context.Context, id string) (api.MembersResponse, error)
+	TransferLeadership(ctx context.Context, id string) (api.MembersResponse, error)
+	// WaitReady waits up to d for the member to be ready to serve.
+	WaitReady(ctx context.Context, d time.Duration) error
+
+	// Subscribe opens a subscription to the member's change feed from
+	// revision from (0: the next one).
+	Subscribe(from uint64) (*feed.Subscription, error)
+	// MetricsHandler serves the member's metrics.
+	MetricsHandler() http.Handler
+}
+
+// Store is a member's local committed state. *fsm.FSM implements it.
+type Store interface {
+	Revision() uint64
+	Get(key string, rev uint64) (fsm.KeyValue, uint64, error)
+	List(prefix string, o fsm.ListOptions) (fsm.ListResult, error)
+	History(key string, o fsm.HistoryOptions) ([]fsm.Version, uint64, error)
+	Log(from uint64, limit int) ([]fsm.Record, uint64, error)
+	Head() (fsm.ChainPoint, error)
+	HashAt(rev uint64) (fsm.ChainPoint, error)
+	WriteFullBackup(w io.Writer, created time.Time) (fsm.BackupHeader, error)
+	WriteIncrementalBackup(w io.Writer, since uint64, created time.Time) (fsm.BackupHeader, error)
+	Verify(ctx context.Context) (fsm.VerifyReport, error)
+}
+
+// Limits are the HTTP layer's request limits.
+type Limits struct {
+	// MaxRequestBytes bounds a request body.
+	MaxRequestBytes int64
+	// MaxValueSize bounds a value.
+	MaxValueSize int
+	// WatchWriteTimeout cuts off a watch stream whose connection accepts
+	// no writes for that long.
+	WatchWriteTimeout time.Duration
+}
+
+// ReadOptions say how current a read must be.
+type ReadOptions struct {
+	// Consistency is api.Linearizable (default) or api.Stale.
+	Consistency string
+	// MaxStaleness refuses a stale read on a follower whose last contact
+	// with the leader is older (0: no bound).
+	MaxStaleness time.Duration
+	// MinRevision waits until this member has applied the revision.
+	MinRevision uint64
+}
+
+type forwardedKey struct{}
+
+// WithForwarded marks ctx as carrying a request that member from
+// forwarded: a Service must not forward it again.
+func WithForwarded(ctx context.Context, from string) context.Context {
+	return context.WithValue(ctx, forwardedKey{}, from)
+}
+
+// Forwarded returns the member that forwarded the request ctx carries,
+// "" when it came from a client.
+func Forwarded(ctx context.Context) string {
+	s, _ := ctx.Value(forwardedKey{}).(string)
+	return s
+}

@@ -1,0 +1,343 @@
+package httpapi
+
+// Watches: GET /v1/watch streams committed transactions in revision order
+// as newline-delimited JSON (api.WatchEvent), filtered by key prefix, from
+// the answering member's change feed (package feed; any member,
+// non-voters included; nothing is forwarded). A stream whose connection
+// accepts no writes for Limits.WatchWriteTimeout is cut off; the client
+// resumes from its last revision.
+//
+// The fan-out is kept cheap (docs/performance.md, "Writes with
+// watchers"): a record whose operations all match is encoded once for
+// every stream (the feed entry's Memo); a stream gathers every line it can
+// read at once into one buffer and sends it with one write and one flush,
+// on a response without chunk framing; progress lines are encoded by hand.
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/feed"
+	"github.com/cairn-db/cairn/fsm"
+)
+
+// Watch stream parameters.
+const (
+	// DefaultProgressInterval is the period of progress events when the
+	// request does not set progress_interval.
+	DefaultProgressInterval = time.Second
+	// MinProgressInterval and MaxProgressInterval bound progress_interval.
+	MinProgressInterval = 50 * time.Millisecond
+	MaxProgressInterval = 10 * time.Minute
+	// watchWriteBytes: a stream gathers the lines of the records it can
+	// read at once into one write (one system call) of about this size;
+	// a buffer grown past watchKeepBytes is dropped after its write.
+	watchWriteBytes = 64 << 10
+	watchKeepBytes  = 1 << 20
+)
+
+// watch serves GET /v1/watch?prefix=P&from_revision=R&progress_interval=D.
+func (h *handler) watch(w http.ResponseWriter, r *http.Request) error {
+	if err := knownParams(r, "prefix", "from_revision", "progress_interval"); err != nil {
+		return err
+	}
+	q := query(r)
+	prefix := q.Get("prefix")
+	if prefix != "" {
+		if err := fsm.ValidateKey(prefix); err != nil {
+			return err
+		}
+	}
+	from, err := queryUint(r, "from_revision")
+	if err != nil {
+		return err
+	}
+	interval := DefaultProgressInterval
+	if s := q.Get("progress_interval"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < MinProgressInterval || d > MaxProgressInterval {
+			return badRequest("progress_interval=%q is not a duration between %s and %s", s, MinProgressInterval, MaxProgressInterval)
+		}
+		interval = d
+	}
+	sub, err := h.svc.Subscribe(from)
+	if err != nil {
+		if errors.Is(err, feed.ErrTooManySubscribers) {
+			return fmt.Errorf("%w; try another member", err)
+		}
+		return err
+	}
+	defer sub.Close()
+	st := &stream{sub: sub, prefix: prefix, interval: interval, writeTimeout: h.svc.Limits().WatchWriteTimeout}
+	return st.serve(w, r)
+}
+
+// stream is one watch stream.
+type stream struct {
+	sub          *feed.Subscription
+	prefix       string
+	interval     time.Duration
+	writeTimeout time.Duration
+
+	w  io.Writer
+	rc *http.ResponseController
+	// out holds the lines not yet written; enc encodes into it. A
+	// wake-up's lines go to the connection in one write and one flush.
+	out bytes.Buffer
+	enc *json.Encoder
+	// deadlineAt is the connection's write deadline.
+	deadlineAt time.Time
+	scratch    [64]byte
+	failed     bool // a write failed: the connection is gone
+}
+
+// serve runs the stream. It returns an error only before the response
+// has started (a storage failure on the first read); once streaming,
+// errors end the stream with an error line, or silently when the
+// connection is gone.
+func (st *stream) serve(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	recs, wait, err := st.sub.Read()
+	if err != nil {
+		return err
+	}
+	st.w = w
+	st.rc = http.NewResponseController(w)
+	st.enc = json.NewEncoder(&st.out)
+	hdr := w.Header()
+	hdr.Set("Content-Type", "application/x-ndjson")
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	// A stream's connection is not reused: it carries a write deadline.
+	hdr.Set("Connection", "close")
+	// The body ends with the connection (HTTP/1.1 without chunking, as
+	// for server-sent events): a write is then one system call, where
+	// chunk framing splits one larger than net/http's 4 KiB buffer in
+	// two. (HTTP/2 drops this header.)
+	hdr.Set("Transfer-Encoding", "identity")
+	setRevision(w, st.sub.Head())
+	st.deadline()
+	w.WriteHeader(http.StatusOK)
+	// The first line says where the stream starts; it goes out at once.
+	st.progressAt(st.sub.Start())
+	if !st.flush() {
+		return nil
+	}
+	tick := time.NewTicker(st.interval)
+	defer tick.Stop()
+	stop := st.sub.Done()
+	shutdown := fmt.Errorf("%w: the node is shutting down; resume from another member", ErrShuttingDown)
+	for {
+		st.emit(recs)
+		// Lines of records that can be read at once join the same
+		// write, up to watchWriteBytes; a caught-up stream writes what
+		// it has before it waits.
+		if (wait != nil || st.out.Len() >= watchWriteBytes) && !st.flush() {
+			return nil
+		}
+		if wait == nil {
+			// More to read at once; stay responsive to the end of the
+			// request and keep progress going between chunks.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-stop:
+				st.fail(shutdown)
+				return nil
+			case <-tick.C:
+				st.progress()
+			default:
+			}
+		} else {
+		waiting:
+			for {
+				select {
+				case <-wait:
+					break waiting
+				case <-tick.C:
+					if st.progress(); !st.flush() {
+						return nil
+					}
+				case <-ctx.Done():
+					return nil
+				case <-stop:
+					st.fail(shutdown)
+					return nil
+				}
+			}
+		}
+		if st.failed {
+			return nil
+		}
+		if recs, wait, err = st.sub.Read(); err != nil {
+			st.fail(err)
+			return nil
+		}
+	}
+}
+
+// emit queues a txn event for every record with a matching operation.
+// A record whose operations all match takes its line encoded once for
+// every stream.
+func (st *stream) emit(recs []feed.Entry) {
+	for _, e := range recs {
+		if st.failed {
+			return
+		}
+		rec := e.Rec
+		n := matching(st.prefix, rec.Ops)
+		if n == 0 {
+			continue
+		}
+		if n == len(rec.Ops) && e.Memo != nil {
+			if b := e.Memo.Get(func() []byte { return eventLine(rec) }); b != nil {
+				st.out.Write(b)
+				continue
+			}
+		}
+		st.write(txnEvent(rec, matchOps(st.prefix, rec.Ops)))
+	}
+}
+
+// eventLine encodes a record's txn event with every operation, with its
+// newline (nil if it cannot be encoded).
+func eventLine(rec *fsm.Record) []byte {
+	b, err := json.Marshal(txnEvent(rec, matchOps("", rec.Ops)))
+	if err != nil {
+		return nil
+	}
+	return append(b, '\n')
+}
+
+func txnEvent(rec *fsm.Record, ops []api.Operation) api.WatchEvent {
+	return api.WatchEvent{Type: api.WatchTxn, Revision: rec.Revision, Time: rec.Time, User: rec.User,
+		Description: rec.Description, Meta: rec.Meta, Operations: ops, Hash: rec.Hash.String()}
+}
+
+// progress queues a progress event for the revision the stream is
+// complete up to: the events queued before it cover every matching
+// transaction up to there.
+func (st *stream) progress() { st.progressAt(st.sub.Progress()) }
+
+// progressAt queues a progress event for rev, encoded by hand (it is the
+// most frequent line of an idle stream; TestProgressLine checks it
+// against encoding/json).
+func (st *stream) progressAt(rev uint64) {
+	if st.failed {
+		return
+	}
+	st.out.Write(appendProgress(st.scratch[:0], rev))
+}
+
+func appendProgress(b []byte, rev uint64) []byte {
+	b = append(b, `{"type":"progress","revision":`...)
+	b = strconv.AppendUint(b, rev, 10)
+	return append(b, "}\n"...)
+}
+
+// fail ends the stream with an error line, after the queued ones.
+func (st *stream) fail(err error) {
+	e := watchError(err)
+	st.write(api.WatchEvent{Type: api.WatchError, Revision: st.sub.Progress(), Error: &e})
+	st.flush()
+}
+
+// watchError turns an error into its wire form.
+func watchError(err error) api.Error {
+	e := api.Error{Code: errorCode(err), Message: err.Error()}
+	var ce *fsm.CompactedError
+	if errors.As(err, &ce) {
+		e.OldestRevision = ce.Oldest
+	}
+	return e
+}
+
+// deadline gives the write that follows at least writeTimeout to reach
+// the connection. Moving the deadline costs a timer update, so it is
+// moved only when less than writeTimeout is left, to 1.125 x writeTimeout
+// from now: a stuck write fails after between one and 1.125 timeouts.
+// Writers that do not support deadlines (tests) go without.
+func (st *stream) deadline() {
+	if st.rc == nil || st.writeTimeout <= 0 {
+		return
+	}
+	now := time.Now()
+	if st.deadlineAt.Sub(now) >= st.writeTimeout {
+		return
+	}
+	st.deadlineAt = now.Add(st.writeTimeout + st.writeTimeout/8)
+	_ = st.rc.SetWriteDeadline(st.deadlineAt)
+}
+
+// write queues an event.
+func (st *stream) write(ev api.WatchEvent) {
+	if st.failed {
+		return
+	}
+	if err := st.enc.Encode(ev); err != nil {
+		st.failed = true
+	}
+}
+
+// flush writes the queued lines to the connection in one write and
+// flushes it; false when the connection is gone (or too slow: past the
+// write deadline).
+func (st *stream) flush() bool {
+	if st.failed {
+		return false
+	}
+	if st.out.Len() == 0 {
+		return true
+	}
+	st.deadline()
+	if _, err := st.w.Write(st.out.Bytes()); err != nil {
+		st.failed = true
+		return false
+	}
+	if st.out.Cap() > watchKeepBytes {
+		st.out = bytes.Buffer{} // enc holds &st.out, which stays
+	} else {
+		st.out.Reset()
+	}
+	if err := st.rc.Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		st.failed = true
+	}
+	return !st.failed
+}
+
+// matching counts the operations matchOps would return.
+func matching(prefix string, ops []fsm.Op) int {
+	n := 0
+	for _, o := range ops {
+		if opMatches(prefix, o) {
+			n++
+		}
+	}
+	return n
+}
+
+func opMatches(prefix string, o fsm.Op) bool {
+	return strings.HasPrefix(o.Key, prefix) || (o.Kind == fsm.OpDeletePrefix && strings.HasPrefix(prefix, o.Key))
+}
+
+// matchOps returns the operations of a transaction that concern the keys
+// under prefix, in wire form: a put or delete of a key with the prefix, and
+// a delete_prefix whose prefix and the watched one overlap (one is a prefix
+// of the other). An empty prefix matches everything.
+func matchOps(prefix string, ops []fsm.Op) []api.Operation {
+	var out []api.Operation
+	for _, o := range ops {
+		if opMatches(prefix, o) {
+			out = append(out, api.Operation{Op: o.Kind.String(), Key: o.Key, Value: o.Value})
+		}
+	}
+	return out
+}
