@@ -50,7 +50,7 @@ func TestRoutes(t *testing.T) {
 		hdr    map[string]string
 		setup  func(*fakeService)
 		status int
-		code   string                                             // error code, "" for success
+		code   string                                                     // error code, "" for success
 		check  func(*testing.T, *fakeService, *httptest.ResponseRecorder) // optional
 	}{
 		// Writes.
@@ -93,7 +93,9 @@ func TestRoutes(t *testing.T) {
 			}},
 		{name: "put not leader", method: "PUT", target: "/v1/kv/a", body: "v",
 			setup: func(f *fakeService) {
-				f.writeFn = func(fsm.Txn) (fsm.TxnResult, error) { return fsm.TxnResult{}, fmt.Errorf("%w: forwarded", ErrNotLeader) }
+				f.writeFn = func(fsm.Txn) (fsm.TxnResult, error) {
+					return fsm.TxnResult{}, fmt.Errorf("%w: forwarded", ErrNotLeader)
+				}
 			},
 			status: 503, code: api.CodeNotLeader, check: func(t *testing.T, _ *fakeService, rec *httptest.ResponseRecorder) {
 				if e := errorOf(t, rec); e.Leader != "n1" || e.LeaderURL != "http://leader.test" {
@@ -422,4 +424,3 @@ func TestMatchOps(t *testing.T) {
 		t.Errorf("put value not carried: %+v", got)
 	}
 }
-
