@@ -139,14 +139,6 @@ func (a *applier) command(data []byte) (interface{}, error) {
 	return &CommandResult{Err: fmt.Errorf("%w: empty command", ErrCorruptCommand)}, nil
 }
 
-// ValidateMember checks a member record.
-func ValidateMember(m *Member) error {
-	if m.ID == "" {
-		return fmt.Errorf("%w: member id is empty", ErrInvalidTxn)
-	}
-	return nil
-}
-
 // clampTime returns max(previous commit time, t) in unix ns.
 func (a *applier) clampTime(t time.Time) int64 {
 	ns := t.UnixNano()
