@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"bytes"
-	"crypto/sha256"
 	"fmt"
 	"time"
 
@@ -274,16 +273,6 @@ func (a *applier) writeRecord(rec *Record, canon []byte) (Hash, error) {
 	a.st.revision, a.st.head, a.st.time = rec.Revision, h, max(a.st.time, rec.Time.UnixNano())
 	a.committed = true
 	return h, nil
-}
-
-// chainHash is H(r) = SHA-256(H(r-1) || canonical(record r)).
-func chainHash(prev Hash, canon []byte) Hash {
-	s := sha256.New()
-	s.Write(prev[:])
-	s.Write(canon)
-	var h Hash
-	s.Sum(h[:0])
-	return h
 }
 
 func (a *applier) storeIdem(key string, now int64, limits Limits, res *TxnResult, conflicts []Conflict) error {
