@@ -9,7 +9,7 @@ import (
 )
 
 // The hash chain and the canonical encoding of the transaction records it
-// covers. The bbolt value encodings reuse this file's
+// covers. The bbolt value encodings (schema.go) reuse this file's
 // length-prefixed primitives; the raft log encoding is in codec.go.
 
 // chainHash is H(r) = SHA-256(H(r-1) || canonical(record r)).
