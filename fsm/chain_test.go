@@ -169,6 +169,58 @@ func TestChainDefinition(t *testing.T) {
 	}
 }
 
+func TestCanonicalRoundTrip(t *testing.T) {
+	recs := []Record{
+		{},
+		{Revision: 1, Time: time.Unix(0, 1).UTC(), Ops: []Op{put("a", "")}},
+		{
+			Revision: 1 << 60, Time: time.Unix(1_700_000_000, 999).UTC(), User: "u", Description: "d",
+			Meta: map[string]string{"z": "1", "a": "", "m": strings.Repeat("x", 300)}, IdempotencyKey: "k",
+			Ops: []Op{put("a", "1"), del("b"), delPrefix("c"), {Kind: OpPut, Key: "d", Value: bytes.Repeat([]byte{0}, 200)}},
+		},
+		{Revision: 2, Time: time.Unix(-5, 0).UTC()},
+	}
+	for i, rec := range recs {
+		data := Canonical(&rec)
+		got, err := DecodeCanonical(data)
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		want := rec
+		if want.Time.IsZero() {
+			want.Time = time.Unix(0, rec.Time.UnixNano()).UTC()
+		}
+		for j := range want.Ops {
+			if len(want.Ops[j].Value) == 0 {
+				want.Ops[j].Value = nil
+			}
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("record %d:\n got %#v\nwant %#v", i, got, want)
+		}
+		// Every strict prefix and any trailing byte is refused.
+		for n := range len(data) {
+			if _, err := DecodeCanonical(data[:n]); !errors.Is(err, ErrCorruptCommand) && !errors.Is(err, ErrUnknownVersion) {
+				t.Fatalf("record %d truncated to %d: %v", i, n, err)
+			}
+		}
+		if _, err := DecodeCanonical(append(bytes.Clone(data), 0)); err == nil {
+			t.Fatalf("record %d: trailing byte accepted", i)
+		}
+		bad := bytes.Clone(data)
+		bad[0] = RecordVersion + 1
+		if _, err := DecodeCanonical(bad); !errors.Is(err, ErrUnknownVersion) {
+			t.Fatalf("record %d: version %d: %v", i, bad[0], err)
+		}
+	}
+	// A count larger than the bytes left is refused without allocating.
+	huge := append([]byte{RecordVersion}, make([]byte, 16)...)
+	huge = append(huge, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f)
+	if _, err := DecodeCanonical(huge); !errors.Is(err, ErrCorruptCommand) {
+		t.Fatalf("huge meta count: %v", err)
+	}
+}
+
 // Golden values pin the canonical record format and the chain: changing
 // either breaks every existing backup and mirror.
 func TestCanonicalGolden(t *testing.T) {

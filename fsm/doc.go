@@ -28,6 +28,7 @@
 //     below it are skipped on replay), streaming snapshots and an
 //     all-or-nothing Restore.
 //
-// The bucket layout and record encodings are described in schema.go and in
-// docs/architecture.md.
+// The bucket layout and value encodings are in schema.go, the canonical
+// record encoding in chainrecord.go and the log-entry encoding in codec.go;
+// DESIGN.md maps the files and docs/architecture.md describes the formats.
 package fsm

@@ -3,6 +3,7 @@ package fsm
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -130,4 +131,70 @@ func idemExpKey(expires int64, key string) []byte {
 	b := make([]byte, 8, 8+len(key))
 	binary.BigEndian.PutUint64(b, uint64(expires))
 	return append(b, key...)
+}
+
+// idempotency results, stored as: expires i64 | kind u8 | revision u64 |
+// time i64 | [conflict count uvarint, then per conflict: key | kind u8 | rev u64]
+const (
+	idemCommitted byte = 1
+	idemConflict  byte = 2
+)
+
+func encodeIdem(expires int64, res *TxnResult, conflicts []Conflict) []byte {
+	b := make([]byte, 0, 32)
+	b = binary.BigEndian.AppendUint64(b, uint64(expires))
+	if conflicts == nil {
+		b = append(b, idemCommitted)
+	} else {
+		b = append(b, idemConflict)
+	}
+	b = binary.BigEndian.AppendUint64(b, res.Revision)
+	b = binary.BigEndian.AppendUint64(b, uint64(res.Time.UnixNano()))
+	if conflicts != nil {
+		b = binary.AppendUvarint(b, uint64(len(conflicts)))
+		for _, c := range conflicts {
+			b = appendString(b, c.Key)
+			b = append(b, byte(c.Kind))
+			b = binary.BigEndian.AppendUint64(b, c.CurrentRevision)
+		}
+	}
+	return b
+}
+
+func decodeIdem(data []byte) (expires int64, res TxnResult, err error) {
+	d := decoder{b: data}
+	expires = int64(d.u64())
+	kind := d.byte()
+	res.Revision = d.u64()
+	res.Time = time.Unix(0, int64(d.u64())).UTC()
+	if kind == idemConflict {
+		n := d.count()
+		cs := make([]Conflict, 0, n)
+		for i := 0; i < n && d.err == nil; i++ {
+			k := d.string()
+			kd := CondKind(d.byte())
+			cs = append(cs, Conflict{Key: k, Kind: kd, CurrentRevision: d.u64()})
+		}
+		res.Err = &ConflictError{Conflicts: cs}
+	} else if kind != idemCommitted && d.err == nil {
+		d.err = fmt.Errorf("unknown result kind %d", kind)
+	}
+	if d.err != nil {
+		return 0, TxnResult{}, fmt.Errorf("fsm: malformed idempotency entry: %w", d.err)
+	}
+	return expires, res, nil
+}
+
+func encodeMember(m *Member) []byte {
+	b := appendString(nil, m.HTTPAddr)
+	return appendString(b, m.RaftAddr)
+}
+
+func decodeMember(id string, data []byte) (Member, error) {
+	d := decoder{b: data}
+	m := Member{ID: id, HTTPAddr: d.string(), RaftAddr: d.string()}
+	if d.err != nil {
+		return Member{}, fmt.Errorf("fsm: malformed member entry: %w", d.err)
+	}
+	return m, nil
 }

@@ -119,3 +119,11 @@ func ValidateTxn(t *Txn, limits Limits) error {
 	}
 	return nil
 }
+
+// ValidateMember checks a member record.
+func ValidateMember(m *Member) error {
+	if m.ID == "" {
+		return fmt.Errorf("%w: member id is empty", ErrInvalidTxn)
+	}
+	return nil
+}
