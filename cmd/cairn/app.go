@@ -11,6 +11,9 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/node"
 )
 
 // Exit statuses, documented in docs/cli.md.
@@ -99,4 +102,68 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// exitCode maps an error to the CLI's exit status (docs/cli.md). It is the
+// one place where errors become statuses.
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errUsage), errors.Is(err, node.ErrInvalidConfig):
+		return exitUsage
+	case errors.Is(err, client.ErrConflict):
+		return exitConflict
+	case errors.Is(err, client.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrTimeout),
+		errors.Is(err, client.ErrNotLeader), errors.Is(err, context.DeadlineExceeded):
+		return exitUnavailable
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return exitError
+}
+
+// isSet reports a boolean flag set on the command or any parent.
+func boolFlag(c *cli.Context, name string) bool {
+	for _, cc := range c.Lineage() {
+		if cc.IsSet(name) {
+			return cc.Bool(name)
+		}
+	}
+	return false
+}
+
+func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON"} }
+
+// withClient runs fn with a client for --cluster and a context bounded by
+// --timeout.
+func withClient(c *cli.Context, fn func(ctx context.Context, cl *client.Client) error) error {
+	cfg := client.DefaultConfig()
+	cfg.Endpoints = splitList(c.String("cluster"))
+	if len(cfg.Endpoints) == 0 {
+		return usageError("--cluster is empty")
+	}
+	cl, err := client.New(cfg)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	defer cl.Close()
+	ctx := c.Context
+	if d := c.Duration("timeout"); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	return fn(ctx, cl)
+}
+
+func args(c *cli.Context, n int, names string) error {
+	if c.NArg() != n {
+		return usageError("%s takes %s (got %d arguments)", c.Command.Name, names, c.NArg())
+	}
+	return nil
 }

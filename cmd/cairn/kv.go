@@ -3,100 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
-	"github.com/cairn-db/cairn/node"
 )
-
-// exitCode maps an error to the CLI's exit status (docs/cli.md). It is the
-// one place where errors become statuses.
-func exitCode(err error) int {
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, errUsage), errors.Is(err, node.ErrInvalidConfig):
-		return exitUsage
-	case errors.Is(err, client.ErrConflict):
-		return exitConflict
-	case errors.Is(err, client.ErrNotFound):
-		return exitNotFound
-	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrTimeout),
-		errors.Is(err, client.ErrNotLeader), errors.Is(err, context.DeadlineExceeded):
-		return exitUnavailable
-	}
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
-		return ec.ExitCode()
-	}
-	return exitError
-}
-
-// isSet reports a boolean flag set on the command or any parent.
-func boolFlag(c *cli.Context, name string) bool {
-	for _, cc := range c.Lineage() {
-		if cc.IsSet(name) {
-			return cc.Bool(name)
-		}
-	}
-	return false
-}
-
-func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON"} }
-
-// withClient runs fn with a client for --cluster and a context bounded by
-// --timeout.
-func withClient(c *cli.Context, fn func(ctx context.Context, cl *client.Client) error) error {
-	cfg := client.DefaultConfig()
-	cfg.Endpoints = splitList(c.String("cluster"))
-	if len(cfg.Endpoints) == 0 {
-		return usageError("--cluster is empty")
-	}
-	cl, err := client.New(cfg)
-	if err != nil {
-		return usageError("%v", err)
-	}
-	defer cl.Close()
-	ctx := c.Context
-	if d := c.Duration("timeout"); d > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
-	}
-	return fn(ctx, cl)
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-// printable renders a value for a table: text as is, binary as base64-ish
-// hex with a marker.
-func printable(b []byte) string {
-	if utf8.Valid(b) {
-		return strconv.Quote(string(b))
-	}
-	return fmt.Sprintf("<%d bytes>", len(b))
-}
-
-func args(c *cli.Context, n int, names string) error {
-	if c.NArg() != n {
-		return usageError("%s takes %s (got %d arguments)", c.Command.Name, names, c.NArg())
-	}
-	return nil
-}
 
 func writeOpts(c *cli.Context) ([]client.WriteOption, error) {
 	var opts []client.WriteOption
@@ -149,14 +66,6 @@ func readFlags(withRevision bool) []cli.Flag {
 		f = append(f, &cli.Uint64Flag{Name: "revision", Usage: "read as of this revision"})
 	}
 	return f
-}
-
-func printWrite(c *cli.Context, res *client.WriteResult) error {
-	if boolFlag(c, "json") {
-		return printJSON(c.App.Writer, res)
-	}
-	_, err := fmt.Fprintf(c.App.Writer, "revision %d\n", res.Revision)
-	return err
 }
 
 func dataCommands() []*cli.Command {
