@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -11,6 +13,46 @@ import (
 
 	"github.com/cairn-db/cairn/node"
 )
+
+// nodeCommands is `cairn node`: run and recover are here, the membership
+// commands in member.go, status and health in status.go.
+func nodeCommands() []*cli.Command {
+	return []*cli.Command{{
+		Name:  "node",
+		Usage: "run and administer cluster members",
+		Subcommands: slices.Concat([]*cli.Command{
+			nodeRunCommand(),
+			{
+				Name: "recover", Usage: "rewrite a stopped member's membership after the majority is lost for good",
+				Description: `Run on every surviving member while it is stopped, with the same peers
+file (hashicorp/raft's peers.json format), then start them without
+--bootstrap or --join. See docs/deploy.md before using it.
+Example:
+   echo '[{"id":"n1","address":"10.0.0.1:7001"}]' > peers.json
+   cairn node recover --data-dir /var/lib/cairn --id n1 --peers peers.json`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "data-dir", Usage: "the stopped member's data directory (required)"},
+					&cli.StringFlag{Name: "id", Usage: "the member's id (required)"},
+					&cli.StringFlag{Name: "peers", Usage: "JSON list of the servers that form the cluster now (required)"},
+				},
+				Action: func(c *cli.Context) error {
+					if c.String("data-dir") == "" || c.String("id") == "" || c.String("peers") == "" {
+						return usageError("node recover needs --data-dir, --id and --peers")
+					}
+					servers, err := node.ReadPeersFile(c.String("peers"))
+					if err != nil {
+						return usageError("--peers: %v", err)
+					}
+					if err := node.Recover(c.Context, c.String("data-dir"), c.String("id"), servers, nil); err != nil {
+						return err
+					}
+					_, err = fmt.Fprintf(c.App.Writer, "recovered %s with %d server(s); start it without --bootstrap or --join\n", c.String("id"), len(servers))
+					return err
+				},
+			},
+		}, memberCommands(), statusCommands()),
+	}}
+}
 
 // nodeRunFlags are `cairn node run`'s flags; each also reads CAIRN_<NAME>
 // and the YAML file given by --config.
