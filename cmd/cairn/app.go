@@ -58,7 +58,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			&cli.DurationFlag{Name: "timeout", Usage: "overall time limit of the command (0: none)", EnvVars: []string{"CAIRN_TIMEOUT"}},
 		},
 		Commands: slices.Concat([]*cli.Command{devCommand()}, kvCommands(), []*cli.Command{txnCommand()}, historyCommands(),
-			[]*cli.Command{compactCommand()}, watchCommands(), nodeCommands(), backupCommands(), []*cli.Command{benchCommand()}),
+			[]*cli.Command{compactCommand()}, watchCommands(), nodeCommands(), backupCommands(), []*cli.Command{verifyCommand(), benchCommand()}),
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError("%v", err)
