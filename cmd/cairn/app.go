@@ -57,8 +57,19 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of tables"},
 			&cli.DurationFlag{Name: "timeout", Usage: "overall time limit of the command (0: none)", EnvVars: []string{"CAIRN_TIMEOUT"}},
 		},
-		Commands: slices.Concat([]*cli.Command{devCommand()}, kvCommands(), []*cli.Command{txnCommand()}, historyCommands(),
-			[]*cli.Command{compactCommand()}, watchCommands(), nodeCommands(), backupCommands(), []*cli.Command{verifyCommand(), benchCommand()}),
+		// One file a group, named for it; the order here is the help's.
+		Commands: slices.Concat(
+			[]*cli.Command{devCommand()},     // dev.go
+			kvCommands(),                     // kv.go: put, get, del, ls
+			[]*cli.Command{txnCommand()},     // txn.go
+			historyCommands(),                // history.go: history, log
+			[]*cli.Command{compactCommand()}, // compact.go
+			watchCommands(),                  // watch.go
+			nodeCommands(),                   // node.go, member.go, status.go
+			backupCommands(),                 // backup.go: backup, restore
+			[]*cli.Command{verifyCommand()},  // verify.go
+			[]*cli.Command{benchCommand()},   // bench.go
+		),
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError("%v", err)
