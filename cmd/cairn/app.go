@@ -11,6 +11,9 @@ import (
 	"strings"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/node"
 )
 
 // Exit statuses, documented in docs/cli.md.
@@ -54,7 +57,19 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of tables"},
 			&cli.DurationFlag{Name: "timeout", Usage: "overall time limit of the command (0: none)", EnvVars: []string{"CAIRN_TIMEOUT"}},
 		},
-		Commands: slices.Concat(serverCommands(), dataCommands(), watchCommands(), adminCommands(), backupCommands(), []*cli.Command{benchCommand()}),
+		// One file a group, named for it; the order here is the help's.
+		Commands: slices.Concat(
+			[]*cli.Command{devCommand()},     // dev.go
+			kvCommands(),                     // kv.go: put, get, del, ls
+			[]*cli.Command{txnCommand()},     // txn.go
+			historyCommands(),                // history.go: history, log
+			[]*cli.Command{compactCommand()}, // compact.go
+			watchCommands(),                  // watch.go
+			nodeCommands(),                   // node.go, member.go, status.go
+			backupCommands(),                 // backup.go: backup, restore
+			[]*cli.Command{verifyCommand()},  // verify.go
+			[]*cli.Command{benchCommand()},   // bench.go
+		),
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError("%v", err)
@@ -99,4 +114,68 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// exitCode maps an error to the CLI's exit status (docs/cli.md). It is the
+// one place where errors become statuses.
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errUsage), errors.Is(err, node.ErrInvalidConfig):
+		return exitUsage
+	case errors.Is(err, client.ErrConflict):
+		return exitConflict
+	case errors.Is(err, client.ErrNotFound):
+		return exitNotFound
+	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrTimeout),
+		errors.Is(err, client.ErrNotLeader), errors.Is(err, context.DeadlineExceeded):
+		return exitUnavailable
+	}
+	var ec cli.ExitCoder
+	if errors.As(err, &ec) {
+		return ec.ExitCode()
+	}
+	return exitError
+}
+
+// isSet reports a boolean flag set on the command or any parent.
+func boolFlag(c *cli.Context, name string) bool {
+	for _, cc := range c.Lineage() {
+		if cc.IsSet(name) {
+			return cc.Bool(name)
+		}
+	}
+	return false
+}
+
+func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON"} }
+
+// withClient runs fn with a client for --cluster and a context bounded by
+// --timeout.
+func withClient(c *cli.Context, fn func(ctx context.Context, cl *client.Client) error) error {
+	cfg := client.DefaultConfig()
+	cfg.Endpoints = splitList(c.String("cluster"))
+	if len(cfg.Endpoints) == 0 {
+		return usageError("--cluster is empty")
+	}
+	cl, err := client.New(cfg)
+	if err != nil {
+		return usageError("%v", err)
+	}
+	defer cl.Close()
+	ctx := c.Context
+	if d := c.Duration("timeout"); d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, d)
+		defer cancel()
+	}
+	return fn(ctx, cl)
+}
+
+func args(c *cli.Context, n int, names string) error {
+	if c.NArg() != n {
+		return usageError("%s takes %s (got %d arguments)", c.Command.Name, names, c.NArg())
+	}
+	return nil
 }

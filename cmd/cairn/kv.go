@@ -2,101 +2,16 @@ package main
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"text/tabwriter"
-	"time"
-	"unicode/utf8"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
-	"github.com/cairn-db/cairn/node"
 )
-
-// exitCode maps an error to the CLI's exit status (docs/cli.md). It is the
-// one place where errors become statuses.
-func exitCode(err error) int {
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.Is(err, errUsage), errors.Is(err, node.ErrInvalidConfig):
-		return exitUsage
-	case errors.Is(err, client.ErrConflict):
-		return exitConflict
-	case errors.Is(err, client.ErrNotFound):
-		return exitNotFound
-	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrTimeout),
-		errors.Is(err, client.ErrNotLeader), errors.Is(err, context.DeadlineExceeded):
-		return exitUnavailable
-	}
-	var ec cli.ExitCoder
-	if errors.As(err, &ec) {
-		return ec.ExitCode()
-	}
-	return exitError
-}
-
-// isSet reports a boolean flag set on the command or any parent.
-func boolFlag(c *cli.Context, name string) bool {
-	for _, cc := range c.Lineage() {
-		if cc.IsSet(name) {
-			return cc.Bool(name)
-		}
-	}
-	return false
-}
-
-func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON"} }
-
-// withClient runs fn with a client for --cluster and a context bounded by
-// --timeout.
-func withClient(c *cli.Context, fn func(ctx context.Context, cl *client.Client) error) error {
-	cfg := client.DefaultConfig()
-	cfg.Endpoints = splitList(c.String("cluster"))
-	if len(cfg.Endpoints) == 0 {
-		return usageError("--cluster is empty")
-	}
-	cl, err := client.New(cfg)
-	if err != nil {
-		return usageError("%v", err)
-	}
-	defer cl.Close()
-	ctx := c.Context
-	if d := c.Duration("timeout"); d > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, d)
-		defer cancel()
-	}
-	return fn(ctx, cl)
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-// printable renders a value for a table: text as is, binary as base64-ish
-// hex with a marker.
-func printable(b []byte) string {
-	if utf8.Valid(b) {
-		return strconv.Quote(string(b))
-	}
-	return fmt.Sprintf("<%d bytes>", len(b))
-}
-
-func args(c *cli.Context, n int, names string) error {
-	if c.NArg() != n {
-		return usageError("%s takes %s (got %d arguments)", c.Command.Name, names, c.NArg())
-	}
-	return nil
-}
 
 func writeOpts(c *cli.Context) ([]client.WriteOption, error) {
 	var opts []client.WriteOption
@@ -151,15 +66,7 @@ func readFlags(withRevision bool) []cli.Flag {
 	return f
 }
 
-func printWrite(c *cli.Context, res *client.WriteResult) error {
-	if boolFlag(c, "json") {
-		return printJSON(c.App.Writer, res)
-	}
-	_, err := fmt.Fprintf(c.App.Writer, "revision %d\n", res.Revision)
-	return err
-}
-
-func dataCommands() []*cli.Command {
+func kvCommands() []*cli.Command {
 	writeFlags := []cli.Flag{
 		&cli.Uint64Flag{Name: "if-revision", Usage: "only if the key was last written at this revision (0: only if absent)"},
 		&cli.BoolFlag{Name: "if-absent", Usage: "only if the key does not exist"},
@@ -297,171 +204,6 @@ func dataCommands() []*cli.Command {
 						fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", kv.Key, kv.ModRevision, kv.CreateRevision, printable(kv.Value))
 					}
 					return tw.Flush()
-				})
-			},
-		},
-		{
-			Name: "txn", Usage: "commit a transaction given as JSON", ArgsUsage: " ",
-			Description: `Reads a JSON transaction from -f FILE, or stdin with -f - (the default).
-Example:
-   echo '{"preconditions":[{"key":"a","type":"absent"}],
-          "operations":[{"op":"put","key":"a","value":"aGk="}]}' | cairn txn
-Values are base64. See docs/api.md for the format.`,
-			Flags: []cli.Flag{
-				&cli.StringFlag{Name: "file", Aliases: []string{"f"}, Value: "-", Usage: "JSON file, - for stdin"},
-				&cli.StringFlag{Name: "idempotency-key", Usage: "idempotency key (default: a random one)"},
-				jsonFlag(),
-			},
-			Action: func(c *cli.Context) error {
-				if c.NArg() > 0 {
-					return usageError("txn takes no arguments; give the JSON with -f FILE or on stdin")
-				}
-				var in io.Reader = os.Stdin
-				if f := c.String("file"); f != "-" {
-					fh, err := os.Open(f)
-					if err != nil {
-						return usageError("%v", err)
-					}
-					defer fh.Close()
-					in = fh
-				}
-				var req api.TxnRequest
-				dec := json.NewDecoder(in)
-				dec.DisallowUnknownFields()
-				if err := dec.Decode(&req); err != nil {
-					return usageError("transaction JSON: %v", err)
-				}
-				return withClient(c, func(ctx context.Context, cl *client.Client) error {
-					t := cl.Txn().User(req.User).Description(req.Description)
-					for k, v := range req.Meta {
-						t = t.Meta(k, v)
-					}
-					for _, p := range req.Preconditions {
-						switch p.Type {
-						case api.CondExists:
-							t = t.If(client.Exists(p.Key))
-						case api.CondAbsent:
-							t = t.If(client.Absent(p.Key))
-						case api.CondRevision:
-							t = t.If(client.KeyAtRevision(p.Key, p.Revision))
-						case api.CondValue:
-							t = t.If(client.ValueEquals(p.Key, p.Value))
-						default:
-							return usageError("precondition type %q (use exists, absent, revision, value)", p.Type)
-						}
-					}
-					for _, o := range req.Operations {
-						switch o.Op {
-						case api.OpPut:
-							t = t.Put(o.Key, o.Value)
-						case api.OpDelete:
-							t = t.Delete(o.Key)
-						case api.OpDeletePrefix:
-							t = t.DeletePrefix(o.Key)
-						default:
-							return usageError("operation %q (use put, delete, delete_prefix)", o.Op)
-						}
-					}
-					var opts []client.WriteOption
-					if k := c.String("idempotency-key"); k != "" {
-						opts = append(opts, client.WithIdempotencyKey(k))
-					}
-					res, err := t.Commit(ctx, opts...)
-					if err != nil {
-						return err
-					}
-					return printWrite(c, res)
-				})
-			},
-		},
-		{
-			Name: "history", Usage: "show a key's versions, newest first", ArgsUsage: "KEY",
-			Description: "Example:\n   cairn history greeting",
-			Flags:       append(readFlags(false), &cli.IntFlag{Name: "limit", Usage: "most versions (0: all)"}),
-			Action: func(c *cli.Context) error {
-				if err := args(c, 1, "KEY"); err != nil {
-					return err
-				}
-				opts, err := readOpts(c)
-				if err != nil {
-					return err
-				}
-				if l := c.Int("limit"); l > 0 {
-					opts = append(opts, client.Limit(l))
-				}
-				return withClient(c, func(ctx context.Context, cl *client.Client) error {
-					vs, err := cl.History(ctx, c.Args().Get(0), opts...)
-					if err != nil {
-						return err
-					}
-					if boolFlag(c, "json") {
-						return printJSON(c.App.Writer, vs)
-					}
-					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "REVISION\tCREATE REV\tVALUE")
-					for _, v := range vs {
-						val := printable(v.Value)
-						if v.Deleted {
-							val = "(deleted)"
-						}
-						fmt.Fprintf(tw, "%d\t%d\t%s\n", v.Revision, v.CreateRevision, val)
-					}
-					return tw.Flush()
-				})
-			},
-		},
-		{
-			Name: "log", Usage: "show committed transactions from a revision", ArgsUsage: " ",
-			Description: "Example:\n   cairn log --from 10 --limit 5",
-			Flags: append(readFlags(false),
-				&cli.Uint64Flag{Name: "from", Value: 1, Usage: "first revision"},
-				&cli.IntFlag{Name: "limit", Value: 100, Usage: "most transactions"}),
-			Action: func(c *cli.Context) error {
-				if c.NArg() > 0 {
-					return usageError("log takes no arguments")
-				}
-				opts, err := readOpts(c)
-				if err != nil {
-					return err
-				}
-				return withClient(c, func(ctx context.Context, cl *client.Client) error {
-					res, err := cl.Log(ctx, c.Uint64("from"), c.Int("limit"), opts...)
-					if err != nil {
-						return err
-					}
-					if boolFlag(c, "json") {
-						return printJSON(c.App.Writer, res.Records)
-					}
-					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "REVISION\tTIME\tUSER\tOPERATIONS\tHASH")
-					for _, r := range res.Records {
-						ops := ""
-						for i, o := range r.Operations {
-							if i > 0 {
-								ops += ", "
-							}
-							ops += o.Op + " " + o.Key
-						}
-						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%.16s\n", r.Revision, r.Time.Format(time.RFC3339), r.User, ops, r.Hash)
-					}
-					return tw.Flush()
-				})
-			},
-		},
-		{
-			Name: "compact", Usage: "drop history before a revision on every replica", ArgsUsage: " ",
-			Description: "Example:\n   cairn compact --before 1000",
-			Flags:       []cli.Flag{&cli.Uint64Flag{Name: "before", Usage: "oldest revision to keep (required)"}},
-			Action: func(c *cli.Context) error {
-				if !c.IsSet("before") || c.Uint64("before") == 0 {
-					return usageError("compact needs --before R (R >= 1)")
-				}
-				return withClient(c, func(ctx context.Context, cl *client.Client) error {
-					if err := cl.Compact(ctx, c.Uint64("before")); err != nil {
-						return err
-					}
-					_, err := fmt.Fprintf(c.App.Writer, "compacted before revision %d\n", c.Uint64("before"))
-					return err
 				})
 			},
 		},

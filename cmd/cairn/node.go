@@ -3,8 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -15,11 +14,44 @@ import (
 	"github.com/cairn-db/cairn/node"
 )
 
-// defaultCluster is the cluster `cairn dev` runs.
-const defaultCluster = "http://127.0.0.1:8001,http://127.0.0.1:8002,http://127.0.0.1:8003"
-
-func serverCommands() []*cli.Command {
-	return []*cli.Command{devCommand()}
+// nodeCommands is `cairn node`: run and recover are here, the membership
+// commands in member.go, status and health in status.go.
+func nodeCommands() []*cli.Command {
+	return []*cli.Command{{
+		Name:  "node",
+		Usage: "run and administer cluster members",
+		Subcommands: slices.Concat([]*cli.Command{
+			nodeRunCommand(),
+			{
+				Name: "recover", Usage: "rewrite a stopped member's membership after the majority is lost for good",
+				Description: `Run on every surviving member while it is stopped, with the same peers
+file (hashicorp/raft's peers.json format), then start them without
+--bootstrap or --join. See docs/deploy.md before using it.
+Example:
+   echo '[{"id":"n1","address":"10.0.0.1:7001"}]' > peers.json
+   cairn node recover --data-dir /var/lib/cairn --id n1 --peers peers.json`,
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "data-dir", Usage: "the stopped member's data directory (required)"},
+					&cli.StringFlag{Name: "id", Usage: "the member's id (required)"},
+					&cli.StringFlag{Name: "peers", Usage: "JSON list of the servers that form the cluster now (required)"},
+				},
+				Action: func(c *cli.Context) error {
+					if c.String("data-dir") == "" || c.String("id") == "" || c.String("peers") == "" {
+						return usageError("node recover needs --data-dir, --id and --peers")
+					}
+					servers, err := node.ReadPeersFile(c.String("peers"))
+					if err != nil {
+						return usageError("--peers: %v", err)
+					}
+					if err := node.Recover(c.Context, c.String("data-dir"), c.String("id"), servers, nil); err != nil {
+						return err
+					}
+					_, err = fmt.Fprintf(c.App.Writer, "recovered %s with %d server(s); start it without --bootstrap or --join\n", c.String("id"), len(servers))
+					return err
+				},
+			},
+		}, memberCommands(), statusCommands()),
+	}}
 }
 
 // nodeRunFlags are `cairn node run`'s flags; each also reads CAIRN_<NAME>
@@ -152,69 +184,6 @@ func runNodes(ctx context.Context, cfgs []node.Config, started func([]*node.Node
 	}
 	<-ctx.Done()
 	return closeAll()
-}
-
-func devCommand() *cli.Command {
-	return &cli.Command{
-		Name:  "dev",
-		Usage: "run a local N-node cluster on loopback (the quick start)",
-		Description: `Starts N members in one process: HTTP on 127.0.0.1:8001.., raft on
-127.0.0.1:7001... Data is kept in --data-dir between runs. Ctrl-C stops it.
-
-Example:
-   cairn dev                 # in one terminal
-   cairn put hello world     # in another
-   cairn get hello`,
-		Flags: []cli.Flag{
-			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "number of members"},
-			&cli.StringFlag{Name: "data-dir", Value: ".cairn-dev", Usage: "directory holding each member's data"},
-			&cli.IntFlag{Name: "http-port", Value: 8001, Usage: "first HTTP port"},
-			&cli.IntFlag{Name: "raft-port", Value: 7001, Usage: "first raft port"},
-			&cli.StringFlag{Name: "log-level", Value: "error", Usage: "debug, info, warn or error"},
-		},
-		Action: func(c *cli.Context) error {
-			n := c.Int("nodes")
-			if n < 1 || n > 9 {
-				return usageError("--nodes %d: use 1 to 9", n)
-			}
-			log, err := newLogger(c.String("log-level"))
-			if err != nil {
-				return err
-			}
-			dir, err := filepath.Abs(c.String("data-dir"))
-			if err != nil {
-				return err
-			}
-			var cfgs []node.Config
-			var urls []string
-			for i := 1; i <= n; i++ {
-				cfg := node.DefaultConfig()
-				cfg.ID = fmt.Sprintf("n%d", i)
-				cfg.DataDir = filepath.Join(dir, cfg.ID)
-				cfg.RaftAddr = fmt.Sprintf("127.0.0.1:%d", c.Int("raft-port")+i-1)
-				cfg.HTTPAddr = fmt.Sprintf("127.0.0.1:%d", c.Int("http-port")+i-1)
-				cfg.Logger = log
-				if i == 1 {
-					cfg.Bootstrap = true
-				} else {
-					cfg.Join = []string{"http://" + cfgs[0].HTTPAddr}
-				}
-				cfgs = append(cfgs, cfg)
-				urls = append(urls, "http://"+cfg.HTTPAddr)
-			}
-			out := c.App.Writer
-			return runNodes(c.Context, cfgs, func([]*node.Node) {
-				fmt.Fprintf(out, "cairn dev: %d-node cluster running, data in %s\n", n, dir)
-				for i, u := range urls {
-					fmt.Fprintf(out, "  %s  http %s  raft %s\n", cfgs[i].ID, u, cfgs[i].RaftAddr)
-				}
-				fmt.Fprintf(out, "\nTry, in another terminal:\n  cairn put hello world\n  cairn get hello\n  cairn node list\n\nCtrl-C stops the cluster.\n")
-				if f, ok := out.(*os.File); ok {
-					_ = f.Sync()
-				}
-			})
-		},
-	}
 }
 
 // parseRetention parses --history-retention: comma-separated revision

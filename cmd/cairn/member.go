@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"text/tabwriter"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/client"
+)
+
+func memberCommands() []*cli.Command {
+	return []*cli.Command{
+		{
+			Name: "list", Usage: "list members with their roles, addresses and progress",
+			Description: "Example:\n   cairn node list\n   cairn --cluster http://10.0.0.1:8001 node list --json",
+			Flags:       []cli.Flag{jsonFlag()},
+			Action: func(c *cli.Context) error {
+				return withClient(c, func(ctx context.Context, cl *client.Client) error {
+					m, err := cl.Members(ctx)
+					if err != nil {
+						return err
+					}
+					return printMembers(c, m)
+				})
+			},
+		},
+		{
+			Name: "join", Usage: "add a member (usually done by `node run --join`)",
+			Description: "Example:\n   cairn node join --id n4 --raft-addr 10.0.0.4:7001 --http-url http://10.0.0.4:8001 --non-voter",
+			Flags: []cli.Flag{
+				&cli.StringFlag{Name: "id", Usage: "member id (required)"},
+				&cli.StringFlag{Name: "raft-addr", Usage: "member's raft address (required)"},
+				&cli.StringFlag{Name: "http-url", Usage: "member's HTTP URL (required)"},
+				&cli.BoolFlag{Name: "non-voter", Usage: "add as a non-voting read replica"},
+				jsonFlag(),
+			},
+			Action: func(c *cli.Context) error {
+				req := api.JoinRequest{ID: c.String("id"), RaftAddr: c.String("raft-addr"),
+					HTTPURL: c.String("http-url"), NonVoter: c.Bool("non-voter")}
+				if req.ID == "" || req.RaftAddr == "" || req.HTTPURL == "" {
+					return usageError("node join needs --id, --raft-addr and --http-url")
+				}
+				return withClient(c, func(ctx context.Context, cl *client.Client) error {
+					m, err := cl.AddMember(ctx, req)
+					if err != nil {
+						return err
+					}
+					return printMembers(c, m)
+				})
+			},
+		},
+		memberCommand("remove", "remove a member (the leader hands over leadership first)",
+			"cairn node remove n3", func(ctx context.Context, cl *client.Client, id string) (*api.MembersResponse, error) {
+				return cl.RemoveMember(ctx, id)
+			}),
+		memberCommand("promote", "make a non-voter a voter",
+			"cairn node promote n4", func(ctx context.Context, cl *client.Client, id string) (*api.MembersResponse, error) {
+				return cl.Promote(ctx, id)
+			}),
+		{
+			Name: "transfer-leadership", Usage: "hand leadership to a member (or to any voter)", ArgsUsage: "[ID]",
+			Description: "Example:\n   cairn node transfer-leadership n2\n   cairn node transfer-leadership",
+			Flags:       []cli.Flag{jsonFlag()},
+			Action: func(c *cli.Context) error {
+				if c.NArg() > 1 {
+					return usageError("transfer-leadership takes at most one ID")
+				}
+				return withClient(c, func(ctx context.Context, cl *client.Client) error {
+					m, err := cl.TransferLeadership(ctx, c.Args().Get(0))
+					if err != nil {
+						return err
+					}
+					return printMembers(c, m)
+				})
+			},
+		},
+	}
+}
+
+func memberCommand(name, usage, example string, fn func(context.Context, *client.Client, string) (*api.MembersResponse, error)) *cli.Command {
+	return &cli.Command{
+		Name: name, Usage: usage, ArgsUsage: "ID",
+		Description: "Example:\n   " + example,
+		Flags:       []cli.Flag{jsonFlag()},
+		Action: func(c *cli.Context) error {
+			if err := args(c, 1, "ID"); err != nil {
+				return err
+			}
+			return withClient(c, func(ctx context.Context, cl *client.Client) error {
+				m, err := fn(ctx, cl, c.Args().Get(0))
+				if err != nil {
+					return err
+				}
+				return printMembers(c, m)
+			})
+		},
+	}
+}
+
+func printMembers(c *cli.Context, m *api.MembersResponse) error {
+	if boolFlag(c, "json") {
+		return printJSON(c.App.Writer, m)
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tROLE\tLEADER\tRAFT\tHTTP\tREVISION\tAPPLIED\tLAST CONTACT")
+	for _, x := range m.Members {
+		leader := ""
+		if x.Leader {
+			leader = "*"
+		}
+		rev, applied := "-", "-"
+		if x.Reachable {
+			rev, applied = fmt.Sprint(x.Revision), fmt.Sprint(x.AppliedIndex)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.ID, x.Role, leader, x.RaftAddr, x.HTTPURL, rev, applied, x.LastContact)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,36 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/cairn-db/cairn/client"
+)
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printable renders a value for a table: text as is, binary as base64-ish
+// hex with a marker.
+func printable(b []byte) string {
+	if utf8.Valid(b) {
+		return strconv.Quote(string(b))
+	}
+	return fmt.Sprintf("<%d bytes>", len(b))
+}
+
+func printWrite(c *cli.Context, res *client.WriteResult) error {
+	if boolFlag(c, "json") {
+		return printJSON(c.App.Writer, res)
+	}
+	_, err := fmt.Fprintf(c.App.Writer, "revision %d\n", res.Revision)
+	return err
+}
