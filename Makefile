@@ -7,7 +7,9 @@
 #   make fuzz        every fuzz target in $(FUZZ_PKGS) for $(FUZZTIME) each
 #   make bench       benchmarks, with allocations
 #   make bench-cluster  cairn vs etcd 3.4, 3 members each on loopback (scripts/bench-cluster.sh;
-#                    BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS, BENCH_WORKLOADS, BENCH_RAW_DIR, ...)
+#                    BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS, BENCH_WORKLOADS, BENCH_RAW_DIR, ...);
+#                    also cairn vs a git revision (BENCH_CAIRN_BASELINE=REV) or with
+#                    extra node flags (BENCH_CAIRN_VARIANTS), without etcd (BENCH_NO_ETCD=1)
 #   make build       bin/cairn, statically linked
 #   make chaos       the chaos suite (cluster_test), CAIRN_CHAOS_DURATION passed through
 #   make chaos-inproc  the chaos scenarios in process only, -race (CAIRN_CHAOS_DURATION, default 5m)
@@ -67,9 +69,10 @@ fuzz:
 bench:
 	$(GO) test -run XXX -bench $(BENCH) -benchmem ./...
 
-# The side-by-side comparison with etcd (docs/performance.md). Its options
-# come from BENCH_* variables, exported or on the command line
-# (make bench-cluster BENCH_DURATION=2s BENCH_ROUNDS=3).
+# The side-by-side comparison with etcd (docs/performance.md), and of cairn
+# against another revision or flags of itself. Its options come from BENCH_*
+# variables, exported or on the command line (make bench-cluster
+# BENCH_DURATION=2s BENCH_ROUNDS=3; make bench-cluster BENCH_CAIRN_BASELINE=HEAD~1 BENCH_NO_ETCD=1).
 bench-cluster:
 	bash scripts/bench-cluster.sh
 

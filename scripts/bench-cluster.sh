@@ -8,41 +8,67 @@
 # three members of each system used per operation (from /proc/PID/stat),
 # which the machine's noise disturbs far less than ops/s.
 #
+# It also puts variants of cairn side by side, each its own 3-member
+# cluster: the working tree against a git revision (--cairn-baseline), or
+# against itself with extra node flags (--cairn-variant), with or without
+# etcd (--no-etcd). Every system is measured in turn in each round, and the
+# table gives each variant's ops/s and CPU per op over the working tree's.
+#
 #   scripts/bench-cluster.sh [options]        (or: make bench-cluster BENCH_DURATION=2s ...)
 #
 # Options (and the environment variables that set them):
 #   --duration D      BENCH_DURATION    measured time per run (default 10s)
 #   --warmup D        BENCH_WARMUP      unmeasured time before each run (default 1s)
 #   --rounds N        BENCH_ROUNDS      runs per workload and system, alternating
-#                                       cairn, etcd, cairn, etcd ... (default 1);
+#                                       over the systems: cairn, baselines,
+#                                       variants, etcd, cairn ... (default 1);
 #                                       the table shows medians
 #   --workloads LIST  BENCH_WORKLOADS   comma-separated, from: put1 put64 put256
 #                                       get64 stale64 (default: all, in that order)
 #   --keys N          BENCH_KEYS        distinct keys (default 100000)
 #   --value-size N    BENCH_VALUE_SIZE  value bytes (default 256)
 #   --raw-dir DIR     BENCH_RAW_DIR     keep every run's JSON (and the table) in DIR
-#   --data-dir DIR    BENCH_DATA_DIR    where the temporary directory with both
+#   --data-dir DIR    BENCH_DATA_DIR    where the temporary directory with all
 #                                       clusters' data goes (default $TMPDIR or
 #                                       /tmp; put it on the disk to measure)
-#   --cairn-flags S   BENCH_CAIRN_FLAGS extra `cairn node run` flags, e.g. "--fsm-sync"
+#   --cairn-flags S   BENCH_CAIRN_FLAGS extra `cairn node run` flags for every
+#                                       cairn cluster, e.g. "--fsm-sync"
 #   --etcd-flags S    BENCH_ETCD_FLAGS  extra etcd flags
 #   --keep-work       BENCH_KEEP_WORK=1 keep the temporary directory (logs, data)
 #   --cairn-routing R BENCH_CAIRN_ROUTING rotate (default: every request to the
 #                                       next member, as etcd's client does) or
 #                                       client (the Go client's own routing:
 #                                       writes and linearizable reads to the leader)
+#   --cairn-baseline REV  BENCH_CAIRN_BASELINE (space-separated REVs)
+#                                       also run cairn built from git revision
+#                                       REV (git archive, then go build), as the
+#                                       system cairn@<short hash>; repeatable
+#   --cairn-variant LABEL=FLAGS  BENCH_CAIRN_VARIANTS (';'-separated)
+#                                       also run the working tree's cairn with
+#                                       FLAGS (split at spaces) added to its node
+#                                       flags, as the system LABEL; repeatable.
+#                                       An empty FLAGS ("again=") runs a second
+#                                       copy, which shows the noise
+#   --no-etcd         BENCH_NO_ETCD=1   leave etcd out (it need not be installed)
+#
+# A flag given on the command line replaces its variable; the first
+# --cairn-baseline or --cairn-variant replaces the variable's list.
 #
 # Workloads: putN is N clients writing; get64 is 64 clients reading
 # linearizably; stale64 is 64 clients reading each member's local state
 # (cairn's consistency=stale, etcd's serializable). Before the first get
-# workload both clusters get every key written once (64 clients), and the
+# workload every cluster gets every key written once (64 clients), and the
 # fill rate is printed too. Loads come from `cairn bench --rotate` and from
 # bench/etcdbench (etcd's official Go client over gRPC, its own Go module),
-# which share flags and the JSON output.
+# which share flags and the JSON output. Every cairn system, a baseline's
+# too, is driven by the working tree's `cairn bench`, so that only the
+# members differ.
 #
 # etcd comes from Debian's etcd-server package (3.4), installed with apt-get
 # when `etcd` is not on PATH (with sudo unless root). Every process this
-# script starts is stopped on exit, by pid, also on failure or Ctrl-C.
+# script starts is stopped on exit, by pid, also on failure or Ctrl-C, and
+# the temporary directory (baselines' sources and binaries included) is
+# removed unless --keep-work.
 # Exit status: 0 when every run succeeded without errors, 1 otherwise.
 set -euo pipefail
 
@@ -58,6 +84,14 @@ cairn_flags="${BENCH_CAIRN_FLAGS:-}"
 etcd_flags="${BENCH_ETCD_FLAGS:-}"
 keep_work="${BENCH_KEEP_WORK:-0}"
 cairn_routing="${BENCH_CAIRN_ROUTING:-rotate}"
+no_etcd="${BENCH_NO_ETCD:-0}"
+read -r -a baselines <<<"${BENCH_CAIRN_BASELINE:-}"
+variants=()
+if [[ -n "${BENCH_CAIRN_VARIANTS:-}" ]]; then
+	IFS=';' read -r -a variants <<<"$BENCH_CAIRN_VARIANTS"
+fi
+baselines_given=0
+variants_given=0
 
 usage() {
 	sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
@@ -66,8 +100,8 @@ usage() {
 while [[ $# -gt 0 ]]; do
 	opt="${1%%=*}"
 	case "$opt" in
-	--keep-work | -h | --help) ;;
-	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags | --cairn-routing)
+	--keep-work | --no-etcd | -h | --help) ;;
+	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags | --cairn-routing | --cairn-baseline | --cairn-variant)
 		if [[ "$1" == *=* ]]; then
 			val="${1#*=}"
 		elif [[ $# -ge 2 ]]; then
@@ -93,6 +127,17 @@ while [[ $# -gt 0 ]]; do
 	--etcd-flags) etcd_flags="$val" ;;
 	--keep-work) keep_work=1 ;;
 	--cairn-routing) cairn_routing="$val" ;;
+	--no-etcd) no_etcd=1 ;;
+	--cairn-baseline)
+		[[ $baselines_given -eq 1 ]] || baselines=()
+		baselines_given=1
+		baselines+=("$val")
+		;;
+	--cairn-variant)
+		[[ $variants_given -eq 1 ]] || variants=()
+		variants_given=1
+		variants+=("$val")
+		;;
 	-h | --help) usage 0 ;;
 	*)
 		echo "bench-cluster: unknown option $opt" >&2
@@ -113,6 +158,44 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ "$keys" =~ ^[1-9][0-9]*$ ]] || die "--keys $keys: want a positive integer"
 [[ "$vsize" =~ ^[0-9]+$ ]] || die "--value-size $vsize: want a number"
 [[ "$cairn_routing" == rotate || "$cairn_routing" == client ]] || die "--cairn-routing $cairn_routing: want rotate or client"
+[[ "$no_etcd" == 0 || "$no_etcd" == 1 ]] || die "BENCH_NO_ETCD=$no_etcd: want 0 or 1"
+
+# ---------------------------------------------------------------------------
+# The systems, in the order each round runs them: the working tree's cairn
+# ("cairn"), the baselines, the flag variants, etcd. A cairn system has a
+# binary (a baseline's is built further down) and node flags.
+commit="$(git describe --always --dirty 2>/dev/null || echo unknown)"
+systems=(cairn)
+declare -A sys_kind=([cairn]=cairn) sys_flags=([cairn]="$cairn_flags") sys_desc=()
+declare -A sys_rev=() sys_bin=() sys_eps=()
+add_system() { # add_system NAME KIND
+	[[ -z "${sys_kind[$1]:-}" ]] || die "two systems named $1"
+	systems+=("$1")
+	sys_kind[$1]="$2"
+}
+for rev in "${baselines[@]}"; do
+	full="$(git rev-parse --verify --quiet "$rev^{commit}")" || die "--cairn-baseline $rev: not a commit in this repository"
+	name="cairn@$(git rev-parse --short "$full")"
+	add_system "$name" cairn
+	sys_rev[$name]="$full"
+	sys_flags[$name]="$cairn_flags"
+	sys_desc[$name]="cairn built from $rev ($full)"
+done
+for v in "${variants[@]}"; do
+	[[ "$v" == *=* ]] || die "--cairn-variant $v: want LABEL=FLAGS"
+	name="${v%%=*}"
+	[[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._@+-]*$ ]] || die "--cairn-variant $v: the label may hold letters, digits and ._@+- only"
+	[[ "$name" != etcd ]] || die "--cairn-variant $v: etcd is taken"
+	add_system "$name" cairn
+	sys_flags[$name]="${cairn_flags:+$cairn_flags }${v#*=}"
+	sys_desc[$name]="the working tree's cairn with ${v#*=}"
+	[[ -n "${v#*=}" ]] || sys_desc[$name]="the working tree's cairn again"
+done
+[[ $no_etcd -eq 1 ]] || add_system etcd etcd
+width=0
+for s in "${systems[@]}"; do
+	[[ ${#s} -le $width ]] || width=${#s}
+done
 
 # secs D: a Go duration (1h2m3.5s, 500ms) in whole seconds, rounded up.
 secs() {
@@ -156,23 +239,26 @@ for w in "${wls[@]}"; do
 done
 
 # ---------------------------------------------------------------------------
-# etcd, installed from apt when missing.
-if ! command -v etcd >/dev/null; then
-	command -v apt-get >/dev/null || die "etcd is not installed and there is no apt-get: install etcd 3.4 yourself"
-	sudo=()
-	if [[ $EUID -ne 0 ]]; then
-		sudo=(sudo)
+# etcd, installed from apt when missing (and only when it is measured).
+etcd_version=""
+if [[ $no_etcd -eq 0 ]]; then
+	if ! command -v etcd >/dev/null; then
+		command -v apt-get >/dev/null || die "etcd is not installed and there is no apt-get: install etcd 3.4 yourself"
+		sudo=()
+		if [[ $EUID -ne 0 ]]; then
+			sudo=(sudo)
+		fi
+		echo "etcd not found: installing Debian's etcd-server with apt-get" >&2
+		"${sudo[@]}" apt-get update -qq >&2
+		# Where systemd runs, the package may start its own etcd on 2379/2380;
+		# the clusters here use other ports.
+		"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >&2
+		command -v etcd >/dev/null || die "apt-get installed etcd-server but etcd is not on PATH"
 	fi
-	echo "etcd not found: installing Debian's etcd-server with apt-get" >&2
-	"${sudo[@]}" apt-get update -qq >&2
-	# Where systemd runs, the package may start its own etcd on 2379/2380;
-	# the clusters here use other ports.
-	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends etcd-server >&2
-	command -v etcd >/dev/null || die "apt-get installed etcd-server but etcd is not on PATH"
+	etcd_bin="$(command -v etcd)"
+	etcd_version="$(etcd --version 2>/dev/null | awk '/^etcd Version:/ {print $3}')"
+	[[ "$etcd_version" == 3.4.* ]] || echo "bench-cluster: note: etcd $etcd_version, not the 3.4 the comparison is meant for" >&2
 fi
-etcd_bin="$(command -v etcd)"
-etcd_version="$(etcd --version 2>/dev/null | awk '/^etcd Version:/ {print $3}')"
-[[ "$etcd_version" == 3.4.* ]] || echo "bench-cluster: note: etcd $etcd_version, not the 3.4 the comparison is meant for" >&2
 
 # ---------------------------------------------------------------------------
 mkdir -p "$data_dir"
@@ -182,6 +268,7 @@ if [[ "$(stat -f -c %T "$work")" == tmpfs ]]; then
 fi
 pids=()
 names=()
+members_of=() # the system each pid in pids belongs to
 bench_pid=""
 # cleanup runs from the EXIT trap: it stops only the processes this script
 # started, by pid (TERM, then KILL after 15 s): the members, and the load
@@ -233,11 +320,31 @@ if [[ -n "$raw_dir" ]]; then
 fi
 mkdir -p "$raw"
 
-echo "building cairn and bench/etcdbench" >&2
+echo "building cairn$([[ $no_etcd -eq 1 ]] || echo " and bench/etcdbench")" >&2
 CGO_ENABLED=0 go build -trimpath -o "$work/cairn" ./cmd/cairn
-(cd bench/etcdbench && CGO_ENABLED=0 go build -trimpath -o "$work/etcdbench" .)
 cairn="$work/cairn"
+sys_bin[cairn]="$cairn"
+if [[ $no_etcd -eq 0 ]]; then
+	(cd bench/etcdbench && CGO_ENABLED=0 go build -trimpath -o "$work/etcdbench" .)
+fi
 etcdbench="$work/etcdbench"
+# A baseline's source comes from git archive (which touches neither the
+# repository nor its worktrees) into the temporary directory, is built
+# there and removed again; the binary stays until the exit.
+for s in "${systems[@]}"; do
+	[[ "${sys_kind[$s]}" == cairn ]] || continue
+	if [[ -z "${sys_rev[$s]:-}" ]]; then
+		sys_bin[$s]="$cairn"
+		continue
+	fi
+	echo "building $s from ${sys_rev[$s]}" >&2
+	src="$work/src-$s"
+	mkdir -p "$src"
+	git archive --format=tar "${sys_rev[$s]}" | tar -x -C "$src"
+	(cd "$src" && CGO_ENABLED=0 go build -trimpath -o "$work/bin-$s" ./cmd/cairn) || die "building $s failed"
+	rm -rf "$src"
+	sys_bin[$s]="$work/bin-$s"
+done
 
 # Ports come from below the kernel's ephemeral range: a port inside it can be
 # taken between this check and the bind by any outgoing connection.
@@ -259,12 +366,13 @@ port() {
 	done
 }
 
-start() { # start NAME CMD...: run CMD in the background, output to $work/NAME.log
-	local name="$1"
-	shift
+start() { # start SYSTEM NAME CMD...: run CMD in the background, output to $work/NAME.log
+	local system="$1" name="$2"
+	shift 2
 	"$@" >"$work/$name.log" 2>&1 &
 	pids+=($!)
 	names+=("$name")
+	members_of+=("$system")
 }
 
 # fail_logs: the last lines of every member's log, for a failure.
@@ -298,52 +406,67 @@ wait_for() {
 }
 
 # --- cairn: n1 bootstraps, n2 and n3 join.
-declare -a chttp
-read -r -a cflags <<<"$cairn_flags"
-for i in 1 2 3; do
-	port
-	chttp[i]=$port
-	port
-	craft=$port
-	role=(--bootstrap)
-	[[ $i -eq 1 ]] || role=(--join "http://127.0.0.1:${chttp[1]}")
-	mkdir -p "$work/cairn-n$i"
-	start "cairn-n$i" "$cairn" node run --id "n$i" --data-dir "$work/cairn-n$i" \
-		--raft-addr "127.0.0.1:$craft" --http-addr "127.0.0.1:${chttp[i]}" --log-level warn \
-		"${role[@]}" "${cflags[@]}"
-done
-cairn_eps="http://127.0.0.1:${chttp[1]},http://127.0.0.1:${chttp[2]},http://127.0.0.1:${chttp[3]}"
-for i in 1 2 3; do
-	wait_for "cairn n$i" 60 "$cairn" --timeout 2s node health --endpoint "http://127.0.0.1:${chttp[i]}"
-done
+start_cairn() { # start_cairn SYSTEM: its three members; sets sys_eps[SYSTEM]
+	local system="$1" i craft role flags
+	local -a http
+	read -r -a flags <<<"${sys_flags[$system]}"
+	for i in 1 2 3; do
+		port
+		http[i]=$port
+		port
+		craft=$port
+		role=(--bootstrap)
+		[[ $i -eq 1 ]] || role=(--join "http://127.0.0.1:${http[1]}")
+		mkdir -p "$work/$system-n$i"
+		start "$system" "$system-n$i" "${sys_bin[$system]}" node run --id "n$i" --data-dir "$work/$system-n$i" \
+			--raft-addr "127.0.0.1:$craft" --http-addr "127.0.0.1:${http[i]}" --log-level warn \
+			"${role[@]}" "${flags[@]}"
+	done
+	sys_eps[$system]="http://127.0.0.1:${http[1]},http://127.0.0.1:${http[2]},http://127.0.0.1:${http[3]}"
+	for i in 1 2 3; do
+		wait_for "$system n$i" 60 "$cairn" --timeout 2s node health --endpoint "http://127.0.0.1:${http[i]}"
+	done
+}
 
 # --- etcd: three members of a new cluster. ETCD_* variables would clash
 # with the flags (etcd refuses both), so none reach it.
-declare -a eclient epeer
-for i in 1 2 3; do
-	port
-	eclient[i]=$port
-	port
-	epeer[i]=$port
-done
-initial="e1=http://127.0.0.1:${epeer[1]},e2=http://127.0.0.1:${epeer[2]},e3=http://127.0.0.1:${epeer[3]}"
-read -r -a eflags <<<"$etcd_flags"
-mapfile -t etcd_env < <(compgen -e | grep '^ETCD_' || true)
-for i in 1 2 3; do
-	start "etcd-e$i" env "${etcd_env[@]/#/--unset=}" "$etcd_bin" --name "e$i" --data-dir "$work/etcd-e$i" \
-		--listen-client-urls "http://127.0.0.1:${eclient[i]}" --advertise-client-urls "http://127.0.0.1:${eclient[i]}" \
-		--listen-peer-urls "http://127.0.0.1:${epeer[i]}" --initial-advertise-peer-urls "http://127.0.0.1:${epeer[i]}" \
-		--initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token cairn-bench-cluster \
-		--logger zap --log-outputs stderr --log-level warn "${eflags[@]}"
-done
-etcd_eps="http://127.0.0.1:${eclient[1]},http://127.0.0.1:${eclient[2]},http://127.0.0.1:${eclient[3]}"
+# shellcheck disable=SC2317 # etcd_health is called by wait_for
 etcd_health() { # etcd_health PORT: /health says true (a leader, and a quorum read works)
 	local body
 	body="$(exec 3<>"/dev/tcp/127.0.0.1/$1" && printf 'GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && timeout 2 cat <&3)" || return 1
 	[[ "$body" == *'"health":"true"'* ]]
 }
-for i in 1 2 3; do
-	wait_for "etcd e$i" 60 etcd_health "${eclient[i]}"
+start_etcd() { # start_etcd: the three members of etcd; sets sys_eps[etcd]
+	local i initial eflags etcd_env
+	local -a eclient epeer
+	for i in 1 2 3; do
+		port
+		eclient[i]=$port
+		port
+		epeer[i]=$port
+	done
+	initial="e1=http://127.0.0.1:${epeer[1]},e2=http://127.0.0.1:${epeer[2]},e3=http://127.0.0.1:${epeer[3]}"
+	read -r -a eflags <<<"$etcd_flags"
+	mapfile -t etcd_env < <(compgen -e | grep '^ETCD_' || true)
+	for i in 1 2 3; do
+		start etcd "etcd-e$i" env "${etcd_env[@]/#/--unset=}" "$etcd_bin" --name "e$i" --data-dir "$work/etcd-e$i" \
+			--listen-client-urls "http://127.0.0.1:${eclient[i]}" --advertise-client-urls "http://127.0.0.1:${eclient[i]}" \
+			--listen-peer-urls "http://127.0.0.1:${epeer[i]}" --initial-advertise-peer-urls "http://127.0.0.1:${epeer[i]}" \
+			--initial-cluster "$initial" --initial-cluster-state new --initial-cluster-token cairn-bench-cluster \
+			--logger zap --log-outputs stderr --log-level warn "${eflags[@]}"
+	done
+	sys_eps[etcd]="http://127.0.0.1:${eclient[1]},http://127.0.0.1:${eclient[2]},http://127.0.0.1:${eclient[3]}"
+	for i in 1 2 3; do
+		wait_for "etcd e$i" 60 etcd_health "${eclient[i]}"
+	done
+}
+
+for s in "${systems[@]}"; do
+	if [[ "${sys_kind[$s]}" == cairn ]]; then
+		start_cairn "$s"
+	else
+		start_etcd
+	fi
 done
 
 # ---------------------------------------------------------------------------
@@ -355,12 +478,12 @@ bench() {
 	local common=(--keys "$keys" --value-size "$vsize" --json)
 	# In the background, so that a signal interrupts the wait and the
 	# cleanup stops the run too.
-	if [[ "$system" == cairn ]]; then
+	if [[ "${sys_kind[$system]}" == cairn ]]; then
 		local routing=()
 		[[ "$cairn_routing" == rotate ]] && routing=(--rotate)
-		timeout --kill-after=10 "$limit" "$cairn" --cluster "$cairn_eps" bench "${routing[@]}" "${common[@]}" "$@" &
+		timeout --kill-after=10 "$limit" "$cairn" --cluster "${sys_eps[$system]}" bench "${routing[@]}" "${common[@]}" "$@" &
 	else
-		timeout --kill-after=10 "$limit" "$etcdbench" --endpoints "$etcd_eps" "${common[@]}" "$@" &
+		timeout --kill-after=10 "$limit" "$etcdbench" --endpoints "${sys_eps[$system]}" "${common[@]}" "$@" &
 	fi
 	bench_pid=$!
 	local rc=0
@@ -379,8 +502,8 @@ field() {
 # SYSTEM's three members have used so far, from /proc/PID/stat.
 cpu_ticks() {
 	local i t=0
-	for i in "${!names[@]}"; do
-		[[ "${names[i]}" == "$1"-* ]] || continue
+	for i in "${!pids[@]}"; do
+		[[ "${members_of[i]}" == "$1" ]] || continue
 		t=$((t + $(awk '{print $14 + $15}' "/proc/${pids[i]}/stat" 2>/dev/null || echo 0)))
 	done
 	echo "$t"
@@ -416,17 +539,25 @@ run_one() {
 		echo "bench-cluster: $system run $(basename "$file"): $(field "$file" errors) errors, first: $(sed -n 's/^ *"first_error": *//p' "$file")" >&2
 		failed=1
 	fi
-	awk -v s="$system" -v o="$(field "$file" op)" -v r="$(field "$file" ops_per_sec)" -v p50="$(field "$file" p50_ms)" \
+	awk -v w="$width" -v s="$system" -v o="$(field "$file" op)" -v r="$(field "$file" ops_per_sec)" -v p50="$(field "$file" p50_ms)" \
 		-v p99="$(field "$file" p99_ms)" -v e="$(field "$file" errors)" -v cpu="$(field "$file.cpu" member_cpu_us_per_op)" 'BEGIN {
-		if (o == "fill") printf "  %-6s %8.0f puts/s\n", s, r
-		else printf "  %-6s %8.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  errors %s  members %6.0f µs CPU/op\n", s, r, p50, p99, e, cpu }' >&2
+		if (o == "fill") printf "  %-" w "s %8.0f puts/s\n", s, r
+		else printf "  %-" w "s %8.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  errors %s  members %6.0f µs CPU/op\n", s, r, p50, p99, e, cpu }' >&2
 }
 
-commit="$(git describe --always --dirty 2>/dev/null || echo unknown)"
+# who: the systems in a line ("cairn 6efbba0 vs cairn@cca5404 vs etcd 3.4.23").
+who="cairn $commit"
+for s in "${systems[@]:1}"; do
+	who+=" vs $s"
+	[[ $s != etcd ]] || who+=" $etcd_version"
+done
 {
-	echo "cairn $commit vs etcd $etcd_version; $(nproc) CPUs, $(uname -sr), $(go env GOVERSION)"
+	echo "$who; $(nproc) CPUs, $(uname -sr), $(go env GOVERSION)"
 	echo "duration $duration after warmup $warmup, $rounds round(s), $keys keys, $vsize-byte values, workloads: ${wls[*]}"
-	echo "cairn node flags: ${cairn_flags:-none}; etcd flags: ${etcd_flags:-none}; data in $work"
+	echo "cairn node flags: ${cairn_flags:-none}$([[ $no_etcd -eq 1 ]] || echo "; etcd flags: ${etcd_flags:-none}"); data in $work"
+	for s in "${systems[@]:1}"; do
+		[[ $s == etcd ]] || echo "$s: ${sys_desc[$s]}; node flags: ${sys_flags[$s]:-none}"
+	done
 } >&2
 
 filled=0
@@ -436,18 +567,25 @@ for w in "${wls[@]}"; do
 	args=(--op "$op" --clients "$clients" --duration "$duration" --warmup "$warmup")
 	if [[ "$op" == get ]]; then
 		if [[ $filled -eq 0 ]]; then
-			echo "filling $keys keys in both clusters (64 clients)" >&2
-			for system in cairn etcd; do
-				run_one "$system" "$fill_limit" "$raw/fill-$system.json" --fill only --clients 64
+			echo "filling $keys keys in every cluster (64 clients)" >&2
+			fill_note="Fill (every key written once, 64 clients, not measured closed-loop):"
+			for system in "${systems[@]}"; do
+				f="$raw/fill-$system.json"
+				run_one "$system" "$fill_limit" "$f" --fill only --clients 64
+				if [[ -s "$f" ]]; then
+					fill_note+=" $system $(field "$f" ops_per_sec | awk '{printf "%.0f", $1}') puts/s,"
+				else
+					fill_note+=" $system failed,"
+				fi
 			done
-			fill_note="Fill (every key written once, 64 clients, not measured closed-loop): cairn $(field "$raw/fill-cairn.json" ops_per_sec | awk '{printf "%.0f", $1}') puts/s, etcd $(field "$raw/fill-etcd.json" ops_per_sec | awk '{printf "%.0f", $1}') puts/s."
+			fill_note="${fill_note%,}."
 			filled=1
 		fi
 		args+=(--consistency "$cons" --fill skip)
 	fi
 	for ((r = 1; r <= rounds; r++)); do
 		echo "$w, round $r/$rounds" >&2
-		for system in cairn etcd; do
+		for system in "${systems[@]}"; do
 			run_one "$system" "$run_limit" "$raw/$w-$system-r$r.json" "${args[@]}"
 		done
 	done
@@ -480,20 +618,67 @@ sum_errors() {
 		if [[ -s "$raw/$1-$2-r$r.json" ]]; then field "$raw/$1-$2-r$r.json" errors; fi
 	done | awk '{s += $1} END {print s + 0}'
 }
+ratio() { # ratio "median ..." "median ...": the first median over the second
+	awk -v a="${1%% *}" -v b="${2%% *}" 'BEGIN { if (a == "-" || b == "-" || b == 0) print "-"; else printf "%.2f\n", a / b }'
+}
+# The columns: each system's ops/s; each other cairn system's ops/s over
+# the working tree's ("x/cairn") and, with etcd, cairn's over etcd's (issue
+# 8's direction); each system's p50, p99 and CPU/op; each other cairn
+# system's CPU/op over the working tree's; the errors. With cairn and etcd
+# alone that is the table of earlier runs.
+others=()
+for s in "${systems[@]:1}"; do
+	[[ "${sys_kind[$s]}" != cairn ]] || others+=("$s")
+done
 table="$raw/table.md"
 {
 	echo
-	echo "| workload | cairn ops/s | etcd ops/s | cairn/etcd | cairn p50 | etcd p50 | cairn p99 | etcd p99 | cairn CPU/op | etcd CPU/op | errors cairn/etcd |"
-	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	head="| workload |"
+	sep="|---|"
+	col() { head+=" $1 |" sep+="---:|"; }
+	for s in "${systems[@]}"; do col "$s ops/s"; done
+	for s in "${others[@]}"; do col "$s/cairn"; done
+	[[ $no_etcd -eq 1 ]] || col "cairn/etcd"
+	for s in "${systems[@]}"; do col "$s p50"; done
+	for s in "${systems[@]}"; do col "$s p99"; done
+	for s in "${systems[@]}"; do col "$s CPU/op"; done
+	for s in "${others[@]}"; do col "$s/cairn CPU/op"; done
+	col "errors $(
+		IFS=/
+		echo "${systems[*]}"
+	)"
+	echo "$head"
+	echo "$sep"
 	for w in "${wls[@]}"; do
-		co="$(agg "$w" cairn ops_per_sec)"
-		eo="$(agg "$w" etcd ops_per_sec)"
-		ratio="$(awk -v c="${co%% *}" -v e="${eo%% *}" 'BEGIN { if (c == "-" || e == "-" || e == 0) print "-"; else printf "%.2f\n", c / e }')"
-		echo "| ${label[$w]} | $(fmt_ops "$co") | $(fmt_ops "$eo") | $ratio | $(fmt_ms "$(agg "$w" cairn p50_ms)") | $(fmt_ms "$(agg "$w" etcd p50_ms)") | $(fmt_ms "$(agg "$w" cairn p99_ms)") | $(fmt_ms "$(agg "$w" etcd p99_ms)") | $(fmt_us "$(agg "$w" cairn member_cpu_us_per_op .cpu)") | $(fmt_us "$(agg "$w" etcd member_cpu_us_per_op .cpu)") | $(sum_errors "$w" cairn)/$(sum_errors "$w" etcd) |"
+		declare -A ops=() cpu=()
+		for s in "${systems[@]}"; do
+			ops[$s]="$(agg "$w" "$s" ops_per_sec)"
+			cpu[$s]="$(agg "$w" "$s" member_cpu_us_per_op .cpu)"
+		done
+		row="| ${label[$w]} |"
+		for s in "${systems[@]}"; do row+=" $(fmt_ops "${ops[$s]}") |"; done
+		for s in "${others[@]}"; do row+=" $(ratio "${ops[$s]}" "${ops[cairn]}") |"; done
+		[[ $no_etcd -eq 1 ]] || row+=" $(ratio "${ops[cairn]}" "${ops[etcd]}") |"
+		for s in "${systems[@]}"; do row+=" $(fmt_ms "$(agg "$w" "$s" p50_ms)") |"; done
+		for s in "${systems[@]}"; do row+=" $(fmt_ms "$(agg "$w" "$s" p99_ms)") |"; done
+		for s in "${systems[@]}"; do row+=" $(fmt_us "${cpu[$s]}") |"; done
+		for s in "${others[@]}"; do row+=" $(ratio "${cpu[$s]}" "${cpu[cairn]}") |"; done
+		errs=""
+		for s in "${systems[@]}"; do errs+="${errs:+/}$(sum_errors "$w" "$s")"; done
+		echo "$row $errs |"
 	done
 	echo
-	echo "cairn $commit vs etcd $etcd_version, 3 members each on loopback, fsync on; $(nproc) CPUs; $duration per run after $warmup warm-up; $rounds round(s)$([[ $rounds -gt 1 ]] && echo ", medians (ops/s range)"); $keys keys, $vsize-byte values; etcd's requests rotated over all members, cairn's $([[ $cairn_routing == rotate ]] && echo "too" || echo "routed by its client (writes and linearizable reads to the leader)")."
-	[[ -z "$cairn_flags$etcd_flags" ]] || echo "Extra flags: cairn node run ${cairn_flags:-(none)}; etcd ${etcd_flags:-(none)}."
+	if [[ $no_etcd -eq 1 ]]; then
+		routed="cairn's requests $([[ $cairn_routing == rotate ]] && echo "rotated over all members" || echo "routed by its client (writes and linearizable reads to the leader)")"
+	else
+		routed="etcd's requests rotated over all members, cairn's $([[ $cairn_routing == rotate ]] && echo "too" || echo "routed by its client (writes and linearizable reads to the leader)")"
+	fi
+	echo "$who, 3 members each on loopback, fsync on; $(nproc) CPUs; $duration per run after $warmup warm-up; $rounds round(s)$([[ $rounds -gt 1 ]] && echo ", medians (ops/s range)"); $keys keys, $vsize-byte values; $routed."
+	[[ -z "$cairn_flags$etcd_flags" ]] || echo "Extra flags: cairn node run ${cairn_flags:-(none)}$([[ $no_etcd -eq 1 ]] || echo "; etcd ${etcd_flags:-(none)}")."
+	for s in "${others[@]}"; do
+		echo "$s: ${sys_desc[$s]}; node flags: ${sys_flags[$s]:-none}."
+	done
+	[[ ${#others[@]} -eq 0 ]] || echo "x/cairn: system x's median over the working tree's (cairn), of ops/s and of CPU/op; every cairn system is driven by the working tree's cairn bench."
 	[[ -z "$fill_note" ]] || echo "$fill_note"
 	echo "CPU/op: the CPU time the three members used during a run (warm-up included) over its wall time, divided by the measured ops/s; the load generator's own CPU is not in it."
 } | tee "$table"
