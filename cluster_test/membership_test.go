@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
@@ -157,13 +156,6 @@ func TestRemoveLeaderThroughFollower(t *testing.T) {
 	leader := c.Leader(t)
 	id := c.Config(leader).ID
 	r := c.Do(t, c.Followers(t)[0], http.MethodDelete, "/v1/cluster/members/"+id, nil, nil)
-	if r.Code == http.StatusServiceUnavailable && strings.Contains(string(r.Body), "reached a non-leader") {
-		// node/http.go (*handler).remove: on the leader, after handing
-		// leadership over, it re-forwards the request with
-		// svc.Forward(w, r, nil); the request already carries
-		// Cairn-Forwarded from the follower, so Forward refuses it.
-		t.Skipf("known bug: removing the leader through a follower fails after the transfer: %s", r)
-	}
 	if r.Code != http.StatusOK {
 		t.Fatalf("remove leader %s through a follower: %s", id, r)
 	}
