@@ -215,12 +215,9 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	limit, err := queryUint(r, "limit")
+	limit, err := queryLimit(r)
 	if err != nil {
 		return err
-	}
-	if limit == 0 || limit > maxListLimit {
-		limit = maxListLimit
 	}
 	keysOnly, err := queryBool(r, "keys_only")
 	if err != nil {
@@ -230,7 +227,7 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	res, err := h.svc.Store().List(q.Get("prefix"), fsm.ListOptions{StartAfter: q.Get("start_after"),
-		Limit: int(limit), Revision: rev, KeysOnly: keysOnly})
+		Limit: limit, Revision: rev, KeysOnly: keysOnly})
 	setRevision(w, res.Revision)
 	if err != nil {
 		return err

@@ -15,17 +15,14 @@ func (h *handler) logRead(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	limit, err := queryUint(r, "limit")
+	limit, err := queryLimit(r)
 	if err != nil {
 		return err
-	}
-	if limit == 0 || limit > maxListLimit {
-		limit = maxListLimit
 	}
 	if err := h.prepareRead(r); err != nil {
 		return err
 	}
-	recs, at, err := h.svc.Store().Log(from, int(limit))
+	recs, at, err := h.svc.Store().Log(from, limit)
 	setRevision(w, at)
 	if err != nil {
 		return err

@@ -43,6 +43,19 @@ func queryUint(r *http.Request, name string) (uint64, error) {
 	return v, nil
 }
 
+// queryLimit parses the limit of a page (a listing, the log): absent, 0
+// or above maxListLimit is maxListLimit.
+func queryLimit(r *http.Request) (int, error) {
+	limit, err := queryUint(r, "limit")
+	if err != nil {
+		return 0, err
+	}
+	if limit == 0 || limit > maxListLimit {
+		limit = maxListLimit
+	}
+	return int(limit), nil
+}
+
 func queryBool(r *http.Request, name string) (bool, error) {
 	s := query(r).Get(name)
 	if s == "" {
