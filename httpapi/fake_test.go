@@ -39,12 +39,11 @@ type fakeService struct {
 	store *fakeStore
 	hub   *feed.Hub
 
-	status    api.StatusResponse
-	members   api.MembersResponse
-	adminErr  error
-	admin     []string // "join n4", "remove n2", ...
-	readyErr  error
-	metricsOK bool
+	status   api.StatusResponse
+	members  api.MembersResponse
+	adminErr error
+	admin    []string // "join n4", "remove n2", ...
+	readyErr error
 }
 
 func newFake() *fakeService {
