@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -22,47 +21,19 @@ type Freezer func(*node.Node) (thaw func(), err error)
 
 // InProcMember is a node.Node in the test process.
 type InProcMember struct {
+	state
 	freeze Freezer
-	url    string // advertised
-
-	mu       sync.Mutex
-	spec     Spec
-	node     *node.Node
-	paused   bool
-	thaw     func()
-	starts   int
-	lastExit error
-	log      testutil.SyncBuffer
+	node   *node.Node // under state.mu
+	thaw   func()
 }
 
 // NewInProc returns a stopped in-process member. freeze may be nil
 // (Pause is then unsupported).
 func NewInProc(spec Spec, freeze Freezer) *InProcMember {
-	url := spec.Config.AdvertiseHTTP
-	if url == "" {
-		url = "http://" + spec.Config.HTTPAddr
-	}
-	return &InProcMember{spec: spec, freeze: freeze, url: url}
+	return &InProcMember{state: state{spec: spec}, freeze: freeze}
 }
 
-func (m *InProcMember) Kind() Kind       { return InProc }
-func (m *InProcMember) ID() string       { return m.Spec().Config.ID }
-func (m *InProcMember) URL() string      { return m.url }
-func (m *InProcMember) RaftAddr() string { return m.Spec().Config.RaftAddr }
-func (m *InProcMember) DataDir() string  { return m.Spec().Config.DataDir }
-func (m *InProcMember) Logs() string     { return m.log.String() }
-
-func (m *InProcMember) Spec() Spec {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.spec
-}
-
-func (m *InProcMember) Update(f func(*Spec)) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	f(&m.spec)
-}
+func (m *InProcMember) Kind() Kind { return InProc }
 
 func (m *InProcMember) Node() *node.Node {
 	m.mu.Lock()
@@ -71,24 +42,6 @@ func (m *InProcMember) Node() *node.Node {
 }
 
 func (m *InProcMember) Running() bool { return m.Node() != nil }
-
-func (m *InProcMember) Paused() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.paused
-}
-
-func (m *InProcMember) Starts() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.starts
-}
-
-func (m *InProcMember) LastExit() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.lastExit
-}
 
 // Start starts the node on its data directory. Its addresses were free
 // when allocated and are released by Close; a restart may briefly find

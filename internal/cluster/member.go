@@ -6,8 +6,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/cairn-db/cairn/internal/testutil"
 	"github.com/cairn-db/cairn/node"
 )
 
@@ -92,6 +94,60 @@ type Member interface {
 	Problems() []string
 	// Node is the running node.Node of an in-process member, else nil.
 	Node() *node.Node
+}
+
+// state is what both kinds of member keep: the spec and how the member
+// has run, under one lock, and its log.
+type state struct {
+	mu       sync.Mutex
+	spec     Spec
+	paused   bool
+	starts   int
+	lastExit error
+	log      testutil.SyncBuffer
+}
+
+func (m *state) ID() string       { return m.Spec().Config.ID }
+func (m *state) RaftAddr() string { return m.Spec().Config.RaftAddr }
+func (m *state) DataDir() string  { return m.Spec().Config.DataDir }
+func (m *state) Logs() string     { return m.log.String() }
+
+func (m *state) URL() string {
+	cfg := m.Spec().Config
+	if cfg.AdvertiseHTTP != "" {
+		return cfg.AdvertiseHTTP
+	}
+	return "http://" + cfg.HTTPAddr
+}
+
+func (m *state) Spec() Spec {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.spec
+}
+
+func (m *state) Update(f func(*Spec)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f(&m.spec)
+}
+
+func (m *state) Paused() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.paused
+}
+
+func (m *state) Starts() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.starts
+}
+
+func (m *state) LastExit() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.lastExit
 }
 
 // Flags returns cfg as `cairn node run` flags, with the given log level.

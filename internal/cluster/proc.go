@@ -4,84 +4,36 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/cairn-db/cairn/internal/testutil"
 	"github.com/cairn-db/cairn/node"
 )
 
 // ProcMember is a `cairn node run` child process of a cairn binary.
 type ProcMember struct {
+	state
 	bin string
 
-	mu         sync.Mutex
-	spec       Spec
+	// Under state.mu:
 	cmd        *exec.Cmd
 	exited     chan struct{} // closed when cmd has exited
 	expectExit bool          // set before the harness makes it exit
-	paused     bool
-	starts     int
-	lastExit   error
 	unexpected []string
-	log        testutil.SyncBuffer
 }
 
 // NewProc returns a stopped process member of the binary bin (Binary).
 func NewProc(bin string, spec Spec) *ProcMember {
-	return &ProcMember{bin: bin, spec: spec}
+	return &ProcMember{state: state{spec: spec}, bin: bin}
 }
 
 func (m *ProcMember) Kind() Kind       { return Proc }
-func (m *ProcMember) ID() string       { return m.Spec().Config.ID }
-func (m *ProcMember) RaftAddr() string { return m.Spec().Config.RaftAddr }
-func (m *ProcMember) DataDir() string  { return m.Spec().Config.DataDir }
-func (m *ProcMember) Logs() string     { return m.log.String() }
 func (m *ProcMember) Node() *node.Node { return nil }
-
-func (m *ProcMember) URL() string {
-	cfg := m.Spec().Config
-	if cfg.AdvertiseHTTP != "" {
-		return cfg.AdvertiseHTTP
-	}
-	return "http://" + cfg.HTTPAddr
-}
-
-func (m *ProcMember) Spec() Spec {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.spec
-}
-
-func (m *ProcMember) Update(f func(*Spec)) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	f(&m.spec)
-}
 
 func (m *ProcMember) Running() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.cmd != nil
-}
-
-func (m *ProcMember) Paused() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.paused
-}
-
-func (m *ProcMember) Starts() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.starts
-}
-
-func (m *ProcMember) LastExit() error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.lastExit
 }
 
 func (m *ProcMember) Problems() []string {
