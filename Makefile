@@ -11,8 +11,9 @@
 #                    also cairn vs a git revision (BENCH_CAIRN_BASELINE=REV) or with
 #                    extra node flags (BENCH_CAIRN_VARIANTS), without etcd (BENCH_NO_ETCD=1)
 #   make build       bin/cairn, statically linked
-#   make chaos       the chaos suite (cluster_test), CAIRN_CHAOS_DURATION passed through
+#   make chaos       the chaos suite (cluster_test/chaos), CAIRN_CHAOS_DURATION passed through
 #   make chaos-inproc  the chaos scenarios in process only, -race (CAIRN_CHAOS_DURATION, default 5m)
+#   make scale       the scale soak (cluster_test/scale, CAIRN_SCALE=1; CAIRN_SCALE_* passed through)
 #   make image       bin/cairn, then the FROM-scratch container image $(IMAGE) (Dockerfile)
 #   make docker-test the three-container compose tests (scripts/docker-test.sh; skips without docker)
 #   make proto       regenerate fsm/fsmpb/command.pb.go (needs protoc)
@@ -24,6 +25,7 @@ FUZZTIME  ?= 15s
 FUZZ_PKGS ?= ./fsm
 BENCH     ?= .
 CHAOS_TIMEOUT ?= 30m
+SCALE_TIMEOUT ?= 60m
 IMAGE     ?= cairn:latest
 DOCKER    ?= docker
 
@@ -83,7 +85,7 @@ build:
 # whether it is exported or given on the command line (make chaos CAIRN_CHAOS_DURATION=5m).
 chaos:
 	@echo "CAIRN_CHAOS_DURATION=$${CAIRN_CHAOS_DURATION:-<unset: the suite's default>}"
-	$(GO) test ./cluster_test -run Chaos -count=1 -timeout $(CHAOS_TIMEOUT)
+	$(GO) test ./cluster_test/chaos -run Chaos -count=1 -timeout $(CHAOS_TIMEOUT)
 
 # The chaos scenarios against in-process nodes only (docs/testing.md, "In
 # process"), under the race detector, for CAIRN_CHAOS_DURATION (default 5m).
@@ -91,7 +93,14 @@ chaos:
 chaos-inproc:
 	@echo "CAIRN_CHAOS_DURATION=$${CAIRN_CHAOS_DURATION:-5m} (in process, -race)"
 	CAIRN_CHAOS_MODE=inproc CAIRN_CHAOS_DURATION=$${CAIRN_CHAOS_DURATION:-5m} \
-		$(GO) test -race ./cluster_test -run Chaos -count=1 -timeout $(CHAOS_TIMEOUT)
+		$(GO) test -race ./cluster_test/chaos -run Chaos -count=1 -timeout $(CHAOS_TIMEOUT)
+
+# The scale soak (docs/performance.md, "Scale"): minutes and several GiB
+# of disk. CAIRN_SCALE_OBJECTS, CAIRN_SCALE_PHASES, ... reach it through
+# the environment.
+.PHONY: scale
+scale:
+	CAIRN_SCALE=1 $(GO) test ./cluster_test/scale -run TestScale -count=1 -v -timeout $(SCALE_TIMEOUT)
 
 # The image holds only the static binary built above (FROM scratch: no base
 # image, nothing to pull). bin/image-data is the empty directory the

@@ -13,125 +13,24 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/internal/cluster"
 	"github.com/cairn-db/cairn/node"
 )
 
-// restartCluster is an in-process cluster whose members can be killed and
-// restarted with the same identity, data and addresses.
-type restartCluster struct {
-	t     *testing.T
-	cfgs  []node.Config
-	nodes []*node.Node // current instance of each member
-	hung  map[*node.Node]bool
-}
-
-// closeLimit bounds how long a member may take to close; a Close that
-// takes longer is reported as hung instead of hanging the test binary.
-const closeLimit = 20 * time.Second
-
-// closeWithin closes nd with ctx and reports whether Close returned
-// within limit.
-func closeWithin(ctx context.Context, nd *node.Node, limit time.Duration) bool {
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = nd.Close(ctx) // errors from a cut-off node are expected
-	}()
-	select {
-	case <-done:
-		return true
-	case <-time.After(limit):
-		return false
-	}
-}
-
-// startRestartCluster starts n members (n1 bootstraps, the rest join) with
-// fixed raft and HTTP addresses, so a restarted member is found where it was.
-func startRestartCluster(t *testing.T, n int) *restartCluster {
+// startFailoverCluster starts n in-process members (n1 bootstraps, the
+// rest join) on the shared harness with the client tests' raft timings.
+func startFailoverCluster(t *testing.T, n int) *cluster.Cluster {
 	t.Helper()
-	rc := &restartCluster{t: t, hung: map[*node.Node]bool{}}
-	t.Cleanup(func() {
-		for _, nd := range rc.nodes {
-			if nd == nil || rc.hung[nd] {
-				continue // a second Close would wait for the hung one
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if !closeWithin(ctx, nd, closeLimit) {
-				t.Errorf("closing %s: Close did not return within %s", nd.ID(), closeLimit)
-			}
-			cancel()
-		}
-	})
-	for i := 1; i <= n; i++ {
-		cfg := testConfig(t, "n"+strconv.Itoa(i))
-		cfg.HTTPAddr = freeAddr(t)
-		if i == 1 {
-			cfg.Bootstrap = true
-		} else {
-			cfg.Join = []string{"http://" + rc.cfgs[0].HTTPAddr}
-		}
-		rc.cfgs = append(rc.cfgs, cfg)
-		rc.nodes = append(rc.nodes, nil)
-		rc.start(i - 1)
-		if i == 1 {
-			waitFor(t, "n1 ready", 10*time.Second, rc.nodes[0].Ready)
-		}
-	}
-	for _, nd := range rc.nodes[1:] {
-		waitFor(t, nd.ID()+" ready", 15*time.Second, nd.Ready)
-	}
-	return rc
-}
-
-// start starts member i from its configuration.
-func (rc *restartCluster) start(i int) {
-	rc.t.Helper()
-	nd, err := node.New(rc.cfgs[i])
-	if err != nil {
-		rc.t.Fatalf("start %s: %v", rc.cfgs[i].ID, err)
-	}
-	rc.nodes[i] = nd
-}
-
-func (rc *restartCluster) urls() []string {
-	var us []string
-	for _, cfg := range rc.cfgs {
-		us = append(us, "http://"+cfg.HTTPAddr)
-	}
-	return us
-}
-
-// waitLeader waits for a leader among the running members other than
-// skip (-1: none) and returns its index.
-func (rc *restartCluster) waitLeader(skip int) int {
-	rc.t.Helper()
-	idx := -1
-	waitFor(rc.t, "a leader", 15*time.Second, func() error {
-		for i, nd := range rc.nodes {
-			if i != skip && nd.IsLeader() {
-				idx = i
-				return nil
-			}
-		}
-		return errors.New("no leader")
-	})
-	return idx
-}
-
-// kill stops member i abruptly: no grace for in-flight requests, whose
-// connections are cut (Close with an expired context).
-func (rc *restartCluster) kill(i int) {
-	rc.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	nd := rc.nodes[i]
-	if !closeWithin(ctx, nd, closeLimit) {
-		rc.hung[nd] = true
-		rc.t.Fatalf("killing leader %s: Close did not return within %s; goroutines waiting on raft futures:\n%s",
-			nd.ID(), closeLimit, futureWaiters())
-	}
+	c := cluster.New(t, cluster.Options{Kind: cluster.InProc, Configure: func(cfg *node.Config) {
+		cfg.HeartbeatTimeout = 200 * time.Millisecond
+		cfg.ElectionTimeout = 200 * time.Millisecond
+		cfg.LeaderLeaseTimeout = 100 * time.Millisecond
+		cfg.CommitTimeout = 5 * time.Millisecond
+		cfg.ShutdownTimeout = 2 * time.Second
+	}})
+	c.Start(t, n)
+	return c
 }
 
 // futureWaiters returns the stacks of the goroutines blocked on a raft
@@ -146,15 +45,6 @@ func futureWaiters() string {
 		}
 	}
 	return strings.Join(out, "\n\n")
-}
-
-// restart starts member i again from its data directory and waits until it
-// is ready.
-func (rc *restartCluster) restart(i int) {
-	rc.t.Helper()
-	rc.start(i)
-	nd := rc.nodes[i]
-	waitFor(rc.t, nd.ID()+" ready after restart", 15*time.Second, nd.Ready)
 }
 
 // foWorker is what one writer goroutine acknowledged.
@@ -187,12 +77,12 @@ func TestFailoverCounters(t *testing.T) {
 		warmup  = 100              // acknowledged ops before the first kill
 		between = 60               // acknowledged ops after each restart
 	)
-	rc := startRestartCluster(t, 3)
+	rc := startFailoverCluster(t, 3)
 	retries := &countHandler{}
 	c := newClient(t, func(cfg *client.Config) {
 		cfg.RequestTimeout = time.Second
 		cfg.Logger = slog.New(retries)
-	}, rc.urls()...)
+	}, rc.URLs()...)
 
 	var (
 		acked   atomic.Int64 // acknowledged ops, for progress
@@ -252,12 +142,19 @@ func TestFailoverCounters(t *testing.T) {
 	start := time.Now()
 	var killed []string
 	for range kills {
-		li := rc.waitLeader(-1)
-		killed = append(killed, rc.nodes[li].ID())
-		rc.kill(li)
-		rc.waitLeader(li)
-		rc.restart(li)
-		progress("writes after restarting "+rc.nodes[li].ID(), between)
+		li := rc.Leader(t)
+		id := rc.Member(li).ID()
+		killed = append(killed, id)
+		// Kill: Close with an expired context (no grace for requests in
+		// flight, whose connections are cut).
+		rc.Kill(t, li)
+		if t.Failed() {
+			t.Fatalf("killing leader %s failed; goroutines waiting on raft futures:\n%s", id, futureWaiters())
+		}
+		rc.Leader(t) // among the others
+		rc.Restart(t, li)
+		rc.WaitReady(t, li)
+		progress("writes after restarting "+id, between)
 	}
 	failoverTime := time.Since(start)
 	stop.Store(true)
@@ -304,29 +201,7 @@ func TestFailoverCounters(t *testing.T) {
 
 	// Every member converges on one chain that holds every acknowledged
 	// revision.
-	var head api.ChainResponse
-	waitFor(t, "members to converge", 20*time.Second, func() error {
-		var heads []api.ChainResponse
-		for _, u := range rc.urls() {
-			pctx, pcancel := context.WithTimeout(ctx, 2*time.Second)
-			ch, err := c.Chain(pctx, 0, client.Endpoint(u), client.Consistency(api.Stale))
-			pcancel()
-			if err != nil {
-				return fmt.Errorf("chain of %s: %w", u, err)
-			}
-			heads = append(heads, *ch)
-		}
-		for _, h := range heads[1:] {
-			if h != heads[0] {
-				return fmt.Errorf("heads differ: %+v", heads)
-			}
-		}
-		if heads[0].Revision < maxRev {
-			return fmt.Errorf("head %d behind acknowledged revision %d", heads[0].Revision, maxRev)
-		}
-		head = heads[0]
-		return nil
-	})
+	head := rc.WaitConvergedAt(t, maxRev)
 
 	// Every acknowledged unique key is present, written once, at its
 	// acknowledged revision; an unacknowledged one at most once.

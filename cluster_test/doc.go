@@ -1,7 +1,8 @@
-// Package cluster_test holds cairn's multi-node tests: an in-process
-// harness (harness_test.go) that starts real nodes on loopback ports, finds
-// the leader, stops, restarts and adds members, and waits by polling; and
-// the tests that drive a cluster over its HTTP API.
+// Package cluster_test holds cairn's multi-node tests: clusters of
+// in-process nodes started with the shared harness (internal/cluster;
+// harness_test.go adds these tests' defaults), driven over their HTTP API.
+// The chaos suite is in cluster_test/chaos, the scale soak in
+// cluster_test/scale, the Docker tests (build tag docker) here.
 //
 // The package has no non-test code; this file only documents it.
 package cluster_test

@@ -23,7 +23,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -39,6 +38,7 @@ import (
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/internal/cluster"
 	"github.com/cairn-db/cairn/internal/testutil"
 )
 
@@ -142,7 +142,7 @@ type dkCluster struct {
 	net     string // first three octets of the private /24
 	ports   [3]int // host ports of n1..n3's HTTP API
 	vars    []string
-	http    *http.Client
+	http    *cluster.HTTP
 
 	mu  sync.Mutex
 	ids map[string]string // service -> container id
@@ -158,7 +158,7 @@ func dkUp(t *testing.T, env *dkEnv, name string, hostURLs bool) *dkCluster {
 			env:     env,
 			project: env.prefix + name + dkRandom(),
 			net:     fmt.Sprintf("172.%d.%d", 24+rand.IntN(8), rand.IntN(256)),
-			http:    &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil}},
+			http:    cluster.NewHTTP(10 * time.Second),
 			ids:     map[string]string{},
 		}
 		c.ports = dkFreePorts(t)
@@ -297,68 +297,35 @@ func (c *dkCluster) waitHealthy(t *testing.T, timeout time.Duration, svcs ...str
 }
 
 func (c *dkCluster) get(u string) (int, []byte, error) {
-	resp, err := c.http.Get(u)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
+	r, err := c.http.Do(context.Background(), http.MethodGet, u, nil, nil)
+	return r.Code, r.Body, err
 }
 
-func (c *dkCluster) getJSON(u string, v any) error {
-	code, b, err := c.get(u)
-	if err != nil {
-		return err
+func (c *dkCluster) getJSON(u string, v any) error { return c.http.GetJSON(u, 10*time.Second, v) }
+
+func (c *dkCluster) status(svc string) (api.StatusResponse, error) { return c.http.Status(c.url(svc)) }
+
+// endpoints names the services for the shared wait conditions (a
+// member's id is its service name).
+func (c *dkCluster) endpoints(svcs ...string) []cluster.Endpoint {
+	var eps []cluster.Endpoint
+	for _, s := range svcs {
+		eps = append(eps, cluster.Endpoint{ID: s, URL: c.url(s)})
 	}
-	if code != http.StatusOK {
-		return fmt.Errorf("GET %s: %d %s", u, code, bytes.TrimSpace(b))
-	}
-	return json.Unmarshal(b, v)
+	return eps
 }
 
-func (c *dkCluster) status(svc string) (api.StatusResponse, error) {
-	var st api.StatusResponse
-	err := c.getJSON(c.url(svc)+"/v1/status", &st)
-	return st, err
-}
-
-// leader waits until the given services agree on a leader among them that
-// reports itself leader, and returns it.
+// leader waits until exactly one of the given services leads and the
+// others name it (cluster.HTTP.FindLeader), and returns it.
 func (c *dkCluster) leader(t *testing.T, svcs ...string) string {
 	t.Helper()
 	var leader string
 	dkWaitFor(t, "a leader among "+strings.Join(svcs, ","), dkWaitLeader, func() error {
-		leader = ""
-		for _, s := range svcs {
-			st, err := c.status(s)
-			if err != nil {
-				return err
-			}
-			if st.Leader == "" {
-				return fmt.Errorf("%s knows no leader", s)
-			}
-			if leader == "" {
-				leader = st.Leader
-			} else if st.Leader != leader {
-				return fmt.Errorf("%s says the leader is %s, others %s", s, st.Leader, leader)
-			}
+		i, _, err := c.http.FindLeader(c.endpoints(svcs...))
+		if err == nil {
+			leader = svcs[i]
 		}
-		found := false
-		for _, s := range svcs {
-			found = found || s == leader
-		}
-		if !found {
-			return fmt.Errorf("leader %s is not among %v", leader, svcs)
-		}
-		st, err := c.status(leader)
-		if err != nil {
-			return err
-		}
-		if st.State != "Leader" {
-			return fmt.Errorf("%s is %s", leader, st.State)
-		}
-		return nil
+		return err
 	})
 	return leader
 }
@@ -369,24 +336,9 @@ func (c *dkCluster) converge(t *testing.T, min uint64) api.ChainResponse {
 	t.Helper()
 	var head api.ChainResponse
 	dkWaitFor(t, "chain heads to converge", dkWaitConverge, func() error {
-		var heads []string
-		equal := true
-		for i, s := range dkServices {
-			var ch api.ChainResponse
-			if err := c.getJSON(c.url(s)+"/v1/chain?consistency=stale", &ch); err != nil {
-				return err
-			}
-			heads = append(heads, fmt.Sprintf("%s=%d/%.8s", s, ch.Revision, ch.Hash))
-			if i == 0 {
-				head = ch
-			} else if ch != head {
-				equal = false
-			}
-		}
-		if !equal || head.Revision < min {
-			return fmt.Errorf("heads %v, want equal and at least revision %d", heads, min)
-		}
-		return nil
+		var err error
+		head, err = c.http.Converged(c.endpoints(dkServices...), min)
+		return err
 	})
 	return head
 }

@@ -45,7 +45,7 @@ func TestMembership(t *testing.T) {
 	}
 
 	// n4 joins as a non-voter by asking the members (node.Config.Join).
-	n4 := c.AddNode(t, true)
+	n4 := c.AddMember(t, true)
 	id4 := c.Config(n4).ID
 	head := c.WaitConverged(t)
 	if head.Revision < before.Revision {
@@ -123,7 +123,7 @@ func TestMembership(t *testing.T) {
 	})
 	// The removed node is no member any more: not ready.
 	waitFor(t, id4+" not ready after removal", waitConverge, func() error {
-		if err := c.Node(n4).Ready(); err == nil {
+		if err := c.HTTP.Ready(c.URL(n4)); err == nil {
 			return errors.New("still ready")
 		}
 		return nil

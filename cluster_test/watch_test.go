@@ -19,7 +19,7 @@ import (
 
 // watchClient returns a client for every member, closed at the end of the
 // test (before the cluster's leak check).
-func (c *Cluster) watchClient(t *testing.T) *client.Client {
+func watchClient(t *testing.T, c *Cluster) *client.Client {
 	t.Helper()
 	cfg := client.DefaultConfig()
 	for i := 0; i < c.N(); i++ {
@@ -77,33 +77,13 @@ func (w *watchLog) snapshot() (last uint64, node string, txns int) {
 	return w.last, w.node, len(w.txns)
 }
 
-// fullLog reads the whole transaction log from member idx.
-func (c *Cluster) fullLog(t *testing.T, idx int) []api.Record {
-	t.Helper()
-	var out []api.Record
-	from := uint64(1)
-	for {
-		r := c.Do(t, idx, http.MethodGet, fmt.Sprintf("/v1/log?consistency=stale&from=%d&limit=1000", from), nil, nil)
-		if r.Code != http.StatusOK {
-			t.Fatalf("log from %d: %s", from, r)
-		}
-		var lr api.LogResponse
-		decode(t, r, &lr)
-		out = append(out, lr.Records...)
-		if len(lr.Records) == 0 || lr.Records[len(lr.Records)-1].Revision >= lr.Revision {
-			return out
-		}
-		from = lr.Records[len(lr.Records)-1].Revision + 1
-	}
-}
-
 // TestWatchFailover runs a client.Watch while writers write continuously,
 // through the loss of the leader and the restart of the member the watch
 // is connected to. Afterwards the watch's transactions equal the log:
 // every revision once, in order, with the same chain hashes.
 func TestWatchFailover(t *testing.T) {
 	c := StartCluster(t, 3, nil)
-	cl := c.watchClient(t)
+	cl := watchClient(t, c)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ch, err := cl.Watch(ctx, "w/", 1)
@@ -184,7 +164,7 @@ func TestWatchFailover(t *testing.T) {
 		t.Fatalf("watch ended with %v", w.final)
 	}
 
-	log := c.fullLog(t, c.Leader(t))
+	log := c.Log(t, c.Leader(t))
 	if len(log) == 0 || log[len(log)-1].Revision != head.Revision {
 		t.Fatalf("log has %d records, head %d", len(log), head.Revision)
 	}
@@ -211,12 +191,12 @@ func TestWatchFailover(t *testing.T) {
 // arrive when nothing matches.
 func TestWatchFiltersAndProgress(t *testing.T) {
 	c := StartCluster(t, 3, nil)
-	nv := c.AddNode(t, true)
+	nv := c.AddMember(t, true)
 	url := c.URL(nv) + "/v1/watch?prefix=p/&progress_interval=100ms"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	resp, err := c.http.Do(req)
+	resp, err := c.HTTP.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +215,7 @@ func TestWatchFiltersAndProgress(t *testing.T) {
 			}
 		}
 	}()
-	cl := c.watchClient(t)
+	cl := watchClient(t, c)
 	none, err := cl.Watch(ctx, "none/", 0, client.Endpoint(c.URL(nv)))
 	if err != nil {
 		t.Fatal(err)
@@ -335,11 +315,7 @@ func TestWatchCompacted(t *testing.T) {
 	// Compaction moves no chain head: wait for every member to apply it.
 	for i := 0; i < c.N(); i++ {
 		waitFor(t, c.Config(i).ID+" compacted", waitConverge, func() error {
-			var st api.StatusResponse
-			r, err := c.do(http.MethodGet, c.URL(i)+"/v1/status", nil, nil)
-			if err == nil {
-				err = json.Unmarshal(r.Body, &st)
-			}
+			st, err := c.Status(i)
 			if err == nil && st.CompactRevision < 10 {
 				err = fmt.Errorf("compact revision %d", st.CompactRevision)
 			}
@@ -353,7 +329,7 @@ func TestWatchCompacted(t *testing.T) {
 			t.Errorf("%s: oldest_revision %d, want 10", c.Config(i).ID, e.OldestRevision)
 		}
 	}
-	cl := c.watchClient(t)
+	cl := watchClient(t, c)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, err := cl.Watch(ctx, "c/", 5)

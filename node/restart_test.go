@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/fsm"
+	"github.com/cairn-db/cairn/internal/testutil"
 )
 
 // logRecorder collects a node's JSON logs so a test can check what the
@@ -39,19 +39,7 @@ func (r *logRecorder) Write(p []byte) (int, error) {
 func (r *logRecorder) has(fragments ...string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, line := range strings.Split(r.buf.String(), "\n") {
-		ok := true
-		for _, f := range fragments {
-			if !strings.Contains(line, f) {
-				ok = false
-				break
-			}
-		}
-		if ok {
-			return true
-		}
-	}
-	return false
+	return testutil.HasLine(r.buf.String(), fragments...)
 }
 
 // recordLogs points cfg's logger at a fresh recorder.

@@ -7,10 +7,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
+
+	clusterpkg "github.com/cairn-db/cairn/internal/cluster"
+	"github.com/cairn-db/cairn/node"
 )
 
 // TestBackupRestoreVerify takes a full and two incremental backups while
@@ -21,8 +23,8 @@ func TestBackupRestoreVerify(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	ps := startCluster(t)
-	cluster := "--cluster=" + ps[0].url() + "," + ps[1].url() + "," + ps[2].url()
+	c := startCluster(t)
+	cluster := clusterFlag(c)
 	dir := t.TempDir()
 
 	// A light write load during the backups.
@@ -47,10 +49,10 @@ func TestBackupRestoreVerify(t *testing.T) {
 		{"backup", "-q", "--since-backup", inc1, "-o", inc2},
 	} {
 		// Let some writes land between backups.
-		before := revisionOf(t, ps[0])
+		before := revisionOf(c, 0)
 		poll(t, "writes between backups", 30e9, func() error {
-			if revisionOf(t, ps[0]) < before+5 {
-				return fmt.Errorf("revision still %d", revisionOf(t, ps[0]))
+			if revisionOf(c, 0) < before+5 {
+				return fmt.Errorf("revision still %d", revisionOf(c, 0))
 			}
 			return nil
 		})
@@ -88,16 +90,12 @@ func TestBackupRestoreVerify(t *testing.T) {
 	if out, errOut, code := runCLI(t, "", "restore", "--data-dir", data, "--id", "r1", full, inc1, inc2); code != 0 {
 		t.Fatalf("restore: %d %s %s", code, out, errOut)
 	}
-	r := &proc{id: "r1", dataDir: data, raftAddr: freePort(t), httpAddr: freePort(t), args: []string{"--bootstrap"}}
-	r.start(t)
-	t.Cleanup(func() {
-		if err := r.stop(t, syscall.SIGTERM); err != nil {
-			t.Errorf("restored node exit: %v\n%s", err, r.log)
-		}
-	})
-	waitReady(t, r)
+	r := clusterpkg.New(t, clusterpkg.Options{Kind: clusterpkg.Proc, Configure: func(cfg *node.Config) {
+		cfg.ID, cfg.DataDir = "r1", data
+	}})
+	r.Start(t, 1)
 	// Its head is the source's chain at the last incremental's revision.
-	rst, err := status(t, r)
+	rst, err := r.Status(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +103,7 @@ func TestBackupRestoreVerify(t *testing.T) {
 	if !strings.Contains(src, rst.Hash) {
 		t.Fatalf("restored head %d %s not the last incremental's\n%s", rst.Revision, rst.Hash, src)
 	}
-	if out, _, code := runCLI(t, "", "--cluster="+r.url(), "put", "after-restore", "x"); code != 0 || !strings.Contains(out, fmt.Sprint(rst.Revision+1)) {
+	if out, _, code := runCLI(t, "", "--cluster="+r.URL(0), "put", "after-restore", "x"); code != 0 || !strings.Contains(out, fmt.Sprint(rst.Revision+1)) {
 		t.Fatalf("write on the restored cluster: %d %q (want revision %d)", code, out, rst.Revision+1)
 	}
 
@@ -140,16 +138,17 @@ func TestBackupRestoreVerify(t *testing.T) {
 		t.Fatalf("verify healthy cluster: %d\n%s%s", code, out, errOut)
 	}
 	// ...until one replica's store is corrupted behind its back.
-	victim := ps[2]
-	head := revisionOf(t, victim)
-	if err := victim.stop(t, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	const victim = 2
+	head := revisionOf(c, victim)
+	c.Stop(t, victim)
+	if t.Failed() {
+		t.FailNow()
 	}
-	corruptHead(t, filepath.Join(victim.dataDir, "fsm.db"), head)
-	victim.start(t)
-	waitReady(t, victim)
+	corruptHead(t, filepath.Join(c.Config(victim).DataDir, "fsm.db"), head)
+	c.Restart(t, victim)
+	c.WaitReady(t, victim)
 	out, _, code = runCLI(t, "", cluster, "verify")
-	if code == 0 || !strings.Contains(out, victim.id) {
+	if code == 0 || !strings.Contains(out, c.Member(victim).ID()) {
 		t.Fatalf("verify missed a diverged replica: exit %d\n%s", code, out)
 	}
 	out, _, code = runCLI(t, "", cluster, "verify", "--deep")
@@ -158,8 +157,8 @@ func TestBackupRestoreVerify(t *testing.T) {
 	}
 }
 
-func revisionOf(t *testing.T, p *proc) uint64 {
-	st, err := status(t, p)
+func revisionOf(c *clusterpkg.Cluster, idx int) uint64 {
+	st, err := c.Status(idx)
 	if err != nil {
 		return 0
 	}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-db/cairn/internal/cluster"
 	"github.com/cairn-db/cairn/internal/testnet"
 
 	"github.com/cairn-db/cairn/api"
@@ -33,14 +34,51 @@ func cleanEnv(extra ...string) []string {
 	return append(env, extra...)
 }
 
-// startRaw starts `cairn <args>` with exactly the given CAIRN_* variables
-// (proc.start always passes --id and the addresses as flags, which is
-// what this file must not do). The returned proc is stopped at cleanup;
-// it must exit cleanly.
+// proc is a `cairn` process started with raw arguments and environment
+// (the shared harness's members always get --id and the addresses as
+// flags, which is what this file must not do).
+type proc struct {
+	id, httpAddr string
+	cmd          *exec.Cmd
+	log          *bytes.Buffer
+	done         chan error
+}
+
+func (p *proc) url() string { return "http://" + p.httpAddr }
+
+// stop sends sig and waits for the process to exit.
+func (p *proc) stop(t *testing.T, sig syscall.Signal) error {
+	t.Helper()
+	if p.cmd == nil {
+		return nil
+	}
+	_ = p.cmd.Process.Signal(sig)
+	select {
+	case err := <-p.done:
+		p.cmd = nil
+		return err
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		p.cmd = nil
+		return errors.New("did not exit within 30s")
+	}
+}
+
+// waitReady waits until p answers /readyz.
+func waitReady(t *testing.T, p *proc) {
+	t.Helper()
+	h := cluster.NewHTTP(5 * time.Second)
+	defer h.CloseIdleConnections()
+	poll(t, p.id+" ready", 30*time.Second, func() error { return h.Ready(p.url()) })
+}
+
+// startRaw starts `cairn <args>` with exactly the given CAIRN_* variables.
+// The returned proc is stopped at cleanup; it must exit cleanly.
 func startRaw(t *testing.T, id, httpAddr string, env []string, args ...string) *proc {
 	t.Helper()
 	p := &proc{id: id, httpAddr: httpAddr, log: &bytes.Buffer{}}
-	p.cmd = exec.Command(binPath, args...)
+	p.cmd = exec.Command(binary(t), args...)
 	p.cmd.Env = cleanEnv(env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
@@ -62,7 +100,7 @@ func runEnv(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binPath, args...)
+	cmd := exec.CommandContext(ctx, binary(t), args...)
 	cmd.Env = cleanEnv(env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb

@@ -3,137 +3,51 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/internal/cluster"
 	"github.com/cairn-db/cairn/internal/testnet"
 	"github.com/cairn-db/cairn/internal/testutil"
 )
 
-// These tests build the real binary and run it as separate processes.
+// These tests run the real binary as processes: clusters of `cairn node
+// run` members through the shared harness (internal/cluster), which builds
+// the binary once for this test binary; TestMain removes it.
 
-var binPath string
+func TestMain(m *testing.M) { cluster.Main(m) }
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "cairn-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = filepath.Join(dir, "cairn")
-	build := exec.Command("go", "build", "-o", binPath, ".")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building cairn:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+// binary returns the cairn binary's path (built on first use).
+func binary(t *testing.T) string {
+	t.Helper()
+	return cluster.Binary(t)
 }
 
 // freePort returns a free loopback address (see internal/testnet).
 func freePort(t *testing.T) string { return testnet.FreeAddr(t) }
 
-// proc is one `cairn node run` process.
-type proc struct {
-	id, dataDir, raftAddr, httpAddr string
-	args                            []string
-	cmd                             *exec.Cmd
-	log                             *bytes.Buffer
-	done                            chan error
+// startCluster starts a three-process cluster (n1 bootstraps, the others
+// join) and waits until every member is ready. Every member is stopped
+// at cleanup and must exit with status 0.
+func startCluster(t *testing.T) *cluster.Cluster {
+	t.Helper()
+	c := cluster.New(t, cluster.Options{Kind: cluster.Proc})
+	c.Start(t, 3)
+	return c
 }
 
-func (p *proc) url() string { return "http://" + p.httpAddr }
-
-func (p *proc) start(t *testing.T) {
-	t.Helper()
-	args := append([]string{"node", "run", "--id", p.id, "--data-dir", p.dataDir, "--raft-addr", p.raftAddr,
-		"--http-addr", p.httpAddr, "--heartbeat-timeout", "300ms", "--election-timeout", "300ms",
-		"--leader-lease-timeout", "150ms", "--log-level", "warn"}, p.args...)
-	p.cmd = exec.Command(binPath, args...)
-	p.log = &bytes.Buffer{}
-	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", p.id, err)
-	}
-	p.done = make(chan error, 1)
-	go func(c *exec.Cmd, done chan error) { done <- c.Wait() }(p.cmd, p.done)
-}
-
-// stop sends sig and waits for the process to exit.
-func (p *proc) stop(t *testing.T, sig syscall.Signal) error {
-	t.Helper()
-	if p.cmd == nil {
-		return nil
-	}
-	_ = p.cmd.Process.Signal(sig)
-	select {
-	case err := <-p.done:
-		p.cmd = nil
-		return err
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		p.cmd = nil
-		return errors.New("did not exit within 30s")
-	}
-}
-
-func startCluster(t *testing.T) []*proc {
-	t.Helper()
-	var ps []*proc
-	for i := 1; i <= 3; i++ {
-		p := &proc{id: fmt.Sprintf("n%d", i), dataDir: t.TempDir(), raftAddr: freePort(t), httpAddr: freePort(t)}
-		if i == 1 {
-			p.args = []string{"--bootstrap"}
-		} else {
-			p.args = []string{"--join", ps[0].url()}
-		}
-		ps = append(ps, p)
-	}
-	t.Cleanup(func() {
-		for _, p := range ps {
-			if err := p.stop(t, syscall.SIGTERM); err != nil {
-				t.Errorf("%s exit: %v\n%s", p.id, err, p.log)
-			}
-		}
-	})
-	for _, p := range ps {
-		p.start(t)
-	}
-	for _, p := range ps {
-		waitReady(t, p)
-	}
-	return ps
-}
-
-func waitReady(t *testing.T, p *proc) {
-	t.Helper()
-	poll(t, p.id+" ready", 30*time.Second, func() error {
-		resp, err := http.Get(p.url() + "/readyz")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("readyz %d", resp.StatusCode)
-		}
-		return nil
-	})
+// clusterFlag is --cluster= with every member's URL.
+func clusterFlag(c *cluster.Cluster) string {
+	return "--cluster=" + strings.Join(c.URLs(), ",")
 }
 
 // poll polls cond with a deadline (see internal/testutil).
@@ -144,7 +58,7 @@ func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binPath, args...)
+	cmd := exec.CommandContext(ctx, binary(t), args...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &errb, strings.NewReader(stdin)
 	err := cmd.Run()
@@ -158,40 +72,12 @@ func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
-func status(t *testing.T, p *proc) (api.StatusResponse, error) {
-	var st api.StatusResponse
-	resp, err := http.Get(p.url() + "/v1/status")
-	if err != nil {
-		return st, err
-	}
-	defer resp.Body.Close()
-	return st, json.NewDecoder(resp.Body).Decode(&st)
-}
-
-func leaderOf(t *testing.T, ps []*proc) *proc {
-	t.Helper()
-	var leader *proc
-	poll(t, "a leader", 30*time.Second, func() error {
-		for _, p := range ps {
-			if p.cmd == nil {
-				continue
-			}
-			if st, err := status(t, p); err == nil && st.State == "Leader" {
-				leader = p
-				return nil
-			}
-		}
-		return errors.New("no leader")
-	})
-	return leader
-}
-
 func TestBinaryClusterCLIAndLeaderKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
 	}
-	ps := startCluster(t)
-	cluster := "--cluster=" + ps[0].url() + "," + ps[1].url() + "," + ps[2].url()
+	c := startCluster(t)
+	cluster := clusterFlag(c)
 
 	// Exit statuses of the data commands.
 	if out, errOut, code := runCLI(t, "", cluster, "put", "hello", "world"); code != 0 {
@@ -224,18 +110,12 @@ func TestBinaryClusterCLIAndLeaderKill(t *testing.T) {
 
 	// kill -9 the leader: a new leader serves writes; the old one restarts
 	// and converges.
-	old := leaderOf(t, ps)
-	if err := old.stop(t, syscall.SIGKILL); err == nil {
+	old := c.Leader(t)
+	c.Kill(t, old)
+	if c.Member(old).LastExit() == nil {
 		t.Fatalf("SIGKILLed process exited cleanly")
 	}
-	var live []*proc
-	for _, p := range ps {
-		if p != old {
-			live = append(live, p)
-		}
-	}
-	newLeader := leaderOf(t, live)
-	if newLeader == old {
+	if newLeader := c.Leader(t); newLeader == old {
 		t.Fatal("killed node still leader")
 	}
 	for i := 0; i < 20; i++ {
@@ -243,23 +123,10 @@ func TestBinaryClusterCLIAndLeaderKill(t *testing.T) {
 			t.Fatalf("put after leader kill: %d %s", code, errOut)
 		}
 	}
-	old.start(t)
-	waitReady(t, old)
-	poll(t, "chain heads equal", 30*time.Second, func() error {
-		var heads []string
-		for _, p := range ps {
-			st, err := status(t, p)
-			if err != nil {
-				return err
-			}
-			heads = append(heads, fmt.Sprintf("%d/%s", st.Revision, st.Hash))
-		}
-		if heads[0] != heads[1] || heads[1] != heads[2] {
-			return fmt.Errorf("heads differ: %v", heads)
-		}
-		return nil
-	})
-	if out, _, code := runCLI(t, "", "--cluster="+old.url(), "get", "--consistency", "stale", "after/19"); code != 0 || out != "v" {
+	c.Restart(t, old)
+	c.WaitReady(t, old)
+	c.WaitConverged(t)
+	if out, _, code := runCLI(t, "", "--cluster="+c.URL(old), "get", "--consistency", "stale", "after/19"); code != 0 || out != "v" {
 		t.Fatalf("restarted node misses writes: %d %q", code, out)
 	}
 }
@@ -275,7 +142,7 @@ func TestDevQuickStart(t *testing.T) {
 	base := consecutivePorts(t, 6)
 	httpPort, raftPort := strconv.Itoa(base), strconv.Itoa(base+3)
 	dir := t.TempDir()
-	cmd := exec.Command(binPath, "dev", "--data-dir", dir, "--http-port", httpPort, "--raft-port", raftPort)
+	cmd := exec.Command(binary(t), "dev", "--data-dir", dir, "--http-port", httpPort, "--raft-port", raftPort)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {

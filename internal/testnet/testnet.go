@@ -12,12 +12,17 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
-	"testing"
 )
+
+// TB is the part of testing.TB FreeAddr uses.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
 
 // FreeAddr returns host:port with a free port on a random loopback IP, or
 // on 127.0.0.1 where other loopback IPs cannot be bound.
-func FreeAddr(tb testing.TB) string {
+func FreeAddr(tb TB) string {
 	tb.Helper()
 	for range 8 {
 		ip := fmt.Sprintf("127.%d.%d.%d", 1+rand.IntN(254), rand.IntN(256), 1+rand.IntN(254))

@@ -5,6 +5,7 @@ package testutil
 
 import (
 	"bytes"
+	"strings"
 	"sync"
 	"time"
 )
@@ -60,4 +61,22 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// HasLine reports whether some line of s contains every one of the
+// fragments.
+func HasLine(s string, fragments ...string) bool {
+	for _, line := range strings.Split(s, "\n") {
+		ok := true
+		for _, f := range fragments {
+			if !strings.Contains(line, f) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }

@@ -1,14 +1,13 @@
-package cluster_test
+package chaos
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
+	"github.com/cairn-db/cairn/internal/cluster"
 	"io/fs"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -19,57 +18,26 @@ import (
 // path. It is restarted on its data without the failpoint, and the
 // cluster must pass the chaos suite's checks.
 
-var (
-	fpBinOnce sync.Once
-	fpBinPath string
-	fpBinErr  error
-)
-
 // failpointExit is fsm.FailpointExitCode.
 const failpointExit = 86
-
-// failpointBinary builds cmd/cairn with -tags failpoints once, beside the
-// plain binary (TestMain removes both).
-func failpointBinary(t *testing.T) string {
-	t.Helper()
-	cairnBinary(t) // creates binDir
-	fpBinOnce.Do(func() {
-		fpBinPath = filepath.Join(binDir, "cairn-failpoints")
-		build := exec.Command("go", "build", "-tags", "failpoints", "-o", fpBinPath, "../cmd/cairn")
-		var out bytes.Buffer
-		build.Stdout, build.Stderr = &out, &out
-		if err := build.Run(); err != nil {
-			fpBinErr = fmt.Errorf("building cairn -tags failpoints: %v\n%s", err, out.String())
-		}
-	})
-	if fpBinErr != nil {
-		t.Fatal(fpBinErr)
-	}
-	return fpBinPath
-}
 
 // startWithFailpoint starts slot i with CAIRN_FAILPOINT=spec; its exit is
 // expected (the harness does not count it as an unexpected death).
 func (c *chaosCluster) startWithFailpoint(i int, spec string) {
 	c.t.Helper()
-	n := c.nodes[i]
-	n.env = []string{"CAIRN_FAILPOINT=" + spec}
+	m := c.Member(i)
+	m.Update(func(s *cluster.Spec) { s.Env = []string{"CAIRN_FAILPOINT=" + spec} })
 	c.start(i)
-	n.env = nil
-	n.mu.Lock()
-	n.expectExit = true
-	n.mu.Unlock()
+	m.Update(func(s *cluster.Spec) { s.Env = nil })
+	m.(*cluster.ProcMember).ExpectExit()
 }
 
 // waitFailpoint waits until slot i exits at failpoint name with status 86
 // and returns the last leader it saw before the exit (-1: none seen).
 func (c *chaosCluster) waitFailpoint(i int, name string, within time.Duration) (leader int) {
 	c.t.Helper()
-	n := c.nodes[i]
-	n.mu.Lock()
-	done := n.done
-	n.mu.Unlock()
-	var err error
+	m := c.Member(i)
+	exited := m.(*cluster.ProcMember).Exited()
 	leader = -1
 	deadline := time.After(within)
 	tick := time.NewTicker(50 * time.Millisecond)
@@ -77,25 +45,23 @@ func (c *chaosCluster) waitFailpoint(i int, name string, within time.Duration) (
 wait:
 	for {
 		select {
-		case err = <-done:
+		case <-exited:
 			break wait
 		case <-deadline:
-			c.t.Fatalf("%s: failpoint %s not hit within %v", n.id, name, within)
+			c.t.Fatalf("%s: failpoint %s not hit within %v", m.ID(), name, within)
 		case <-tick.C:
-			if l, _ := c.leaderNow(); l >= 0 {
+			if l, _ := c.LeaderNow(); l >= 0 {
 				leader = l
 			}
 		}
 	}
-	n.mu.Lock()
-	n.cmd, n.paused, n.lastExit = nil, false, err
-	n.mu.Unlock()
+	err := m.LastExit()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != failpointExit {
-		c.t.Fatalf("%s: exited with %v, want status %d (failpoint %s)\n%s", n.id, err, failpointExit, name, tail(n.log.String(), 4000))
+		c.t.Fatalf("%s: exited with %v, want status %d (failpoint %s)\n%s", m.ID(), err, failpointExit, name, cluster.Tail(m.Logs(), 4000))
 	}
-	if !strings.Contains(n.log.String(), "cairn: failpoint "+name) {
-		c.t.Fatalf("%s: exit status %d without the failpoint message for %s", n.id, failpointExit, name)
+	if !strings.Contains(m.Logs(), "cairn: failpoint "+name) {
+		c.t.Fatalf("%s: exit status %d without the failpoint message for %s", m.ID(), failpointExit, name)
 	}
 	return leader
 }
@@ -104,7 +70,7 @@ wait:
 // slot i's data directory.
 func (c *chaosCluster) leftovers(i int) []string {
 	var out []string
-	_ = filepath.WalkDir(c.nodes[i].dataDir, func(p string, d fs.DirEntry, err error) error {
+	_ = filepath.WalkDir(c.Config(i).DataDir, func(p string, d fs.DirEntry, err error) error {
 		if err == nil && (strings.HasPrefix(d.Name(), ".restore-") || strings.HasSuffix(d.Name(), ".tmp")) {
 			out = append(out, p)
 		}
@@ -132,7 +98,7 @@ func runFailpoint(t *testing.T, sc fpScenario) {
 	}
 	chaosModeOn(t, modeProc)
 	began := time.Now()
-	c := newChaosCluster(t, &procRunner{bin: failpointBinary(t)}, sc.opts)
+	c := newChaosCluster(t, modeProc, sc.opts, cluster.Binary(t, "failpoints"))
 	victim, spec := -1, sc.spec
 	if spec != "" {
 		victim = sc.slot
@@ -154,10 +120,10 @@ func runFailpoint(t *testing.T, sc fpScenario) {
 	c.waitReady(1)
 	c.waitReady(2)
 	if l := c.leader(); victim >= 0 {
-		t.Logf("victim %s armed with %s; leader %s", c.nodes[victim].id, spec, c.nodes[l].id)
+		t.Logf("victim %s armed with %s; leader %s", c.id(victim), spec, c.id(l))
 	}
 	seed := chaosSeed(t)
-	w, err := startWorkload(c.urls(), seed)
+	w, err := startWorkload(c.URLs(), seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,15 +139,15 @@ func runFailpoint(t *testing.T, sc fpScenario) {
 			victim = sc.crash(c, t)
 		}
 		l := c.waitFailpoint(victim, sc.point, 30*time.Second)
-		t.Logf("%5.2fs %s crashed at failpoint %s; leftovers %v", time.Since(began).Seconds(), c.nodes[victim].id, sc.point, c.leftovers(victim))
+		t.Logf("%5.2fs %s crashed at failpoint %s; leftovers %v", time.Since(began).Seconds(), c.id(victim), sc.point, c.leftovers(victim))
 		if sc.leader && l != victim {
-			t.Fatalf("%s crashed, but the last leader seen was slot %d", c.nodes[victim].id, l)
+			t.Fatalf("%s crashed, but the last leader seen was slot %d", c.id(victim), l)
 		}
-		logged := len(c.nodes[victim].log.String())
+		logged := len(c.Member(victim).Logs())
 		defer func() { // how the victim recovered (info level for the restore cases)
-			for _, line := range strings.Split(c.nodes[victim].log.String()[logged:], "\n") {
+			for _, line := range strings.Split(c.Member(victim).Logs()[logged:], "\n") {
 				if strings.Contains(line, "starting raft") || strings.Contains(line, "restored snapshot") || strings.Contains(line, "Installed remote snapshot") {
-					t.Logf("%s after restart: %s", c.nodes[victim].id, line)
+					t.Logf("%s after restart: %s", c.id(victim), line)
 				}
 			}
 		}()
@@ -207,7 +173,7 @@ func runFailpoint(t *testing.T, sc fpScenario) {
 	changes := mon.finish()
 	st := c.checkAll(t, sc.name, ops)
 	if l := c.leftovers(victim); len(l) > 0 {
-		t.Logf("%s: leftovers after recovery (not removed on restart): %v", c.nodes[victim].id, l)
+		t.Logf("%s: leftovers after recovery (not removed on restart): %v", c.id(victim), l)
 	}
 	result := "ok"
 	if t.Failed() {
@@ -229,17 +195,17 @@ func restoreCrash(point string) func(c *chaosCluster, t *testing.T) int {
 		if l == 1 {
 			f = 2
 		}
-		st, err := c.status(l)
+		st, err := c.Status(l)
 		if err != nil {
 			t.Fatal(err)
 		}
 		c.kill(f)
 		pollUntil(t, "writes past the snapshot threshold", 30*time.Second, func() error {
-			l, _ := c.leaderNow()
+			l, _ := c.LeaderNow()
 			if l < 0 {
 				return fmt.Errorf("no leader")
 			}
-			now, err := c.status(l)
+			now, err := c.Status(l)
 			if err != nil {
 				return err
 			}
@@ -249,7 +215,7 @@ func restoreCrash(point string) func(c *chaosCluster, t *testing.T) int {
 			return nil
 		})
 		// Its own snapshots off, so the failpoint meets the leader's.
-		c.nodes[f].override = nodeOpts{logLevel: "info", snapshotThreshold: 1000000, snapshotInterval: time.Hour}
+		c.override(f, nodeOpts{logLevel: "info", snapshotThreshold: 1000000, snapshotInterval: time.Hour})
 		c.startWithFailpoint(f, point)
 		return f
 	}

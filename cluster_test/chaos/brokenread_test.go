@@ -1,4 +1,4 @@
-package cluster_test
+package chaos
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/internal/testnet"
 )
 
 // The checker must catch a broken read path. These tests feed it the
@@ -71,7 +72,7 @@ func brokenReadPath(t *testing.T, mode string) {
 	c.startN(3)
 	l := c.leader()
 	f := c.others(l)[0]
-	cl, err := client.New(client.Config{Endpoints: []string{c.nodes[l].url()}, RequestTimeout: 5 * time.Second, MaxBackoff: 100 * time.Millisecond})
+	cl, err := client.New(client.Config{Endpoints: []string{c.URL(l)}, RequestTimeout: 5 * time.Second, MaxBackoff: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,15 +92,15 @@ func brokenReadPath(t *testing.T, mode string) {
 	put("before")
 	// Wait until the follower has it, then cut the follower off.
 	pollUntil(t, "follower to apply the first write", 10*time.Second, func() error {
-		_, err := cl.Get(context.Background(), "k0", client.Consistency("stale"), client.Endpoint(c.nodes[f].url()))
+		_, err := cl.Get(context.Background(), "k0", client.Consistency("stale"), client.Endpoint(c.URL(f)))
 		return err
 	})
-	c.partition([]int{f}, c.others(f), linkBlackhole)
+	c.Partition([]int{f}, c.others(f), testnet.Blackhole)
 	put("after")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	call := w.now()
-	kv, err := cl.Get(ctx, "k0", client.Consistency("stale"), client.Endpoint(c.nodes[f].url()))
+	kv, err := cl.Get(ctx, "k0", client.Consistency("stale"), client.Endpoint(c.URL(f)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +109,7 @@ func brokenReadPath(t *testing.T, mode string) {
 	if string(kv.Value) != "before" {
 		t.Fatalf("the cut-off follower answered %q; expected its stale %q", kv.Value, "before")
 	}
-	c.heal()
+	c.Heal()
 	var ops []porcupine.Operation
 	for _, o := range w.ops {
 		ops = append(ops, porcupine.Operation{ClientId: o.client, Input: o.in, Call: o.call, Output: o.out, Return: o.ret})

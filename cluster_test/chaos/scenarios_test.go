@@ -1,4 +1,4 @@
-package cluster_test
+package chaos
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/internal/testnet"
 )
 
 // The chaos suite (docs/testing.md): named fault scenarios against a
@@ -93,7 +94,7 @@ func (r *chaosRun) fault(format string, args ...any) {
 func (r *chaosRun) follower(leader int) int {
 	var fs []int
 	for _, i := range r.c.members() {
-		if i != leader && !r.c.nodes[i].isPaused() {
+		if i != leader && !r.c.Member(i).Paused() {
 			fs = append(fs, i)
 		}
 	}
@@ -103,14 +104,12 @@ func (r *chaosRun) follower(leader int) int {
 // restoreAll heals every link, resumes paused processes and restarts
 // killed members, then waits for a leader.
 func (r *chaosRun) restoreAll() {
-	r.c.heal()
-	for i, n := range r.c.nodes {
-		if n.running() && n.isPaused() {
-			r.c.resume(i)
-		}
+	r.c.Heal()
+	for _, i := range r.c.Running() {
+		r.c.resume(i)
 	}
-	for i, n := range r.c.nodes {
-		if n.starts > 0 && !n.removed && !n.running() {
+	for i := 0; i < r.c.N(); i++ {
+		if m := r.c.Member(i); m.Starts() > 0 && !r.c.removed[i] && !m.Running() {
 			r.c.start(i)
 		}
 	}
@@ -135,15 +134,6 @@ type scenario struct {
 var briefFaults = map[string]time.Duration{
 	modeProc:   5 * time.Second,
 	modeInProc: 3 * time.Second,
-}
-
-// newCluster returns a chaos cluster of the mode.
-func newCluster(t *testing.T, mode string, opts nodeOpts) *chaosCluster {
-	t.Helper()
-	if mode == modeInProc {
-		return newInProcCluster(t, opts)
-	}
-	return newProcCluster(t, opts)
 }
 
 // runScenario runs sc in mode for one round (brief tier) or rounds until
@@ -182,7 +172,7 @@ func runRound(t *testing.T, sc scenario, mode string, seed uint64, faultTime tim
 	began := time.Now()
 	c := newCluster(t, mode, sc.opts)
 	c.startN(3)
-	w, err := startWorkload(c.urls(), seed)
+	w, err := startWorkload(c.URLs(), seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,7 +226,7 @@ var (
 		for r.more() {
 			l := r.c.leader()
 			r.c.kill(l)
-			r.fault("kill -9 leader %s", r.c.nodes[l].id)
+			r.fault("kill -9 leader %s", r.c.id(l))
 			r.hold(200, 800)
 			r.c.start(l)
 			r.c.waitReady(l)
@@ -247,7 +237,7 @@ var (
 		for r.more() {
 			l := r.c.leader()
 			r.c.pause(l)
-			r.fault("SIGSTOP leader %s", r.c.nodes[l].id)
+			r.fault("SIGSTOP leader %s", r.c.id(l))
 			r.hold(700, 1500) // well past the 300ms election timeout
 			r.c.resume(l)     // it wakes believing it leads; clients still talk to it
 			r.hold(0, 300)
@@ -257,11 +247,11 @@ var (
 	scPartitionLeader = scenario{name: "partition-leader", fault: func(r *chaosRun) {
 		for r.more() {
 			l := r.c.leader()
-			mode := []linkMode{linkBlackhole, linkDrop}[r.rng.IntN(2)]
-			r.c.partition([]int{l}, r.c.others(l), mode)
-			r.fault("partition leader %s from the majority (%s, both directions)", r.c.nodes[l].id, mode)
+			mode := []testnet.Mode{testnet.Blackhole, testnet.Drop}[r.rng.IntN(2)]
+			r.c.Partition([]int{l}, r.c.others(l), mode)
+			r.fault("partition leader %s from the majority (%s, both directions)", r.c.id(l), mode)
 			r.hold(800, 1500)
-			r.c.heal()
+			r.c.Heal()
 			r.c.leader()
 		}
 	}}
@@ -269,27 +259,27 @@ var (
 	scPartitionFollower = scenario{name: "partition-follower", fault: func(r *chaosRun) {
 		for r.more() {
 			f := r.follower(r.c.leader())
-			r.c.partition([]int{f}, r.c.others(f), linkBlackhole)
-			r.fault("partition follower %s", r.c.nodes[f].id)
+			r.c.Partition([]int{f}, r.c.others(f), testnet.Blackhole)
+			r.fault("partition follower %s", r.c.id(f))
 			r.hold(500, 1500)
-			r.c.heal()
+			r.c.Heal()
 		}
 	}}
 
 	scFlapping = scenario{name: "flapping-partition", fault: func(r *chaosRun) {
 		for r.more() {
 			i := r.c.members()[r.rng.IntN(len(r.c.members()))]
-			mode := []linkMode{linkBlackhole, linkDrop}[r.rng.IntN(2)]
-			r.c.partition([]int{i}, r.c.others(i), mode)
-			r.fault("flap %s (%s)", r.c.nodes[i].id, mode)
+			mode := []testnet.Mode{testnet.Blackhole, testnet.Drop}[r.rng.IntN(2)]
+			r.c.Partition([]int{i}, r.c.others(i), mode)
+			r.fault("flap %s (%s)", r.c.id(i), mode)
 			r.hold(50, 400)
-			r.c.heal()
+			r.c.Heal()
 			// Sometimes a slow link instead of a healthy one.
 			if r.rng.IntN(3) == 0 {
 				a, b := r.c.members()[r.rng.IntN(3)], r.c.members()[r.rng.IntN(3)]
 				if a != b {
-					r.c.links[[2]int{a, b}].set(linkPass, time.Duration(2+r.rng.IntN(20))*time.Millisecond)
-					r.fault("delay link %s->%s", r.c.nodes[a].id, r.c.nodes[b].id)
+					r.c.Link(a, b).Set(testnet.Pass, time.Duration(2+r.rng.IntN(20))*time.Millisecond)
+					r.fault("delay link %s->%s", r.c.id(a), r.c.id(b))
 				}
 			}
 			r.hold(50, 300)
@@ -316,8 +306,8 @@ var (
 			}
 			wg.Wait()
 			r.fault("kill -9 every node")
-			for i, n := range r.c.nodes {
-				if n.starts > 0 && !n.removed {
+			for i := 0; i < r.c.N(); i++ {
+				if r.c.Member(i).Starts() > 0 && !r.c.removed[i] {
 					r.c.start(i)
 				}
 			}
@@ -330,33 +320,31 @@ var (
 	// leader half the time, which transfers leadership first), keeping
 	// three or four voters.
 	scMembership = scenario{name: "membership", fault: func(r *chaosRun) {
-		admin, err := client.New(client.Config{Endpoints: r.c.urls(), RequestTimeout: 5 * time.Second, MaxBackoff: 200 * time.Millisecond})
+		admin, err := client.New(client.Config{Endpoints: r.c.URLs(), RequestTimeout: 5 * time.Second, MaxBackoff: 200 * time.Millisecond})
 		if err != nil {
 			r.t.Fatal(err)
 		}
 		defer admin.Close()
 		add := func() {
 			i := -1
-			for j, n := range r.c.nodes {
-				if !n.running() && (n.starts == 0 || n.removed) {
+			for j := 0; j < r.c.N(); j++ {
+				if m := r.c.Member(j); !m.Running() && (m.Starts() == 0 || r.c.removed[j]) {
 					i = j
 					break
 				}
 			}
-			n := r.c.nodes[i]
-			if n.removed { // rejoin as a new member: fresh data, same id
-				if err := os.RemoveAll(n.dataDir); err != nil {
+			if r.c.removed[i] { // rejoin as a new member: fresh data, same id
+				if err := r.c.rejoin(i); err != nil {
 					r.t.Fatal(err)
 				}
-				n.removed, n.boot = false, nil
 			}
 			r.c.start(i)
 			r.c.waitReady(i)
-			r.fault("add %s", n.id)
+			r.fault("add %s", r.c.id(i))
 			waitVoters(r, admin)
 		}
 		remove := func(i int) {
-			id := r.c.nodes[i].id
+			id := r.c.id(i)
 			// A removal is not retried by the client when its outcome is
 			// ambiguous (a timeout while leadership moves), as an operator
 			// would retry it: ask again until the member is gone.
@@ -375,8 +363,8 @@ var (
 				}
 				return nil
 			})
-			r.c.nodes[i].removed = true
-			r.fault("remove %s", r.c.nodes[i].id)
+			r.c.removed[i] = true
+			r.fault("remove %s", r.c.id(i))
 			r.c.stop(i)
 			waitVoters(r, admin)
 		}
@@ -398,40 +386,40 @@ var (
 			switch r.rng.IntN(6) {
 			case 0:
 				r.c.kill(l)
-				r.fault("kill -9 leader %s", r.c.nodes[l].id)
+				r.fault("kill -9 leader %s", r.c.id(l))
 				r.hold(100, 800)
 				r.c.start(l)
 				r.c.waitReady(l)
 			case 1:
 				f := r.follower(l)
 				r.c.kill(f)
-				r.fault("kill -9 follower %s", r.c.nodes[f].id)
+				r.fault("kill -9 follower %s", r.c.id(f))
 				r.hold(100, 1000)
 				r.c.start(f)
 				r.c.waitReady(f)
 			case 2:
 				r.c.pause(l)
-				r.fault("SIGSTOP leader %s", r.c.nodes[l].id)
+				r.fault("SIGSTOP leader %s", r.c.id(l))
 				r.hold(400, 1200)
 				r.c.resume(l)
 			case 3:
-				r.c.partition([]int{l}, r.c.others(l), linkBlackhole)
-				r.fault("partition leader %s", r.c.nodes[l].id)
+				r.c.Partition([]int{l}, r.c.others(l), testnet.Blackhole)
+				r.fault("partition leader %s", r.c.id(l))
 				r.hold(400, 1200)
-				r.c.heal()
+				r.c.Heal()
 			case 4:
 				f := r.follower(l)
-				r.c.partition([]int{f}, r.c.others(f), linkDrop)
-				r.fault("partition follower %s", r.c.nodes[f].id)
+				r.c.Partition([]int{f}, r.c.others(f), testnet.Drop)
+				r.fault("partition follower %s", r.c.id(f))
 				r.hold(200, 1000)
-				r.c.heal()
+				r.c.Heal()
 			case 5:
 				r.c.pause(l)
 				f := r.follower(l)
-				r.c.partition([]int{f}, r.c.others(f), linkBlackhole)
-				r.fault("SIGSTOP leader %s and partition follower %s (no majority)", r.c.nodes[l].id, r.c.nodes[f].id)
+				r.c.Partition([]int{f}, r.c.others(f), testnet.Blackhole)
+				r.fault("SIGSTOP leader %s and partition follower %s (no majority)", r.c.id(l), r.c.id(f))
 				r.hold(300, 900)
-				r.c.heal()
+				r.c.Heal()
 				r.c.resume(l)
 			}
 			r.hold(100, 400)
@@ -449,18 +437,18 @@ func snapshotCatchup(name string, restart nodeOpts) scenario {
 			for round := 0; round == 0 || r.more(); round++ {
 				l := r.c.leader()
 				f := r.follower(l)
-				st, err := r.c.status(l)
+				st, err := r.c.Status(l)
 				if err != nil {
 					r.t.Fatal(err)
 				}
 				r.c.kill(f)
-				r.fault("kill -9 follower %s at revision %d", r.c.nodes[f].id, st.Revision)
+				r.fault("kill -9 follower %s at revision %d", r.c.id(f), st.Revision)
 				pollUntil(r.t, "writes past the snapshot threshold", 60*time.Second, func() error {
-					l, _ := r.c.leaderNow()
+					l, _ := r.c.LeaderNow()
 					if l < 0 {
 						return fmt.Errorf("no leader")
 					}
-					now, err := r.c.status(l)
+					now, err := r.c.Status(l)
 					if err != nil {
 						return err
 					}
@@ -469,18 +457,18 @@ func snapshotCatchup(name string, restart nodeOpts) scenario {
 					}
 					return nil
 				})
-				n := r.c.nodes[f]
-				before := strings.Count(n.log.String(), "Installed remote snapshot")
-				n.override = restart.with(nodeOpts{logLevel: "info"})
+				n := r.c.Member(f)
+				before := strings.Count(n.Logs(), "Installed remote snapshot")
+				r.c.override(f, restart.with(nodeOpts{logLevel: "info"}))
 				r.c.start(f)
 				r.c.waitReady(f)
-				pollUntil(r.t, n.id+" to install a snapshot", 30*time.Second, func() error {
-					if strings.Count(n.log.String(), "Installed remote snapshot") > before {
+				pollUntil(r.t, n.ID()+" to install a snapshot", 30*time.Second, func() error {
+					if strings.Count(n.Logs(), "Installed remote snapshot") > before {
 						return nil
 					}
 					return fmt.Errorf("no snapshot installed yet")
 				})
-				r.t.Logf("%s caught up by installing a snapshot", n.id)
+				r.t.Logf("%s caught up by installing a snapshot", n.ID())
 			}
 		}}
 }
@@ -490,7 +478,7 @@ func snapshotCatchup(name string, restart nodeOpts) scenario {
 func waitVoters(r *chaosRun, admin *client.Client) {
 	want := map[string]bool{}
 	for _, i := range r.c.members() {
-		want[r.c.nodes[i].id] = true
+		want[r.c.id(i)] = true
 	}
 	pollUntil(r.t, "membership to settle", 30*time.Second, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)

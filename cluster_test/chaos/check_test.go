@@ -1,4 +1,4 @@
-package cluster_test
+package chaos
 
 import (
 	"bytes"
@@ -176,76 +176,15 @@ func finalState(logRecs []api.Record) map[string]api.KeyValue {
 	return st
 }
 
-// readLog reads the whole transaction log from node url (stale: the nodes
-// have converged).
-func (c *chaosCluster) readLog(nodeURL string) ([]api.Record, error) {
-	var recs []api.Record
-	from := uint64(1)
-	for {
-		var lr api.LogResponse
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := c.getJSON(ctx, nodeURL+"/v1/log?consistency=stale&limit=1000&from="+strconv.FormatUint(from, 10), &lr)
-		cancel()
-		if err != nil {
-			return nil, err
-		}
-		recs = append(recs, lr.Records...)
-		if len(lr.Records) == 0 || lr.Records[len(lr.Records)-1].Revision >= lr.Revision {
-			return recs, nil
-		}
-		from = lr.Records[len(lr.Records)-1].Revision + 1
-	}
-}
-
-// members returns the running slots that have not been removed.
-func (c *chaosCluster) members() []int {
-	var out []int
-	for _, i := range c.live() {
-		if !c.nodes[i].removed {
-			out = append(out, i)
-		}
-	}
-	return out
-}
-
-// waitConverged waits until every member reports the same revision and
-// chain head (GET /v1/chain?consistency=stale on each) and returns it.
-func (c *chaosCluster) waitConverged() api.ChainResponse {
-	c.t.Helper()
-	var head api.ChainResponse
-	pollUntil(c.t, "replicas to converge", 30*time.Second, func() error {
-		var heads []api.ChainResponse
-		for _, i := range c.members() {
-			var ch api.ChainResponse
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			err := c.getJSON(ctx, c.nodes[i].url()+"/v1/chain?consistency=stale", &ch)
-			cancel()
-			if err != nil {
-				return err
-			}
-			heads = append(heads, ch)
-		}
-		for _, h := range heads[1:] {
-			if h != heads[0] {
-				return fmt.Errorf("chain heads differ: %+v", heads)
-			}
-		}
-		head = heads[0]
-		return nil
-	})
-	return head
-}
-
 // verifyAll runs a deep verify (POST /v1/verify) on every member.
 func (c *chaosCluster) verifyAll() []string {
 	var errs []string
 	for _, i := range c.members() {
-		req, _ := http.NewRequest(http.MethodPost, c.nodes[i].url()+"/v1/verify", nil)
 		var vr api.VerifyResponse
-		if err := c.doJSON(req, &vr); err != nil {
-			errs = append(errs, fmt.Sprintf("%s verify: %v", c.nodes[i].id, err))
+		if err := c.HTTP.JSON(context.Background(), http.MethodPost, c.URL(i)+"/v1/verify", &vr); err != nil {
+			errs = append(errs, fmt.Sprintf("%s verify: %v", c.id(i), err))
 		} else if !vr.OK {
-			errs = append(errs, fmt.Sprintf("%s verify: %s", c.nodes[i].id, vr.Error))
+			errs = append(errs, fmt.Sprintf("%s verify: %s", c.id(i), vr.Error))
 		}
 	}
 	return errs
@@ -259,19 +198,17 @@ func (c *chaosCluster) readBack(want map[string]api.KeyValue) []string {
 	for _, i := range c.members() {
 		for _, key := range modelKeys {
 			var kv api.KeyValueResponse
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			err := c.getJSON(ctx, c.nodes[i].url()+"/v1/kv/"+url.PathEscape(key)+"?consistency=stale&format=json", &kv)
-			cancel()
+			err := c.HTTP.GetJSON(c.URL(i)+"/v1/kv/"+url.PathEscape(key)+"?consistency=stale&format=json", 2*time.Second, &kv)
 			w, ok := want[key]
 			switch {
 			case err != nil && !ok:
 				// absent on both sides (a 404)
 			case err != nil:
-				errs = append(errs, fmt.Sprintf("%s: read back %s: %v", c.nodes[i].id, key, err))
+				errs = append(errs, fmt.Sprintf("%s: read back %s: %v", c.id(i), key, err))
 			case !ok:
-				errs = append(errs, fmt.Sprintf("%s: %s = %q, but the log never wrote it", c.nodes[i].id, key, kv.KV.Value))
+				errs = append(errs, fmt.Sprintf("%s: %s = %q, but the log never wrote it", c.id(i), key, kv.KV.Value))
 			case !bytes.Equal(kv.KV.Value, w.Value) || kv.KV.ModRevision != w.ModRevision:
-				errs = append(errs, fmt.Sprintf("%s: %s = %q@%d, log says %q@%d", c.nodes[i].id, key,
+				errs = append(errs, fmt.Sprintf("%s: %s = %q@%d, log says %q@%d", c.id(i), key,
 					kv.KV.Value, kv.KV.ModRevision, w.Value, w.ModRevision))
 			}
 		}
@@ -295,7 +232,7 @@ func (c *chaosCluster) monitorLeaders() *leaderMonitor {
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for {
-			if l, term := c.leaderNow(); l >= 0 && term != lastTerm {
+			if l, term := c.LeaderNow(); l >= 0 && term != lastTerm {
 				if !first {
 					m.changes++
 				}
@@ -324,17 +261,17 @@ func (c *chaosCluster) checkAll(t *testing.T, name string, ops []record) history
 	for _, i := range c.members() {
 		c.waitReady(i)
 	}
-	c.waitConverged()
+	c.WaitConverged(t)
 	var errs []string
 	errs = append(errs, c.verifyAll()...)
-	logRecs, err := c.readLog(c.nodes[c.members()[0]].url())
+	logRecs, err := c.HTTP.Log(c.URL(c.members()[0]))
 	if err != nil {
 		t.Fatalf("%s: reading the log: %v", name, err)
 	}
 	pops, st, rerrs := resolve(ops, logRecs)
 	errs = append(errs, rerrs...)
 	errs = append(errs, c.readBack(finalState(logRecs))...)
-	errs = append(errs, c.unexpectedExits()...)
+	errs = append(errs, c.Problems()...)
 	for _, e := range errs {
 		t.Error(name + ": " + e)
 	}

@@ -1,11 +1,11 @@
-package node
+package scale
 
 // TestScale measures a node holding a large number of objects (issue 8):
 // its Go heap, its data directory, a restart, a new member catching up and
 // write throughput against an empty store. It is slow (minutes) and needs
 // several GiB of disk, so it runs only when asked:
 //
-//	CAIRN_SCALE=1 go test -run TestScale -v -timeout 60m ./node/
+//	make scale   (CAIRN_SCALE=1 go test -run TestScale -v -timeout 60m ./cluster_test/scale/)
 //
 // Optional variables:
 //
@@ -35,8 +35,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -59,8 +59,73 @@ import (
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/fsm"
+	"github.com/cairn-db/cairn/internal/cluster"
+	"github.com/cairn-db/cairn/internal/testnet"
 	"github.com/cairn-db/cairn/internal/testutil"
+	"github.com/cairn-db/cairn/node"
 )
+
+// A node's data directory (node/node.go).
+const (
+	fsmFile  = "fsm.db"
+	raftFile = "raft.db"
+	snapDir  = "snapshots"
+)
+
+// Node and Config are node's.
+type (
+	Node   = node.Node
+	Config = node.Config
+)
+
+var waitFor = testutil.WaitFor
+
+// scaleHTTP is the client of every request the test makes itself.
+var scaleHTTP = cluster.NewHTTP(time.Minute)
+
+// readyz is nil once n answers GET /readyz.
+func readyz(n *Node) func() error {
+	return func() error { return scaleHTTP.Ready(n.HTTPURL()) }
+}
+
+// batchCounters reads the write batcher's counters from n's /metrics:
+// raft entries proposed for client writes, and the transactions in them.
+func batchCounters(t *testing.T, n *Node) (entries, txns uint64) {
+	t.Helper()
+	r, err := scaleHTTP.Do(context.Background(), http.MethodGet, n.HTTPURL()+"/metrics", nil, nil)
+	if err != nil || r.Code != http.StatusOK {
+		t.Fatalf("metrics of %s: %v %s", n.ID(), err, r)
+	}
+	for _, line := range strings.Split(string(r.Body), "\n") {
+		name, v, ok := strings.Cut(line, " ")
+		if !ok {
+			continue
+		}
+		f, _ := strconv.ParseFloat(v, 64)
+		switch name {
+		case "cairn_write_entries_total":
+			entries = uint64(f)
+		case "cairn_write_txns_total":
+			txns = uint64(f)
+		}
+	}
+	return entries, txns
+}
+
+// logRecorder keeps what a node logs (JSON lines).
+type logRecorder struct{ testutil.SyncBuffer }
+
+// has reports whether some log line has every one of the fragments.
+func (r *logRecorder) has(fragments ...string) bool {
+	return testutil.HasLine(r.String(), fragments...)
+}
+
+// recordLogs makes cfg's node log into the returned recorder (info).
+func recordLogs(cfg *Config) *logRecorder {
+	rec := &logRecorder{}
+	cfg.Logger = slog.New(slog.NewJSONHandler(rec, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	return rec
+}
 
 const (
 	scaleValueSize = 256
@@ -366,19 +431,12 @@ func boltBucketStats(t *testing.T, path string) string {
 	return strings.Join(parts, "; ")
 }
 
-// raftLogSpan reports the raft log's first and last index and the
-// newest snapshot's index.
+// raftLogSpan reports the raft log's last index and the newest
+// snapshot's index (raft's stats; its first index is not exported).
 func raftLogSpan(t *testing.T, n *Node) string {
 	t.Helper()
-	first, err := n.logStore.FirstIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	last, err := n.logStore.LastIndex()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf("raft log entries %d..%d, last snapshot index %s", first, last, n.Raft().Stats()["last_snapshot_index"])
+	st := n.Raft().Stats()
+	return fmt.Sprintf("raft log up to entry %s, last snapshot index %s", st["last_log_index"], st["last_snapshot_index"])
 }
 
 // loadObjects writes keys [from, to) through n.Write with the given number
@@ -392,7 +450,7 @@ func loadObjects(t *testing.T, n *Node, from, to uint64, writers int) time.Durat
 	var firstErr atomic.Value
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	entries0, txns0 := n.batch.Stats().Batches, n.batch.Stats().Items
+	entries0, txns0 := batchCounters(t, n)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for w := 0; w < writers; w++ {
@@ -447,7 +505,8 @@ func loadObjects(t *testing.T, n *Node, from, to uint64, writers int) time.Durat
 	if err, _ := firstErr.Load().(error); err != nil {
 		t.Fatal(err)
 	}
-	entries, txns := n.batch.Stats().Batches-entries0, n.batch.Stats().Items-txns0
+	entries1, txns1 := batchCounters(t, n)
+	entries, txns := entries1-entries0, txns1-txns0
 	t.Logf("load: %d single-put transactions by %d writers in %s: %.0f writes/s; %d raft entries, %.1f transactions per entry",
 		txns, writers, elapsed.Round(time.Millisecond), float64(txns)/elapsed.Seconds(), entries, float64(txns)/float64(max(entries, 1)))
 	return elapsed
@@ -455,17 +514,15 @@ func loadObjects(t *testing.T, n *Node, from, to uint64, writers int) time.Durat
 
 // linearizableGet reads key over HTTP (linearizable by default).
 func linearizableGet(n *Node, key string) error {
-	resp, err := http.Get(n.HTTPURL() + "/v1/kv/" + key)
+	r, err := scaleHTTP.Do(context.Background(), http.MethodGet, n.HTTPURL()+"/v1/kv/"+key, nil, nil)
 	if err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("get %s: %d %s", key, resp.StatusCode, b)
+	if r.Code != http.StatusOK {
+		return fmt.Errorf("get %s: %s", key, r)
 	}
-	if len(b) != scaleValueSize {
-		return fmt.Errorf("get %s: %d bytes", key, len(b))
+	if len(r.Body) != scaleValueSize {
+		return fmt.Errorf("get %s: %d bytes", key, len(r.Body))
 	}
 	return nil
 }
@@ -542,13 +599,16 @@ func throughput(t *testing.T, n *Node, writers int, keys uint64, d time.Duration
 	if profile != "" {
 		stopCPU = startCPUProfile(t, profile)
 	}
-	entries0, txns0, wchar0 := n.batch.Stats().Batches, n.batch.Stats().Items, procWchar()
+	entries0, txns0 := batchCounters(t, n)
+	wchar0 := procWchar()
 	measuring.Store(true)
 	start := time.Now()
 	<-time.After(d)
 	measuring.Store(false)
 	elapsed := time.Since(start)
-	entries, txns, wchar := n.batch.Stats().Batches-entries0, n.batch.Stats().Items-txns0, procWchar()-wchar0
+	wchar := procWchar() - wchar0
+	entries1, txns1 := batchCounters(t, n)
+	entries, txns := entries1-entries0, txns1-txns0
 	stopCPU()
 	cancel()
 	wg.Wait()
@@ -612,7 +672,7 @@ func joinAndCatchUp(t *testing.T, leader *Node, id string) *Node {
 		return nil
 	})
 	elapsed := time.Since(start)
-	testutil.WaitFor(t, id+" ready", time.Minute, n.Ready)
+	testutil.WaitFor(t, id+" ready", time.Minute, readyz(n))
 	viaSnapshot := rec.has(`"msg":"restored snapshot"`)
 	t.Logf("join %s: caught up (chain head equal to the leader's, revision %d) %s after start; via snapshot install: %v",
 		id, n.FSM().Revision(), elapsed.Round(time.Millisecond), viaSnapshot)
@@ -632,7 +692,7 @@ func joinAndCatchUp(t *testing.T, leader *Node, id string) *Node {
 // a restart count only the running node.
 func scaleStart(t *testing.T, cfg Config) *Node {
 	t.Helper()
-	n, err := New(cfg)
+	n, err := node.New(cfg)
 	if err != nil {
 		t.Fatalf("start %s: %v", cfg.ID, err)
 	}
@@ -653,9 +713,7 @@ func scaleStart(t *testing.T, cfg Config) *Node {
 
 // logTimeline lists when the node logged each of msgs, relative to start.
 func logTimeline(rec *logRecorder, start time.Time, msgs ...string) string {
-	rec.mu.Lock()
-	lines := strings.Split(rec.buf.String(), "\n")
-	rec.mu.Unlock()
+	lines := strings.Split(rec.String(), "\n")
 	var parts []string
 	for _, m := range msgs {
 		for _, line := range lines {
@@ -712,14 +770,14 @@ func (ts *scaleTargets) report(t *testing.T) {
 	}
 }
 
-// scaleConfig is testConfig with the overrides CAIRN_SCALE_* asks for.
+// scaleConfig is a member config with production timings and the
+// overrides CAIRN_SCALE_* asks for.
 func scaleConfig(t *testing.T, id string) Config {
 	t.Helper()
-	cfg := testConfig(t, id)
 	// Production raft timings: a restart waits for an election timeout.
-	def := DefaultConfig()
-	cfg.HeartbeatTimeout, cfg.ElectionTimeout = def.HeartbeatTimeout, def.ElectionTimeout
-	cfg.LeaderLeaseTimeout, cfg.CommitTimeout = def.LeaderLeaseTimeout, def.CommitTimeout
+	cfg := node.DefaultConfig()
+	cfg.ID, cfg.DataDir = id, t.TempDir()
+	cfg.RaftAddr, cfg.HTTPAddr = testnet.FreeAddr(t), testnet.FreeAddr(t)
 	cfg.MaxAppendEntries = scaleEnvInt(t, "CAIRN_SCALE_MAX_APPEND", cfg.MaxAppendEntries)
 	cfg.TrailingLogs = uint64(scaleEnvInt(t, "CAIRN_SCALE_TRAILING_LOGS", int(cfg.TrailingLogs)))
 	cfg.SnapshotThreshold = uint64(scaleEnvInt(t, "CAIRN_SCALE_SNAPSHOT_THRESHOLD", int(cfg.SnapshotThreshold)))
@@ -753,7 +811,7 @@ func TestScale(t *testing.T) {
 
 	// 1. Load.
 	n := scaleStart(t, cfg)
-	waitFor(t, "n1 ready", 15*time.Second, n.Ready)
+	waitFor(t, "n1 ready", 15*time.Second, readyz(n))
 	_, h := heapAfterGC()
 	t.Logf("empty node: %s", h)
 	hs := startHeapSampler()
@@ -789,7 +847,7 @@ func TestScale(t *testing.T) {
 		revAtOpen := n.FSM().Revision()
 		var ready, readable time.Duration
 		waitFor(t, "n1 ready", 10*time.Minute, func() error {
-			if err := n.Ready(); err != nil {
+			if err := readyz(n)(); err != nil {
 				return err
 			}
 			if ready == 0 {
@@ -853,10 +911,11 @@ func TestScale(t *testing.T) {
 	}
 	for _, j := range joined {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		if _, err := n.Remove(ctx, j.ID()); err != nil {
-			t.Fatalf("remove %s: %v", j.ID(), err)
-		}
+		r, err := scaleHTTP.Do(ctx, http.MethodDelete, n.HTTPURL()+"/v1/cluster/members/"+j.ID(), nil, nil)
 		cancel()
+		if err != nil || r.Code != http.StatusOK {
+			t.Fatalf("remove %s: %v %s", j.ID(), err, r)
+		}
 		t.Logf("close %s: %s", j.ID(), closeTimed(t, j).Round(time.Millisecond))
 	}
 
@@ -874,7 +933,7 @@ func TestScale(t *testing.T) {
 			ecfg := scaleConfig(t, fmt.Sprintf("e%d", r))
 			ecfg.Bootstrap = true
 			e := scaleStart(t, ecfg)
-			waitFor(t, "empty node ready", 15*time.Second, e.Ready)
+			waitFor(t, "empty node ready", 15*time.Second, readyz(e))
 			prof := func(name string) string {
 				if r == 1 {
 					return name
