@@ -268,7 +268,7 @@ func (n *Node) startHTTP() error {
 	n.httpURL = normalizeURL(adv)
 	var h http.Handler = httpapi.New(n, n.log)
 	if n.cfg.EnablePprof {
-		h = withPprof(h)
+		h = httpapi.WithPprof(h)
 	}
 	n.httpSrv = &http.Server{
 		Handler:           h,

@@ -1,13 +1,13 @@
-package node
+package httpapi
 
 import (
 	"net/http"
 	"net/http/pprof"
 )
 
-// withPprof serves Go's profiler under /debug/pprof/ and everything else
-// with h (Config.EnablePprof).
-func withPprof(h http.Handler) http.Handler {
+// WithPprof serves Go's profiler under /debug/pprof/ and everything else
+// with h (a member's --pprof option).
+func WithPprof(h http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
