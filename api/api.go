@@ -83,6 +83,10 @@ const (
 	CodeTimeout        = "timeout"
 	CodeMethod         = "method_not_allowed"
 	CodeInternal       = "internal"
+	// CodePermissionDenied refuses a caller without the credential a
+	// route needs (a members-only route called without a member
+	// certificate).
+	CodePermissionDenied = "permission_denied"
 )
 
 // Status returns the HTTP status for an error code.
@@ -104,6 +108,8 @@ func Status(code string) int {
 		return http.StatusGatewayTimeout
 	case CodeMethod:
 		return http.StatusMethodNotAllowed
+	case CodePermissionDenied:
+		return http.StatusForbidden
 	}
 	return http.StatusInternalServerError
 }
@@ -306,6 +312,12 @@ type StatusResponse struct {
 	// LastContact is the time since the node last heard from the leader
 	// ("0s" on the leader; empty when never).
 	LastContact string `json:"last_contact,omitempty"`
+	// TLS reports whether the member serves its API and raft over TLS
+	// with mutual authentication between members.
+	TLS bool `json:"tls"`
+	// Insecure is true when the member authenticates nobody: no TLS,
+	// either on loopback or because it was started with --insecure.
+	Insecure bool `json:"insecure"`
 }
 
 // Member roles.

@@ -23,18 +23,33 @@ const (
 // a forwarded batch holds several writes (each within the client limit).
 const internalRequestFactor = 2
 
-type handler struct {
-	svc Service
-	log *slog.Logger
-	mux *http.ServeMux
+// Options configure the handler beyond its Service.
+type Options struct {
+	// Log receives request failures; nil discards.
+	Log *slog.Logger
+	// Members authenticates the callers of members-only routes (and of
+	// calls marked as forwarded by a member): it returns the member that
+	// the request's verified TLS client certificate names, or an error
+	// when the caller is not a member. Nil means no authentication (no
+	// TLS: loopback or --insecure): every caller is taken for the member
+	// its api.HeaderForwarded names.
+	Members func(*http.Request) (id string, err error)
 }
 
-// New returns the HTTP API over svc; log receives request failures.
-func New(svc Service, log *slog.Logger) http.Handler {
+type handler struct {
+	svc  Service
+	log  *slog.Logger
+	auth func(*http.Request) (string, error)
+	mux  *http.ServeMux
+}
+
+// New returns the HTTP API over svc.
+func New(svc Service, opts Options) http.Handler {
+	log := opts.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{svc: svc, log: log, mux: http.NewServeMux()}
+	h := &handler{svc: svc, log: log, auth: opts.Members, mux: http.NewServeMux()}
 	routes := []struct {
 		pattern string
 		fn      func(http.ResponseWriter, *http.Request) error

@@ -21,7 +21,7 @@ func call(f *fakeService, method, target, body string, hdr map[string]string) *h
 		req.Header.Set(k, v)
 	}
 	rec := httptest.NewRecorder()
-	New(f, nil).ServeHTTP(rec, req)
+	New(f, Options{}).ServeHTTP(rec, req)
 	return rec
 }
 

@@ -18,7 +18,7 @@ import (
 // leaderServer serves the API over a fake leader.
 func leaderServer(t *testing.T, f *fakeService) *httptest.Server {
 	t.Helper()
-	srv := httptest.NewServer(New(f, nil))
+	srv := httptest.NewServer(New(f, Options{}))
 	t.Cleanup(srv.Close)
 	return srv
 }
@@ -163,7 +163,7 @@ func TestForwardWritesFailures(t *testing.T) {
 	leader := newFake()
 	leader.limits.MaxRequestBytes = 30 // 60 on the members' route: one write fits, two do not
 	var requests atomic.Int32
-	h := New(leader, nil)
+	h := New(leader, Options{})
 	u = serve(func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
 		h.ServeHTTP(w, r)

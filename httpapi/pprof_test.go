@@ -9,7 +9,7 @@ import (
 // TestWithPprof: the profiler's index under /debug/pprof/, the API for
 // everything else.
 func TestWithPprof(t *testing.T) {
-	h := WithPprof(New(newFake(), nil))
+	h := WithPprof(New(newFake(), Options{}))
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/debug/pprof/", nil))
 	if rec.Code != 200 || !strings.Contains(rec.Body.String(), "goroutine") {

@@ -16,7 +16,7 @@ import (
 // prefix filter, a new commit while streaming, progress.
 func TestWatchStream(t *testing.T) {
 	f := newFake()
-	srv := httptest.NewServer(New(f, nil))
+	srv := httptest.NewServer(New(f, Options{}))
 	defer srv.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -109,7 +109,7 @@ func TestWatchRefusals(t *testing.T) {
 // member shuts down.
 func TestWatchEndsOnShutdown(t *testing.T) {
 	f := newFake()
-	srv := httptest.NewServer(New(f, nil))
+	srv := httptest.NewServer(New(f, Options{}))
 	defer srv.Close()
 	resp, err := http.Get(srv.URL + "/v1/watch")
 	if err != nil {

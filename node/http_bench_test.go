@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -43,7 +42,7 @@ func benchNode(b *testing.B) (*Node, http.Handler) {
 		}
 	})
 	testutil.WaitFor(b, "n1 ready", 15*time.Second, n.Ready)
-	return n, httpapi.New(n, slog.New(slog.DiscardHandler))
+	return n, httpapi.New(n, httpapi.Options{})
 }
 
 func serve(b *testing.B, h http.Handler, method, target, body string) *httptest.ResponseRecorder {

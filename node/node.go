@@ -266,7 +266,7 @@ func (n *Node) startHTTP() error {
 		}
 	}
 	n.httpURL = normalizeURL(adv)
-	var h http.Handler = httpapi.New(n, n.log)
+	var h http.Handler = httpapi.New(n, httpapi.Options{Log: n.log})
 	if n.cfg.EnablePprof {
 		h = httpapi.WithPprof(h)
 	}

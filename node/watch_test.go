@@ -289,7 +289,7 @@ func TestWatchCompactedWhileStreaming(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		httpapi.New(n, nil).ServeHTTP(g, httptest.NewRequest(http.MethodGet, "/v1/watch?from_revision=1&progress_interval=10m", nil))
+		httpapi.New(n, httpapi.Options{}).ServeHTTP(g, httptest.NewRequest(http.MethodGet, "/v1/watch?from_revision=1&progress_interval=10m", nil))
 	}()
 	// The first chunk is read; the stream is writing its first line.
 	<-g.entered
