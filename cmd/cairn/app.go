@@ -69,6 +69,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			backupCommands(),                 // backup.go: backup, restore
 			[]*cli.Command{verifyCommand()},  // verify.go
 			[]*cli.Command{benchCommand()},   // bench.go
+			[]*cli.Command{certCommand()},    // cert.go
 		),
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
