@@ -126,7 +126,7 @@ func (c Config) clientTLS() (tc *tls.Config, files bool, err error) {
 	if c.CertFile != "" {
 		s, err := tlsutil.NewSource(tlsutil.Files{CertFile: c.CertFile, KeyFile: c.KeyFile}, c.Logger)
 		if err != nil {
-			return nil, false, fmt.Errorf("%w: client certificate %s with key %s: %w", ErrInvalidConfig, c.CertFile, c.KeyFile, err)
+			return nil, false, fmt.Errorf("%w: client certificate (CertFile, KeyFile): %w", ErrInvalidConfig, err)
 		}
 		own = s
 	}
@@ -134,7 +134,7 @@ func (c Config) clientTLS() (tc *tls.Config, files bool, err error) {
 	if c.CAFile != "" {
 		s, err := tlsutil.NewSource(tlsutil.Files{CAFile: c.CAFile}, c.Logger)
 		if err != nil {
-			return nil, false, fmt.Errorf("%w: CA file %s: %w", ErrInvalidConfig, c.CAFile, err)
+			return nil, false, fmt.Errorf("%w: CA bundle (CAFile): %w", ErrInvalidConfig, err)
 		}
 		roots = append(roots, s)
 	}

@@ -26,16 +26,16 @@ func tlsFailure(ep string, err error) error {
 	)
 	switch {
 	case errors.As(err, &unknown):
-		return tlsError(ep, "the server's certificate is not signed by a CA in --cacert/CAFile (or, without one, the system's roots)", unknown)
+		return tlsError(ep, "the server's certificate is not signed by a CA in --cacert/CAFile, or the system's roots when none is given", unknown)
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
 		msg := "the server's certificate has expired or is not yet valid"
 		if invalid.Cert != nil {
-			msg += fmt.Sprintf(" (valid from %s to %s)", invalid.Cert.NotBefore.UTC().Format(time.RFC3339),
+			msg += fmt.Sprintf(", valid from %s to %s", invalid.Cert.NotBefore.UTC().Format(time.RFC3339),
 				invalid.Cert.NotAfter.UTC().Format(time.RFC3339))
 		}
 		return tlsError(ep, msg, invalid)
 	case errors.As(err, &hostname):
-		return tlsError(ep, fmt.Sprintf("the server's certificate is not valid for host %s (it names %s)",
+		return tlsError(ep, fmt.Sprintf("the server's certificate is not valid for host %s: it names %s",
 			hostname.Host, certNames(hostname.Certificate)), hostname)
 	case errors.As(err, &invalid):
 		return tlsError(ep, "the server's certificate is not valid", invalid)
@@ -55,14 +55,14 @@ func tlsFailure(ep string, err error) error {
 		// when the answer is read).
 		switch alert := strings.TrimPrefix(op.Err.Error(), "tls: "); alert {
 		case "certificate required":
-			return tlsError(ep, "the server requires a client certificate and we sent none (set --cert and --key, or CertFile and KeyFile)", op)
+			return tlsError(ep, "the server requires a client certificate and we sent none: set --cert and --key, or CertFile and KeyFile", op)
 		case "expired certificate":
 			return tlsError(ep, "the server refused our client certificate: it has expired or is not yet valid", op)
 		case "bad certificate", "unknown certificate authority", "unsupported certificate",
 			"revoked certificate", "unknown certificate", "access denied":
-			return tlsError(ep, "the server refused our client certificate (or we sent none)", op)
+			return tlsError(ep, "the server refused our client certificate, or wanted one", op)
 		case "protocol version not supported", "handshake failure", "insufficient security", "no application protocol":
-			return tlsError(ep, "the server refused the TLS handshake (no protocol version, cipher suite or application protocol in common)", op)
+			return tlsError(ep, "the server refused the TLS handshake: no protocol version, cipher suite or application protocol in common", op)
 		}
 	}
 	return nil
@@ -77,7 +77,7 @@ func plainToTLSAnswer(ep string, status int, body []byte) error {
 	}
 	if bytes.Contains(body, []byte("sent an HTTP request to an HTTPS server")) ||
 		bytes.Contains(body, []byte("plain HTTP request was sent to HTTPS port")) {
-		return tlsError(ep, "http:// used but the server speaks HTTPS (use https:// endpoints)", nil)
+		return tlsError(ep, "http:// used but the server speaks HTTPS: use https:// endpoints", nil)
 	}
 	return nil
 }
