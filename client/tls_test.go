@@ -94,18 +94,18 @@ type tlsServer struct {
 	api *fakeAPI
 }
 
-func startTLSServer(t *testing.T, serverFiles tlsutil.Files, clientCA string, requireClientCert bool) *tlsServer {
+func startTLSServer(t tb, serverFiles tlsutil.Files, clientCA string, requireClientCert bool) *tlsServer {
 	t.Helper()
 	src, err := tlsutil.NewSource(tlsutil.Files{CertFile: serverFiles.CertFile, KeyFile: serverFiles.KeyFile}, nil)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("server certificate: %v", err)
 	}
 	src.SetCheckInterval(0)
 	var cas []*tlsutil.Source
 	if clientCA != "" {
 		ca, err := tlsutil.NewSource(tlsutil.Files{CAFile: clientCA}, nil)
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("client CA: %v", err)
 		}
 		ca.SetCheckInterval(0)
 		cas = append(cas, ca)
