@@ -45,7 +45,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
    cairn put greeting hello           # in another terminal
    cairn get greeting
    cairn --cluster http://10.0.0.1:8001 node list
-   cairn --cluster https://n1:8001 --cacert certs/ca.pem --cert certs/client-admin.pem --key certs/client-admin-key.pem get k`,
+   cairn --cluster https://n1.example.com:8001 --cacert certs/ca.pem --cert certs/client-admin.pem --key certs/client-admin-key.pem get greeting`,
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Flags: []cli.Flag{

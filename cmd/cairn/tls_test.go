@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -156,7 +158,6 @@ func TestCLITLS(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, errOut, code := runTLSCLI(t, tc.args...)
-			t.Logf("exit %d: %s", code, errOut)
 			if code != tc.code || !strings.Contains(errOut, tc.want) || out != "" {
 				t.Fatalf("exit %d (want %d), stdout %q, stderr %q (want it to mention %q)", code, tc.code, out, errOut, tc.want)
 			}
@@ -225,5 +226,83 @@ func TestCLITLSBenchRotate(t *testing.T) {
 		"bench", "--op", "put", "--rotate", "--keys", "10", "--duration", "200ms", "--warmup", "0s")
 	if code == 0 {
 		t.Fatalf("bench with an unknown CA succeeded: %s", errOut)
+	}
+}
+
+// TestCLITLSDocExamples runs docs/cli.md's TLS examples, with the
+// certificate files the Certificates section's commands write, against the
+// fake server: each line verbatim but for https://n1.example.com:8001,
+// which becomes the server's address (its certificate names 127.0.0.1).
+func TestCLITLSDocExamples(t *testing.T) {
+	clearTLSEnv(t)
+	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "cli.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## TLS\n")
+	if !ok {
+		t.Fatal("docs/cli.md has no TLS section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	var lines []string
+	in := false
+	for _, l := range strings.Split(section, "\n") {
+		switch {
+		case strings.HasPrefix(l, "```"):
+			in = !in
+		case in && strings.TrimSpace(l) != "":
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		t.Fatal("docs/cli.md's TLS section has no examples")
+	}
+
+	t.Chdir(t.TempDir())
+	ca, _, err := tlsutil.NewCA("cairn-ca", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, data []byte) {
+		if err := os.MkdirAll(filepath.Dir(name), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := tlsutil.WriteFile(name, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	issue := func(base string, req tlsutil.Request) tlsutil.Files {
+		cert, key, err := ca.Issue(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := tlsutil.Files{CertFile: base + ".pem", KeyFile: base + "-key.pem"}
+		write(f.CertFile, cert)
+		write(f.KeyFile, key)
+		return f
+	}
+	write(filepath.Join("certs", "ca.pem"), ca.CertPEM)
+	issue(filepath.Join("certs", "client-admin"), tlsutil.Request{Kind: tlsutil.KindClient, Name: "admin"})
+	member := issue(filepath.Join("server", "member-n1"), tlsutil.Request{Kind: tlsutil.KindMember, Name: "n1",
+		DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	srv := startTLSFake(t, member, filepath.Join("certs", "ca.pem"))
+
+	var outs []string
+	for _, line := range lines {
+		if strings.ContainsAny(line, "'\"#$|&;<>\\`*") {
+			t.Fatalf("example %q needs a shell; keep the examples plain", line)
+		}
+		words := strings.Fields(strings.ReplaceAll(line, "https://n1.example.com:8001", srv.URL))
+		if words[0] != "cairn" {
+			t.Fatalf("example %q does not run cairn", line)
+		}
+		out, errOut, code := runTLSCLI(t, words[1:]...)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", line, code, errOut)
+		}
+		outs = append(outs, out)
+	}
+	if got := outs[len(outs)-1]; got != "hello" {
+		t.Fatalf("the last example printed %q, want hello", got)
 	}
 }
