@@ -96,6 +96,14 @@ type tlsServer struct {
 
 func startTLSServer(t tb, serverFiles tlsutil.Files, clientCA string, requireClientCert bool) *tlsServer {
 	t.Helper()
+	return startTLSServerWith(t, serverFiles, clientCA, requireClientCert, nil)
+}
+
+// startTLSServerWith is startTLSServer with wrap (if not nil) in front of
+// the fake API.
+func startTLSServerWith(t tb, serverFiles tlsutil.Files, clientCA string, requireClientCert bool,
+	wrap func(http.Handler) http.Handler) *tlsServer {
+	t.Helper()
 	src, err := tlsutil.NewSource(tlsutil.Files{CertFile: serverFiles.CertFile, KeyFile: serverFiles.KeyFile}, nil)
 	if err != nil {
 		t.Fatalf("server certificate: %v", err)
@@ -111,7 +119,11 @@ func startTLSServer(t tb, serverFiles tlsutil.Files, clientCA string, requireCli
 		cas = append(cas, ca)
 	}
 	f := &fakeAPI{}
-	s := httptest.NewUnstartedServer(f)
+	var h http.Handler = f
+	if wrap != nil {
+		h = wrap(f)
+	}
+	s := httptest.NewUnstartedServer(h)
 	s.Config.ErrorLog = log.New(io.Discard, "", 0) // handshake failures are the point
 	s.TLS = tlsutil.ServerConfig(src, cas, requireClientCert)
 	s.StartTLS()
@@ -270,6 +282,40 @@ func TestTLSOtherEndpointWorks(t *testing.T) {
 	// Pinned to the bad one: ErrTLS at once.
 	ctx := ctx30(t)
 	_, err := c.Get(ctx, "k", client.Endpoint(bad.URL))
+	wantTLSError(t, ctx, err, "not signed by a CA")
+}
+
+// TestTLSFailsAfterAnAnswer: the only endpoint answers 503 once, then
+// presents a certificate from a CA the client does not trust (its files
+// were replaced). The call ends with ErrTLS at once, not retrying the
+// endpoint until its context ends.
+func TestTLSFailsAfterAnAnswer(t *testing.T) {
+	pki, other := tlstest.New(t, "ca"), tlstest.New(t, "other")
+	mf := pki.Member(t, "n1")
+	of := other.Member(t, "n1")
+	var once sync.Once
+	srv := startTLSServerWith(t, mf, "", false, func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != "/v1/kv/k" {
+				next.ServeHTTP(w, r)
+				return
+			}
+			answered := false
+			once.Do(func() {
+				copyFile(t, of.KeyFile, mf.KeyFile)
+				copyFile(t, of.CertFile, mf.CertFile)
+				w.Header().Set("Connection", "close")
+				writeJSON(w, http.StatusServiceUnavailable, api.ErrorResponse{Error: api.Error{Code: api.CodeUnavailable, Message: "no leader"}})
+				answered = true
+			})
+			if !answered {
+				next.ServeHTTP(w, r)
+			}
+		})
+	})
+	c := tlsClient(t, func(cfg *client.Config) { cfg.CAFile = pki.CAFile }, srv.URL)
+	ctx := ctx30(t)
+	_, err := c.Get(ctx, "k")
 	wantTLSError(t, ctx, err, "not signed by a CA")
 }
 

@@ -107,8 +107,9 @@ type reach struct {
 
 // failed records that the attempt at ep failed with ae and returns the
 // error the call should end with, or nil to go on. A call ends with ErrTLS
-// when its endpoint was pinned, or when no endpoint has answered, at
-// least one failed with ErrTLS and every known endpoint has been tried.
+// when its endpoint was pinned, when every known endpoint failed with
+// ErrTLS, or when no endpoint has answered, at least one failed with
+// ErrTLS and every known endpoint has been tried.
 func (r *reach) failed(c *Client, ep string, ae *attemptError, pinned bool) error {
 	switch {
 	case ae.tls:
@@ -127,19 +128,22 @@ func (r *reach) failed(c *Client, ep string, ae *attemptError, pinned bool) erro
 		}
 		r.unreached[ep] = true
 	}
-	if r.tlsErr == nil || r.answered {
+	if r.tlsErr == nil {
 		return nil
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	allTLS, untried := true, false
 	for _, pool := range [][]string{c.members, c.seeds} {
 		for _, e := range pool {
-			if !r.tlsFailed[e] && !r.unreached[e] {
-				return nil // not tried yet
-			}
+			allTLS = allTLS && r.tlsFailed[e]
+			untried = untried || (!r.tlsFailed[e] && !r.unreached[e])
 		}
 	}
-	return r.tlsErr
+	if allTLS || (!r.answered && !untried) {
+		return r.tlsErr
+	}
+	return nil
 }
 
 // do sends cl until it succeeds, fails definitely, runs out of attempts or
