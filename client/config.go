@@ -1,12 +1,9 @@
 package client
 
 import (
-	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -160,9 +157,8 @@ func NewTransport(cfg Config) (*http.Transport, error) {
 // A configuration from files (tlsutil.ClientConfig) verifies the server
 // in VerifyConnection, which sees the host name only as the SNI the client
 // sent, and no SNI is sent for an IP address. So connections are dialed
-// here with a configuration per host that hands VerifyConnection the host
-// dialed, and the TLSClientConfig that net/http uses through a proxy
-// refuses a server it cannot check by name.
+// with tlsutil.DialTLSContext, which checks the host dialed; through a
+// proxy (TLSClientConfig) a server without SNI is refused.
 func newTransport(tc *tls.Config, files bool) *http.Transport {
 	t := &http.Transport{
 		Proxy:               http.ProxyFromEnvironment,
@@ -174,47 +170,9 @@ func newTransport(tc *tls.Config, files bool) *http.Transport {
 	if tc == nil || !files || tc.VerifyConnection == nil {
 		return t
 	}
-	t.TLSClientConfig = forHost(tc, "")
-	d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
-	t.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		host, _, err := net.SplitHostPort(addr)
-		if err != nil {
-			return nil, err
-		}
-		raw, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		conn := tls.Client(raw, forHost(tc, host))
-		if err := conn.HandshakeContext(ctx); err != nil {
-			_ = raw.Close()
-			return nil, err
-		}
-		return conn, nil
-	}
+	t.TLSClientConfig = tc // through a proxy: refuses IP addresses, which it cannot check
+	t.DialTLSContext = tlsutil.DialTLSContext(tc, nil)
 	return t
-}
-
-// forHost returns a clone of tc whose VerifyConnection checks the
-// server's certificate against host (the configured ServerName wins);
-// with no host, it refuses a connection that sent no SNI.
-func forHost(tc *tls.Config, host string) *tls.Config {
-	cfg := tc.Clone()
-	if cfg.ServerName == "" {
-		cfg.ServerName = host
-	}
-	name, verify := cfg.ServerName, tc.VerifyConnection
-	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
-		if cs.ServerName == "" {
-			if name == "" {
-				return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates,
-					Err: errors.New("cannot check the certificate against an IP address through a proxy; use a host name")}
-			}
-			cs.ServerName = name
-		}
-		return verify(cs)
-	}
-	return cfg
 }
 
 // normalizeEndpoint turns host:port into scheme://host:port and drops a
