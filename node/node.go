@@ -107,14 +107,19 @@ func New(cfg Config) (*Node, error) {
 		n.tls = src
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	tr := &http.Transport{
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
+	newTransport := func() *http.Transport {
+		return &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
 	}
 	if n.tls != nil {
-		tr.TLSClientConfig = n.tls.memberClientConfig()
+		tc := n.tls.memberClientConfig()
+		n.client = &http.Client{Transport: newMemberTransport(func() *http.Transport {
+			tr := newTransport()
+			tr.TLSClientConfig = tc
+			return tr
+		}, n.tls.cas()...)}
+	} else {
+		n.client = &http.Client{Transport: newTransport()}
 	}
-	n.client = &http.Client{Transport: tr}
 	n.peer = httpapi.NewPeer(cfg.ID, n.client)
 	n.reads = readIndex{n: n, fetch: n.confirmLeadership}
 	n.remoteReads = readIndex{n: n, fetch: n.leaderReadIndex}

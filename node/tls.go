@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"sync"
 
 	"github.com/cairn-db/cairn/internal/tlsutil"
 )
@@ -59,6 +61,73 @@ func (s *tlsSources) serverConfig(requireClientCert bool) *tls.Config {
 // server verified against the peer and trusted CAs with its host name.
 func (s *tlsSources) memberClientConfig() *tls.Config {
 	return tlsutil.ClientConfig(s.peer, s.cas())
+}
+
+// memberTransport is the transport of this member's calls on other
+// members under TLS. A keep-alive connection keeps the certificates of
+// its handshake, and under steady traffic it is never idle long enough
+// to close: after a rotation it would go on presenting the old member
+// certificate, which the other members refuse once the old CA is gone
+// from their bundle. So whenever the sources reload, calls move to a new
+// transport (new connections, with the new certificates) and the old
+// one's idle connections are closed; its connections still in use close
+// once they are idle (at the latest at Close, or its idle timeout).
+type memberTransport struct {
+	sources []*tlsutil.Source
+	make    func() *http.Transport
+
+	mu   sync.Mutex
+	gens []uint64
+	cur  *http.Transport
+	old  []*http.Transport // replaced ones, newest last (at most maxOldTransports)
+}
+
+// maxOldTransports bounds the replaced transports kept to close at Close;
+// older ones are left to their idle timeout.
+const maxOldTransports = 4
+
+func newMemberTransport(newTransport func() *http.Transport, sources ...*tlsutil.Source) *memberTransport {
+	return &memberTransport{sources: sources, make: newTransport}
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *memberTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	return t.current().RoundTrip(req)
+}
+
+// current returns the transport for the sources' current files.
+func (t *memberTransport) current() *http.Transport {
+	gens := make([]uint64, len(t.sources))
+	for i, s := range t.sources {
+		_, _, gens[i] = s.Current()
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cur != nil && slices.Equal(gens, t.gens) {
+		return t.cur
+	}
+	if t.cur != nil {
+		t.cur.CloseIdleConnections()
+		t.old = append(t.old, t.cur)
+		if len(t.old) > maxOldTransports {
+			t.old[0].CloseIdleConnections()
+			t.old = t.old[1:]
+		}
+	}
+	t.cur, t.gens = t.make(), gens
+	return t.cur
+}
+
+// CloseIdleConnections closes the idle connections of the current and
+// the replaced transports (http.Client.CloseIdleConnections calls it).
+func (t *memberTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tr := range append(t.old, t.cur) {
+		if tr != nil {
+			tr.CloseIdleConnections()
+		}
+	}
 }
 
 // memberAuthenticator is the HTTP API's authenticator of members-only

@@ -319,3 +319,28 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// After the member's files reload, its calls on other members use new
+// connections (with the new certificate), not the old keep-alive ones.
+func TestMemberTransportFollowsReloads(t *testing.T) {
+	pki := tlstest.New(t, "ca")
+	files := pki.Member(t, "n1")
+	src, err := tlsutil.NewSource(files, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	made := 0
+	mt := newMemberTransport(func() *http.Transport { made++; return &http.Transport{} }, src)
+	first := mt.current()
+	if mt.current() != first || made != 1 {
+		t.Fatalf("a new transport without a reload (%d made)", made)
+	}
+	pki.Member(t, "n1") // re-issued: new files
+	if err := src.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if mt.current() == first || made != 2 {
+		t.Fatalf("the same transport after a reload (%d made)", made)
+	}
+	mt.CloseIdleConnections()
+}
