@@ -133,4 +133,46 @@ func TestProcClusterTLS(t *testing.T) {
 		}
 	}
 	c.WaitConverged(t)
+
+	// The CLI against the real cluster: its own client certificate works;
+	// an unknown CA, an expired client certificate and no client
+	// certificate each end at once with exit 5 and their cause; a missing
+	// file exits 2.
+	pki := c.PKI()
+	admin := pki.Client(t, "admin")
+	expired := pki.Issue(t, "expired", tlsutil.Request{Kind: tlsutil.KindClient, Name: "old",
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	other := tlstest.New(t, "other")
+	clusterURLs := "--cluster=" + strings.Join(c.URLs(), ",")
+	tlsArgs := func(ca string, f tlsutil.Files) []string {
+		args := []string{clusterURLs, "--timeout", "30s", "--cacert", ca}
+		if f.CertFile != "" {
+			args = append(args, "--cert", f.CertFile, "--key", f.KeyFile)
+		}
+		return args
+	}
+	if out, errOut, code := runCLI(t, "", append(tlsArgs(pki.CAFile, admin), "get", "k0")...); code != 0 || out != "v" {
+		t.Fatalf("get with the client certificate: %d %q %s", code, out, errOut)
+	}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"unknown CA", tlsArgs(other.CAFile, admin), 5, "not signed by a CA in --cacert"},
+		{"expired client certificate", tlsArgs(pki.CAFile, expired), 5, "refused our client certificate"},
+		{"no client certificate", tlsArgs(pki.CAFile, tlsutil.Files{}), 5, "requires a client certificate"},
+		{"missing CA file", tlsArgs(pki.CAFile+".missing", admin), 2, "ca.pem.missing"},
+	} {
+		start := time.Now()
+		_, errOut, code := runCLI(t, "", append(tc.args, "get", "k0")...)
+		if code != tc.code || !strings.Contains(errOut, tc.want) {
+			t.Errorf("%s: exit %d %q, want %d and %q", tc.name, code, errOut, tc.code, tc.want)
+		}
+		// Not retried until --timeout: a TLS failure is final.
+		if d := time.Since(start); d > 20*time.Second {
+			t.Errorf("%s: took %s (the timeout is 30s)", tc.name, d)
+		}
+	}
 }
