@@ -72,7 +72,7 @@ func brokenReadPath(t *testing.T, mode string) {
 	c.startN(3)
 	l := c.leader()
 	f := c.others(l)[0]
-	cl, err := client.New(client.Config{Endpoints: []string{c.URL(l)}, RequestTimeout: 5 * time.Second, MaxBackoff: 100 * time.Millisecond})
+	cl, err := client.New(c.tlsConfig([]string{c.URL(l)}, 5*time.Second, 100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,7 +123,7 @@ func runFailpoint(t *testing.T, sc fpScenario) {
 		t.Logf("victim %s armed with %s; leader %s", c.id(victim), spec, c.id(l))
 	}
 	seed := chaosSeed(t)
-	w, err := startWorkload(c.URLs(), seed)
+	w, err := startWorkload(c.clientConfig(c.URLs()), seed)
 	if err != nil {
 		t.Fatal(err)
 	}

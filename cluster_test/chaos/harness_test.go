@@ -5,7 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-db/cairn/client"
 	"github.com/cairn-db/cairn/internal/cluster"
+	"github.com/cairn-db/cairn/internal/tlsutil/tlstest"
 	"github.com/cairn-db/cairn/node"
 )
 
@@ -89,8 +91,10 @@ type chaosCluster struct {
 // members ("": the plain one).
 func newChaosCluster(t *testing.T, mode string, opts nodeOpts, bin string) *chaosCluster {
 	t.Helper()
+	// Every scenario runs over TLS: raft, member-to-member calls and the
+	// workload's clients, as a cluster deployed by the docs does.
 	o := cluster.Options{Kind: cluster.InProc, Slots: maxSlots, Links: true, Fronts: true,
-		Freeze: freezeRaft, HTTPTimeout: 5 * time.Second, Binary: bin}
+		Freeze: freezeRaft, HTTPTimeout: 5 * time.Second, Binary: bin, TLS: tlstest.New(t, "chaos")}
 	if mode == modeProc {
 		o.Kind = cluster.Proc
 	}
@@ -107,6 +111,23 @@ func newCluster(t *testing.T, mode string, opts nodeOpts) *chaosCluster {
 	return newChaosCluster(t, mode, opts, "")
 }
 
+// clientConfig is a client configuration for endpoints with the harness's
+// client certificate.
+func (c *chaosCluster) clientConfig(endpoints []string) client.Config {
+	cfg := client.DefaultConfig()
+	cfg.Endpoints = endpoints
+	f := c.ClientFiles()
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile = f.CAFile, f.CertFile, f.KeyFile
+	return cfg
+}
+
+// tlsConfig is clientConfig with a request timeout and a backoff cap.
+func (c *chaosCluster) tlsConfig(endpoints []string, timeout, backoff time.Duration) client.Config {
+	cfg := c.clientConfig(endpoints)
+	cfg.RequestTimeout, cfg.MaxBackoff = timeout, backoff
+	return cfg
+}
+
 // The harness's operations, bound to the cluster's test.
 func (c *chaosCluster) id(i int) string { return c.Member(i).ID() }
 func (c *chaosCluster) start(i int)     { c.t.Helper(); c.Restart(c.t, i) }
@@ -116,7 +137,21 @@ func (c *chaosCluster) resume(i int)    { c.t.Helper(); c.Resume(c.t, i) }
 func (c *chaosCluster) stop(i int)      { c.t.Helper(); c.Stop(c.t, i) }
 func (c *chaosCluster) leader() int     { c.t.Helper(); return c.Leader(c.t) }
 func (c *chaosCluster) waitReady(i int) { c.t.Helper(); c.WaitReady(c.t, i) }
-func (c *chaosCluster) startN(n int)    { c.t.Helper(); c.Start(c.t, n) }
+
+// startN starts n members and checks that they run over TLS.
+func (c *chaosCluster) startN(n int) {
+	c.t.Helper()
+	c.Start(c.t, n)
+	for i := range n {
+		st, err := c.Status(i)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if !st.TLS || st.Insecure {
+			c.t.Fatalf("%s runs without TLS (tls=%t insecure=%t)", st.ID, st.TLS, st.Insecure)
+		}
+	}
+}
 
 // override changes slot i's settings for its next starts (over the
 // cluster's).

@@ -172,7 +172,7 @@ func runRound(t *testing.T, sc scenario, mode string, seed uint64, faultTime tim
 	began := time.Now()
 	c := newCluster(t, mode, sc.opts)
 	c.startN(3)
-	w, err := startWorkload(c.URLs(), seed)
+	w, err := startWorkload(c.clientConfig(c.URLs()), seed)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +320,7 @@ var (
 	// leader half the time, which transfers leadership first), keeping
 	// three or four voters.
 	scMembership = scenario{name: "membership", fault: func(r *chaosRun) {
-		admin, err := client.New(client.Config{Endpoints: r.c.URLs(), RequestTimeout: 5 * time.Second, MaxBackoff: 200 * time.Millisecond})
+		admin, err := client.New(r.c.tlsConfig(r.c.URLs(), 5*time.Second, 200*time.Millisecond))
 		if err != nil {
 			r.t.Fatal(err)
 		}

@@ -48,23 +48,31 @@ const (
 	thinkTimeMs = 2               // pause between a worker's ops, at most
 )
 
-// startWorkload starts the workers. endpoints seed each client; the
-// clients discover members added later themselves.
-func startWorkload(endpoints []string, seed uint64) (*workload, error) {
+// startWorkload starts the workers. base (its endpoints and TLS
+// settings) seeds each client; the clients discover members added later
+// themselves.
+func startWorkload(base client.Config, seed uint64) (*workload, error) {
 	w := &workload{start: time.Now(), stop: make(chan struct{})}
+	endpoints := base.Endpoints
 	for i := range workers {
-		cfg := client.DefaultConfig()
-		cfg.Endpoints = endpoints
+		cfg := base
 		cfg.RequestTimeout = reqTimeout
 		cfg.MaxBackoff = 100 * time.Millisecond
 		if i%2 == 1 {
 			// Half the workers send their writes to any member, so that
 			// followers forward them (in shared requests) through every
 			// fault, as with requests spread by a load balancer.
-			sw, err := newSpreadWrites(endpoints, mrand.New(mrand.NewPCG(seed, uint64(1000+i))))
+			tr, err := client.NewTransport(cfg)
 			if err != nil {
 				return nil, err
 			}
+			tr.MaxIdleConnsPerHost = 4
+			sw, err := newSpreadWrites(endpoints, tr, mrand.New(mrand.NewPCG(seed, uint64(1000+i))))
+			if err != nil {
+				return nil, err
+			}
+			// The TLS settings are the transport's now.
+			cfg.CAFile, cfg.CertFile, cfg.KeyFile = "", "", ""
 			cfg.HTTPClient = &http.Client{Transport: sw}
 			w.spread = append(w.spread, sw)
 		}
@@ -120,8 +128,8 @@ type spreadWrites struct {
 	viaFollower atomic.Int64
 }
 
-func newSpreadWrites(endpoints []string, rng *mrand.Rand) (*spreadWrites, error) {
-	sw := &spreadWrites{rng: rng, base: &http.Transport{MaxIdleConnsPerHost: 4}}
+func newSpreadWrites(endpoints []string, base *http.Transport, rng *mrand.Rand) (*spreadWrites, error) {
+	sw := &spreadWrites{rng: rng, base: base}
 	for _, e := range endpoints {
 		u, err := url.Parse(e)
 		if err != nil {
