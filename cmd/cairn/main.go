@@ -3,10 +3,12 @@
 // `del`, `ls`, `txn`, `history`, `log`, `watch`), administers a cluster
 // (`cairn node join|remove|list|promote|transfer-leadership|status|health|
 // recover`), takes and checks backups (`backup`, `restore`, `verify`,
-// `compact`) and measures it (`bench`).
+// `compact`), measures it (`bench`) and issues TLS certificates
+// (`cairn cert ca|member|client create`).
 //
-// Exit status: 0 success, 1 error, 2 usage, 3 conflict, 4 not found,
-// 5 cluster unavailable or timeout (docs/cli.md).
+// Exit status: 0 success, 1 error, 2 usage (or a TLS file that does not
+// load), 3 conflict, 4 not found, 5 cluster unavailable, timeout or a TLS
+// failure (docs/cli.md).
 package main
 
 import (
