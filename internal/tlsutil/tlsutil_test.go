@@ -1,6 +1,7 @@
 package tlsutil_test
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -27,7 +28,7 @@ func source(t *testing.T, f tlsutil.Files) *tlsutil.Source {
 
 // handshake runs one TLS handshake between a server and a client config
 // over a loopback connection and returns both sides' errors.
-func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr error, state tls.ConnectionState) {
+func handshake(t *testing.T, server, client *tls.Config) (state tls.ConnectionState, serverErr, clientErr error) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -68,7 +69,7 @@ func handshake(t *testing.T, server, client *tls.Config) (serverErr, clientErr e
 		_, clientErr = tc.Read(make([]byte, 1))
 		state = tc.ConnectionState()
 	}
-	return <-done, clientErr, state
+	return state, <-done, clientErr
 }
 
 func TestPeerHandshake(t *testing.T) {
@@ -81,7 +82,7 @@ func TestPeerHandshake(t *testing.T) {
 	client := source(t, pki.Client(t, "alice"))
 
 	t.Run("members", func(t *testing.T) {
-		se, ce, st := handshake(t, tlsutil.PeerListenerConfig(n1), tlsutil.PeerDialConfig(n2))
+		st, se, ce := handshake(t, tlsutil.PeerListenerConfig(n1), tlsutil.PeerDialConfig(n2))
 		if se != nil || ce != nil {
 			t.Fatalf("server %v, client %v", se, ce)
 		}
@@ -97,13 +98,13 @@ func TestPeerHandshake(t *testing.T) {
 		// listener's refusal of its certificate.
 		cert, _, _ := stranger.Current()
 		trusting := &tls.Config{Certificates: []tls.Certificate{*cert}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
-		se, _, _ := handshake(t, tlsutil.PeerListenerConfig(n1), trusting)
+		_, se, _ := handshake(t, tlsutil.PeerListenerConfig(n1), trusting)
 		if !errors.Is(se, tlsutil.ErrNotMember) {
 			t.Fatalf("server error %v, want ErrNotMember", se)
 		}
 	})
 	t.Run("other CA refused by dialer", func(t *testing.T) {
-		_, ce, _ := handshake(t, tlsutil.PeerListenerConfig(stranger), tlsutil.PeerDialConfig(n1))
+		_, _, ce := handshake(t, tlsutil.PeerListenerConfig(stranger), tlsutil.PeerDialConfig(n1))
 		if ce == nil {
 			t.Fatal("dialer accepted a member of another CA")
 		}
@@ -111,7 +112,7 @@ func TestPeerHandshake(t *testing.T) {
 	t.Run("client certificate of the same CA is no member", func(t *testing.T) {
 		cert, _, _ := client.Current()
 		trusting := &tls.Config{Certificates: []tls.Certificate{*cert}, InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
-		se, _, _ := handshake(t, tlsutil.PeerListenerConfig(n1), trusting)
+		_, se, _ := handshake(t, tlsutil.PeerListenerConfig(n1), trusting)
 		if !errors.Is(se, tlsutil.ErrNotMember) || !strings.Contains(se.Error(), "names no member") {
 			// A client certificate lacks server use too, but the listener
 			// checks client use: what it refuses is the missing member name.
@@ -120,7 +121,7 @@ func TestPeerHandshake(t *testing.T) {
 	})
 	t.Run("no certificate", func(t *testing.T) {
 		plain := &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}
-		se, _, _ := handshake(t, tlsutil.PeerListenerConfig(n1), plain)
+		_, se, _ := handshake(t, tlsutil.PeerListenerConfig(n1), plain)
 		if se == nil {
 			t.Fatal("listener accepted a client without a certificate")
 		}
@@ -129,7 +130,7 @@ func TestPeerHandshake(t *testing.T) {
 		old := tlsutil.PeerDialConfig(n2).Clone()
 		old.MaxVersion = tls.VersionTLS12
 		old.MinVersion = tls.VersionTLS12
-		se, _, _ := handshake(t, tlsutil.PeerListenerConfig(n1), old)
+		_, se, _ := handshake(t, tlsutil.PeerListenerConfig(n1), old)
 		if se == nil || !strings.Contains(se.Error(), "version") {
 			t.Fatalf("server error %v, want a protocol version refusal", se)
 		}
@@ -144,26 +145,26 @@ func TestServerAndClientConfig(t *testing.T) {
 	other := tlstest.New(t, "other")
 
 	t.Run("client certificate required and given", func(t *testing.T) {
-		se, ce, _ := handshake(t, tlsutil.ServerConfig(serverSrc, []*tlsutil.Source{ca}, true), tlsutil.ClientConfig(alice, []*tlsutil.Source{ca}))
+		_, se, ce := handshake(t, tlsutil.ServerConfig(serverSrc, []*tlsutil.Source{ca}, true), tlsutil.ClientConfig(alice, []*tlsutil.Source{ca}))
 		if se != nil || ce != nil {
 			t.Fatalf("server %v, client %v", se, ce)
 		}
 	})
 	t.Run("client certificate required and missing", func(t *testing.T) {
-		se, _, _ := handshake(t, tlsutil.ServerConfig(serverSrc, []*tlsutil.Source{ca}, true), tlsutil.ClientConfig(nil, []*tlsutil.Source{ca}))
+		_, se, _ := handshake(t, tlsutil.ServerConfig(serverSrc, []*tlsutil.Source{ca}, true), tlsutil.ClientConfig(nil, []*tlsutil.Source{ca}))
 		if se == nil {
 			t.Fatal("server accepted a client without a certificate")
 		}
 	})
 	t.Run("client certificate optional", func(t *testing.T) {
-		se, ce, _ := handshake(t, tlsutil.ServerConfig(serverSrc, []*tlsutil.Source{ca}, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{ca}))
+		_, se, ce := handshake(t, tlsutil.ServerConfig(serverSrc, []*tlsutil.Source{ca}, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{ca}))
 		if se != nil || ce != nil {
 			t.Fatalf("server %v, client %v", se, ce)
 		}
 	})
 	t.Run("unknown CA", func(t *testing.T) {
 		otherCA := source(t, tlsutil.Files{CAFile: other.CAFile})
-		_, ce, _ := handshake(t, tlsutil.ServerConfig(serverSrc, []*tlsutil.Source{ca}, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{otherCA}))
+		_, _, ce := handshake(t, tlsutil.ServerConfig(serverSrc, []*tlsutil.Source{ca}, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{otherCA}))
 		var ua x509.UnknownAuthorityError
 		if !errors.As(ce, &ua) {
 			t.Fatalf("client error %v, want x509.UnknownAuthorityError", ce)
@@ -171,7 +172,7 @@ func TestServerAndClientConfig(t *testing.T) {
 	})
 	t.Run("name mismatch", func(t *testing.T) {
 		elsewhere := source(t, pki.Member(t, "n9", "other.example"))
-		_, ce, _ := handshake(t, tlsutil.ServerConfig(elsewhere, []*tlsutil.Source{ca}, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{ca}))
+		_, _, ce := handshake(t, tlsutil.ServerConfig(elsewhere, []*tlsutil.Source{ca}, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{ca}))
 		var he x509.HostnameError
 		if !errors.As(ce, &he) {
 			t.Fatalf("client error %v, want x509.HostnameError", ce)
@@ -182,7 +183,7 @@ func TestServerAndClientConfig(t *testing.T) {
 			Kind: tlsutil.KindMember, Name: "n8", DNSNames: []string{"localhost"},
 			NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour),
 		}))
-		_, ce, _ := handshake(t, tlsutil.ServerConfig(old, []*tlsutil.Source{ca}, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{ca}))
+		_, _, ce := handshake(t, tlsutil.ServerConfig(old, []*tlsutil.Source{ca}, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{ca}))
 		var ci x509.CertificateInvalidError
 		if !errors.As(ce, &ci) || ci.Reason != x509.Expired {
 			t.Fatalf("client error %v, want expired", ce)
@@ -191,7 +192,7 @@ func TestServerAndClientConfig(t *testing.T) {
 	t.Run("union of CA pools", func(t *testing.T) {
 		otherCA := source(t, tlsutil.Files{CAFile: other.CAFile})
 		stranger := source(t, other.Client(t, "carol"))
-		se, ce, _ := handshake(t, tlsutil.ServerConfig(serverSrc, []*tlsutil.Source{ca, otherCA}, true), tlsutil.ClientConfig(stranger, []*tlsutil.Source{ca}))
+		_, se, ce := handshake(t, tlsutil.ServerConfig(serverSrc, []*tlsutil.Source{ca, otherCA}, true), tlsutil.ClientConfig(stranger, []*tlsutil.Source{ca}))
 		if se != nil || ce != nil {
 			t.Fatalf("server %v, client %v", se, ce)
 		}
@@ -242,13 +243,13 @@ func TestSourceReload(t *testing.T) {
 	}
 	roots := source(t, tlsutil.Files{CAFile: caFile})
 	nextServer := source(t, next.Member(t, "n1"))
-	if _, ce, _ := handshake(t, tlsutil.ServerConfig(nextServer, nil, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{roots})); ce == nil {
+	if _, _, ce := handshake(t, tlsutil.ServerConfig(nextServer, nil, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{roots})); ce == nil {
 		t.Fatal("a CA not in the bundle verified")
 	}
 	if err := os.WriteFile(caFile, bundle, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, ce, _ := handshake(t, tlsutil.ServerConfig(nextServer, nil, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{roots})); ce != nil {
+	if _, _, ce := handshake(t, tlsutil.ServerConfig(nextServer, nil, false), tlsutil.ClientConfig(nil, []*tlsutil.Source{roots})); ce != nil {
 		t.Fatalf("after adding the CA to the bundle: %v", ce)
 	}
 }
@@ -329,5 +330,56 @@ func TestMemberID(t *testing.T) {
 		if got != want || ok != (want != "") {
 			t.Errorf("%s: %q %v, want %q", in, got, ok, want)
 		}
+	}
+}
+
+// An IP address sends no SNI, so the host dialled must reach the check:
+// DialTLSContext hands it over, and ClientConfig alone refuses to guess.
+func TestClientChecksIPHosts(t *testing.T) {
+	pki := tlstest.New(t, "cluster")
+	ca := source(t, tlsutil.Files{CAFile: pki.CAFile})
+	serve := func(t *testing.T, hosts ...string) string {
+		srv := source(t, pki.Member(t, "n1", hosts...))
+		ln, err := tls.Listen("tcp", "127.0.0.1:0", tlsutil.ServerConfig(srv, nil, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				_ = c.(*tls.Conn).Handshake()
+				c.Close()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	dial := tlsutil.DialTLSContext(tlsutil.ClientConfig(nil, []*tlsutil.Source{ca}), nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	good := serve(t, "127.0.0.1")
+	c, err := dial(ctx, "tcp", good)
+	if err != nil {
+		t.Fatalf("certificate for 127.0.0.1: %v", err)
+	}
+	c.Close()
+
+	wrong := serve(t, "localhost", "10.9.9.9")
+	var he x509.HostnameError
+	if _, err := dial(ctx, "tcp", wrong); !errors.As(err, &he) {
+		t.Fatalf("certificate without 127.0.0.1: %v, want x509.HostnameError", err)
+	}
+
+	raw, err := net.Dial("tcp", good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if err := tls.Client(raw, tlsutil.ClientConfig(nil, []*tlsutil.Source{ca})).HandshakeContext(ctx); err == nil || !strings.Contains(err.Error(), "no host name") {
+		t.Fatalf("ClientConfig without a host: %v, want a refusal", err)
 	}
 }
