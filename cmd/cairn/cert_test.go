@@ -32,35 +32,6 @@ func runCairn(t *testing.T, args ...string) (string, string, int) {
 	return out.String(), errOut.String(), exitCode(err)
 }
 
-// docExamples returns the command lines of the sh blocks in docs/cli.md's
-// section titled title.
-func docExamples(t *testing.T, title string) []string {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "cli.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(data), "\n## "+title+"\n")
-	if !ok {
-		t.Fatalf("docs/cli.md has no section %q", title)
-	}
-	section, _, _ = strings.Cut(section, "\n## ")
-	var lines []string
-	in := false
-	for _, l := range strings.Split(section, "\n") {
-		switch {
-		case strings.HasPrefix(l, "```"):
-			in = !in
-		case in && strings.TrimSpace(l) != "":
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) == 0 {
-		t.Fatalf("docs/cli.md, %s: no examples", title)
-	}
-	return lines
-}
-
 // runLine runs one example line verbatim (plain words: no quotes,
 // comments or shell syntax, checked here) and fails on a non-zero status.
 func runLine(t *testing.T, line string) string {

@@ -204,3 +204,32 @@ func waitDocMember(t *testing.T, where, dir string, env []string, url string) {
 		return nil
 	})
 }
+
+// docExamples returns the command lines of the sh blocks in docs/cli.md's
+// section titled title.
+func docExamples(t *testing.T, title string) []string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "cli.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## "+title+"\n")
+	if !ok {
+		t.Fatalf("docs/cli.md has no section %q", title)
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	var lines []string
+	in := false
+	for _, l := range strings.Split(section, "\n") {
+		switch {
+		case strings.HasPrefix(l, "```"):
+			in = !in
+		case in && strings.TrimSpace(l) != "":
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) == 0 {
+		t.Fatalf("docs/cli.md, %s: no examples", title)
+	}
+	return lines
+}

@@ -235,28 +235,7 @@ func TestCLITLSBenchRotate(t *testing.T) {
 // which becomes the server's address (its certificate names 127.0.0.1).
 func TestCLITLSDocExamples(t *testing.T) {
 	clearTLSEnv(t)
-	data, err := os.ReadFile(filepath.Join("..", "..", "docs", "cli.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(data), "\n## TLS\n")
-	if !ok {
-		t.Fatal("docs/cli.md has no TLS section")
-	}
-	section, _, _ = strings.Cut(section, "\n## ")
-	var lines []string
-	in := false
-	for _, l := range strings.Split(section, "\n") {
-		switch {
-		case strings.HasPrefix(l, "```"):
-			in = !in
-		case in && strings.TrimSpace(l) != "":
-			lines = append(lines, l)
-		}
-	}
-	if len(lines) == 0 {
-		t.Fatal("docs/cli.md's TLS section has no examples")
-	}
+	lines := docExamples(t, "TLS")
 
 	t.Chdir(t.TempDir())
 	ca, _, err := tlsutil.NewCA("cairn-ca", 0)
