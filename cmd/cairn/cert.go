@@ -46,6 +46,13 @@ func certCommand() *cli.Command {
 	daysFlag := func(def int) cli.Flag {
 		return &cli.IntFlag{Name: "days", Value: def, Usage: "validity in days"}
 	}
+	// What to do when the files exist (default: refuse).
+	existFlags := func() []cli.Flag {
+		return []cli.Flag{
+			&cli.BoolFlag{Name: "if-missing", Usage: "when both files exist, keep them and exit 0 (one of them alone is still refused); for set-up steps that run again"},
+			&cli.BoolFlag{Name: "force", Usage: "replace existing files (each written to a temporary file and renamed over the old one); for rotation"},
+		}
+	}
 	caFlags := func() []cli.Flag {
 		return []cli.Flag{
 			&cli.StringFlag{Name: "ca", Usage: "the CA's certificate (default: DIR/ca.pem)"},
@@ -55,8 +62,9 @@ func certCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "cert",
 		Usage: "create a CA, member certificates and client certificates for TLS",
-		Description: `Files go to the current directory (or --dir); an existing file is never
-overwritten. Certificates are written with mode 0644, keys with 0600.
+		Description: `Files go to the current directory (or --dir); an existing file is not
+overwritten (--if-missing keeps an existing pair and succeeds; --force
+replaces it). Certificates are written with mode 0644, keys with 0600.
 Example:
    cairn cert ca create --dir certs
    cairn cert member create --id n1 --host n1.example.com,10.0.0.1 --dir certs
@@ -67,9 +75,9 @@ Example:
 				Subcommands: []*cli.Command{{
 					Name: "create", Usage: "create a CA: DIR/ca.pem and DIR/ca-key.pem", ArgsUsage: " ",
 					Description: "Example:\n   cairn cert ca create --dir certs",
-					Flags: []cli.Flag{dirFlag(),
+					Flags: slices.Concat([]cli.Flag{dirFlag(),
 						&cli.StringFlag{Name: "name", Value: "cairn-ca", Usage: "the CA's common name"},
-						daysFlag(defaultCADays)},
+						daysFlag(defaultCADays)}, existFlags()),
 					Action: certCACreate,
 				}},
 			},
@@ -84,7 +92,7 @@ Example:
 					Flags: slices.Concat([]cli.Flag{
 						&cli.StringFlag{Name: "id", Usage: "the member's id (required)"},
 						&cli.StringSliceFlag{Name: "host", Usage: "host name or IP address the member serves on (repeatable, comma-separated)"},
-						dirFlag()}, caFlags(), []cli.Flag{daysFlag(defaultCertDays)}),
+						dirFlag()}, caFlags(), []cli.Flag{daysFlag(defaultCertDays)}, existFlags()),
 					Action: certMemberCreate,
 				}},
 			},
@@ -95,7 +103,7 @@ Example:
 					Description: "Example:\n   cairn cert client create --name admin --dir certs",
 					Flags: slices.Concat([]cli.Flag{
 						&cli.StringFlag{Name: "name", Usage: "the client's name (required)"},
-						dirFlag()}, caFlags(), []cli.Flag{daysFlag(defaultCertDays)}),
+						dirFlag()}, caFlags(), []cli.Flag{daysFlag(defaultCertDays)}, existFlags()),
 					Action: certClientCreate,
 				}},
 			},
@@ -117,7 +125,7 @@ func certCACreate(c *cli.Context) error {
 	}
 	dir := c.String("dir")
 	certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
-	if err := refuseExisting(certFile, keyFile); err != nil {
+	if keep, err := checkExisting(c, certFile, keyFile); err != nil || keep {
 		return err
 	}
 	ca, keyPEM, err := tlsutil.NewCA(name, validity)
@@ -177,7 +185,7 @@ func issue(c *cli.Context, req tlsutil.Request, base string) error {
 		caKeyFile = filepath.Join(dir, "ca-key.pem")
 	}
 	certFile, keyFile := filepath.Join(dir, base+".pem"), filepath.Join(dir, base+"-key.pem")
-	if err := refuseExisting(certFile, keyFile); err != nil {
+	if keep, err := checkExisting(c, certFile, keyFile); err != nil || keep {
 		return err
 	}
 	ca, err := tlsutil.LoadCA(caFile, caKeyFile)
@@ -254,8 +262,40 @@ func validHostName(h string) bool {
 	return true
 }
 
+// checkExisting applies --if-missing and --force to a certificate and its
+// key about to be written: keep is true when --if-missing found both (it
+// prints "kept" and their names); without either flag an existing file is
+// refused.
+func checkExisting(c *cli.Context, certFile, keyFile string) (keep bool, err error) {
+	ifMissing, force := c.Bool("if-missing"), c.Bool("force")
+	switch {
+	case ifMissing && force:
+		return false, usageError("--if-missing and --force are exclusive")
+	case force:
+		return false, nil
+	case ifMissing:
+		var have []string
+		for _, f := range []string{certFile, keyFile} {
+			if _, err := os.Lstat(f); err == nil {
+				have = append(have, f)
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return false, err
+			}
+		}
+		switch len(have) {
+		case 2:
+			_, err := fmt.Fprintf(c.App.Writer, "kept %s\nkept %s\n", certFile, keyFile)
+			return true, err
+		case 1:
+			return false, usageError("%s exists without its pair: refusing to write next to it (--if-missing keeps only a complete pair)", have[0])
+		}
+		return false, nil
+	}
+	return false, refuseExisting(certFile, keyFile)
+}
+
 // refuseExisting fails with a usage error naming the first of files that
-// exists: `cairn cert` never overwrites.
+// exists: `cairn cert` never overwrites without --force.
 func refuseExisting(files ...string) error {
 	for _, f := range files {
 		if _, err := os.Lstat(f); err == nil {
@@ -274,6 +314,19 @@ func writePair(c *cli.Context, certFile string, certPEM []byte, keyFile string, 
 	if err := os.MkdirAll(filepath.Dir(certFile), certDirMode); err != nil {
 		return err
 	}
+	if c.Bool("force") {
+		// The key first: a reader that sees the new key with the old
+		// certificate fails to load the pair and keeps what it had, until
+		// the certificate follows.
+		if err := writeReplace(keyFile, keyPEM, keyFileMode); err != nil {
+			return err
+		}
+		if err := writeReplace(certFile, certPEM, certFileMode); err != nil {
+			return err
+		}
+		_, err := fmt.Fprintf(c.App.Writer, "%s\n%s\n", certFile, keyFile)
+		return err
+	}
 	if err := writeNew(certFile, certPEM, certFileMode); err != nil {
 		return err
 	}
@@ -283,6 +336,33 @@ func writePair(c *cli.Context, certFile string, certPEM []byte, keyFile string, 
 	}
 	_, err := fmt.Fprintf(c.App.Writer, "%s\n%s\n", certFile, keyFile)
 	return err
+}
+
+// writeReplace writes name, replacing it if it exists, by a rename of a
+// temporary file in the same directory, so a reader sees the old file or
+// the new one, never a part; the file gets exactly mode perm.
+func writeReplace(name string, data []byte, perm fs.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(name), "."+filepath.Base(name)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // a no-op after the rename
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), name)
 }
 
 // writeNew writes a new file with exactly mode perm (whatever the umask).

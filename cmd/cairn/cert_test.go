@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -241,6 +242,81 @@ func TestCertRefusesToOverwrite(t *testing.T) {
 	if code != exitUsage || !strings.Contains(errOut, "client-alice.pem already exists") {
 		t.Fatalf("second client: exit %d: %s", code, errOut)
 	}
+}
+
+// TestCertIfMissing: --if-missing keeps a complete pair (exit 0, "kept"),
+// writes a missing one, and still refuses a lone certificate or key.
+func TestCertIfMissing(t *testing.T) {
+	t.Chdir(t.TempDir())
+	runLine(t, "cairn cert ca create --if-missing")
+	ca, _ := os.ReadFile("ca.pem")
+	if out := runLine(t, "cairn cert ca create --if-missing"); out != "kept ca.pem\nkept ca-key.pem\n" {
+		t.Fatalf("second CA with --if-missing printed %q", out)
+	}
+	if again, _ := os.ReadFile("ca.pem"); !bytes.Equal(again, ca) {
+		t.Fatal("ca.pem changed")
+	}
+	runLine(t, "cairn cert member create --id n1 --host n1 --if-missing")
+	m1, _ := os.ReadFile("member-n1.pem")
+	runLine(t, "cairn cert member create --id n1 --host n1 --if-missing")
+	if again, _ := os.ReadFile("member-n1.pem"); !bytes.Equal(again, m1) {
+		t.Fatal("member-n1.pem changed")
+	}
+	runLine(t, "cairn cert client create --name admin --if-missing")
+	runLine(t, "cairn cert client create --name admin --if-missing")
+	wantMode(t, "client-admin-key.pem", 0o600)
+	// A lone key: refused, nothing written next to it.
+	if err := os.WriteFile("member-n2-key.pem", []byte("mine"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errOut, code := runCairn(t, "cert", "member", "create", "--id", "n2", "--if-missing")
+	if code != exitUsage || !strings.Contains(errOut, "member-n2-key.pem exists without its pair") {
+		t.Fatalf("a lone key with --if-missing: exit %d: %s", code, errOut)
+	}
+	if _, err := os.Stat("member-n2.pem"); err == nil {
+		t.Fatal("a certificate was written next to a lone key")
+	}
+	_, errOut, code = runCairn(t, "cert", "ca", "create", "--if-missing", "--force")
+	if code != exitUsage || !strings.Contains(errOut, "exclusive") {
+		t.Fatalf("--if-missing --force: exit %d: %s", code, errOut)
+	}
+}
+
+// TestCertForce: --force replaces a pair by renames (modes kept exact, no
+// temporary file left), from the same CA.
+func TestCertForce(t *testing.T) {
+	t.Chdir(t.TempDir())
+	runLine(t, "cairn cert ca create")
+	runLine(t, "cairn cert member create --id n1 --host n1")
+	old := readCert(t, "member-n1.pem")
+	oldKey, _ := os.ReadFile("member-n1-key.pem")
+	if out := runLine(t, "cairn cert member create --id n1 --host n1,10.0.0.1 --force"); out != "member-n1.pem\nmember-n1-key.pem\n" {
+		t.Fatalf("--force printed %q", out)
+	}
+	fresh := readCert(t, "member-n1.pem")
+	if fresh.SerialNumber.Cmp(old.SerialNumber) == 0 || len(fresh.IPAddresses) != 2 {
+		t.Fatalf("not replaced: serial %x, IPs %v", fresh.SerialNumber, fresh.IPAddresses)
+	}
+	if key, _ := os.ReadFile("member-n1-key.pem"); bytes.Equal(key, oldKey) {
+		t.Fatal("the key was not replaced")
+	}
+	if _, err := tls.LoadX509KeyPair("member-n1.pem", "member-n1-key.pem"); err != nil {
+		t.Fatalf("the new pair does not load: %v", err)
+	}
+	wantMode(t, "member-n1.pem", 0o644)
+	wantMode(t, "member-n1-key.pem", 0o600)
+	ents, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("left behind: %s", e.Name())
+		}
+	}
+	// --force on a pair that does not exist yet just writes it.
+	runLine(t, "cairn cert client create --name bob --force")
+	wantMode(t, "client-bob-key.pem", 0o600)
 }
 
 // TestCertDays: --days sets the validity; a certificate never outlasts
