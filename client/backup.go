@@ -33,9 +33,9 @@ type BackupOptions struct {
 func (c *Client) Backup(ctx context.Context, w io.Writer, o BackupOptions) (int64, error) {
 	ep := o.Endpoint
 	if ep == "" {
-		ep = c.pick(ctx, routeSpread)
+		ep = c.pick(ctx, routeSpread, nil)
 	} else {
-		u, err := normalizeEndpoint(ep)
+		u, err := c.normalize(ep)
 		if err != nil {
 			return 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
 		}
@@ -59,11 +59,18 @@ func (c *Client) Backup(ctx context.Context, w io.Writer, o BackupOptions) (int6
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		c.markFailed(ep)
+		if terr := tlsFailure(ep, err); terr != nil {
+			return 0, terr
+		}
 		return 0, fmt.Errorf("%w: backup from %s: %w", ErrUnavailable, ep, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		if terr := plainToTLSAnswer(ep, resp.StatusCode, b); terr != nil {
+			c.markFailed(ep)
+			return 0, terr
+		}
 		return 0, errorFromResponse(resp.StatusCode, resp.Header, b)
 	}
 	n, err := io.Copy(w, resp.Body)
@@ -77,7 +84,7 @@ func (c *Client) Backup(ctx context.Context, w io.Writer, o BackupOptions) (int6
 // records (a deep verify). A mismatch is reported in the answer (OK
 // false), not as an error.
 func (c *Client) VerifyNode(ctx context.Context, endpoint string) (*api.VerifyResponse, error) {
-	u, err := normalizeEndpoint(endpoint)
+	u, err := c.normalize(endpoint)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}

@@ -24,6 +24,7 @@ type Client struct {
 	hc     *http.Client
 	ownHC  bool
 	log    *slog.Logger
+	scheme string // of endpoints given as host:port
 	seeds  []string
 	maxRev atomic.Uint64
 	closed atomic.Bool
@@ -50,22 +51,22 @@ func New(cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Client{cfg: cfg, hc: cfg.HTTPClient, log: cfg.Logger, health: map[string]endpointState{}, needDiscover: true}
+	c := &Client{cfg: cfg, hc: cfg.HTTPClient, log: cfg.Logger, health: map[string]endpointState{}, needDiscover: true,
+		scheme: cfg.defaultScheme()}
 	_, _ = rand.Read(c.idemID[:]) // never fails (crypto/rand)
 	if c.hc == nil {
+		tc, files, err := cfg.clientTLS()
+		if err != nil {
+			return nil, err
+		}
 		c.ownHC = true
-		c.hc = &http.Client{Transport: &http.Transport{
-			Proxy:               http.ProxyFromEnvironment,
-			MaxIdleConns:        256,
-			MaxIdleConnsPerHost: 64,
-			IdleConnTimeout:     90 * time.Second,
-		}}
+		c.hc = &http.Client{Transport: newTransport(tc, files)}
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	for _, e := range cfg.Endpoints {
-		u, _ := normalizeEndpoint(e) // validated
+		u, _ := c.normalize(e) // validated
 		c.seeds = append(c.seeds, u)
 	}
 	return c, nil
@@ -82,6 +83,9 @@ func (c *Client) Close() error {
 	}
 	return nil
 }
+
+// normalize turns an endpoint into a base URL (see Config.Endpoints).
+func (c *Client) normalize(s string) (string, error) { return normalizeEndpoint(s, c.scheme) }
 
 // Leader returns the leader's HTTP URL as last learned, "" when unknown.
 func (c *Client) Leader() string {
@@ -207,13 +211,13 @@ func (c *Client) Compact(ctx context.Context, revision uint64) error {
 	return nil
 }
 
-func readOpts(opts []ReadOption) (*readOptions, error) {
+func (c *Client) readOpts(opts []ReadOption) (*readOptions, error) {
 	o := &readOptions{}
 	for _, f := range opts {
 		f(o)
 	}
 	if o.endpoint != "" {
-		u, err := normalizeEndpoint(o.endpoint)
+		u, err := c.normalize(o.endpoint)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
 		}
@@ -245,7 +249,7 @@ func (o *readOptions) only(what string, revision, limit bool) error {
 
 // Get reads key. A missing key is ErrNotFound.
 func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (*KeyValue, error) {
-	o, err := readOpts(opts)
+	o, err := c.readOpts(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -271,7 +275,7 @@ func (c *Client) Get(ctx context.Context, key string, opts ...ReadOption) (*KeyV
 // the next startAfter, and AtRevision(answer.Revision) to stay on one
 // snapshot.
 func (c *Client) ListPage(ctx context.Context, prefix, startAfter string, limit int, opts ...ReadOption) (*api.ListResponse, error) {
-	o, err := readOpts(opts)
+	o, err := c.readOpts(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -301,7 +305,7 @@ func (c *Client) ListPage(ctx context.Context, prefix, startAfter string, limit 
 
 // History returns key's versions, newest first (at most Limit of them).
 func (c *Client) History(ctx context.Context, key string, opts ...ReadOption) ([]api.Version, error) {
-	o, err := readOpts(opts)
+	o, err := c.readOpts(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +330,7 @@ func (c *Client) History(ctx context.Context, key string, opts ...ReadOption) ([
 // Log returns committed transactions from revision from on, at most limit
 // of them (0: the server's maximum).
 func (c *Client) Log(ctx context.Context, from uint64, limit int, opts ...ReadOption) (*api.LogResponse, error) {
-	o, err := readOpts(opts)
+	o, err := c.readOpts(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -353,7 +357,7 @@ func (c *Client) Log(ctx context.Context, from uint64, limit int, opts ...ReadOp
 
 // Chain returns the chain hash at revision (0: the head).
 func (c *Client) Chain(ctx context.Context, revision uint64, opts ...ReadOption) (*api.ChainResponse, error) {
-	o, err := readOpts(opts)
+	o, err := c.readOpts(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -474,7 +478,7 @@ func (c *Client) Health(ctx context.Context, endpoint string) error {
 func (c *Client) nodeCall(endpoint, path string) (*call, error) {
 	cl := &call{method: http.MethodGet, path: path, route: routeSpread, retry: retrySafe, attempts: 1}
 	if endpoint != "" {
-		u, err := normalizeEndpoint(endpoint)
+		u, err := c.normalize(endpoint)
 		if err != nil {
 			return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
 		}

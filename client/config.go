@@ -1,19 +1,24 @@
 package client
 
 import (
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/cairn-db/cairn/internal/tlsutil"
 )
 
 // Config configures a Client.
 type Config struct {
 	// Endpoints are the nodes to contact first: base URLs such as
-	// http://127.0.0.1:8001 (host:port is accepted). The client discovers
-	// the other members from them.
+	// http://127.0.0.1:8001 or https://n1:8001. host:port is accepted: it
+	// means https://host:port when TLS is configured (CAFile, CertFile or
+	// TLSConfig), else http://host:port. The client discovers the other
+	// members from them.
 	Endpoints []string
 	// RequestTimeout bounds one attempt of a request. A call is retried
 	// until its context ends.
@@ -25,10 +30,32 @@ type Config struct {
 	// MaxBackoff caps the delay between retries.
 	MaxBackoff time.Duration
 	// HTTPClient sends the requests; nil uses a client of the package's
-	// own. Its Timeout should be zero or at least RequestTimeout.
+	// own. Its Timeout should be zero or at least RequestTimeout. It is
+	// used as is: the TLS fields below configure only the package's own
+	// client and may not be combined with it (configure your transport's
+	// TLSClientConfig, or wrap the transport NewTransport returns).
 	HTTPClient *http.Client
 	// Logger receives debug logs of retries and discovery; nil discards.
 	Logger *slog.Logger
+
+	// CAFile is a PEM bundle of the CA certificates that may sign the
+	// servers' certificates (the cluster's CA, `cairn cert ca create`).
+	// Empty: the system's roots verify https:// endpoints. The server's
+	// host name is checked against its certificate.
+	CAFile string
+	// CertFile and KeyFile are a client certificate (chain) and its key
+	// in PEM, presented to servers that ask for one (mutual TLS). Both or
+	// neither.
+	//
+	// CAFile, CertFile and KeyFile are read by New (a file that does not
+	// load is ErrInvalidConfig) and again whenever their content changes,
+	// checked at most once a second when a new connection is made, so a
+	// rotated CA bundle or certificate takes effect without a new Client.
+	CertFile string
+	KeyFile  string
+	// TLSConfig, when set, is used (cloned) for https:// endpoints
+	// instead of CAFile, CertFile and KeyFile, which are then ignored.
+	TLSConfig *tls.Config
 }
 
 // DefaultConfig returns a Config with default timeouts and no endpoints.
@@ -39,13 +66,14 @@ func DefaultConfig() Config {
 	}
 }
 
-// Validate reports whether c can build a Client.
+// Validate reports whether c can build a Client. It loads the TLS files
+// (CAFile, CertFile, KeyFile) to check them.
 func (c Config) Validate() error {
 	if len(c.Endpoints) == 0 {
 		return fmt.Errorf("%w: at least one endpoint is required", ErrInvalidConfig)
 	}
 	for _, e := range c.Endpoints {
-		if _, err := normalizeEndpoint(e); err != nil {
+		if _, err := normalizeEndpoint(e, "http"); err != nil {
 			return err
 		}
 	}
@@ -55,18 +83,107 @@ func (c Config) Validate() error {
 	if c.MaxBackoff <= 0 {
 		return fmt.Errorf("%w: max backoff must be positive", ErrInvalidConfig)
 	}
-	return nil
+	if c.HTTPClient != nil && c.usesTLS() {
+		return fmt.Errorf("%w: CAFile, CertFile, KeyFile and TLSConfig configure the package's own HTTP client "+
+			"and do not apply to a given HTTPClient (set its transport's TLSClientConfig, or use NewTransport)", ErrInvalidConfig)
+	}
+	_, _, err := c.clientTLS()
+	return err
 }
 
-// normalizeEndpoint turns host:port into http://host:port and drops a
+// usesTLS reports whether any TLS setting is given.
+func (c Config) usesTLS() bool {
+	return c.TLSConfig != nil || c.CAFile != "" || c.CertFile != "" || c.KeyFile != ""
+}
+
+// defaultScheme is the scheme of endpoints given as host:port.
+func (c Config) defaultScheme() string {
+	if c.usesTLS() {
+		return "https"
+	}
+	return "http"
+}
+
+// clientTLS returns the TLS configuration of the package's own transport:
+// TLSConfig cloned, or one built on reloading sources for the files
+// (files true), or nil when nothing is set (https:// endpoints are then
+// verified against the system's roots by net/http's defaults).
+func (c Config) clientTLS() (tc *tls.Config, files bool, err error) {
+	if c.TLSConfig != nil {
+		return c.TLSConfig.Clone(), false, nil
+	}
+	if c.CAFile == "" && c.CertFile == "" && c.KeyFile == "" {
+		return nil, false, nil
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return nil, false, fmt.Errorf("%w: CertFile (--cert) %q and KeyFile (--key) %q go together: give both or neither",
+			ErrInvalidConfig, c.CertFile, c.KeyFile)
+	}
+	var own *tlsutil.Source
+	if c.CertFile != "" {
+		s, err := tlsutil.NewSource(tlsutil.Files{CertFile: c.CertFile, KeyFile: c.KeyFile}, c.Logger)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: client certificate (CertFile, KeyFile): %w", ErrInvalidConfig, err)
+		}
+		own = s
+	}
+	var roots []*tlsutil.Source
+	if c.CAFile != "" {
+		s, err := tlsutil.NewSource(tlsutil.Files{CAFile: c.CAFile}, c.Logger)
+		if err != nil {
+			return nil, false, fmt.Errorf("%w: CA bundle (CAFile): %w", ErrInvalidConfig, err)
+		}
+		roots = append(roots, s)
+	}
+	return tlsutil.ClientConfig(own, roots), true, nil
+}
+
+// NewTransport returns an *http.Transport like the one a Client builds for
+// itself when Config.HTTPClient is nil, with cfg's TLS settings (CAFile,
+// CertFile, KeyFile, TLSConfig), for callers who wrap it in an HTTPClient
+// of their own. Only cfg's TLS settings and Logger are looked at; a file
+// that does not load is ErrInvalidConfig.
+func NewTransport(cfg Config) (*http.Transport, error) {
+	tc, files, err := cfg.clientTLS()
+	if err != nil {
+		return nil, err
+	}
+	return newTransport(tc, files), nil
+}
+
+// newTransport returns the package's own transport with TLS configuration
+// tc (nil: net/http's defaults).
+//
+// A configuration from files (tlsutil.ClientConfig) verifies the server
+// in VerifyConnection, which sees the host name only as the SNI the client
+// sent, and no SNI is sent for an IP address. So connections are dialed
+// with tlsutil.DialTLSContext, which checks the host dialed; through a
+// proxy (TLSClientConfig) a server without SNI is refused.
+func newTransport(tc *tls.Config, files bool) *http.Transport {
+	t := &http.Transport{
+		Proxy:               http.ProxyFromEnvironment,
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+		TLSClientConfig:     tc,
+	}
+	if tc == nil || !files || tc.VerifyConnection == nil {
+		return t
+	}
+	t.TLSClientConfig = tc // through a proxy: refuses IP addresses, which it cannot check
+	t.DialTLSContext = tlsutil.DialTLSContext(tc, nil)
+	return t
+}
+
+// normalizeEndpoint turns host:port into scheme://host:port and drops a
 // trailing slash.
-func normalizeEndpoint(s string) (string, error) {
+func normalizeEndpoint(s, scheme string) (string, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return "", fmt.Errorf("%w: empty endpoint", ErrInvalidConfig)
 	}
 	if !strings.Contains(s, "://") {
-		s = "http://" + s
+		s = scheme + "://" + s
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {

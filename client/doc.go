@@ -43,6 +43,18 @@
 // to stale reads that do not set one: a session then never reads older
 // state than it has already observed, on any node.
 //
+// # TLS
+//
+// Endpoints may be https:// URLs. Config.CAFile names the CA bundle that
+// verifies the members' certificates (the system's roots without one),
+// CertFile and KeyFile a client certificate for members that require
+// one; the files are reloaded when they change. Config.TLSConfig replaces
+// them. A TLS failure that retrying cannot fix (an unknown CA, an expired
+// certificate, a host name mismatch, a refused or missing client
+// certificate, http:// against an HTTPS server or the other way round) is
+// ErrTLS with a message naming the cause; a call returns it as soon as
+// every endpoint has been tried, without waiting for its context to end.
+//
 // # Errors
 //
 // Server errors are *APIError values (wrapped in *ConflictError or

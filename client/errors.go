@@ -44,6 +44,19 @@ var (
 	ErrInvalidConfig = errors.New("client: invalid config")
 	// ErrClosed means the Client has been closed.
 	ErrClosed = errors.New("client: closed")
+	// ErrTLS means a TLS connection could not be set up, for a reason
+	// retrying will not fix: the server's certificate is signed by a CA
+	// the client does not trust, has expired or is not yet valid, or does
+	// not name the host; the server refused the client's certificate or
+	// wanted one; or one side speaks TLS and the other plain HTTP. The
+	// message names the cause and the endpoint. Such a failure is not
+	// retried on that endpoint: a call tries each endpoint once and
+	// returns ErrTLS at once when none could be reached and at least one
+	// failed this way. The request was not processed by the endpoint
+	// that refused it. ErrTLS is not ErrUnavailable (errors.Is tells them
+	// apart): the cluster may be up, but this client cannot talk to it
+	// until its TLS settings (or the server's) are fixed.
+	ErrTLS = errors.New("client: tls")
 )
 
 // APIError is an error answer from a node.

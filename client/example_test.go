@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/internal/tlsutil"
 )
 
 // exampleEnv gives the test helpers what they need outside a test: temp
@@ -220,4 +223,90 @@ func ExampleClient_List() {
 	// users/ann
 	// users/bob
 	// users/cy
+}
+
+// startExampleTLSServer issues a CA, a member certificate for the loopback
+// addresses and a client certificate (what `cairn cert` writes), and
+// serves a fake of the API's puts and gets over HTTPS with client
+// certificates required. It returns the server's URL, the files, and a
+// second CA's file that signed nothing of it.
+func startExampleTLSServer() (url string, pki tlsutil.Files, otherCA string, stop func()) {
+	env := &exampleEnv{}
+	dir := env.TempDir()
+	issue := func(base string, ca *tlsutil.CA, req tlsutil.Request) tlsutil.Files {
+		cert, key, err := ca.Issue(req)
+		if err != nil {
+			panic(err)
+		}
+		f := tlsutil.Files{CertFile: filepath.Join(dir, base+".pem"), KeyFile: filepath.Join(dir, base+"-key.pem")}
+		if err := tlsutil.WriteFile(f.CertFile, cert, 0o644); err != nil {
+			panic(err)
+		}
+		if err := tlsutil.WriteFile(f.KeyFile, key, 0o600); err != nil {
+			panic(err)
+		}
+		return f
+	}
+	newCA := func(name string) (*tlsutil.CA, string) {
+		ca, _, err := tlsutil.NewCA(name, 0)
+		if err != nil {
+			panic(err)
+		}
+		file := filepath.Join(dir, name+".pem")
+		if err := tlsutil.WriteFile(file, ca.CertPEM, 0o644); err != nil {
+			panic(err)
+		}
+		return ca, file
+	}
+	ca, caFile := newCA("ca")
+	_, otherCA = newCA("other-ca")
+	member := issue("member-n1", ca, tlsutil.Request{Kind: tlsutil.KindMember, Name: "n1",
+		DNSNames: []string{"localhost"}, IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	srv := startTLSServer(env, member, caFile, true)
+	pki = issue("client-admin", ca, tlsutil.Request{Kind: tlsutil.KindClient, Name: "admin"})
+	pki.CAFile = caFile
+	return srv.URL, pki, otherCA, env.close
+}
+
+// ExampleConfig_tls connects over HTTPS with the cluster's CA and a client
+// certificate (docs/client.md, "TLS"). The server here is a fake of the
+// API: see startExampleTLSServer.
+func ExampleConfig_tls() {
+	url, files, otherCA, stop := startExampleTLSServer()
+	defer stop()
+
+	cfg := client.DefaultConfig()
+	cfg.Endpoints = []string{url} // https://127.0.0.1:PORT
+	cfg.CAFile = files.CAFile     // the CA that signs the members' certificates
+	cfg.CertFile = files.CertFile // a client certificate, for members that require one
+	cfg.KeyFile = files.KeyFile
+	c, err := client.New(cfg) // ErrInvalidConfig if a file does not load
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := c.Put(ctx, "greeting", []byte("hello over TLS")); err != nil {
+		panic(err)
+	}
+	kv, err := c.Get(ctx, "greeting")
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println(string(kv.Value))
+
+	// A client that does not trust the server's CA fails at once with
+	// ErrTLS, well before ctx ends.
+	cfg.CAFile = otherCA
+	untrusting, err := client.New(cfg)
+	if err != nil {
+		panic(err)
+	}
+	defer untrusting.Close()
+	_, err = untrusting.Get(ctx, "greeting")
+	fmt.Println(errors.Is(err, client.ErrTLS), ctx.Err() == nil)
+	// Output:
+	// hello over TLS
+	// true true
 }

@@ -64,7 +64,7 @@ func (it *Iterator) fetch() bool {
 		// Pin later pages to the first page's snapshot, and make sure a
 		// stale read's node has it.
 		opts = append(append([]ReadOption(nil), opts...), AtRevision(it.rev))
-		if o, _ := readOpts(opts); !o.linearizable() && o.minRevision < it.rev {
+		if o, _ := it.c.readOpts(opts); !o.linearizable() && o.minRevision < it.rev {
 			opts = append(opts, MinRevision(it.rev))
 		}
 	}

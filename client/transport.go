@@ -89,6 +89,61 @@ type attemptError struct {
 	// cut: the call's context ended during the attempt, so err says
 	// nothing about the endpoint.
 	cut bool
+	// answered: the endpoint sent an HTTP answer (an error status).
+	answered bool
+	// tls: err is ErrTLS, a failure to set up TLS with the endpoint that
+	// retrying will not fix.
+	tls bool
+}
+
+// reach follows which endpoints one call could not reach, so that TLS
+// failures end the call instead of being retried until its context ends.
+type reach struct {
+	tlsFailed map[string]bool // endpoints that failed with ErrTLS: not tried again
+	unreached map[string]bool // endpoints that failed without answering
+	answered  bool            // some endpoint answered
+	tlsErr    error           // the last ErrTLS
+}
+
+// failed records that the attempt at ep failed with ae and returns the
+// error the call should end with, or nil to go on. A call ends with ErrTLS
+// when its endpoint was pinned, when every known endpoint failed with
+// ErrTLS, or when no endpoint has answered, at least one failed with
+// ErrTLS and every known endpoint has been tried.
+func (r *reach) failed(c *Client, ep string, ae *attemptError, pinned bool) error {
+	switch {
+	case ae.tls:
+		if r.tlsFailed == nil {
+			r.tlsFailed = map[string]bool{}
+		}
+		r.tlsFailed[ep], r.tlsErr = true, ae.err
+		if pinned {
+			return ae.err
+		}
+	case ae.answered:
+		r.answered = true
+	default:
+		if r.unreached == nil {
+			r.unreached = map[string]bool{}
+		}
+		r.unreached[ep] = true
+	}
+	if r.tlsErr == nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	allTLS, untried := true, false
+	for _, pool := range [][]string{c.members, c.seeds} {
+		for _, e := range pool {
+			allTLS = allTLS && r.tlsFailed[e]
+			untried = untried || (!r.tlsFailed[e] && !r.unreached[e])
+		}
+	}
+	if allTLS || (!r.answered && !untried) {
+		return r.tlsErr
+	}
+	return nil
 }
 
 // do sends cl until it succeeds, fails definitely, runs out of attempts or
@@ -99,13 +154,14 @@ type attemptError struct {
 func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
 	backoff := initialBackoff
 	var last *attemptError // the last attempt that failed on its own
+	var r reach
 	for attempt := 1; ; attempt++ {
 		if c.closed.Load() {
 			return nil, ErrClosed
 		}
 		ep := cl.endpoint
 		if ep == "" {
-			ep = c.pick(ctx, cl.route)
+			ep = c.pick(ctx, cl.route, r.tlsFailed)
 		}
 		rep, ae := c.attempt(ctx, ep, cl)
 		if ae == nil {
@@ -116,9 +172,15 @@ func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
 			return nil, ctxEndedError(ctx, ep, ae, last)
 		}
 		last = ae
+		if err := r.failed(c, ep, ae, cl.endpoint != ""); err != nil {
+			return nil, err
+		}
 		retry := ae.safe || (ae.ambiguous && cl.retry == retryAmbiguous)
 		if !retry || (cl.attempts > 0 && attempt >= cl.attempts) {
 			return nil, ae.err
+		}
+		if ae.tls {
+			continue // another endpoint, at once
 		}
 		d := backoff/2 + rand.N(backoff/2+1)
 		c.log.Debug("cairn client: retrying", "method", cl.method, "path", cl.path, "endpoint", ep,
@@ -190,8 +252,12 @@ func (c *Client) attempt(ctx context.Context, ep string, cl *call) (*reply, *att
 		c.see(parseRevision(resp.Header))
 		return &reply{header: resp.Header, body: b}, nil
 	}
+	if terr := plainToTLSAnswer(ep, resp.StatusCode, b); terr != nil {
+		c.markFailed(ep)
+		return nil, &attemptError{err: terr, tls: true, safe: true}
+	}
 	err = errorFromResponse(resp.StatusCode, resp.Header, b)
-	ae := &attemptError{err: err}
+	ae := &attemptError{err: err, answered: true}
 	switch {
 	case errors.Is(err, ErrNotLeader):
 		ae.safe = true
@@ -210,6 +276,10 @@ func (c *Client) transportError(ctx context.Context, ep string, err error) *atte
 		return &attemptError{err: fmt.Errorf("client: %s: %w", ep, err), cut: true}
 	}
 	c.markFailed(ep)
+	if terr := tlsFailure(ep, err); terr != nil {
+		// The request was not processed: safe to send elsewhere.
+		return &attemptError{err: terr, tls: true, safe: true}
+	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return &attemptError{err: fmt.Errorf("%w: %s: no answer within %s", ErrTimeout, ep, c.cfg.RequestTimeout), ambiguous: true}
 	}
@@ -244,7 +314,7 @@ func (c *Client) observe(ep string, h http.Header) {
 	if known {
 		return
 	}
-	lu, err := normalizeEndpoint(lu)
+	lu, err := c.normalize(lu)
 	if err != nil {
 		return
 	}
@@ -303,24 +373,36 @@ func (c *Client) markOK(ep string) {
 }
 
 // pick chooses the node for a request, discovering members first when
-// needed.
-func (c *Client) pick(ctx context.Context, r route) string {
+// needed. It avoids the endpoints in exclude (those that failed the call
+// with ErrTLS) while there are others.
+func (c *Client) pick(ctx context.Context, r route, exclude map[string]bool) string {
 	c.maybeDiscover(ctx)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
-	if r == routeLeader && c.leader != "" && !c.health[c.leader].until.After(now) {
+	if r == routeLeader && c.leader != "" && !exclude[c.leader] && !c.health[c.leader].until.After(now) {
 		return c.leader
 	}
-	return c.nextLocked(now)
+	return c.nextLocked(now, exclude)
 }
 
 // nextLocked returns the next healthy member round robin, or the one whose
-// backoff ends first.
-func (c *Client) nextLocked(now time.Time) string {
+// backoff ends first, not in exclude if it can.
+func (c *Client) nextLocked(now time.Time, exclude map[string]bool) string {
 	pool := c.members
 	if len(pool) == 0 {
 		pool = c.seeds
+	}
+	if len(exclude) > 0 {
+		var rest []string
+		for _, ep := range append(append([]string(nil), pool...), c.seeds...) {
+			if !exclude[ep] && !slices.Contains(rest, ep) {
+				rest = append(rest, ep)
+			}
+		}
+		if len(rest) > 0 {
+			pool = rest
+		}
 	}
 	start := c.rr
 	c.rr++
@@ -395,7 +477,7 @@ func (c *Client) learn(mr *api.MembersResponse) {
 	var members []string
 	leader := ""
 	for _, m := range mr.Members {
-		u, err := normalizeEndpoint(m.HTTPURL)
+		u, err := c.normalize(m.HTTPURL)
 		if m.HTTPURL == "" || err != nil {
 			continue
 		}

@@ -85,7 +85,7 @@ type WatchEvent struct {
 // the client resumes). Of the read options only Endpoint applies: it pins
 // the watch to one member, which is then retried forever.
 func (c *Client) Watch(ctx context.Context, prefix string, fromRevision uint64, opts ...ReadOption) (<-chan WatchEvent, error) {
-	o, err := readOpts(opts)
+	o, err := c.readOpts(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -134,13 +134,14 @@ func (w *watch) connect(ctx context.Context) (*watchStream, error) {
 	c := w.c
 	backoff := initialBackoff
 	var last *attemptError // as in Client.do
+	var r reach
 	for {
 		if c.closed.Load() {
 			return nil, ErrClosed
 		}
 		ep := w.endpoint
 		if ep == "" {
-			ep = c.pick(ctx, routeSpread)
+			ep = c.pick(ctx, routeSpread, r.tlsFailed)
 		}
 		s, ae := w.open(ctx, ep)
 		if ae == nil {
@@ -151,8 +152,14 @@ func (w *watch) connect(ctx context.Context) (*watchStream, error) {
 			return nil, ctxEndedError(ctx, ep, ae, last)
 		}
 		last = ae
+		if err := r.failed(c, ep, ae, w.endpoint != ""); err != nil {
+			return nil, err
+		}
 		if !ae.safe && !ae.ambiguous {
 			return nil, ae.err
+		}
+		if ae.tls {
+			continue // another endpoint, at once
 		}
 		d := backoff/2 + rand.N(backoff/2+1)
 		c.log.Debug("cairn client: watch reconnecting", "endpoint", ep, "from", w.next, "delay", d, "err", ae.err)
@@ -199,8 +206,12 @@ func (w *watch) open(ctx context.Context, ep string) (*watchStream, *attemptErro
 		if rerr != nil {
 			return fail(c.transportError(ctx, ep, rerr))
 		}
+		if terr := plainToTLSAnswer(ep, resp.StatusCode, b); terr != nil {
+			c.markFailed(ep)
+			return fail(&attemptError{err: terr, tls: true, safe: true})
+		}
 		err := errorFromResponse(resp.StatusCode, resp.Header, b)
-		ae := &attemptError{err: err}
+		ae := &attemptError{err: err, answered: true}
 		if errors.Is(err, ErrNotLeader) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTimeout) {
 			ae.ambiguous = true
 			c.markFailed(ep)

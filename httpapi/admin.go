@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"time"
@@ -22,24 +23,17 @@ func (h *handler) compact(w http.ResponseWriter, r *http.Request) error {
 	if req.Revision == 0 {
 		return badRequest("revision is required")
 	}
-	rev, err := h.svc.Compact(forwardedContext(r), req.Revision)
+	ctx, err := h.forwardedContext(r)
+	if err != nil {
+		return err
+	}
+	rev, err := h.svc.Compact(ctx, req.Revision)
 	if err != nil {
 		return err
 	}
 	setRevision(w, rev)
 	writeJSON(w, http.StatusOK, api.WriteResponse{Revision: rev, Time: time.Now().UTC()})
 	return nil
-}
-
-// forwardedContext is the request's context, marked as forwarded when a
-// member sent it (so the Service does not forward it again). The mark
-// only prevents loops between members with stale views of the leader;
-// it grants nothing.
-func forwardedContext(r *http.Request) context.Context {
-	if from := r.Header.Get(api.HeaderForwarded); from != "" {
-		return WithForwarded(r.Context(), from)
-	}
-	return r.Context()
 }
 
 func (h *handler) status(w http.ResponseWriter, _ *http.Request) error {
@@ -66,6 +60,10 @@ func answerMembers(w http.ResponseWriter, resp api.MembersResponse, err error) e
 }
 
 func (h *handler) join(w http.ResponseWriter, r *http.Request) error {
+	ctx, member, err := h.joinCaller(r)
+	if err != nil {
+		return err
+	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		return err
@@ -74,17 +72,50 @@ func (h *handler) join(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeStrict(body, &req); err != nil {
 		return err
 	}
-	resp, err := h.svc.Join(forwardedContext(r), req)
+	if member != "" && Forwarded(ctx) == "" && req.ID != member {
+		return fmt.Errorf("%w: a member certificate can join only its own member: the certificate is member %q's, the request joins %q",
+			ErrPermissionDenied, member, req.ID)
+	}
+	resp, err := h.svc.Join(ctx, req)
 	return answerMembers(w, resp, err)
 }
 
+// joinCaller authenticates a join before its request is read, and returns
+// its context and, with authentication (TLS), the calling member. Only a
+// member may ask for a join then: a member certificate joins only its own
+// member (the joining member asks for itself, which join checks), unless
+// the request is forwarded by a member, which checked its own caller.
+// Without authentication anyone may.
+func (h *handler) joinCaller(r *http.Request) (context.Context, string, error) {
+	if h.auth == nil {
+		ctx, err := h.forwardedContext(r)
+		return ctx, "", err
+	}
+	member, err := h.member(r, "joining")
+	if err != nil {
+		return nil, "", err
+	}
+	if r.Header.Get(api.HeaderForwarded) != "" {
+		return WithForwarded(r.Context(), member), member, nil
+	}
+	return r.Context(), member, nil
+}
+
 func (h *handler) remove(w http.ResponseWriter, r *http.Request) error {
-	resp, err := h.svc.Remove(forwardedContext(r), r.PathValue("id"))
+	ctx, err := h.forwardedContext(r)
+	if err != nil {
+		return err
+	}
+	resp, err := h.svc.Remove(ctx, r.PathValue("id"))
 	return answerMembers(w, resp, err)
 }
 
 func (h *handler) promote(w http.ResponseWriter, r *http.Request) error {
-	resp, err := h.svc.Promote(forwardedContext(r), r.PathValue("id"))
+	ctx, err := h.forwardedContext(r)
+	if err != nil {
+		return err
+	}
+	resp, err := h.svc.Promote(ctx, r.PathValue("id"))
 	return answerMembers(w, resp, err)
 }
 
@@ -99,7 +130,11 @@ func (h *handler) transfer(w http.ResponseWriter, r *http.Request) error {
 			return err
 		}
 	}
-	resp, err := h.svc.TransferLeadership(forwardedContext(r), req.ID)
+	ctx, err := h.forwardedContext(r)
+	if err != nil {
+		return err
+	}
+	resp, err := h.svc.TransferLeadership(ctx, req.ID)
 	return answerMembers(w, resp, err)
 }
 

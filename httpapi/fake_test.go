@@ -35,6 +35,7 @@ type fakeService struct {
 	readErr      error
 	readIndex    uint64
 	readIndexErr error
+	readIndexes  []string // Forwarded(ctx) of each ReadIndex call
 
 	store *fakeStore
 	hub   *feed.Hub
@@ -93,9 +94,15 @@ func (f *fakeService) PrepareRead(_ context.Context, o ReadOptions) error {
 	return f.readErr
 }
 
-func (f *fakeService) ReadIndex(context.Context) (uint64, error) { return f.readIndex, f.readIndexErr }
-func (f *fakeService) Store() Store                              { return f.store }
-func (f *fakeService) Status() (api.StatusResponse, error)       { return f.status, f.adminErr }
+func (f *fakeService) ReadIndex(ctx context.Context) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.readIndexes = append(f.readIndexes, Forwarded(ctx))
+	return f.readIndex, f.readIndexErr
+}
+
+func (f *fakeService) Store() Store                        { return f.store }
+func (f *fakeService) Status() (api.StatusResponse, error) { return f.status, f.adminErr }
 
 func (f *fakeService) Members(context.Context) (api.MembersResponse, error) {
 	return f.members, f.adminErr

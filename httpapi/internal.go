@@ -21,7 +21,10 @@ import (
 //
 // Both routes take api.HeaderForwarded naming the calling member. It only
 // marks the request so that it is never forwarded again; it proves
-// nothing (docs/decisions.md).
+// nothing (docs/decisions.md). With authentication (Options.Members: TLS)
+// the caller must present a member certificate, the member is the one the
+// certificate names, and a header naming another member is refused
+// (ErrPermissionDenied) before anything reaches the Service.
 
 // forwardedOutcome is the wire form of the leader's answer to one
 // forwarded write: exactly one field is set.
@@ -50,9 +53,9 @@ type readIndexResponse struct {
 // write of a follower's batch concurrently, as the follower's clients
 // would have, and answers every one's outcome in order.
 func (h *handler) forwardedWrites(w http.ResponseWriter, r *http.Request) error {
-	from := r.Header.Get(api.HeaderForwarded)
-	if from == "" {
-		return badRequest("%s is for members forwarding writes", ForwardWritesPath)
+	from, err := h.internalCaller(r)
+	if err != nil {
+		return err
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
@@ -95,13 +98,28 @@ func (h *handler) forwardedWrites(w http.ResponseWriter, r *http.Request) error 
 
 // readIndex serves ReadIndexPath on the leader.
 func (h *handler) readIndex(w http.ResponseWriter, r *http.Request) error {
-	if r.Header.Get(api.HeaderForwarded) == "" {
-		return badRequest("%s is for members", ReadIndexPath)
+	from, err := h.internalCaller(r)
+	if err != nil {
+		return err
 	}
-	idx, err := h.svc.ReadIndex(r.Context())
+	idx, err := h.svc.ReadIndex(WithForwarded(r.Context(), from))
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, readIndexResponse{Index: idx})
 	return nil
+}
+
+// internalCaller returns the member calling a members-only route: the one
+// its certificate names with authentication, else the one its
+// api.HeaderForwarded names, which is then required.
+func (h *handler) internalCaller(r *http.Request) (string, error) {
+	from, err := h.member(r, "this route")
+	if err != nil {
+		return "", err
+	}
+	if from == "" {
+		return "", badRequest("%s is for members: %s must name the calling member", r.URL.Path, api.HeaderForwarded)
+	}
+	return from, nil
 }

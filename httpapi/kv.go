@@ -151,7 +151,11 @@ func txnFromAPI(req *api.TxnRequest) (fsm.Txn, error) {
 // follower) and answers its result.
 func (h *handler) write(w http.ResponseWriter, r *http.Request, t fsm.Txn) error {
 	t.IdempotencyKey = r.Header.Get(api.HeaderIdempotencyKey)
-	res, err := h.svc.Write(forwardedContext(r), t)
+	ctx, err := h.forwardedContext(r)
+	if err != nil {
+		return err
+	}
+	res, err := h.svc.Write(ctx, t)
 	if err != nil {
 		return err
 	}

@@ -35,6 +35,11 @@ var (
 	ErrShuttingDown = errors.New("node: shutting down")
 	// ErrUnknownMember means no member has the given id.
 	ErrUnknownMember = errors.New("node: unknown member")
+	// ErrPermissionDenied means the caller may not do what it asked: a
+	// members-only route, or a request marked as forwarded by a member,
+	// from a caller whose TLS certificate names no member or another
+	// member than the one it claims.
+	ErrPermissionDenied = errors.New("node: permission denied")
 )
 
 // Service is what the HTTP API needs from a cluster member. *node.Node

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/cairn-db/cairn/fsm"
@@ -121,6 +122,41 @@ type Config struct {
 	// address. Off by default: profiles reveal internals and cost CPU.
 	EnablePprof bool
 
+	// Transport security (docs/security.md). TLS is all or nothing: the
+	// three Peer* files turn on TLS for raft, for members' calls on each
+	// other and for the HTTP API at once; the client-side files default
+	// to them. Without TLS the node refuses to listen on anything but
+	// loopback unless Insecure is set.
+
+	// CertFile and KeyFile are the HTTP API's server certificate and key
+	// (PEM). Default: PeerCertFile and PeerKeyFile (a member certificate
+	// serves both sides).
+	CertFile string
+	KeyFile  string
+	// TrustedCAFile is the CA bundle (PEM) that client certificates of
+	// the HTTP API are verified against, along with the peer CA.
+	// Default: PeerTrustedCAFile.
+	TrustedCAFile string
+	// ClientCertAuth requires every HTTPS client to present a certificate
+	// that TrustedCAFile or PeerTrustedCAFile verifies (mutual TLS). On by
+	// default; off, a client may connect without one (members-only routes
+	// still need a member certificate).
+	ClientCertAuth bool
+	// PeerCertFile and PeerKeyFile are this member's certificate and key
+	// (PEM), signed by the peer CA and naming the member (URI SAN
+	// cairn://member/<id>): presented on raft connections, in both
+	// directions, and when calling other members' HTTP API.
+	PeerCertFile string
+	PeerKeyFile  string
+	// PeerTrustedCAFile is the peer CA bundle (PEM): raft connections and
+	// members-only HTTP routes accept only member certificates it
+	// verifies.
+	PeerTrustedCAFile string
+	// Insecure lets a node without TLS listen on addresses other than
+	// loopback. It logs a warning at start and shows in /v1/status.
+	// Ignored (with a warning) when TLS is configured.
+	Insecure bool
+
 	// Logger receives the node's logs (raft's included). Nil discards.
 	Logger *slog.Logger
 }
@@ -150,14 +186,42 @@ func DefaultConfig() Config {
 		MaxWatchers:        1024,
 		WatchMaxDelay:      25 * time.Millisecond,
 		WatchWriteTimeout:  10 * time.Second,
+		ClientCertAuth:     true,
 	}
 }
 
-// Validate reports whether c can start a node.
+// TLS reports whether the config turns TLS on (any peer file set; Validate
+// requires all three).
+func (c Config) TLS() bool {
+	return c.PeerCertFile != "" || c.PeerKeyFile != "" || c.PeerTrustedCAFile != ""
+}
+
+// withTLSDefaults returns c with the client-side TLS files defaulted to
+// the peer files: a certificate and key pair when neither is given, the
+// trusted CA when it is not given.
+func (c Config) withTLSDefaults() Config {
+	if !c.TLS() {
+		return c
+	}
+	if c.CertFile == "" && c.KeyFile == "" {
+		c.CertFile, c.KeyFile = c.PeerCertFile, c.PeerKeyFile
+	}
+	if c.TrustedCAFile == "" {
+		c.TrustedCAFile = c.PeerTrustedCAFile
+	}
+	return c
+}
+
+// Validate reports whether c can start a node. It does not read the TLS
+// files; New does.
 func (c Config) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrInvalidConfig, fmt.Sprintf(format, args...))
 	}
+	if err := c.validateTLS(); err != nil {
+		return err
+	}
+	c = c.withTLSDefaults()
 	switch {
 	case c.ID == "":
 		return bad("id is required")
@@ -212,22 +276,76 @@ func (c Config) Validate() error {
 		}
 	}
 	for _, j := range c.Join {
-		if _, err := url.Parse(normalizeURL(j)); err != nil {
+		if _, err := url.Parse(normalizeURL(j, c.TLS())); err != nil {
 			return bad("join URL %q: %v", j, err)
+		}
+	}
+	if c.TLS() && c.AdvertiseHTTP != "" {
+		if u, err := url.Parse(normalizeURL(c.AdvertiseHTTP, true)); err == nil && u.Scheme != "https" {
+			return bad("advertised HTTP URL %q: TLS is on, so it must be https://", c.AdvertiseHTTP)
+		}
+	}
+	if !c.TLS() && !c.Insecure {
+		for _, addr := range []string{c.RaftAddr, c.HTTPAddr} {
+			if !isLoopbackAddr(addr) {
+				return fmt.Errorf("%w: refusing to listen on %s without TLS: set --peer-cert-file, --peer-key-file and --peer-trusted-ca-file (docs/security.md) or pass --insecure",
+					ErrInvalidConfig, addr)
+			}
 		}
 	}
 	return nil
 }
 
-// normalizeURL turns host:port into http://host:port and trims a trailing
-// slash.
-func normalizeURL(s string) string {
+// validateTLS checks which TLS files are set (not their content).
+func (c Config) validateTLS() error {
+	bad := func(msg string) error { return fmt.Errorf("%w: %s", ErrInvalidConfig, msg) }
+	peer := 0
+	for _, f := range []string{c.PeerCertFile, c.PeerKeyFile, c.PeerTrustedCAFile} {
+		if f != "" {
+			peer++
+		}
+	}
+	switch {
+	case peer != 0 && peer != 3:
+		return bad("--peer-cert-file, --peer-key-file and --peer-trusted-ca-file go together: set all three for TLS, or none")
+	case peer == 0 && (c.CertFile != "" || c.KeyFile != "" || c.TrustedCAFile != ""):
+		return bad("--cert-file, --key-file and --trusted-ca-file need peer TLS too: TLS is for clients and members or for neither (set --peer-cert-file, --peer-key-file and --peer-trusted-ca-file)")
+	case (c.CertFile == "") != (c.KeyFile == ""):
+		return bad("--cert-file and --key-file go together")
+	case c.ClientCertAuth && c.TLS() && c.withTLSDefaults().TrustedCAFile == "":
+		return bad("--client-cert-auth needs --trusted-ca-file")
+	}
+	return nil
+}
+
+// isLoopbackAddr reports whether a bind address (host:port) is on
+// loopback: an IP in 127.0.0.0/8, ::1, or the name localhost. An empty
+// host, 0.0.0.0 and :: listen on every interface and are not loopback.
+func isLoopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// normalizeURL turns host:port into a URL (https:// when tlsOn, else
+// http://), keeps a given scheme and trims a trailing slash.
+func normalizeURL(s string, tlsOn bool) string {
 	if s == "" {
 		return s
 	}
 	u, err := url.Parse(s)
 	if err != nil || u.Scheme == "" || u.Host == "" {
-		s = "http://" + s
+		scheme := "http://"
+		if tlsOn {
+			scheme = "https://"
+		}
+		s = scheme + s
 	}
 	for len(s) > 0 && s[len(s)-1] == '/' {
 		s = s[:len(s)-1]

@@ -3,7 +3,9 @@ package node
 import (
 	"context"
 	"io"
+	"log"
 	"log/slog"
+	"strings"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -40,4 +42,23 @@ func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...in
 		return
 	}
 	s.l.Log(ctx, lv, msg, append([]any{"component", name}, args...)...)
+}
+
+// httpErrorLog is the HTTP server's error log, into l. Failed TLS
+// handshakes go to debug (anyone who reaches the port can cause them, by
+// the thousand); everything else net/http reports is an error.
+func httpErrorLog(l *slog.Logger) *log.Logger {
+	return log.New(httpLogWriter{l}, "", 0)
+}
+
+type httpLogWriter struct{ l *slog.Logger }
+
+func (w httpLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	lv := slog.LevelError
+	if strings.HasPrefix(msg, "http: TLS handshake error") {
+		lv = slog.LevelDebug
+	}
+	w.l.Log(context.Background(), lv, msg)
+	return len(p), nil
 }

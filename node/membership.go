@@ -65,7 +65,7 @@ func (n *Node) Join(ctx context.Context, req api.JoinRequest) (api.MembersRespon
 }
 
 func (n *Node) join(ctx context.Context, req api.JoinRequest) error {
-	req.HTTPURL = normalizeURL(req.HTTPURL)
+	req.HTTPURL = normalizeURL(req.HTTPURL, n.cfg.TLS())
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return mapRaftErr(err)
@@ -271,7 +271,7 @@ func (n *Node) joinLoop() {
 	for attempt := 1; ; attempt++ {
 		for _, u := range n.cfg.Join {
 			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.ApplyTimeout+2*time.Second)
-			_, err := n.peer.Join(ctx, normalizeURL(u), req, false)
+			_, err := n.peer.Join(ctx, normalizeURL(u, n.cfg.TLS()), req, false)
 			cancel()
 			if err == nil {
 				n.log.Info("joined cluster", "via", u, "attempt", attempt)

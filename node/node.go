@@ -3,11 +3,11 @@ package node
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -15,7 +15,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	bolt "go.etcd.io/bbolt"
@@ -24,6 +23,7 @@ import (
 	"github.com/cairn-db/cairn/fsm"
 	"github.com/cairn-db/cairn/httpapi"
 	"github.com/cairn-db/cairn/internal/coalesce"
+	"github.com/cairn-db/cairn/internal/tlsutil"
 )
 
 // Node is one cluster member: raft, the state machine, the replicated
@@ -41,6 +41,7 @@ type Node struct {
 	httpURL  string
 	raftAddr string
 	client   *http.Client  // calls on other members
+	tls      *tlsSources   // nil without TLS
 	peer     *httpapi.Peer // typed calls on other members, over client
 	metrics  *metrics
 	// batch coalesces client writes into raft entries (batcher.go); fwd
@@ -86,15 +87,39 @@ func New(cfg Config) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	cfg = cfg.withTLSDefaults()
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID)}
+	switch {
+	case cfg.TLS() && cfg.Insecure:
+		n.log.Warn("--insecure ignored: TLS is configured")
+	case cfg.Insecure:
+		n.log.Warn("running without TLS (--insecure): anyone who can reach the raft and HTTP addresses can read and change the data and disturb the cluster (docs/security.md)",
+			"raft", cfg.RaftAddr, "http", cfg.HTTPAddr)
+	}
+	if cfg.TLS() {
+		src, err := newTLSSources(cfg, n.log.With("component", "tls"))
+		if err != nil {
+			return nil, err
+		}
+		n.tls = src
+	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	n.client = &http.Client{Transport: &http.Transport{
-		MaxIdleConnsPerHost: 64,
-		IdleConnTimeout:     90 * time.Second,
-	}}
+	newTransport := func() *http.Transport {
+		return &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}
+	}
+	if n.tls != nil {
+		tc := n.tls.memberClientConfig()
+		n.client = &http.Client{Transport: newMemberTransport(func() *http.Transport {
+			tr := newTransport()
+			tr.TLSClientConfig = tc
+			return tr
+		}, n.tls.cas()...)}
+	} else {
+		n.client = &http.Client{Transport: newTransport()}
+	}
 	n.peer = httpapi.NewPeer(cfg.ID, n.client)
 	n.reads = readIndex{n: n, fetch: n.confirmLeadership}
 	n.remoteReads = readIndex{n: n, fetch: n.leaderReadIndex}
@@ -182,21 +207,17 @@ func (n *Node) openRaft() error {
 	if err != nil {
 		return fmt.Errorf("node: snapshot store: %w", err)
 	}
-	// Without an advertised address, raft advertises the bound one (which
-	// must then be a concrete IP, not 0.0.0.0).
-	var trans *raft.NetworkTransport
-	switch {
-	case cfg.AdvertiseRaft == "" && len(cfg.RaftDialMap) == 0:
-		// Raft advertises the bound address, which must then be a
-		// concrete IP, not 0.0.0.0.
-		trans, err = raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, 3, 10*time.Second, hl)
-	case cfg.AdvertiseRaft == "":
-		// A test's dial map needs the named stream layer; advertise the
-		// bound address as given.
-		trans, err = newNamedTransport(cfg.RaftAddr, cfg.RaftAddr, cfg.RaftDialMap, hl)
-	default:
-		trans, err = newNamedTransport(cfg.RaftAddr, cfg.AdvertiseRaft, cfg.RaftDialMap, hl)
+	sc := streamConfig{bind: cfg.RaftAddr, advertise: cfg.AdvertiseRaft, dialMap: cfg.RaftDialMap,
+		log: n.log.With("component", "raft-transport")}
+	if sc.advertise == "" && len(cfg.RaftDialMap) > 0 {
+		// A test's dial map is keyed by the bound address as given.
+		sc.advertise = cfg.RaftAddr
 	}
+	if n.tls != nil {
+		sc.listenTLS = tlsutil.PeerListenerConfig(n.tls.peer)
+		sc.dialTLS = tlsutil.PeerDialConfig(n.tls.peer)
+	}
+	trans, err := newStreamTransport(sc, hl)
 	if err != nil {
 		return fmt.Errorf("node: raft transport: %w", err)
 	}
@@ -255,6 +276,9 @@ func (n *Node) startHTTP() error {
 	if err != nil {
 		return fmt.Errorf("node: http listen: %w", err)
 	}
+	if n.tls != nil {
+		ln = tls.NewListener(ln, n.tls.serverConfig(n.cfg.ClientCertAuth))
+	}
 	n.httpLn = ln
 	adv := n.cfg.AdvertiseHTTP
 	if adv == "" {
@@ -265,14 +289,19 @@ func (n *Node) startHTTP() error {
 			}
 		}
 	}
-	n.httpURL = normalizeURL(adv)
-	var h http.Handler = httpapi.New(n, httpapi.Options{Log: n.log})
+	n.httpURL = normalizeURL(adv, n.cfg.TLS())
+	opts := httpapi.Options{Log: n.log}
+	if n.tls != nil {
+		opts.Members = memberAuthenticator(n.tls.peer)
+	}
+	var h http.Handler = httpapi.New(n, opts)
 	if n.cfg.EnablePprof {
 		h = httpapi.WithPprof(h)
 	}
 	n.httpSrv = &http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: 10 * time.Second, // bounds the TLS handshake too
+		ErrorLog:          httpErrorLog(n.log.With("component", "http")),
 		BaseContext:       func(net.Listener) context.Context { return n.ctx },
 	}
 	// Shutdown waits for active handlers: watch streams must end first.
@@ -545,49 +574,3 @@ func fsmCoversSnapshot(applied, snapIndex uint64, logs raft.LogStore) bool {
 	}
 	return true
 }
-
-// newNamedTransport is raft's TCP transport advertising advertise as
-// given (a host name stays a name): raft stores the string and dials it
-// each time, so a member that comes back at another IP stays reachable.
-// dialMap (tests only, see Config.RaftDialMap) redirects dials.
-func newNamedTransport(bind, advertise string, dialMap map[string]string, logger hclog.Logger) (*raft.NetworkTransport, error) {
-	if _, err := net.ResolveTCPAddr("tcp", advertise); err != nil {
-		return nil, fmt.Errorf("advertised raft address: %w", err)
-	}
-	ln, err := net.Listen("tcp", bind)
-	if err != nil {
-		return nil, err
-	}
-	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &namedStream{Listener: ln, addr: namedAddr(advertise), dialMap: maps.Clone(dialMap)},
-		MaxPool: 3,
-		Timeout: 10 * time.Second,
-		Logger:  logger,
-	}), nil
-}
-
-// namedStream is a raft.StreamLayer over TCP whose address is a name.
-type namedStream struct {
-	net.Listener
-	addr    namedAddr
-	dialMap map[string]string // read-only
-}
-
-// Addr implements net.Listener: the advertised address.
-func (s *namedStream) Addr() net.Addr { return s.addr }
-
-// Dial implements raft.StreamLayer.
-func (s *namedStream) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	addr := string(address)
-	if to, ok := s.dialMap[addr]; ok {
-		addr = to
-	}
-	d := net.Dialer{Timeout: timeout}
-	return d.Dial("tcp", addr)
-}
-
-// namedAddr is a TCP address kept as written.
-type namedAddr string
-
-func (a namedAddr) Network() string { return "tcp" }
-func (a namedAddr) String() string  { return string(a) }

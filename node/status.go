@@ -23,6 +23,7 @@ func (n *Node) Status() (api.StatusResponse, error) {
 		ID: n.cfg.ID, ClusterID: cid, State: n.raft.State().String(), Leader: lid, LeaderURL: lurl,
 		Term: n.raft.CurrentTerm(), CommitIndex: n.raft.CommitIndex(), AppliedIndex: n.raft.AppliedIndex(),
 		Revision: st.Revision, Hash: st.Head.String(), CompactRevision: st.CompactRevision,
+		TLS: n.tls != nil, Insecure: n.tls == nil, // no TLS: nobody is authenticated
 	}
 	if n.IsLeader() {
 		s.LastContact = "0s"

@@ -44,18 +44,34 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
    cairn dev                          # a local three-node cluster
    cairn put greeting hello           # in another terminal
    cairn get greeting
-   cairn --cluster http://10.0.0.1:8001 node list`,
+   cairn --cluster http://10.0.0.1:8001 node list
+   cairn --cluster https://n1.example.com:8001 --cacert certs/ca.pem --cert certs/client-admin.pem --key certs/client-admin-key.pem get greeting`,
 		Writer:    stdout,
 		ErrWriter: stderr,
 		Flags: []cli.Flag{
 			&cli.StringFlag{
 				Name:    "cluster",
-				Usage:   "comma-separated HTTP URLs of cluster members",
+				Usage:   "comma-separated http:// or https:// URLs of cluster members (host:port: https:// with --cacert or --cert, else http://)",
 				EnvVars: []string{"CAIRN_CLUSTER"},
 				Value:   defaultCluster,
 			},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of tables"},
 			&cli.DurationFlag{Name: "timeout", Usage: "overall time limit of the command (0: none)", EnvVars: []string{"CAIRN_TIMEOUT"}},
+			&cli.StringFlag{
+				Name:    "cacert",
+				Usage:   "PEM bundle of the CAs that sign the members' certificates, for https:// endpoints (default: the system's roots)",
+				EnvVars: []string{"CAIRN_CACERT"},
+			},
+			&cli.StringFlag{
+				Name:    "cert",
+				Usage:   "client certificate (PEM) presented to members that require one; with --key",
+				EnvVars: []string{"CAIRN_CERT"},
+			},
+			&cli.StringFlag{
+				Name:    "key",
+				Usage:   "the key of --cert (PEM)",
+				EnvVars: []string{"CAIRN_KEY"},
+			},
 		},
 		// One file a group, named for it; the order here is the help's.
 		Commands: slices.Concat(
@@ -69,6 +85,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			backupCommands(),                 // backup.go: backup, restore
 			[]*cli.Command{verifyCommand()},  // verify.go
 			[]*cli.Command{benchCommand()},   // bench.go
+			[]*cli.Command{certCommand()},    // cert.go
 		),
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -122,14 +139,17 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, errUsage), errors.Is(err, node.ErrInvalidConfig):
+	case errors.Is(err, errUsage), errors.Is(err, node.ErrInvalidConfig), errors.Is(err, client.ErrInvalidConfig):
+		// client.ErrInvalidConfig: also a --cacert, --cert or --key file
+		// that does not load.
 		return exitUsage
 	case errors.Is(err, client.ErrConflict):
 		return exitConflict
 	case errors.Is(err, client.ErrNotFound):
 		return exitNotFound
 	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrTimeout),
-		errors.Is(err, client.ErrNotLeader), errors.Is(err, context.DeadlineExceeded):
+		errors.Is(err, client.ErrNotLeader), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, client.ErrTLS): // the client gives up on TLS failures at once
 		return exitUnavailable
 	}
 	var ec cli.ExitCoder
@@ -151,17 +171,31 @@ func boolFlag(c *cli.Context, name string) bool {
 
 func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON"} }
 
-// withClient runs fn with a client for --cluster and a context bounded by
-// --timeout.
-func withClient(c *cli.Context, fn func(ctx context.Context, cl *client.Client) error) error {
+// clientConfig returns the client configuration of the global flags:
+// --cluster, --cacert, --cert and --key.
+func clientConfig(c *cli.Context) (client.Config, error) {
 	cfg := client.DefaultConfig()
 	cfg.Endpoints = splitList(c.String("cluster"))
 	if len(cfg.Endpoints) == 0 {
-		return usageError("--cluster is empty")
+		return cfg, usageError("--cluster is empty")
 	}
-	cl, err := client.New(cfg)
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile = c.String("cacert"), c.String("cert"), c.String("key")
+	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
+		return cfg, usageError("--cert and --key go together (CAIRN_CERT, CAIRN_KEY): give both or neither")
+	}
+	return cfg, nil
+}
+
+// withClient runs fn with a client for the global flags (clientConfig)
+// and a context bounded by --timeout.
+func withClient(c *cli.Context, fn func(ctx context.Context, cl *client.Client) error) error {
+	cfg, err := clientConfig(c)
 	if err != nil {
-		return usageError("%v", err)
+		return err
+	}
+	cl, err := client.New(cfg) // a bad --cacert, --cert or --key: client.ErrInvalidConfig
+	if err != nil {
+		return err
 	}
 	defer cl.Close()
 	ctx := c.Context

@@ -91,12 +91,20 @@ func benchAction(c *cli.Context) error {
 	if fill != "auto" && fill != "skip" && fill != "only" {
 		return usageError("--fill %q (use auto, skip or only)", fill)
 	}
-	endpoints := splitList(c.String("cluster"))
+	base, err := clientConfig(c) // --cluster, --cacert, --cert, --key
+	if err != nil {
+		return err
+	}
+	endpoints := base.Endpoints
 	var rotate []*url.URL
 	if c.Bool("rotate") {
+		scheme := "http"
+		if base.CAFile != "" || base.CertFile != "" {
+			scheme = "https" // as the client takes host:port
+		}
 		for _, e := range endpoints {
 			if !strings.Contains(e, "://") {
-				e = "http://" + e
+				e = scheme + "://" + e
 			}
 			u, err := url.Parse(e)
 			if err != nil || u.Host == "" {
@@ -107,18 +115,26 @@ func benchAction(c *cli.Context) error {
 	}
 	var cls []*client.Client
 	for i := 0; i < min(conns, clients); i++ {
-		cfg := client.DefaultConfig()
-		cfg.Endpoints = endpoints
+		cfg := base
 		if rotate != nil {
-			// The client's own transport settings, with the rotation in front.
-			rt := &rotateTransport{endpoints: rotate, base: &http.Transport{Proxy: http.ProxyFromEnvironment,
-				MaxIdleConns: 256, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second}}
+			// The client's own transport (and TLS) settings, with the
+			// rotation in front.
+			tr, err := client.NewTransport(cfg)
+			if err != nil {
+				return err // a bad --cacert, --cert or --key: exit 2
+			}
+			rt := &rotateTransport{endpoints: rotate, base: tr}
 			defer rt.base.CloseIdleConnections()
 			cfg.HTTPClient = &http.Client{Transport: rt}
+			cfg.Endpoints = nil
+			for _, u := range rotate {
+				cfg.Endpoints = append(cfg.Endpoints, u.String())
+			}
+			cfg.CAFile, cfg.CertFile, cfg.KeyFile = "", "", "" // in the transport
 		}
 		cl, err := client.New(cfg)
 		if err != nil {
-			return usageError("%v", err)
+			return err // client.ErrInvalidConfig: exit 2
 		}
 		defer cl.Close()
 		cls = append(cls, cl)

@@ -87,6 +87,14 @@ func nodeRunFlags() []cli.Flag {
 		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "max-request-bytes", Value: d.MaxRequestBytes, Usage: "largest request body in bytes", EnvVars: env("MAX_REQUEST_BYTES")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-ops", Value: d.MaxOps, Usage: "most operations in one transaction", EnvVars: env("MAX_OPS")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "history-retention", Usage: "keep at least this history: a revision count (10000), an age (72h) or both (10000,72h); empty keeps all", EnvVars: env("HISTORY_RETENTION")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "peer-cert-file", Usage: "this member's certificate (PEM, from cairn cert member create): TLS for raft, between members and, by default, for clients", EnvVars: env("PEER_CERT_FILE")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "peer-key-file", Usage: "the key of --peer-cert-file (PEM)", EnvVars: env("PEER_KEY_FILE")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "peer-trusted-ca-file", Usage: "CA bundle (PEM) that signs member certificates: only members it verifies may connect to raft or call members-only routes", EnvVars: env("PEER_TRUSTED_CA_FILE")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "cert-file", Usage: "HTTPS server certificate (PEM; default: --peer-cert-file)", EnvVars: env("CERT_FILE")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "key-file", Usage: "the key of --cert-file (PEM; default: --peer-key-file)", EnvVars: env("KEY_FILE")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "trusted-ca-file", Usage: "CA bundle (PEM) that signs client certificates (default: --peer-trusted-ca-file; the peer CA is trusted too)", EnvVars: env("TRUSTED_CA_FILE")}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "client-cert-auth", Value: d.ClientCertAuth, Usage: "with TLS, require a client certificate of every HTTPS client (--client-cert-auth=false allows clients without one)", EnvVars: env("CLIENT_CERT_AUTH")}),
+		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "insecure", Usage: "allow listening on non-loopback addresses without TLS: anyone who reaches them can read and change everything (logged at start, shown in status)", EnvVars: env("INSECURE")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")}),
 		// Tests only (cluster_test's chaos suite): advertised=dial,...
 		// redirects raft dials through per-link proxies. See docs/testing.md.
@@ -100,11 +108,14 @@ func nodeRunCommand() *cli.Command {
 		Name:  "run",
 		Usage: "run a cluster member until interrupted",
 		Description: `Examples:
-   # first node of a new cluster
-   cairn node run --id n1 --data-dir /var/lib/cairn --raft-addr 10.0.0.1:7001 --http-addr 10.0.0.1:8001 --bootstrap
+   # first node of a new cluster, with TLS (certificates: cairn cert)
+   cairn node run --id n1 --data-dir /var/lib/cairn --raft-addr 10.0.0.1:7001 --http-addr 10.0.0.1:8001 --bootstrap \
+     --peer-cert-file certs/member-n1.pem --peer-key-file certs/member-n1-key.pem --peer-trusted-ca-file certs/ca.pem
    # another node joining it
-   cairn node run --id n2 --data-dir /var/lib/cairn --raft-addr 10.0.0.2:7001 --http-addr 10.0.0.2:8001 --join http://10.0.0.1:8001
-   # a restarted node needs only its id, data dir and addresses`,
+   cairn node run --id n2 --data-dir /var/lib/cairn --raft-addr 10.0.0.2:7001 --http-addr 10.0.0.2:8001 --join https://10.0.0.1:8001 \
+     --peer-cert-file certs/member-n2.pem --peer-key-file certs/member-n2-key.pem --peer-trusted-ca-file certs/ca.pem
+   # a restarted node needs only its id, data dir, addresses and certificates
+   # without TLS a member listens only on loopback, unless --insecure`,
 		Flags:  flags,
 		Before: altsrc.InitInputSourceWithContext(flags, altsrc.NewYamlSourceFromFlagFunc("config")),
 		Action: func(c *cli.Context) error {
@@ -141,6 +152,14 @@ func nodeRunCommand() *cli.Command {
 			cfg.MaxValueSize = c.Int("max-value-size")
 			cfg.MaxRequestBytes = c.Int64("max-request-bytes")
 			cfg.MaxOps = c.Int("max-ops")
+			cfg.PeerCertFile = c.String("peer-cert-file")
+			cfg.PeerKeyFile = c.String("peer-key-file")
+			cfg.PeerTrustedCAFile = c.String("peer-trusted-ca-file")
+			cfg.CertFile = c.String("cert-file")
+			cfg.KeyFile = c.String("key-file")
+			cfg.TrustedCAFile = c.String("trusted-ca-file")
+			cfg.ClientCertAuth = c.Bool("client-cert-auth")
+			cfg.Insecure = c.Bool("insecure")
 			cfg.Logger = log
 			if cfg.RaftDialMap, err = parseDialMap(c.String("test-raft-dial-map")); err != nil {
 				return err

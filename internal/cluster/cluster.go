@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/internal/testnet"
+	"github.com/cairn-db/cairn/internal/tlsutil/tlstest"
 	"github.com/cairn-db/cairn/node"
 )
 
@@ -49,6 +50,10 @@ type Options struct {
 	Freeze Freezer
 	// HTTPTimeout bounds every request of the harness (default 30 s).
 	HTTPTimeout time.Duration
+	// TLS runs every member with TLS: a member certificate of this PKI
+	// for raft, between members and for HTTPS, and the harness's client
+	// with a client certificate of it (tls.go). Nil: plaintext.
+	TLS *tlstest.PKI
 }
 
 // Cluster is a set of members of one kind on loopback addresses,
@@ -60,6 +65,7 @@ type Cluster struct {
 	dir  string
 	// HTTP is the client every helper uses.
 	HTTP *HTTP
+	tls  *tlsState // nil without Options.TLS
 
 	mu      sync.Mutex
 	members []Member
@@ -84,7 +90,13 @@ func New(tb TB, opts Options) *Cluster {
 	if opts.Kind == Proc && opts.Binary == "" {
 		opts.Binary = Binary(tb)
 	}
-	c := &Cluster{tb: tb, opts: opts, dir: tb.TempDir(), HTTP: NewHTTP(opts.HTTPTimeout), links: map[[2]int]*testnet.Proxy{}, slackG: 2}
+	c := &Cluster{tb: tb, opts: opts, dir: tb.TempDir(), links: map[[2]int]*testnet.Proxy{}, slackG: 2}
+	if opts.TLS != nil {
+		c.tls = newTLSState(tb, opts.TLS)
+		c.HTTP = NewHTTPTLS(opts.HTTPTimeout, c.ClientTLS())
+	} else {
+		c.HTTP = NewHTTP(opts.HTTPTimeout)
+	}
 	if opts.Kind == InProc {
 		// Process-wide helpers the first in-process node starts (the raft
 		// metrics sink, net/http's shared state) outlive the cluster.
@@ -129,6 +141,15 @@ func (c *Cluster) newMember(tb TB, raftAddr, httpAddr string) int {
 	cfg.RaftAddr, cfg.HTTPAddr = raftAddr, httpAddr
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = Heartbeat, Election, Lease
 	cfg.Bootstrap = idx == 0
+	scheme := "http://"
+	if c.tls != nil {
+		files, err := c.tls.memberFiles(cfg.ID, raftAddr, httpAddr)
+		if err != nil {
+			tb.Fatalf("cluster: %v", err)
+		}
+		cfg.PeerCertFile, cfg.PeerKeyFile, cfg.PeerTrustedCAFile = files.CertFile, files.KeyFile, files.CAFile
+		scheme = "https://"
+	}
 	var front *testnet.Proxy
 	if c.opts.Fronts && c.opts.Kind == InProc {
 		p, err := testnet.NewProxy(httpAddr)
@@ -136,7 +157,7 @@ func (c *Cluster) newMember(tb TB, raftAddr, httpAddr string) int {
 			tb.Fatalf("cluster: %v", err)
 		}
 		front = p
-		cfg.AdvertiseHTTP = "http://" + p.Addr()
+		cfg.AdvertiseHTTP = scheme + p.Addr()
 	}
 	if c.opts.Links {
 		cfg.RaftDialMap = map[string]string{}

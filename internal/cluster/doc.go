@@ -40,6 +40,12 @@
 // a killed one's down, so the rest of the cluster sees what it would see
 // of a stopped or killed process (docs/testing.md, "In process").
 //
+// With Options.TLS every member runs with TLS (a member certificate of the
+// given test PKI for raft, between members and for HTTPS, issued for its
+// addresses) and the harness's HTTP client uses HTTPS with a client
+// certificate of the same CA (not a member's); ReissueMember and
+// ReissueClient rewrite the files for rotation tests (tls.go).
+//
 // Every wait polls a condition with a deadline (WaitFor); nothing sleeps
 // to wait.
 package cluster

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,6 +41,12 @@ type HTTP struct {
 // NewHTTP returns a client whose requests time out after timeout.
 func NewHTTP(timeout time.Duration) *HTTP {
 	return &HTTP{c: &http.Client{Timeout: timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 16}}}
+}
+
+// NewHTTPTLS returns an HTTPS client with the given TLS configuration
+// (Cluster.ClientTLS) whose requests time out after timeout.
+func NewHTTPTLS(timeout time.Duration, cfg *tls.Config) *HTTP {
+	return &HTTP{c: &http.Client{Timeout: timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 16, TLSClientConfig: cfg}}}
 }
 
 // Client is the underlying *http.Client.

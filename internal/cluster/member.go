@@ -117,6 +117,9 @@ func (m *state) URL() string {
 	if cfg.AdvertiseHTTP != "" {
 		return cfg.AdvertiseHTTP
 	}
+	if cfg.TLS() {
+		return "https://" + cfg.HTTPAddr
+	}
 	return "http://" + cfg.HTTPAddr
 }
 
@@ -192,6 +195,18 @@ func Flags(cfg node.Config, level string) ([]string, error) {
 	}
 	if cfg.EnablePprof {
 		f = append(f, "--pprof")
+	}
+	str("peer-cert-file", cfg.PeerCertFile, "")
+	str("peer-key-file", cfg.PeerKeyFile, "")
+	str("peer-trusted-ca-file", cfg.PeerTrustedCAFile, "")
+	str("cert-file", cfg.CertFile, "")
+	str("key-file", cfg.KeyFile, "")
+	str("trusted-ca-file", cfg.TrustedCAFile, "")
+	if cfg.ClientCertAuth != d.ClientCertAuth {
+		f = append(f, fmt.Sprintf("--client-cert-auth=%t", cfg.ClientCertAuth))
+	}
+	if cfg.Insecure {
+		f = append(f, "--insecure")
 	}
 	if len(cfg.RaftDialMap) > 0 {
 		var pairs []string

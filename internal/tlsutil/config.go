@@ -1,14 +1,17 @@
 package tlsutil
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // MemberURIPrefix begins the URI SAN that names a member in its
@@ -163,6 +166,11 @@ func ServerConfig(server *Source, clientCAs []*Source, requireClientCert bool) *
 // certificate and host name against the pools of roots (any may sign it;
 // with no pool at all, the system's roots) and presents own's
 // certificate when asked, if own has one. own may be nil.
+//
+// The host checked is the one the client sent as SNI, and TLS sends none
+// for an IP address: a connection without one is refused. Dial through
+// DialTLSContext (or use ForHost) so that the host dialled is checked,
+// names and IP addresses alike.
 func ClientConfig(own *Source, roots []*Source) *tls.Config {
 	u := &unionPool{sources: roots}
 	return &tls.Config{
@@ -181,6 +189,10 @@ func ClientConfig(own *Source, roots []*Source) *tls.Config {
 			if len(cs.PeerCertificates) == 0 {
 				return errors.New("tlsutil: the server presented no certificate")
 			}
+			if cs.ServerName == "" {
+				return &tls.CertificateVerificationError{UnverifiedCertificates: cs.PeerCertificates,
+					Err: errors.New("tlsutil: no host name to check the server's certificate against (an IP address through a proxy?)")}
+			}
 			opts := x509.VerifyOptions{
 				DNSName:       cs.ServerName,
 				Roots:         u.pool(), // nil: the system's roots
@@ -194,6 +206,53 @@ func ClientConfig(own *Source, roots []*Source) *tls.Config {
 			}
 			return nil
 		},
+	}
+}
+
+// ForHost returns a clone of cfg (from ClientConfig, or any configuration
+// that verifies in VerifyConnection) that checks the server's certificate
+// against host when the handshake carries no SNI (an IP address). A
+// ServerName already set wins.
+func ForHost(cfg *tls.Config, host string) *tls.Config {
+	c := cfg.Clone()
+	if c.ServerName == "" {
+		c.ServerName = host
+	}
+	name, verify := c.ServerName, cfg.VerifyConnection
+	if verify == nil {
+		return c
+	}
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if cs.ServerName == "" {
+			cs.ServerName = name
+		}
+		return verify(cs)
+	}
+	return c
+}
+
+// DialTLSContext returns a function for http.Transport.DialTLSContext that
+// dials with ForHost(cfg, the host dialled), so that IP addresses are
+// checked too.
+func DialTLSContext(cfg *tls.Config, d *net.Dialer) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if d == nil {
+		d = &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}
+	}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		conn := tls.Client(raw, ForHost(cfg, host))
+		if err := conn.HandshakeContext(ctx); err != nil {
+			_ = raw.Close()
+			return nil, err
+		}
+		return conn, nil
 	}
 }
 
