@@ -9,7 +9,8 @@
 #   make bench-cluster  cairn vs etcd 3.4, 3 members each on loopback (scripts/bench-cluster.sh;
 #                    BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS, BENCH_WORKLOADS, BENCH_RAW_DIR, ...);
 #                    also cairn vs a git revision (BENCH_CAIRN_BASELINE=REV) or with
-#                    extra node flags (BENCH_CAIRN_VARIANTS), without etcd (BENCH_NO_ETCD=1)
+#                    extra node flags (BENCH_CAIRN_VARIANTS), over TLS (BENCH_CAIRN_TLS=1),
+#                    without etcd (BENCH_NO_ETCD=1)
 #   make build       bin/cairn, statically linked
 #   make chaos       the chaos suite (cluster_test/chaos), CAIRN_CHAOS_DURATION passed through
 #   make chaos-inproc  the chaos scenarios in process only, -race (CAIRN_CHAOS_DURATION, default 5m)

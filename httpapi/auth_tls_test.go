@@ -37,7 +37,7 @@ func tlsPeer(t *testing.T, id string, own tlsutil.Files, roots *tlsutil.Source) 
 	if !own.IsZero() {
 		src = newSource(t, own)
 	}
-	tr := &http.Transport{TLSClientConfig: tlsutil.ClientConfig(src, []*tlsutil.Source{roots})}
+	tr := &http.Transport{DialTLSContext: tlsutil.DialTLSContext(tlsutil.ClientConfig(src, []*tlsutil.Source{roots}), nil)}
 	t.Cleanup(tr.CloseIdleConnections)
 	return NewPeer(id, &http.Client{Transport: tr, Timeout: 10 * time.Second})
 }

@@ -115,6 +115,7 @@ func New(cfg Config) (*Node, error) {
 		n.client = &http.Client{Transport: newMemberTransport(func() *http.Transport {
 			tr := newTransport()
 			tr.TLSClientConfig = tc
+			tr.DialTLSContext = tlsutil.DialTLSContext(tc, nil) // checks IP hosts too
 			return tr
 		}, n.tls.cas()...)}
 	} else {

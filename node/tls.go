@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/cairn-db/cairn/httpapi"
 	"github.com/cairn-db/cairn/internal/tlsutil"
 )
 
@@ -132,15 +133,7 @@ func (t *memberTransport) CloseIdleConnections() {
 
 // memberAuthenticator is the HTTP API's authenticator of members-only
 // routes under TLS (httpapi.Options.Members): the caller is the member its
-// verified member certificate names; anyone else gets an error wrapping
-// tlsutil.ErrNotMember. It is the one place that builds it.
-//
-// TODO(merge): httpapi.MemberAuthenticator(peer) replaces this body.
+// verified member certificate names.
 func memberAuthenticator(peer *tlsutil.Source) func(*http.Request) (string, error) {
-	return func(r *http.Request) (string, error) {
-		if r.TLS == nil {
-			return "", fmt.Errorf("%w: not a TLS connection", tlsutil.ErrNotMember)
-		}
-		return peer.VerifyMember(r.TLS.PeerCertificates)
-	}
+	return httpapi.MemberAuthenticator(peer)
 }

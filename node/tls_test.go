@@ -184,7 +184,7 @@ func TestTLSNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsutil.ClientConfig(src, []*tlsutil.Source{src})}}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialTLSContext: tlsutil.DialTLSContext(tlsutil.ClientConfig(src, []*tlsutil.Source{src}), nil)}}
 	defer hc.CloseIdleConnections()
 	req, _ := http.NewRequest(http.MethodPut, n2.HTTPURL()+"/v1/kv/k", strings.NewReader("v"))
 	resp, err := hc.Do(req)
@@ -201,7 +201,7 @@ func TestTLSNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bare := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsutil.ClientConfig(nil, []*tlsutil.Source{caOnly})}}
+	bare := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DialTLSContext: tlsutil.DialTLSContext(tlsutil.ClientConfig(nil, []*tlsutil.Source{caOnly}), nil)}}
 	defer bare.CloseIdleConnections()
 	if resp, err := bare.Get(n1.HTTPURL() + "/v1/status"); err == nil {
 		resp.Body.Close()

@@ -50,6 +50,11 @@
 #                                       An empty FLAGS ("again=") runs a second
 #                                       copy, which shows the noise
 #   --no-etcd         BENCH_NO_ETCD=1   leave etcd out (it need not be installed)
+#   --cairn-tls       BENCH_CAIRN_TLS=1 also run the working tree's cairn over TLS
+#                                       (raft, member-to-member and client
+#                                       traffic; certificates from `cairn cert`),
+#                                       as the system tls, driven over HTTPS with
+#                                       a client certificate
 #
 # A flag given on the command line replaces its variable; the first
 # --cairn-baseline or --cairn-variant replaces the variable's list.
@@ -85,6 +90,7 @@ etcd_flags="${BENCH_ETCD_FLAGS:-}"
 keep_work="${BENCH_KEEP_WORK:-0}"
 cairn_routing="${BENCH_CAIRN_ROUTING:-rotate}"
 no_etcd="${BENCH_NO_ETCD:-0}"
+cairn_tls="${BENCH_CAIRN_TLS:-0}"
 read -r -a baselines <<<"${BENCH_CAIRN_BASELINE:-}"
 variants=()
 if [[ -n "${BENCH_CAIRN_VARIANTS:-}" ]]; then
@@ -100,7 +106,7 @@ usage() {
 while [[ $# -gt 0 ]]; do
 	opt="${1%%=*}"
 	case "$opt" in
-	--keep-work | --no-etcd | -h | --help) ;;
+	--keep-work | --no-etcd | --cairn-tls | -h | --help) ;;
 	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags | --cairn-routing | --cairn-baseline | --cairn-variant)
 		if [[ "$1" == *=* ]]; then
 			val="${1#*=}"
@@ -128,6 +134,7 @@ while [[ $# -gt 0 ]]; do
 	--keep-work) keep_work=1 ;;
 	--cairn-routing) cairn_routing="$val" ;;
 	--no-etcd) no_etcd=1 ;;
+	--cairn-tls) cairn_tls=1 ;;
 	--cairn-baseline)
 		[[ $baselines_given -eq 1 ]] || baselines=()
 		baselines_given=1
@@ -159,6 +166,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ "$vsize" =~ ^[0-9]+$ ]] || die "--value-size $vsize: want a number"
 [[ "$cairn_routing" == rotate || "$cairn_routing" == client ]] || die "--cairn-routing $cairn_routing: want rotate or client"
 [[ "$no_etcd" == 0 || "$no_etcd" == 1 ]] || die "BENCH_NO_ETCD=$no_etcd: want 0 or 1"
+[[ "$cairn_tls" == 0 || "$cairn_tls" == 1 ]] || die "BENCH_CAIRN_TLS=$cairn_tls: want 0 or 1"
 
 # ---------------------------------------------------------------------------
 # The systems, in the order each round runs them: the working tree's cairn
@@ -167,7 +175,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 commit="$(git describe --always --dirty 2>/dev/null || echo unknown)"
 systems=(cairn)
 declare -A sys_kind=([cairn]=cairn) sys_flags=([cairn]="$cairn_flags") sys_desc=()
-declare -A sys_rev=() sys_bin=() sys_eps=()
+declare -A sys_rev=() sys_bin=() sys_eps=() sys_tls=() sys_client=()
 add_system() { # add_system NAME KIND
 	[[ -z "${sys_kind[$1]:-}" ]] || die "two systems named $1"
 	systems+=("$1")
@@ -191,6 +199,12 @@ for v in "${variants[@]}"; do
 	sys_desc[$name]="the working tree's cairn with ${v#*=}"
 	[[ -n "${v#*=}" ]] || sys_desc[$name]="the working tree's cairn again"
 done
+if [[ $cairn_tls -eq 1 ]]; then
+	add_system tls cairn
+	sys_flags[tls]="$cairn_flags"
+	sys_tls[tls]=1
+	sys_desc[tls]="the working tree's cairn over TLS (members and clients)"
+fi
 [[ $no_etcd -eq 1 ]] || add_system etcd etcd
 width=0
 for s in "${systems[@]}"; do
@@ -405,26 +419,46 @@ wait_for() {
 	done
 }
 
+# --- TLS: one CA, members n1..n3 and the client "bench", shared by every
+# TLS system (made by `cairn cert` on first use).
+tls_certs() {
+	local certs="$work/certs" i
+	[[ ! -f "$certs/ca.pem" ]] || return 0
+	"$cairn" cert ca create --dir "$certs" >/dev/null
+	for i in 1 2 3; do
+		"$cairn" cert member create --dir "$certs" --id "n$i" --host 127.0.0.1 >/dev/null
+	done
+	"$cairn" cert client create --dir "$certs" --name bench >/dev/null
+}
+
 # --- cairn: n1 bootstraps, n2 and n3 join.
 start_cairn() { # start_cairn SYSTEM: its three members; sets sys_eps[SYSTEM]
-	local system="$1" i craft role flags
-	local -a http
+	local system="$1" i craft role flags scheme=http certs="$work/certs"
+	local -a http tlsflags client=()
 	read -r -a flags <<<"${sys_flags[$system]}"
+	if [[ -n "${sys_tls[$system]:-}" ]]; then
+		tls_certs
+		scheme=https
+		client=(--cacert "$certs/ca.pem" --cert "$certs/client-bench.pem" --key "$certs/client-bench-key.pem")
+	fi
+	sys_client[$system]="${client[*]}"
 	for i in 1 2 3; do
 		port
 		http[i]=$port
 		port
 		craft=$port
 		role=(--bootstrap)
-		[[ $i -eq 1 ]] || role=(--join "http://127.0.0.1:${http[1]}")
+		[[ $i -eq 1 ]] || role=(--join "$scheme://127.0.0.1:${http[1]}")
+		tlsflags=()
+		[[ $scheme == http ]] || tlsflags=(--peer-cert-file "$certs/member-n$i.pem" --peer-key-file "$certs/member-n$i-key.pem" --peer-trusted-ca-file "$certs/ca.pem")
 		mkdir -p "$work/$system-n$i"
 		start "$system" "$system-n$i" "${sys_bin[$system]}" node run --id "n$i" --data-dir "$work/$system-n$i" \
 			--raft-addr "127.0.0.1:$craft" --http-addr "127.0.0.1:${http[i]}" --log-level warn \
-			"${role[@]}" "${flags[@]}"
+			"${role[@]}" "${tlsflags[@]}" "${flags[@]}"
 	done
-	sys_eps[$system]="http://127.0.0.1:${http[1]},http://127.0.0.1:${http[2]},http://127.0.0.1:${http[3]}"
+	sys_eps[$system]="$scheme://127.0.0.1:${http[1]},$scheme://127.0.0.1:${http[2]},$scheme://127.0.0.1:${http[3]}"
 	for i in 1 2 3; do
-		wait_for "$system n$i" 60 "$cairn" --timeout 2s node health --endpoint "http://127.0.0.1:${http[i]}"
+		wait_for "$system n$i" 60 "$cairn" "${client[@]}" --timeout 2s node health --endpoint "$scheme://127.0.0.1:${http[i]}"
 	done
 }
 
@@ -479,9 +513,10 @@ bench() {
 	# In the background, so that a signal interrupts the wait and the
 	# cleanup stops the run too.
 	if [[ "${sys_kind[$system]}" == cairn ]]; then
-		local routing=()
+		local routing=() client=()
 		[[ "$cairn_routing" == rotate ]] && routing=(--rotate)
-		timeout --kill-after=10 "$limit" "$cairn" --cluster "${sys_eps[$system]}" bench "${routing[@]}" "${common[@]}" "$@" &
+		read -r -a client <<<"${sys_client[$system]}"
+		timeout --kill-after=10 "$limit" "$cairn" --cluster "${sys_eps[$system]}" "${client[@]}" bench "${routing[@]}" "${common[@]}" "$@" &
 	else
 		timeout --kill-after=10 "$limit" "$etcdbench" --endpoints "${sys_eps[$system]}" "${common[@]}" "$@" &
 	fi

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/internal/tlsutil"
 )
 
 // Resp is an HTTP answer.
@@ -46,7 +47,8 @@ func NewHTTP(timeout time.Duration) *HTTP {
 // NewHTTPTLS returns an HTTPS client with the given TLS configuration
 // (Cluster.ClientTLS) whose requests time out after timeout.
 func NewHTTPTLS(timeout time.Duration, cfg *tls.Config) *HTTP {
-	return &HTTP{c: &http.Client{Timeout: timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 16, TLSClientConfig: cfg}}}
+	return &HTTP{c: &http.Client{Timeout: timeout, Transport: &http.Transport{MaxIdleConnsPerHost: 16,
+		TLSClientConfig: cfg, DialTLSContext: tlsutil.DialTLSContext(cfg, nil)}}}
 }
 
 // Client is the underlying *http.Client.
