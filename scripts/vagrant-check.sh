@@ -285,8 +285,8 @@ else
 		[[ "$(grep "^n$i shell" "$prov" | tail -1)" == "n$i shell cleanup rm -rf /tmp/cairn-deploy" ]] ||
 			fail "n$i: the uploads are not removed after provisioning"
 	done
-	if grep -q "ca-key.pem" "$prov"; then
-		fail "a VM gets the CA key: $(grep ca-key.pem "$prov")"
+	if grep -E "^n[0-9]+ (file|shell) " "$prov" | grep -q "ca-key.pem"; then
+		fail "a VM gets the CA key: $(grep -E "^n[0-9]+ (file|shell) " "$prov" | grep ca-key.pem)"
 	fi
 	ok "each VM gets ca.pem and its own certificate and key (no CA key), provision.sh --tls-dir and https:// joins"
 fi
@@ -646,7 +646,7 @@ if [[ -n "$unmarked" ]]; then
 	fail "shell blocks in $doc without <!-- test: ... --> or <!-- not tested: why -->:"
 	echo "$unmarked"
 else
-	ok "every shell block in $doc is marked ($(grep -c '<!-- test: docker -->' "$doc") run by docker_test.go, $(grep -c '<!-- test: vagrant-check -->' "$doc") here, $(grep -c '<!-- not tested: ' "$doc") not run, with the reason)"
+	ok "every shell block in $doc is marked ($(grep -cE '^[[:space:]]*<!-- test: docker -->[[:space:]]*$' "$doc") run by docker_test.go, $(grep -cE '^[[:space:]]*<!-- test: vagrant-check -->[[:space:]]*$' "$doc") here, $(grep -cE '^[[:space:]]*<!-- not tested: .+ -->[[:space:]]*$' "$doc") not run, with the reason)"
 fi
 # The blocks marked for this script, in order, as one shell session.
 doc_blocks() { # doc_blocks MARKER: the blocks after MARKER, unindented, each after a "# block N" line
