@@ -16,6 +16,10 @@
 # lives in the /data volume; raft listens on 7001 and HTTP on 8001, on every
 # interface, so --advertise-raft and --advertise-http (or CAIRN_ADVERTISE_RAFT
 # and CAIRN_ADVERTISE_HTTP) must name addresses the other members can dial.
+# Listening on every interface needs TLS (or --insecure): give the member
+# --peer-cert-file, --peer-key-file and --peer-trusted-ca-file (or
+# CAIRN_PEER_CERT_FILE, CAIRN_PEER_KEY_FILE, CAIRN_PEER_TRUSTED_CA_FILE),
+# files made by `cairn cert`, conventionally in a volume mounted at /certs.
 # See docs/deploy.md.
 FROM scratch
 
@@ -24,6 +28,11 @@ COPY --chown=0:0 bin/cairn /cairn
 # volume mounted there starts out writable by it (Docker copies the image's
 # ownership and mode into a new, empty volume).
 COPY --chown=65532:65532 bin/image-data/ /data/
+# The same for /certs, where `cairn cert` (run as the same user) writes the
+# certificates into a named volume and members read them (docker-compose.yml).
+# Not a VOLUME: a container without certificates should not get an anonymous
+# one.
+COPY --chown=65532:65532 bin/image-data/ /certs/
 
 ENV CAIRN_DATA_DIR=/data \
     CAIRN_RAFT_ADDR=0.0.0.0:7001 \
@@ -35,8 +44,13 @@ EXPOSE 7001 8001
 
 # Ready means: a member of the configuration, a leader known, caught up
 # (GET /readyz). The check uses the binary itself; the image has no shell.
+# It dials HTTPS and reads the CLI's CA, certificate and key from the
+# container's environment: set CAIRN_CACERT, CAIRN_CERT and CAIRN_KEY (the
+# member's own certificate is a client certificate too). A member run with
+# --insecure needs its own check (--health-cmd, or healthcheck: in Compose)
+# with --endpoint http://127.0.0.1:8001.
 HEALTHCHECK --interval=5s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["/cairn", "--timeout", "4s", "node", "health", "--endpoint", "http://127.0.0.1:8001"]
+    CMD ["/cairn", "--timeout", "4s", "node", "health", "--endpoint", "https://127.0.0.1:8001"]
 
 ENTRYPOINT ["/cairn"]
 CMD ["node", "run"]

@@ -2,8 +2,11 @@
 # scripts/docker-test.sh runs cairn's Docker deployment tests
 # (cluster_test/docker_test.go, build tag `docker`): it builds the FROM-scratch
 # image with `make image`, brings the docker-compose.yml cluster up under
-# unique project names, kills, partitions and restarts members, and takes
-# everything down again.
+# unique project names, with the certificates its cert-* services make and
+# every client over TLS, checks that clients without the right certificate
+# are refused, rotates a certificate, kills, partitions and restarts
+# members, runs the Compose examples of docs/deploy.md, and takes
+# everything down again (`down -v`: the data and certificate volumes too).
 #
 #   bash scripts/docker-test.sh           # or: make docker-test
 #
