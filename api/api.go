@@ -85,8 +85,12 @@ const (
 	CodeInternal       = "internal"
 	// CodePermissionDenied refuses a caller without the credential a
 	// route needs (a members-only route called without a member
-	// certificate).
+	// certificate), or a user whose roles do not allow the request.
 	CodePermissionDenied = "permission_denied"
+	// CodeUnauthenticated refuses a request that needs a user (auth is
+	// enabled) and names none, or whose credentials are not valid (a bad
+	// password, an expired or revoked token).
+	CodeUnauthenticated = "unauthenticated"
 )
 
 // Status returns the HTTP status for an error code.
@@ -110,6 +114,8 @@ func Status(code string) int {
 		return http.StatusMethodNotAllowed
 	case CodePermissionDenied:
 		return http.StatusForbidden
+	case CodeUnauthenticated:
+		return http.StatusUnauthorized
 	}
 	return http.StatusInternalServerError
 }
@@ -395,3 +401,78 @@ type WatchEvent struct {
 
 // HashHex formats a chain hash.
 func HashHex(h [32]byte) string { return hex.EncodeToString(h[:]) }
+
+// Access control (docs/security.md). Passwords travel only in requests
+// (AuthenticateRequest, UserRequest, PasswordRequest); no answer carries
+// a password or its hash.
+
+// Access levels of a permission.
+const (
+	AccessRead      = "read"
+	AccessWrite     = "write"
+	AccessReadWrite = "readwrite"
+)
+
+// AuthenticateRequest is POST /v1/auth/authenticate's body.
+type AuthenticateRequest struct {
+	User     string `json:"user"`
+	Password string `json:"password"`
+}
+
+// AuthenticateResponse carries a bearer token for the Authorization
+// header ("Bearer " + Token) and when it expires.
+type AuthenticateResponse struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// AuthStatus is GET /v1/auth/status's answer: whether auth is enabled and
+// the auth revision (how many auth changes were applied).
+type AuthStatus struct {
+	Enabled  bool   `json:"enabled"`
+	Revision uint64 `json:"revision"`
+}
+
+// UserRequest is PUT /v1/auth/users/{name}'s body: a password, or
+// NoPassword for a user who authenticates only by client certificate.
+type UserRequest struct {
+	Password   string `json:"password,omitempty"`
+	NoPassword bool   `json:"no_password,omitempty"`
+}
+
+// PasswordRequest is PUT /v1/auth/users/{name}/password's body.
+type PasswordRequest struct {
+	Password string `json:"password"`
+}
+
+// UserInfo describes a user.
+type UserInfo struct {
+	Name        string   `json:"name"`
+	Roles       []string `json:"roles"`
+	HasPassword bool     `json:"has_password"`
+}
+
+// RoleRequest is PUT /v1/auth/roles/{name}'s body.
+type RoleRequest struct {
+	Admin bool `json:"admin,omitempty"`
+}
+
+// Permission grants Access on Key, or on every key under Key when Prefix.
+type Permission struct {
+	Key    string `json:"key"`
+	Prefix bool   `json:"prefix,omitempty"`
+	Access string `json:"access"`
+}
+
+// RoleInfo describes a role.
+type RoleInfo struct {
+	Name        string       `json:"name"`
+	Admin       bool         `json:"admin,omitempty"`
+	Permissions []Permission `json:"permissions"`
+}
+
+// AuthChangeResponse answers an auth change with the auth revision it
+// was applied at.
+type AuthChangeResponse struct {
+	Revision uint64 `json:"revision"`
+}
