@@ -2,6 +2,7 @@ package auth
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -116,6 +117,9 @@ func TestTokenInvalid(t *testing.T) {
 		{"padded payload", TokenPrefix + payload + "==." + mac, testNow, ErrTokenEncoding},
 		{"std base64 mac", TokenPrefix + payload + "." + base64.StdEncoding.EncodeToString(make([]byte, 32)), testNow, ErrTokenEncoding},
 		{"bad base64 mac", TokenPrefix + payload + "." + mac + "*", testNow, ErrTokenEncoding},
+		{"CR after mac", tok + "\r", testNow, ErrTokenEncoding},
+		{"LF in payload", TokenPrefix + payload[:4] + "\n" + payload[4:] + "." + mac, testNow, ErrTokenEncoding},
+		{"space in mac", TokenPrefix + payload + ". " + mac, testNow, ErrTokenEncoding},
 		{"tampered payload", TokenPrefix + base64.RawURLEncoding.EncodeToString([]byte(tampered)) + "." + mac, testNow, ErrTokenMAC},
 		{"tampered payload char", TokenPrefix + flip(payload, 3) + "." + mac, testNow, ErrTokenMAC},
 		{"tampered mac", TokenPrefix + payload + "." + flip(mac, 0), testNow, ErrTokenMAC},
@@ -287,6 +291,36 @@ func BenchmarkAllowed(b *testing.B) {
 	for b.Loop() {
 		if err := s.Allowed("alice", need); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestParseClaims(t *testing.T) {
+	for _, c := range []claims{
+		{User: "a", Generation: 0, Expiry: 0, Issued: 0},
+		{User: "alice@example.com", Generation: 123456789, Expiry: 1800000600, Issued: 1800000000},
+		{User: "x-y_z.0", Generation: 1, Expiry: -5, Issued: -10},
+		{User: strings.Repeat("n", MaxNameSize), Generation: 999_999_999_999_999_999, Expiry: 1, Issued: 1},
+	} {
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, ok := parseClaims(b)
+		if !ok || got != c {
+			t.Errorf("parseClaims(%s) = %+v, %v", b, got, ok)
+		}
+	}
+	for _, in := range []string{
+		``, `{}`, `{"u":"a","g":1,"e":2,"i":3} `, ` {"u":"a","g":1,"e":2,"i":3}`,
+		`{"u":"a","g":01,"e":2,"i":3}`, `{"u":"a","g":-1,"e":2,"i":3}`, `{"u":"a","g":1,"e":-0,"i":3}`,
+		`{"u":"a","g":1,"e":2,"i":3,"x":1}`, `{"u":"a","e":2,"g":1,"i":3}`, `{"u":"a b","g":1,"e":2,"i":3}`,
+		`{"u":"","g":1,"e":2,"i":3}`, `{"u":"a\u0062","g":1,"e":2,"i":3}`, `{"u":"a","g":1.0,"e":2,"i":3}`,
+		`{"u":"a","g":1e3,"e":2,"i":3}`, `{"u":"a","g":1234567890123456789,"e":2,"i":3}`, `{"u":"a","g":1,"e":2,"i":-}`,
+		`{"u":"a","g":1,"e":2,"i":3`, `{"u":"a`, `{"u" : "a","g":1,"e":2,"i":3}`,
+	} {
+		if c, ok := parseClaims([]byte(in)); ok {
+			t.Errorf("parseClaims(%s) accepted: %+v", in, c)
 		}
 	}
 }
