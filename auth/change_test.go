@@ -327,3 +327,31 @@ func TestCloneIsDeep(t *testing.T) {
 		t.Fatal("Clone shares memory with the original")
 	}
 }
+
+// TestApplyHandBuiltState applies changes to a state built by hand with
+// unsorted slices (as other packages' tests may): Clone normalises it.
+func TestApplyHandBuiltState(t *testing.T) {
+	s := &State{
+		Users: map[string]User{"u": {Name: "u", Roles: []string{"z", "a", "z"}}},
+		Roles: map[string]Role{
+			"a": {Name: "a", Permissions: []Permission{{Key: "y", Access: Read}, {Key: "b", Prefix: true, Access: Write}}},
+			"z": {Name: "z"},
+		},
+	}
+	if !s.Users["u"].HasRole("z") || !s.Users["u"].HasRole("a") {
+		t.Fatal("HasRole on unsorted roles")
+	}
+	n := mustApply(t, s,
+		Change{Kind: RevokeRole, User: "u", Role: "z"},
+		Change{Kind: RevokePermission, Role: "a", Permission: Permission{Key: "b", Prefix: true}},
+		Change{Kind: GrantPermission, Role: "a", Permission: Permission{Key: "y", Access: Write}})
+	if got := n.Users["u"].Roles; !slices.Equal(got, []string{"a"}) {
+		t.Fatalf("roles = %v", got)
+	}
+	if got := n.Roles["a"].Permissions; !reflect.DeepEqual(got, []Permission{{Key: "y", Access: Write}}) {
+		t.Fatalf("permissions = %v", got)
+	}
+	if !slices.Equal(s.Users["u"].Roles, []string{"z", "a", "z"}) {
+		t.Fatal("hand-built state modified")
+	}
+}

@@ -51,10 +51,10 @@ func (s *State) IssueToken(user string, now time.Time, ttl time.Duration) (strin
 	if !ok {
 		return "", time.Time{}, fmt.Errorf("%w: %q", ErrUnknownUser, user)
 	}
-	if err := ValidateName(u.Name); err != nil {
+	if err := ValidateName(user); err != nil {
 		return "", time.Time{}, fmt.Errorf("auth: issuing token: %w", err)
 	}
-	c := claims{User: u.Name, Generation: u.Generation, Issued: now.Unix(), Expiry: now.Unix() + int64(ttl/time.Second)}
+	c := claims{User: user, Generation: u.Generation, Issued: now.Unix(), Expiry: now.Unix() + int64(ttl/time.Second)}
 	tok, err := signToken(s.TokenKey, c)
 	if err != nil {
 		return "", time.Time{}, err
