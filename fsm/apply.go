@@ -226,7 +226,7 @@ func (a *applier) txn(t *Txn, now int64, limits Limits) (TxnResult, error) {
 	}
 
 	rec := Record{Revision: a.st.revision + 1, Time: time.Unix(0, now).UTC(), User: t.User,
-		Description: t.Description, Meta: t.Meta, IdempotencyKey: t.IdempotencyKey, Ops: t.Ops}
+		Description: t.Description, Meta: t.Meta, IdempotencyKey: t.IdempotencyKey, Ops: t.Ops, AuthUser: t.AuthUser}
 	h, err := a.writeRecord(&rec, Canonical(&rec))
 	if err != nil {
 		return TxnResult{}, err
