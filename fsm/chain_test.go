@@ -179,6 +179,8 @@ func TestCanonicalRoundTrip(t *testing.T) {
 			Ops: []Op{put("a", "1"), del("b"), delPrefix("c"), {Kind: OpPut, Key: "d", Value: bytes.Repeat([]byte{0}, 200)}},
 		},
 		{Revision: 2, Time: time.Unix(-5, 0).UTC()},
+		{Revision: 3, Time: time.Unix(7, 0).UTC(), User: "free-form", AuthUser: "alice", Ops: []Op{put("a", "1")}},
+		{AuthUser: "日本"},
 	}
 	for i, rec := range recs {
 		data := Canonical(&rec)
@@ -208,7 +210,7 @@ func TestCanonicalRoundTrip(t *testing.T) {
 			t.Fatalf("record %d: trailing byte accepted", i)
 		}
 		bad := bytes.Clone(data)
-		bad[0] = RecordVersion + 1
+		bad[0] = RecordVersionAuth + 1
 		if _, err := DecodeCanonical(bad); !errors.Is(err, ErrUnknownVersion) {
 			t.Fatalf("record %d: version %d: %v", i, bad[0], err)
 		}

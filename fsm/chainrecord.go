@@ -25,17 +25,21 @@ func chainHash(prev Hash, canon []byte) Hash {
 // Canonical returns the canonical encoding of a committed transaction
 // record, the bytes the hash chain covers and the store keeps:
 //
-//	version u8 (RecordVersion)
+//	version u8 (RecordVersion, or RecordVersionAuth with an AuthUser)
 //	revision u64 | time i64 (unix ns)            big-endian
 //	user, description                            uvarint length | bytes
 //	meta count uvarint, then per entry in key order: key, value
 //	idempotency key
 //	op count uvarint, then per op: kind u8 | key | value
+//	auth user                                    RecordVersionAuth only
 //
+// A record without an authenticated user is written in version 1, byte
+// for byte as before access control existed, so older chains and backups
+// hash the same; one with an AuthUser is version 2, which appends it.
 // It depends on no library's serialization, so the chain can be recomputed
 // by any implementation from a backup or a mirror.
 func Canonical(r *Record) []byte {
-	size := 1 + 16 + 4*binary.MaxVarintLen64 + len(r.User) + len(r.Description) + len(r.IdempotencyKey)
+	size := 1 + 16 + 5*binary.MaxVarintLen64 + len(r.User) + len(r.Description) + len(r.IdempotencyKey) + len(r.AuthUser)
 	for k, v := range r.Meta {
 		size += 2*binary.MaxVarintLen64 + len(k) + len(v)
 	}
@@ -43,7 +47,11 @@ func Canonical(r *Record) []byte {
 		size += 1 + 2*binary.MaxVarintLen64 + len(o.Key) + len(o.Value)
 	}
 	b := make([]byte, 0, size)
-	b = append(b, RecordVersion)
+	version := RecordVersion
+	if r.AuthUser != "" {
+		version = RecordVersionAuth
+	}
+	b = append(b, version)
 	b = binary.BigEndian.AppendUint64(b, r.Revision)
 	b = binary.BigEndian.AppendUint64(b, uint64(r.Time.UnixNano()))
 	b = appendString(b, r.User)
@@ -65,6 +73,9 @@ func Canonical(r *Record) []byte {
 		b = appendString(b, o.Key)
 		b = appendBytes(b, o.Value)
 	}
+	if version == RecordVersionAuth {
+		b = appendString(b, r.AuthUser)
+	}
 	return b
 }
 
@@ -73,8 +84,8 @@ func Canonical(r *Record) []byte {
 func DecodeCanonical(data []byte) (Record, error) {
 	d := decoder{b: data}
 	v := d.byte()
-	if d.err == nil && v != RecordVersion {
-		return Record{}, fmt.Errorf("%w: record version %d (this build reads %d)", ErrUnknownVersion, v, RecordVersion)
+	if d.err == nil && v != RecordVersion && v != RecordVersionAuth {
+		return Record{}, fmt.Errorf("%w: record version %d (this build reads %d and %d)", ErrUnknownVersion, v, RecordVersion, RecordVersionAuth)
 	}
 	var r Record
 	r.Revision = d.u64()
@@ -96,6 +107,14 @@ func DecodeCanonical(data []byte) (Record, error) {
 			key := d.string()
 			val := d.bytes()
 			r.Ops = append(r.Ops, Op{Kind: k, Key: key, Value: val})
+		}
+	}
+	if v == RecordVersionAuth {
+		r.AuthUser = d.string()
+		// Version 2 exists only to name a user: an empty one would give
+		// the record a second encoding, and so a second hash.
+		if d.err == nil && r.AuthUser == "" {
+			d.err = fmt.Errorf("version %d record without an auth user", v)
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {

@@ -36,6 +36,10 @@ func EncodeCommand(c Command) ([]byte, error) {
 		n++
 		pb.Body = &fsmpb.Command_SetClusterId{SetClusterId: &fsmpb.SetClusterID{Id: c.SetClusterID.ID}}
 	}
+	if c.Auth != nil {
+		n++
+		pb.Body = &fsmpb.Command_Auth{Auth: &fsmpb.Auth{Change: c.Auth.Change}}
+	}
 	if n != 1 {
 		return nil, fmt.Errorf("%w: a command needs exactly one body, got %d", ErrInvalidTxn, n)
 	}
@@ -87,6 +91,11 @@ func DecodeCommand(data []byte) (Command, error) {
 			return Command{}, fmt.Errorf("%w: empty cluster id", ErrCorruptCommand)
 		}
 		return Command{SetClusterID: &SetClusterID{ID: b.SetClusterId.Id}}, nil
+	case *fsmpb.Command_Auth:
+		if b.Auth == nil {
+			return Command{}, fmt.Errorf("%w: empty auth change", ErrCorruptCommand)
+		}
+		return Command{Auth: &AuthChange{Change: b.Auth.Change}}, nil
 	}
 	return Command{}, fmt.Errorf("%w: command has no known body (written by a newer version?)", ErrUnknownVersion)
 }
@@ -101,7 +110,7 @@ func batchToPB(b *Batch) *fsmpb.Batch {
 	for i := range b.Txns {
 		t := &b.Txns[i]
 		pt := &fsmpb.Txn{User: t.User, Description: t.Description, Meta: t.Meta,
-			IdempotencyKey: t.IdempotencyKey}
+			IdempotencyKey: t.IdempotencyKey, AuthUser: t.AuthUser, AuthRevision: t.AuthRevision}
 		if len(t.Preconditions) > 0 {
 			pt.Preconditions = make([]*fsmpb.Precondition, len(t.Preconditions))
 			for j, p := range t.Preconditions {
@@ -127,7 +136,8 @@ func batchFromPB(pb *fsmpb.Batch) *Batch {
 		if pt == nil {
 			continue
 		}
-		t := Txn{User: pt.User, Description: pt.Description, Meta: pt.Meta, IdempotencyKey: pt.IdempotencyKey}
+		t := Txn{User: pt.User, Description: pt.Description, Meta: pt.Meta, IdempotencyKey: pt.IdempotencyKey,
+			AuthUser: pt.AuthUser, AuthRevision: pt.AuthRevision}
 		if len(pt.Preconditions) > 0 {
 			t.Preconditions = make([]Precondition, len(pt.Preconditions))
 			for j, p := range pt.Preconditions {

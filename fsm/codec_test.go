@@ -32,6 +32,8 @@ func sampleCommands() map[string]Command {
 					Description:    "a description",
 					Meta:           map[string]string{"x": "1", "y": ""},
 					IdempotencyKey: "req-1",
+					AuthUser:       "carol",
+					AuthRevision:   12,
 				},
 				{Ops: []Op{put("日本", "語")}},
 			},
@@ -41,6 +43,7 @@ func sampleCommands() map[string]Command {
 		"set member":  {SetMember: &Member{ID: "n1", HTTPAddr: "http://h:1", RaftAddr: "h:2"}},
 		"remove":      {RemoveMember: &RemoveMember{ID: "n1"}},
 		"cluster id":  {SetClusterID: &SetClusterID{ID: "c-1"}},
+		"auth":        {Auth: &AuthChange{Change: sampleAuthChange()}},
 	}
 }
 

@@ -32,7 +32,7 @@ func FuzzDecodeCommand(f *testing.F) {
 			return
 		}
 		bodies := 0
-		for _, set := range []bool{c.Batch != nil, c.Compact != nil, c.SetMember != nil, c.RemoveMember != nil, c.SetClusterID != nil} {
+		for _, set := range []bool{c.Batch != nil, c.Compact != nil, c.SetMember != nil, c.RemoveMember != nil, c.SetClusterID != nil, c.Auth != nil} {
 			if set {
 				bodies++
 			}
@@ -88,8 +88,11 @@ func FuzzDecodeCanonical(f *testing.F) {
 	f.Add(Canonical(&Record{Revision: 3, Time: time.Unix(1, 2), User: "u", Description: "d",
 		Meta: map[string]string{"a": "b", "c": ""}, IdempotencyKey: "k",
 		Ops: []Op{put("a", "1"), del("b"), delPrefix("c")}}))
+	f.Add(Canonical(&Record{Revision: 4, Time: time.Unix(1, 2), User: "u", AuthUser: "alice",
+		Ops: []Op{put("a", "1")}}))
 	f.Add([]byte{RecordVersion})
-	f.Add([]byte{RecordVersion + 1})
+	f.Add([]byte{RecordVersionAuth})
+	f.Add([]byte{RecordVersionAuth + 1})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		r, err := DecodeCanonical(data)
 		if err != nil {

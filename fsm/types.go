@@ -27,8 +27,13 @@ const (
 	// entry this build writes.
 	CommandVersion byte = 1
 	// RecordVersion is the format-version byte that starts every canonical
-	// transaction record.
+	// transaction record without an authenticated user (Record.AuthUser
+	// ""): the original layout, so chains written before access control
+	// hash the same.
 	RecordVersion byte = 1
+	// RecordVersionAuth starts a canonical record that names its
+	// authenticated user: RecordVersion's fields followed by AuthUser.
+	RecordVersionAuth byte = 2
 )
 
 // CondKind is the kind of a precondition.
@@ -110,6 +115,14 @@ type Txn struct {
 	Description    string
 	Meta           map[string]string
 	IdempotencyKey string
+	// AuthUser is the user the proposing member authenticated, stamped by
+	// the server ("" when access control is off); it goes into the
+	// record, apart from the client-supplied User.
+	AuthUser string
+	// AuthRevision is the auth revision at which the proposing member
+	// checked the transaction's permissions. Apply re-checks them when
+	// access control is on and this is not the current auth revision.
+	AuthRevision uint64
 }
 
 // Limits are stamped into every batch by its proposer, so all replicas
@@ -157,6 +170,12 @@ type SetClusterID struct {
 	ID string
 }
 
+// AuthChange changes the replicated access-control state. Change is an
+// auth.Change encoded by auth.EncodeChange (NewAuthChange builds one).
+type AuthChange struct {
+	Change []byte
+}
+
 // Command is a decoded log entry: exactly one field is set.
 type Command struct {
 	Batch        *Batch
@@ -164,6 +183,7 @@ type Command struct {
 	SetMember    *Member
 	RemoveMember *RemoveMember
 	SetClusterID *SetClusterID
+	Auth         *AuthChange
 }
 
 // TxnResult is the outcome of one transaction.
@@ -194,6 +214,9 @@ type BatchResult struct {
 // CommandResult is ApplyBatch's response for a non-batch command.
 type CommandResult struct {
 	Err error
+	// AuthRevision is, for an Auth command applied without error, the
+	// auth revision it produced.
+	AuthRevision uint64
 }
 
 // Hash is a SHA-256 chain hash.
@@ -227,7 +250,11 @@ type Record struct {
 	Meta           map[string]string
 	IdempotencyKey string
 	Ops            []Op
-	Hash           Hash
+	// AuthUser is the authenticated user that committed the transaction
+	// ("" when access control was off), stamped by the server and covered
+	// by the chain; User is whatever the client supplied.
+	AuthUser string
+	Hash     Hash
 }
 
 // ChainPoint is a revision and the chain hash at it.

@@ -144,6 +144,7 @@ type Command struct {
 	//	*Command_SetMember
 	//	*Command_RemoveMember
 	//	*Command_SetClusterId
+	//	*Command_Auth
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -231,6 +232,15 @@ func (x *Command) GetSetClusterId() *SetClusterID {
 	return nil
 }
 
+func (x *Command) GetAuth() *Auth {
+	if x != nil {
+		if x, ok := x.Body.(*Command_Auth); ok {
+			return x.Auth
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -255,6 +265,10 @@ type Command_SetClusterId struct {
 	SetClusterId *SetClusterID `protobuf:"bytes,5,opt,name=set_cluster_id,json=setClusterId,proto3,oneof"`
 }
 
+type Command_Auth struct {
+	Auth *Auth `protobuf:"bytes,6,opt,name=auth,proto3,oneof"`
+}
+
 func (*Command_Batch) isCommand_Body() {}
 
 func (*Command_Compact) isCommand_Body() {}
@@ -264,6 +278,8 @@ func (*Command_SetMember) isCommand_Body() {}
 func (*Command_RemoveMember) isCommand_Body() {}
 
 func (*Command_SetClusterId) isCommand_Body() {}
+
+func (*Command_Auth) isCommand_Body() {}
 
 // Limits are the apply-time limits the proposer stamps into the entry, so
 // every replica enforces the same ones.
@@ -389,8 +405,14 @@ type Txn struct {
 	Description    string                 `protobuf:"bytes,4,opt,name=description,proto3" json:"description,omitempty"`
 	Meta           map[string]string      `protobuf:"bytes,5,rep,name=meta,proto3" json:"meta,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	IdempotencyKey string                 `protobuf:"bytes,6,opt,name=idempotency_key,json=idempotencyKey,proto3" json:"idempotency_key,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// auth_user is the user the proposing member authenticated ("" when
+	// access control was off there); auth_revision the auth revision it
+	// checked the transaction's permissions at. Apply re-checks when the
+	// revision is no longer current.
+	AuthUser      string `protobuf:"bytes,7,opt,name=auth_user,json=authUser,proto3" json:"auth_user,omitempty"`
+	AuthRevision  uint64 `protobuf:"varint,8,opt,name=auth_revision,json=authRevision,proto3" json:"auth_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Txn) Reset() {
@@ -463,6 +485,20 @@ func (x *Txn) GetIdempotencyKey() string {
 		return x.IdempotencyKey
 	}
 	return ""
+}
+
+func (x *Txn) GetAuthUser() string {
+	if x != nil {
+		return x.AuthUser
+	}
+	return ""
+}
+
+func (x *Txn) GetAuthRevision() uint64 {
+	if x != nil {
+		return x.AuthRevision
+	}
+	return 0
 }
 
 type Precondition struct {
@@ -794,18 +830,65 @@ func (x *SetClusterID) GetId() string {
 	return ""
 }
 
+// Auth changes the replicated access-control state: change is an
+// auth.Change as encoded by auth.EncodeChange.
+type Auth struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Change        []byte                 `protobuf:"bytes,1,opt,name=change,proto3" json:"change,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Auth) Reset() {
+	*x = Auth{}
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Auth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Auth) ProtoMessage() {}
+
+func (x *Auth) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Auth.ProtoReflect.Descriptor instead.
+func (*Auth) Descriptor() ([]byte, []int) {
+	return file_fsm_fsmpb_command_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Auth) GetChange() []byte {
+	if x != nil {
+		return x.Change
+	}
+	return nil
+}
+
 var File_fsm_fsmpb_command_proto protoreflect.FileDescriptor
 
 const file_fsm_fsmpb_command_proto_rawDesc = "" +
 	"\n" +
-	"\x17fsm/fsmpb/command.proto\x12\fcairn.fsm.v1\"\xb2\x02\n" +
+	"\x17fsm/fsmpb/command.proto\x12\fcairn.fsm.v1\"\xdc\x02\n" +
 	"\aCommand\x12+\n" +
 	"\x05batch\x18\x01 \x01(\v2\x13.cairn.fsm.v1.BatchH\x00R\x05batch\x121\n" +
 	"\acompact\x18\x02 \x01(\v2\x15.cairn.fsm.v1.CompactH\x00R\acompact\x128\n" +
 	"\n" +
 	"set_member\x18\x03 \x01(\v2\x17.cairn.fsm.v1.SetMemberH\x00R\tsetMember\x12A\n" +
 	"\rremove_member\x18\x04 \x01(\v2\x1a.cairn.fsm.v1.RemoveMemberH\x00R\fremoveMember\x12B\n" +
-	"\x0eset_cluster_id\x18\x05 \x01(\v2\x1a.cairn.fsm.v1.SetClusterIDH\x00R\fsetClusterIdB\x06\n" +
+	"\x0eset_cluster_id\x18\x05 \x01(\v2\x1a.cairn.fsm.v1.SetClusterIDH\x00R\fsetClusterId\x12(\n" +
+	"\x04auth\x18\x06 \x01(\v2\x12.cairn.fsm.v1.AuthH\x00R\x04authB\x06\n" +
 	"\x04body\"b\n" +
 	"\x06Limits\x12$\n" +
 	"\x0emax_value_size\x18\x01 \x01(\rR\fmaxValueSize\x122\n" +
@@ -813,14 +896,16 @@ const file_fsm_fsmpb_command_proto_rawDesc = "" +
 	"\x05Batch\x12$\n" +
 	"\x0etime_unix_nano\x18\x01 \x01(\x03R\ftimeUnixNano\x12,\n" +
 	"\x06limits\x18\x02 \x01(\v2\x14.cairn.fsm.v1.LimitsR\x06limits\x12%\n" +
-	"\x04txns\x18\x03 \x03(\v2\x11.cairn.fsm.v1.TxnR\x04txns\"\xb4\x02\n" +
+	"\x04txns\x18\x03 \x03(\v2\x11.cairn.fsm.v1.TxnR\x04txns\"\xf6\x02\n" +
 	"\x03Txn\x12@\n" +
 	"\rpreconditions\x18\x01 \x03(\v2\x1a.cairn.fsm.v1.PreconditionR\rpreconditions\x12\"\n" +
 	"\x03ops\x18\x02 \x03(\v2\x10.cairn.fsm.v1.OpR\x03ops\x12\x12\n" +
 	"\x04user\x18\x03 \x01(\tR\x04user\x12 \n" +
 	"\vdescription\x18\x04 \x01(\tR\vdescription\x12/\n" +
 	"\x04meta\x18\x05 \x03(\v2\x1b.cairn.fsm.v1.Txn.MetaEntryR\x04meta\x12'\n" +
-	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x1a7\n" +
+	"\x0fidempotency_key\x18\x06 \x01(\tR\x0eidempotencyKey\x12\x1b\n" +
+	"\tauth_user\x18\a \x01(\tR\bauthUser\x12#\n" +
+	"\rauth_revision\x18\b \x01(\x04R\fauthRevision\x1a7\n" +
 	"\tMetaEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xea\x01\n" +
@@ -855,7 +940,9 @@ const file_fsm_fsmpb_command_proto_rawDesc = "" +
 	"\fRemoveMember\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1e\n" +
 	"\fSetClusterID\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02idB%Z#github.com/cairn-db/cairn/fsm/fsmpbb\x06proto3"
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x1e\n" +
+	"\x04Auth\x12\x16\n" +
+	"\x06change\x18\x01 \x01(\fR\x06changeB%Z#github.com/cairn-db/cairn/fsm/fsmpbb\x06proto3"
 
 var (
 	file_fsm_fsmpb_command_proto_rawDescOnce sync.Once
@@ -870,7 +957,7 @@ func file_fsm_fsmpb_command_proto_rawDescGZIP() []byte {
 }
 
 var file_fsm_fsmpb_command_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fsm_fsmpb_command_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_fsm_fsmpb_command_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_fsm_fsmpb_command_proto_goTypes = []any{
 	(Precondition_Kind)(0), // 0: cairn.fsm.v1.Precondition.Kind
 	(Op_Kind)(0),           // 1: cairn.fsm.v1.Op.Kind
@@ -884,7 +971,8 @@ var file_fsm_fsmpb_command_proto_goTypes = []any{
 	(*SetMember)(nil),      // 9: cairn.fsm.v1.SetMember
 	(*RemoveMember)(nil),   // 10: cairn.fsm.v1.RemoveMember
 	(*SetClusterID)(nil),   // 11: cairn.fsm.v1.SetClusterID
-	nil,                    // 12: cairn.fsm.v1.Txn.MetaEntry
+	(*Auth)(nil),           // 12: cairn.fsm.v1.Auth
+	nil,                    // 13: cairn.fsm.v1.Txn.MetaEntry
 }
 var file_fsm_fsmpb_command_proto_depIdxs = []int32{
 	4,  // 0: cairn.fsm.v1.Command.batch:type_name -> cairn.fsm.v1.Batch
@@ -892,18 +980,19 @@ var file_fsm_fsmpb_command_proto_depIdxs = []int32{
 	9,  // 2: cairn.fsm.v1.Command.set_member:type_name -> cairn.fsm.v1.SetMember
 	10, // 3: cairn.fsm.v1.Command.remove_member:type_name -> cairn.fsm.v1.RemoveMember
 	11, // 4: cairn.fsm.v1.Command.set_cluster_id:type_name -> cairn.fsm.v1.SetClusterID
-	3,  // 5: cairn.fsm.v1.Batch.limits:type_name -> cairn.fsm.v1.Limits
-	5,  // 6: cairn.fsm.v1.Batch.txns:type_name -> cairn.fsm.v1.Txn
-	6,  // 7: cairn.fsm.v1.Txn.preconditions:type_name -> cairn.fsm.v1.Precondition
-	7,  // 8: cairn.fsm.v1.Txn.ops:type_name -> cairn.fsm.v1.Op
-	12, // 9: cairn.fsm.v1.Txn.meta:type_name -> cairn.fsm.v1.Txn.MetaEntry
-	0,  // 10: cairn.fsm.v1.Precondition.kind:type_name -> cairn.fsm.v1.Precondition.Kind
-	1,  // 11: cairn.fsm.v1.Op.kind:type_name -> cairn.fsm.v1.Op.Kind
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	12, // 5: cairn.fsm.v1.Command.auth:type_name -> cairn.fsm.v1.Auth
+	3,  // 6: cairn.fsm.v1.Batch.limits:type_name -> cairn.fsm.v1.Limits
+	5,  // 7: cairn.fsm.v1.Batch.txns:type_name -> cairn.fsm.v1.Txn
+	6,  // 8: cairn.fsm.v1.Txn.preconditions:type_name -> cairn.fsm.v1.Precondition
+	7,  // 9: cairn.fsm.v1.Txn.ops:type_name -> cairn.fsm.v1.Op
+	13, // 10: cairn.fsm.v1.Txn.meta:type_name -> cairn.fsm.v1.Txn.MetaEntry
+	0,  // 11: cairn.fsm.v1.Precondition.kind:type_name -> cairn.fsm.v1.Precondition.Kind
+	1,  // 12: cairn.fsm.v1.Op.kind:type_name -> cairn.fsm.v1.Op.Kind
+	13, // [13:13] is the sub-list for method output_type
+	13, // [13:13] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_fsm_fsmpb_command_proto_init() }
@@ -917,6 +1006,7 @@ func file_fsm_fsmpb_command_proto_init() {
 		(*Command_SetMember)(nil),
 		(*Command_RemoveMember)(nil),
 		(*Command_SetClusterId)(nil),
+		(*Command_Auth)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -924,7 +1014,7 @@ func file_fsm_fsmpb_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsm_fsmpb_command_proto_rawDesc), len(file_fsm_fsmpb_command_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
