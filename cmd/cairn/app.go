@@ -24,6 +24,7 @@ const (
 	exitConflict    = 3
 	exitNotFound    = 4
 	exitUnavailable = 5
+	exitAuth        = 6
 )
 
 // errUsage marks a usage error (exit status 2).
@@ -72,6 +73,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				Usage:   "the key of --cert (PEM)",
 				EnvVars: []string{"CAIRN_KEY"},
 			},
+			&cli.StringFlag{
+				Name: "user",
+				Usage: "the user to act as when access control is enabled; its password from " + envPassword +
+					", else asked for without echo on a terminal",
+				EnvVars: []string{"CAIRN_USER"},
+			},
 		},
 		// One file a group, named for it; the order here is the help's.
 		Commands: slices.Concat(
@@ -86,6 +93,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			[]*cli.Command{verifyCommand()},  // verify.go
 			[]*cli.Command{benchCommand()},   // bench.go
 			[]*cli.Command{certCommand()},    // cert.go
+			authCommands(),                   // auth.go: auth, user, role
 		),
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -143,6 +151,8 @@ func exitCode(err error) int {
 		// client.ErrInvalidConfig: also a --cacert, --cert or --key file
 		// that does not load.
 		return exitUsage
+	case errors.Is(err, client.ErrUnauthenticated), errors.Is(err, client.ErrPermissionDenied):
+		return exitAuth
 	case errors.Is(err, client.ErrConflict):
 		return exitConflict
 	case errors.Is(err, client.ErrNotFound):
@@ -172,7 +182,7 @@ func boolFlag(c *cli.Context, name string) bool {
 func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON"} }
 
 // clientConfig returns the client configuration of the global flags:
-// --cluster, --cacert, --cert and --key.
+// --cluster, --cacert, --cert, --key and --user.
 func clientConfig(c *cli.Context) (client.Config, error) {
 	cfg := client.DefaultConfig()
 	cfg.Endpoints = splitList(c.String("cluster"))
@@ -183,7 +193,7 @@ func clientConfig(c *cli.Context) (client.Config, error) {
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return cfg, usageError("--cert and --key go together (CAIRN_CERT, CAIRN_KEY): give both or neither")
 	}
-	return cfg, nil
+	return cfg, userCredentials(c, &cfg)
 }
 
 // withClient runs fn with a client for the global flags (clientConfig)
