@@ -183,17 +183,26 @@ func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON
 
 // clientConfig returns the client configuration of the global flags:
 // --cluster, --cacert, --cert, --key and --user.
+//
+// They are read from the app's own flags: a command may have a flag of the
+// same name (`role grant --key K`).
 func clientConfig(c *cli.Context) (client.Config, error) {
+	global := c
+	for _, cc := range c.Lineage() {
+		if cc.App != nil { // the outermost is a bare context
+			global = cc
+		}
+	}
 	cfg := client.DefaultConfig()
-	cfg.Endpoints = splitList(c.String("cluster"))
+	cfg.Endpoints = splitList(global.String("cluster"))
 	if len(cfg.Endpoints) == 0 {
 		return cfg, usageError("--cluster is empty")
 	}
-	cfg.CAFile, cfg.CertFile, cfg.KeyFile = c.String("cacert"), c.String("cert"), c.String("key")
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile = global.String("cacert"), global.String("cert"), global.String("key")
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return cfg, usageError("--cert and --key go together (CAIRN_CERT, CAIRN_KEY): give both or neither")
 	}
-	return cfg, userCredentials(c, &cfg)
+	return cfg, userCredentials(global, &cfg)
 }
 
 // withClient runs fn with a client for the global flags (clientConfig)

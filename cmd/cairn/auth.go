@@ -146,6 +146,61 @@ func passwordStdinFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "password-stdin", Usage: "read the new password from the first line of stdin instead of asking twice on the terminal"}
 }
 
+// positional returns the command's n arguments. The command's own flags
+// may also follow them (`cairn user add ann --password-stdin`, as the
+// docs write them): urfave/cli stops parsing flags at the first argument,
+// so those are parsed here and set on c.
+func positional(c *cli.Context, n int, names string) ([]string, error) {
+	var out []string
+	rest := c.Args().Slice()
+	for i := 0; i < len(rest); i++ {
+		a := rest[i]
+		if a == "--" {
+			out = append(out, rest[i+1:]...)
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			out = append(out, a)
+			continue
+		}
+		name, value, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		f := commandFlag(c.Command, name)
+		if f == nil {
+			return nil, usageError("%s: flag provided but not defined: %s (global flags go before the command)", c.Command.Name, a)
+		}
+		if _, isBool := f.(*cli.BoolFlag); isBool {
+			if !hasValue {
+				value = "true"
+			}
+		} else if !hasValue {
+			if i+1 >= len(rest) {
+				return nil, usageError("%s: flag needs an argument: %s", c.Command.Name, a)
+			}
+			i++
+			value = rest[i]
+		}
+		if err := c.Set(name, value); err != nil {
+			return nil, usageError("%s: %s: %v", c.Command.Name, a, err)
+		}
+	}
+	if len(out) != n {
+		return nil, usageError("%s takes %s (got %d arguments)", c.Command.Name, names, len(out))
+	}
+	return out, nil
+}
+
+// commandFlag returns cmd's flag called name, nil if none.
+func commandFlag(cmd *cli.Command, name string) cli.Flag {
+	for _, f := range cmd.Flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return f
+			}
+		}
+	}
+	return nil
+}
+
 // printChange reports an auth change.
 func printChange(c *cli.Context, rev uint64, format string, args ...any) error {
 	if boolFlag(c, "json") {
@@ -157,17 +212,21 @@ func printChange(c *cli.Context, rev uint64, format string, args ...any) error {
 
 // changeCommand is a command of n arguments that makes one auth change.
 func changeCommand(name, argsUsage, usage, example string, n int, flags []cli.Flag,
-	fn func(c *cli.Context, ctx context.Context, cl *client.Client) (uint64, string, error)) *cli.Command {
+	fn func(c *cli.Context, ctx context.Context, cl *client.Client, args []string) (uint64, string, error)) *cli.Command {
 	return &cli.Command{
 		Name: name, Usage: usage, ArgsUsage: argsUsage,
 		Description: "Example:\n   " + example,
 		Flags:       append(flags, jsonFlag()),
 		Action: func(c *cli.Context) error {
-			if err := args(c, n, argsUsage); err != nil {
+			if n == 0 {
+				argsUsage = "no arguments"
+			}
+			args, err := positional(c, n, argsUsage)
+			if err != nil {
 				return err
 			}
 			return withClient(c, func(ctx context.Context, cl *client.Client) error {
-				rev, done, err := fn(c, ctx, cl)
+				rev, done, err := fn(c, ctx, cl, args)
 				if err != nil {
 					return err
 				}
@@ -189,13 +248,13 @@ func authCommand() *cli.Command {
 		Subcommands: []*cli.Command{
 			changeCommand("enable", "", "turn access control on (refused until a user holds the root role)",
 				"cairn auth enable", 0, nil,
-				func(_ *cli.Context, ctx context.Context, cl *client.Client) (uint64, string, error) {
+				func(_ *cli.Context, ctx context.Context, cl *client.Client, _ []string) (uint64, string, error) {
 					rev, err := cl.AuthEnable(ctx)
 					return rev, "access control enabled", err
 				}),
 			changeCommand("disable", "", "turn access control off: every request is allowed",
-				"cairn --user root auth disable", 0, nil,
-				func(_ *cli.Context, ctx context.Context, cl *client.Client) (uint64, string, error) {
+				"cairn auth disable", 0, nil,
+				func(_ *cli.Context, ctx context.Context, cl *client.Client, _ []string) (uint64, string, error) {
 					rev, err := cl.AuthDisable(ctx)
 					return rev, "access control disabled", err
 				}),
@@ -204,7 +263,7 @@ func authCommand() *cli.Command {
 				Description: "Example:\n   cairn auth status",
 				Flags:       []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
-					if err := args(c, 0, "no arguments"); err != nil {
+					if _, err := positional(c, 0, "no arguments"); err != nil {
 						return err
 					}
 					return withClient(c, func(ctx context.Context, cl *client.Client) error {
@@ -242,17 +301,17 @@ func userCommand() *cli.Command {
 					jsonFlag(),
 				},
 				Action: func(c *cli.Context) error {
-					if err := args(c, 1, "NAME"); err != nil {
+					args, err := positional(c, 1, "NAME")
+					if err != nil {
 						return err
 					}
-					name := c.Args().First()
+					name := args[0]
 					pw := ""
 					if c.Bool("no-password") {
 						if c.Bool("password-stdin") {
 							return usageError("--no-password and --password-stdin exclude each other")
 						}
 					} else {
-						var err error
 						if pw, err = newPassword(c, name); err != nil {
 							return err
 						}
@@ -267,19 +326,20 @@ func userCommand() *cli.Command {
 				},
 			},
 			changeCommand("del", "NAME", "delete a user (its tokens stop working at once)", "cairn user del ann", 1, nil,
-				func(c *cli.Context, ctx context.Context, cl *client.Client) (uint64, string, error) {
-					rev, err := cl.UserDelete(ctx, c.Args().First())
-					return rev, "user " + c.Args().First() + " deleted", err
+				func(c *cli.Context, ctx context.Context, cl *client.Client, args []string) (uint64, string, error) {
+					rev, err := cl.UserDelete(ctx, args[0])
+					return rev, "user " + args[0] + " deleted", err
 				}),
 			{
 				Name: "passwd", Usage: "set a user's password (its tokens stop working at once)", ArgsUsage: "NAME",
 				Description: "Example:\n   cairn user passwd ann --password-stdin",
 				Flags:       []cli.Flag{passwordStdinFlag(), jsonFlag()},
 				Action: func(c *cli.Context) error {
-					if err := args(c, 1, "NAME"); err != nil {
+					args, err := positional(c, 1, "NAME")
+					if err != nil {
 						return err
 					}
-					name := c.Args().First()
+					name := args[0]
 					pw, err := newPassword(c, name)
 					if err != nil {
 						return err
@@ -298,7 +358,7 @@ func userCommand() *cli.Command {
 				Description: "Example:\n   cairn user list",
 				Flags:       []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
-					if err := args(c, 0, "no arguments"); err != nil {
+					if _, err := positional(c, 0, "no arguments"); err != nil {
 						return err
 					}
 					return withClient(c, func(ctx context.Context, cl *client.Client) error {
@@ -315,11 +375,12 @@ func userCommand() *cli.Command {
 				Description: "Example:\n   cairn user get ann",
 				Flags:       []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
-					if err := args(c, 1, "NAME"); err != nil {
+					args, err := positional(c, 1, "NAME")
+					if err != nil {
 						return err
 					}
 					return withClient(c, func(ctx context.Context, cl *client.Client) error {
-						u, err := cl.UserGet(ctx, c.Args().First())
+						u, err := cl.UserGet(ctx, args[0])
 						if err != nil {
 							return err
 						}
@@ -331,14 +392,14 @@ func userCommand() *cli.Command {
 				},
 			},
 			changeCommand("grant", "NAME ROLE", "give a user a role", "cairn user grant ann app-writer", 2, nil,
-				func(c *cli.Context, ctx context.Context, cl *client.Client) (uint64, string, error) {
-					u, r := c.Args().Get(0), c.Args().Get(1)
+				func(c *cli.Context, ctx context.Context, cl *client.Client, args []string) (uint64, string, error) {
+					u, r := args[0], args[1]
 					rev, err := cl.UserGrantRole(ctx, u, r)
 					return rev, "user " + u + " granted role " + r, err
 				}),
 			changeCommand("revoke", "NAME ROLE", "take a role from a user", "cairn user revoke ann app-writer", 2, nil,
-				func(c *cli.Context, ctx context.Context, cl *client.Client) (uint64, string, error) {
-					u, r := c.Args().Get(0), c.Args().Get(1)
+				func(c *cli.Context, ctx context.Context, cl *client.Client, args []string) (uint64, string, error) {
+					u, r := args[0], args[1]
 					rev, err := cl.UserRevokeRole(ctx, u, r)
 					return rev, "role " + r + " revoked from user " + u, err
 				}),
@@ -400,21 +461,21 @@ func roleCommand() *cli.Command {
 			changeCommand("add", "NAME", "create a role (with the admin permission when --admin)",
 				"cairn role add app-writer", 1,
 				[]cli.Flag{&cli.BoolFlag{Name: "admin", Usage: "the role may administer the cluster (log, backups, compaction, membership, access control)"}},
-				func(c *cli.Context, ctx context.Context, cl *client.Client) (uint64, string, error) {
-					rev, err := cl.RoleAdd(ctx, c.Args().First(), c.Bool("admin"))
-					return rev, "role " + c.Args().First() + " added", err
+				func(c *cli.Context, ctx context.Context, cl *client.Client, args []string) (uint64, string, error) {
+					rev, err := cl.RoleAdd(ctx, args[0], c.Bool("admin"))
+					return rev, "role " + args[0] + " added", err
 				}),
 			changeCommand("del", "NAME", "delete a role (not root)", "cairn role del app-writer", 1, nil,
-				func(c *cli.Context, ctx context.Context, cl *client.Client) (uint64, string, error) {
-					rev, err := cl.RoleDelete(ctx, c.Args().First())
-					return rev, "role " + c.Args().First() + " deleted", err
+				func(c *cli.Context, ctx context.Context, cl *client.Client, args []string) (uint64, string, error) {
+					rev, err := cl.RoleDelete(ctx, args[0])
+					return rev, "role " + args[0] + " deleted", err
 				}),
 			{
 				Name: "list", Usage: "list the roles with their permissions",
 				Description: "Example:\n   cairn role list",
 				Flags:       []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
-					if err := args(c, 0, "no arguments"); err != nil {
+					if _, err := positional(c, 0, "no arguments"); err != nil {
 						return err
 					}
 					return withClient(c, func(ctx context.Context, cl *client.Client) error {
@@ -431,11 +492,12 @@ func roleCommand() *cli.Command {
 				Description: "Example:\n   cairn role get app-writer",
 				Flags:       []cli.Flag{jsonFlag()},
 				Action: func(c *cli.Context) error {
-					if err := args(c, 1, "NAME"); err != nil {
+					args, err := positional(c, 1, "NAME")
+					if err != nil {
 						return err
 					}
 					return withClient(c, func(ctx context.Context, cl *client.Client) error {
-						r, err := cl.RoleGet(ctx, c.Args().First())
+						r, err := cl.RoleGet(ctx, args[0])
 						if err != nil {
 							return err
 						}
@@ -449,7 +511,7 @@ func roleCommand() *cli.Command {
 			changeCommand("grant", "ROLE", "give a role read, write or readwrite on a key or a prefix",
 				"cairn role grant app-writer --prefix app/ --access readwrite", 1,
 				append(permissionFlags(), &cli.StringFlag{Name: "access", Usage: "read, write or readwrite (required)"}),
-				func(c *cli.Context, ctx context.Context, cl *client.Client) (uint64, string, error) {
+				func(c *cli.Context, ctx context.Context, cl *client.Client, args []string) (uint64, string, error) {
 					key, prefix, err := permissionTarget(c)
 					if err != nil {
 						return 0, "", err
@@ -460,18 +522,18 @@ func roleCommand() *cli.Command {
 					default:
 						return 0, "", usageError("role grant needs --access read, write or readwrite (got %q)", access)
 					}
-					role := c.Args().First()
+					role := args[0]
 					rev, err := cl.RoleGrant(ctx, role, api.Permission{Key: key, Prefix: prefix, Access: access})
 					return rev, fmt.Sprintf("role %s granted %s on %s", role, access, describeTarget(key, prefix)), err
 				}),
 			changeCommand("revoke", "ROLE", "take a role's permission on a key or a prefix",
 				"cairn role revoke app-writer --prefix app/", 1, permissionFlags(),
-				func(c *cli.Context, ctx context.Context, cl *client.Client) (uint64, string, error) {
+				func(c *cli.Context, ctx context.Context, cl *client.Client, args []string) (uint64, string, error) {
 					key, prefix, err := permissionTarget(c)
 					if err != nil {
 						return 0, "", err
 					}
-					role := c.Args().First()
+					role := args[0]
 					rev, err := cl.RoleRevoke(ctx, role, key, prefix)
 					return rev, fmt.Sprintf("role %s: permission on %s revoked", role, describeTarget(key, prefix)), err
 				}),
