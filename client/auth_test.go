@@ -50,7 +50,7 @@ type fakeAuthServer struct {
 	revision uint64
 }
 
-func newFakeAuth(t *testing.T) *fakeAuthServer {
+func newFakeAuth(t tb) *fakeAuthServer {
 	t.Helper()
 	f := &fakeAuthServer{enabled: true, passwords: map[string]string{"ann": "s3cret pw"}, ttl: time.Minute,
 		denied: map[string]bool{}, answers: map[string]any{}, tokens: map[string]time.Time{}}
@@ -566,4 +566,42 @@ func TestAuthAdminCalls(t *testing.T) {
 	if _, err := c.RoleGrant(ctx, "ops", api.Permission{Key: "k", Access: "all"}); !errors.Is(err, client.ErrBadRequest) {
 		t.Fatalf("grant of access \"all\": %v", err)
 	}
+}
+
+// The docs/client.md Credentials section, against the fake: a user whose
+// roles allow app/ but not other keys, and a bad password.
+func ExampleConfig_credentials() {
+	env := &exampleEnv{}
+	defer env.close()
+	f := newFakeAuth(env)
+	f.denied["/v1/kv/other"] = true
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	cfg := client.DefaultConfig()
+	cfg.Endpoints = []string{f.url}
+	cfg.Username = "ann"
+	cfg.Password = "s3cret pw" // or cfg.Credentials, called when a token is needed
+	c, err := client.New(cfg)
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	_, err = c.Put(ctx, "app/greeting", []byte("hello")) // authenticates first
+	fmt.Println("put app/greeting:", err)
+	_, err = c.Put(ctx, "other", []byte("hello"))
+	fmt.Println("put other, permission denied:", errors.Is(err, client.ErrPermissionDenied))
+
+	cfg.Password = "wrong"
+	bad, err := client.New(cfg)
+	if err != nil {
+		panic(err)
+	}
+	defer bad.Close()
+	_, err = bad.Put(ctx, "app/greeting", []byte("hello"))
+	fmt.Println("bad password, unauthenticated:", errors.Is(err, client.ErrUnauthenticated))
+	// Output:
+	// put app/greeting: <nil>
+	// put other, permission denied: true
+	// bad password, unauthenticated: true
 }
