@@ -223,7 +223,11 @@ func withClient(c *cli.Context, fn func(ctx context.Context, cl *client.Client) 
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
-	return fn(ctx, cl)
+	err = fn(ctx, cl)
+	if errors.Is(err, client.ErrUnauthenticated) && cfg.Username == "" && cfg.Credentials == nil {
+		err = fmt.Errorf("%w (access control is on: give --user NAME or set CAIRN_USER)", err)
+	}
+	return err
 }
 
 func args(c *cli.Context, n int, names string) error {

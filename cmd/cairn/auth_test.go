@@ -451,7 +451,7 @@ func TestAuthCLIExit6(t *testing.T) {
 	}{
 		{"root", "wrong pw", []string{"user", "list"}, []string{`authenticating as "root"`, "bad user name or password"}},
 		{"nobody", "pw", []string{"put", "k", "v"}, []string{`authenticating as "nobody"`, "unauthenticated"}},
-		{"", "", []string{"user", "list"}, []string{"unauthenticated", "a valid token is required"}},
+		{"", "", []string{"user", "list"}, []string{"unauthenticated", "a valid token is required", "give --user NAME"}},
 		{"ann", "annpw", []string{"user", "list"}, []string{"permission_denied", "user ann may not"}},
 		{"ann", "annpw", []string{"put", "app/k", "v"}, []string{"permission_denied"}},
 	} {
@@ -606,4 +606,25 @@ func stripComments(lines []string) []string {
 		}
 	}
 	return out
+}
+
+// TestRoleGrantKeyIsNotTheGlobalKey: role grant's --key does not shadow
+// the global --key (the TLS key of --cert), before or after the command.
+func TestRoleGrantKeyIsNotTheGlobalKey(t *testing.T) {
+	clearAuthEnv(t)
+	setConsole(t, &fakeConsole{})
+	f := startFakeAuthAPI(t)
+	for _, args := range [][]string{
+		{"--cluster", f.url, "--cert", "missing-cert.pem", "--key", "missing-key.pem", "role", "grant", "--key", "k", "--access", "read", "dev"},
+		{"--cluster", f.url, "--cert", "missing-cert.pem", "--key", "missing-key.pem", "role", "grant", "dev", "--key", "k", "--access", "read"},
+	} {
+		_, errOut, code := runTLSCLI(t, args...)
+		if code != exitUsage || !strings.Contains(errOut, "missing-cert.pem") || strings.Contains(errOut, "go together") {
+			t.Fatalf("%v: exit %d: %s", args, code, errOut)
+		}
+	}
+	_, errOut, code := runTLSCLI(t, "--cluster", f.url, "--key", "only-key.pem", "role", "grant", "dev", "--key", "k", "--access", "read")
+	if code != exitUsage || !strings.Contains(errOut, "go together") {
+		t.Fatalf("global --key without --cert: exit %d: %s", code, errOut)
+	}
 }
