@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -52,27 +53,41 @@ func (c *Client) Backup(ctx context.Context, w io.Writer, o BackupOptions) (int6
 	if len(q) > 0 {
 		u += "?" + q.Encode()
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		c.markFailed(ep)
-		if terr := tlsFailure(ep, err); terr != nil {
-			return 0, terr
+	var resp *http.Response
+	for reauthed := false; ; reauthed = true {
+		tok, err := c.callToken(ctx, &call{})
+		if err != nil {
+			return 0, err
 		}
-		return 0, fmt.Errorf("%w: backup from %s: %w", ErrUnavailable, ep, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		if err != nil {
+			return 0, fmt.Errorf("%w: %w", ErrBadRequest, err)
+		}
+		setToken(req, tok)
+		resp, err = c.hc.Do(req)
+		if err != nil {
+			c.markFailed(ep)
+			if terr := tlsFailure(ep, err); terr != nil {
+				return 0, terr
+			}
+			return 0, fmt.Errorf("%w: backup from %s: %w", ErrUnavailable, ep, err)
+		}
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
+		_ = resp.Body.Close()
 		if terr := plainToTLSAnswer(ep, resp.StatusCode, b); terr != nil {
 			c.markFailed(ep)
 			return 0, terr
 		}
-		return 0, errorFromResponse(resp.StatusCode, resp.Header, b)
+		err = errorFromResponse(resp.StatusCode, resp.Header, b)
+		if !errors.Is(err, ErrUnauthenticated) || c.auth == nil || reauthed {
+			return 0, err
+		}
+		c.auth.invalidate(tok) // as in Client.do: one new token, one more try
 	}
+	defer resp.Body.Close()
 	n, err := io.Copy(w, resp.Body)
 	if err != nil {
 		return n, fmt.Errorf("%w: backup from %s cut off after %d bytes: %w", ErrUnavailable, ep, n, err)

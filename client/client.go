@@ -36,6 +36,8 @@ type Client struct {
 
 	discoverMu sync.Mutex // one discovery at a time
 
+	auth *authenticator // nil without credentials
+
 	mu           sync.Mutex
 	members      []string // members' HTTP URLs, from discovery
 	leader       string   // leader's HTTP URL, "" when unknown
@@ -52,7 +54,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	c := &Client{cfg: cfg, hc: cfg.HTTPClient, log: cfg.Logger, health: map[string]endpointState{}, needDiscover: true,
-		scheme: cfg.defaultScheme()}
+		scheme: cfg.defaultScheme(), auth: newAuthenticator(cfg)}
 	_, _ = rand.Read(c.idemID[:]) // never fails (crypto/rand)
 	if c.hc == nil {
 		tc, files, err := cfg.clientTLS()

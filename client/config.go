@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
@@ -56,6 +57,27 @@ type Config struct {
 	// TLSConfig, when set, is used (cloned) for https:// endpoints
 	// instead of CAFile, CertFile and KeyFile, which are then ignored.
 	TLSConfig *tls.Config
+
+	// Username and Password are a user's credentials, for a cluster with
+	// access control enabled (docs/security.md). With Username set, the
+	// client exchanges them for a bearer token (POST
+	// /v1/auth/authenticate) before its first request, sends the token
+	// with every request, gets a new one shortly before it expires, and
+	// once when a member refuses it (the call is then sent again). A
+	// token is valid on every member. Bad credentials end the call with
+	// ErrUnauthenticated; they are not retried. When the cluster says
+	// access control is disabled, the client sends no token until a
+	// member asks for one. Empty: no credentials (anonymous, or the user
+	// a client certificate names under mutual TLS). Neither the password
+	// nor the token is ever logged.
+	Username string
+	Password string
+	// Credentials, when set, is called for the user and password each
+	// time the client authenticates (the first time, and after a token
+	// was refused or expired), instead of Username and Password, which
+	// must then be empty: to prompt for a password only when needed, or
+	// to read a rotated one. Its error ends the call that needed a token.
+	Credentials func(ctx context.Context) (user, password string, err error)
 }
 
 // DefaultConfig returns a Config with default timeouts and no endpoints.
@@ -82,6 +104,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxBackoff <= 0 {
 		return fmt.Errorf("%w: max backoff must be positive", ErrInvalidConfig)
+	}
+	if c.Password != "" && c.Username == "" {
+		return fmt.Errorf("%w: Password without Username", ErrInvalidConfig)
+	}
+	if c.Credentials != nil && (c.Username != "" || c.Password != "") {
+		return fmt.Errorf("%w: Credentials and Username/Password exclude each other", ErrInvalidConfig)
 	}
 	if c.HTTPClient != nil && c.usesTLS() {
 		return fmt.Errorf("%w: CAFile, CertFile, KeyFile and TLSConfig configure the package's own HTTP client "+

@@ -55,6 +55,21 @@
 // ErrTLS with a message naming the cause; a call returns it as soon as
 // every endpoint has been tried, without waiting for its context to end.
 //
+// # Access control
+//
+// With Config.Username and Config.Password (or Config.Credentials), the
+// client exchanges the credentials for a bearer token (POST
+// /v1/auth/authenticate) before its first request and sends it in every
+// request's Authorization header. It gets a new token on the first call
+// after 80 % of the token's lifetime (at most a minute before expiry), and
+// once when a member answers 401 to a token (expired, or revoked by a
+// password change): the call is then sent again once. A token is valid on
+// every member. Bad credentials end the call with ErrUnauthenticated and
+// are not retried; a request the user's roles do not allow ends with
+// ErrPermissionDenied. Neither the password nor the token is logged.
+// AuthEnable, UserAdd, RoleGrant and the other admin calls manage users
+// and roles.
+//
 // # Errors
 //
 // Server errors are *APIError values (wrapped in *ConflictError or

@@ -57,6 +57,15 @@ var (
 	// apart): the cluster may be up, but this client cannot talk to it
 	// until its TLS settings (or the server's) are fixed.
 	ErrTLS = errors.New("client: tls")
+	// ErrUnauthenticated means the cluster wants a user and the call named
+	// none, or credentials that are not valid: a bad user name or
+	// password (HTTP 401). A token that expired or was revoked is
+	// renewed once by the client before a call ends with it.
+	ErrUnauthenticated = errors.New("client: unauthenticated")
+	// ErrPermissionDenied means the user's roles do not allow the request,
+	// or a members-only route was called without a member certificate
+	// (HTTP 403). Nothing was done.
+	ErrPermissionDenied = errors.New("client: permission denied")
 )
 
 // APIError is an error answer from a node.
@@ -134,6 +143,10 @@ func sentinelFor(code string, status int) error {
 		return ErrNotLeader
 	case api.CodeInternal:
 		return ErrInternal
+	case api.CodeUnauthenticated:
+		return ErrUnauthenticated
+	case api.CodePermissionDenied:
+		return ErrPermissionDenied
 	}
 	// Not a cairn answer (a proxy, say): go by status.
 	switch status {
@@ -147,6 +160,10 @@ func sentinelFor(code string, status int) error {
 		return ErrUnavailable
 	case http.StatusGatewayTimeout:
 		return ErrTimeout
+	case http.StatusUnauthorized:
+		return ErrUnauthenticated
+	case http.StatusForbidden:
+		return ErrPermissionDenied
 	}
 	return nil
 }

@@ -60,6 +60,8 @@ type call struct {
 	retry    retryPolicy
 	// attempts caps the attempts (0: until ctx ends).
 	attempts int
+	// noAuth sends the call without a token (authentication itself).
+	noAuth bool
 }
 
 // reply is a successful (2xx) answer.
@@ -94,6 +96,9 @@ type attemptError struct {
 	// tls: err is ErrTLS, a failure to set up TLS with the endpoint that
 	// retrying will not fix.
 	tls bool
+	// unauth: the endpoint answered 401 unauthenticated; the request was
+	// not processed.
+	unauth bool
 }
 
 // reach follows which endpoints one call could not reach, so that TLS
@@ -151,19 +156,29 @@ func (r *reach) failed(c *Client, ep string, ae *attemptError, pinned bool) erro
 // had not succeeded by then: the last failed attempt's error (an
 // unreachable endpoint is ErrUnavailable), or ErrTimeout when ctx ended
 // during the first attempt.
+//
+// With credentials (Config.Username, Config.Credentials), each attempt
+// carries the client's token, obtained first if needed; a 401 answer to
+// an attempt gets the call one new token and one more attempt (see
+// authenticator).
 func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
 	backoff := initialBackoff
 	var last *attemptError // the last attempt that failed on its own
 	var r reach
+	reauthed := false
 	for attempt := 1; ; attempt++ {
 		if c.closed.Load() {
 			return nil, ErrClosed
+		}
+		tok, err := c.callToken(ctx, cl)
+		if err != nil {
+			return nil, err
 		}
 		ep := cl.endpoint
 		if ep == "" {
 			ep = c.pick(ctx, cl.route, r.tlsFailed)
 		}
-		rep, ae := c.attempt(ctx, ep, cl)
+		rep, ae := c.attempt(ctx, ep, cl, tok)
 		if ae == nil {
 			c.markOK(ep)
 			return rep, nil
@@ -174,6 +189,14 @@ func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
 		last = ae
 		if err := r.failed(c, ep, ae, cl.endpoint != ""); err != nil {
 			return nil, err
+		}
+		if ae.unauth && c.auth != nil && !cl.noAuth && !reauthed {
+			// The token expired or was revoked (or auth was enabled since
+			// the cluster said it was not): one new token, one more try.
+			reauthed = true
+			c.auth.invalidate(tok)
+			attempt--
+			continue
 		}
 		retry := ae.safe || (ae.ambiguous && cl.retry == retryAmbiguous)
 		if !retry || (cl.attempts > 0 && attempt >= cl.attempts) {
@@ -210,8 +233,9 @@ func ctxEndedError(ctx context.Context, ep string, ae, last *attemptError) error
 	return fmt.Errorf("%w (%w)", ae.err, ctx.Err())
 }
 
-// attempt sends cl once to ep.
-func (c *Client) attempt(ctx context.Context, ep string, cl *call) (*reply, *attemptError) {
+// attempt sends cl once to ep, with token tok in the Authorization header
+// when not "".
+func (c *Client) attempt(ctx context.Context, ep string, cl *call, tok string) (*reply, *attemptError) {
 	actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	u := ep + cl.path
@@ -234,6 +258,7 @@ func (c *Client) attempt(ctx context.Context, ep string, cl *call) (*reply, *att
 	if cl.idemKey != "" {
 		req.Header.Set(api.HeaderIdempotencyKey, cl.idemKey)
 	}
+	setToken(req, tok)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return nil, c.transportError(ctx, ep, err)
@@ -259,6 +284,8 @@ func (c *Client) attempt(ctx context.Context, ep string, cl *call) (*reply, *att
 	err = errorFromResponse(resp.StatusCode, resp.Header, b)
 	ae := &attemptError{err: err, answered: true}
 	switch {
+	case errors.Is(err, ErrUnauthenticated):
+		ae.unauth = true
 	case errors.Is(err, ErrNotLeader):
 		ae.safe = true
 		c.leaderFailed(ep)
@@ -457,9 +484,22 @@ func (c *Client) maybeDiscover(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		rep, ae := c.attempt(ctx, ep, &call{method: http.MethodGet, path: "/v1/cluster/members"})
+		rep, ae := c.attempt(ctx, ep, &call{method: http.MethodGet, path: "/v1/cluster/members"}, c.currentToken())
 		if ae != nil {
 			c.log.Debug("cairn client: discovery failed", "endpoint", ep, "err", ae.err)
+			switch {
+			case errors.Is(ae.err, ErrPermissionDenied):
+				// The member list is not for this user (it needs admin
+				// with access control on): the others would say the same.
+				// Work from the configured endpoints and the leader
+				// named in answers until a failure calls for discovery.
+				c.mu.Lock()
+				c.needDiscover = false
+				c.mu.Unlock()
+				return
+			case errors.Is(ae.err, ErrUnauthenticated):
+				return // no token yet (or a stale one): again later, with one
+			}
 			continue
 		}
 		var mr api.MembersResponse

@@ -52,8 +52,11 @@ type WatchEvent struct {
 	Node string
 	// Err is set on a final api.WatchError event: a *CompactedError
 	// (errors.Is ErrCompacted) when the watch's next revision was
-	// compacted away, or another definite failure (ErrBadRequest,
-	// ErrClosed, ...). It is never set because ctx ended.
+	// compacted away, ErrPermissionDenied when the user lost read on
+	// the prefix, ErrUnauthenticated when its token was revoked and the
+	// credentials no longer work (or the client has none), or another
+	// definite failure (ErrBadRequest, ErrClosed, ...). It is never set
+	// because ctx ended.
 	Err error
 }
 
@@ -114,6 +117,7 @@ type watch struct {
 // watchStream is one open GET /v1/watch response.
 type watchStream struct {
 	ep     string
+	tok    string // the token it was opened with
 	node   string
 	body   io.ReadCloser
 	dec    *json.Decoder
@@ -135,15 +139,20 @@ func (w *watch) connect(ctx context.Context) (*watchStream, error) {
 	backoff := initialBackoff
 	var last *attemptError // as in Client.do
 	var r reach
+	reauthed := false
 	for {
 		if c.closed.Load() {
 			return nil, ErrClosed
+		}
+		tok, err := c.callToken(ctx, &call{})
+		if err != nil {
+			return nil, err
 		}
 		ep := w.endpoint
 		if ep == "" {
 			ep = c.pick(ctx, routeSpread, r.tlsFailed)
 		}
-		s, ae := w.open(ctx, ep)
+		s, ae := w.open(ctx, ep, tok)
 		if ae == nil {
 			c.markOK(ep)
 			return s, nil
@@ -154,6 +163,11 @@ func (w *watch) connect(ctx context.Context) (*watchStream, error) {
 		last = ae
 		if err := r.failed(c, ep, ae, w.endpoint != ""); err != nil {
 			return nil, err
+		}
+		if ae.unauth && c.auth != nil && !reauthed {
+			reauthed = true // as in Client.do: one new token, one more try
+			c.auth.invalidate(tok)
+			continue
 		}
 		if !ae.safe && !ae.ambiguous {
 			return nil, ae.err
@@ -170,9 +184,10 @@ func (w *watch) connect(ctx context.Context) (*watchStream, error) {
 	}
 }
 
-// open sends one watch request to ep and reads the stream's first line (a
-// progress event), which fixes the start when w.next is 0.
-func (w *watch) open(ctx context.Context, ep string) (*watchStream, *attemptError) {
+// open sends one watch request to ep with token tok (none when "") and
+// reads the stream's first line (a progress event), which fixes the start
+// when w.next is 0.
+func (w *watch) open(ctx context.Context, ep, tok string) (*watchStream, *attemptError) {
 	c := w.c
 	q := url.Values{"progress_interval": {watchProgressInterval.String()}}
 	if w.prefix != "" {
@@ -195,6 +210,7 @@ func (w *watch) open(ctx context.Context, ep string) (*watchStream, *attemptErro
 		return fail(&attemptError{err: fmt.Errorf("%w: %w", ErrBadRequest, err)})
 	}
 	req.Header.Set("Accept", "application/x-ndjson")
+	setToken(req, tok)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return fail(c.transportError(ctx, ep, err))
@@ -211,14 +227,14 @@ func (w *watch) open(ctx context.Context, ep string) (*watchStream, *attemptErro
 			return fail(&attemptError{err: terr, tls: true, safe: true})
 		}
 		err := errorFromResponse(resp.StatusCode, resp.Header, b)
-		ae := &attemptError{err: err, answered: true}
+		ae := &attemptError{err: err, answered: true, unauth: errors.Is(err, ErrUnauthenticated)}
 		if errors.Is(err, ErrNotLeader) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTimeout) {
 			ae.ambiguous = true
 			c.markFailed(ep)
 		}
 		return fail(ae)
 	}
-	s := &watchStream{ep: ep, node: resp.Header.Get(api.HeaderNode), body: resp.Body,
+	s := &watchStream{ep: ep, tok: tok, node: resp.Header.Get(api.HeaderNode), body: resp.Body,
 		dec: json.NewDecoder(resp.Body), cancel: cancel, idle: idle, opened: time.Now()}
 	var ev api.WatchEvent
 	if err := s.dec.Decode(&ev); err != nil || ev.Type != api.WatchProgress {
@@ -289,6 +305,24 @@ func (w *watch) run(ctx context.Context, s *watchStream, ch chan<- WatchEvent) {
 					deliver(WatchEvent{Type: api.WatchError, Revision: w.next - 1, Node: s.node,
 						Err: &CompactedError{Oldest: ev.Error.OldestRevision, Err: ae}})
 					return
+				}
+				if ev.Error != nil && ev.Error.Code == api.CodePermissionDenied {
+					// The user lost the permission (a role revoked): final.
+					ae := &APIError{Code: ev.Error.Code, Message: ev.Error.Message, Status: http.StatusForbidden,
+						Node: s.node, sentinel: ErrPermissionDenied}
+					deliver(WatchEvent{Type: api.WatchError, Revision: w.next - 1, Node: s.node, Err: ae})
+					return
+				}
+				if ev.Error != nil && ev.Error.Code == api.CodeUnauthenticated {
+					if c.auth == nil {
+						ae := &APIError{Code: ev.Error.Code, Message: ev.Error.Message, Status: http.StatusUnauthorized,
+							Node: s.node, sentinel: ErrUnauthenticated}
+						deliver(WatchEvent{Type: api.WatchError, Revision: w.next - 1, Node: s.node, Err: ae})
+						return
+					}
+					// The token was revoked (the password changed, say):
+					// resume with a new one, if the credentials still work.
+					c.auth.invalidate(s.tok)
 				}
 				msg := "stream ended"
 				if ev.Error != nil {

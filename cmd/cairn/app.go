@@ -24,6 +24,7 @@ const (
 	exitConflict    = 3
 	exitNotFound    = 4
 	exitUnavailable = 5
+	exitAuth        = 6
 )
 
 // errUsage marks a usage error (exit status 2).
@@ -72,6 +73,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				Usage:   "the key of --cert (PEM)",
 				EnvVars: []string{"CAIRN_KEY"},
 			},
+			&cli.StringFlag{
+				Name: "user",
+				Usage: "the user to act as when access control is enabled; its password from " + envPassword +
+					", else asked for without echo on a terminal",
+				EnvVars: []string{"CAIRN_USER"},
+			},
 		},
 		// One file a group, named for it; the order here is the help's.
 		Commands: slices.Concat(
@@ -86,6 +93,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			[]*cli.Command{verifyCommand()},  // verify.go
 			[]*cli.Command{benchCommand()},   // bench.go
 			[]*cli.Command{certCommand()},    // cert.go
+			authCommands(),                   // auth.go: auth, user, role
 		),
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -143,6 +151,8 @@ func exitCode(err error) int {
 		// client.ErrInvalidConfig: also a --cacert, --cert or --key file
 		// that does not load.
 		return exitUsage
+	case errors.Is(err, client.ErrUnauthenticated), errors.Is(err, client.ErrPermissionDenied):
+		return exitAuth
 	case errors.Is(err, client.ErrConflict):
 		return exitConflict
 	case errors.Is(err, client.ErrNotFound):
@@ -172,18 +182,27 @@ func boolFlag(c *cli.Context, name string) bool {
 func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON"} }
 
 // clientConfig returns the client configuration of the global flags:
-// --cluster, --cacert, --cert and --key.
+// --cluster, --cacert, --cert, --key and --user.
+//
+// They are read from the app's own flags: a command may have a flag of the
+// same name (`role grant --key K`).
 func clientConfig(c *cli.Context) (client.Config, error) {
+	global := c
+	for _, cc := range c.Lineage() {
+		if cc.App != nil { // the outermost is a bare context
+			global = cc
+		}
+	}
 	cfg := client.DefaultConfig()
-	cfg.Endpoints = splitList(c.String("cluster"))
+	cfg.Endpoints = splitList(global.String("cluster"))
 	if len(cfg.Endpoints) == 0 {
 		return cfg, usageError("--cluster is empty")
 	}
-	cfg.CAFile, cfg.CertFile, cfg.KeyFile = c.String("cacert"), c.String("cert"), c.String("key")
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile = global.String("cacert"), global.String("cert"), global.String("key")
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return cfg, usageError("--cert and --key go together (CAIRN_CERT, CAIRN_KEY): give both or neither")
 	}
-	return cfg, nil
+	return cfg, userCredentials(global, &cfg)
 }
 
 // withClient runs fn with a client for the global flags (clientConfig)
@@ -204,7 +223,11 @@ func withClient(c *cli.Context, fn func(ctx context.Context, cl *client.Client) 
 		ctx, cancel = context.WithTimeout(ctx, d)
 		defer cancel()
 	}
-	return fn(ctx, cl)
+	err = fn(ctx, cl)
+	if errors.Is(err, client.ErrUnauthenticated) && cfg.Username == "" && cfg.Credentials == nil {
+		err = fmt.Errorf("%w (access control is on: give --user NAME or set CAIRN_USER)", err)
+	}
+	return err
 }
 
 func args(c *cli.Context, n int, names string) error {

@@ -3,12 +3,14 @@
 // `del`, `ls`, `txn`, `history`, `log`, `watch`), administers a cluster
 // (`cairn node join|remove|list|promote|transfer-leadership|status|health|
 // recover`), takes and checks backups (`backup`, `restore`, `verify`,
-// `compact`), measures it (`bench`) and issues TLS certificates
-// (`cairn cert ca|member|client create`).
+// `compact`), measures it (`bench`), issues TLS certificates
+// (`cairn cert ca|member|client create`) and manages access control
+// (`cairn auth|user|role`, with the global `--user`).
 //
 // Exit status: 0 success, 1 error, 2 usage (or a TLS file that does not
-// load), 3 conflict, 4 not found, 5 cluster unavailable, timeout or a TLS
-// failure (docs/cli.md).
+// load, or --user without a password), 3 conflict, 4 not found, 5 cluster
+// unavailable, timeout or a TLS failure, 6 unauthenticated (bad
+// credentials, none given) or permission denied (docs/cli.md).
 package main
 
 import (
