@@ -7,6 +7,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/cairn-db/cairn/auth"
 )
 
 // Apply implements raft.FSM for a single entry.
@@ -62,9 +64,11 @@ const applyChunkBytes = 1 << 20
 func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) {
 	var committed, compacted bool
 	var st state
+	var newAuth *auth.State
 	err := f.db.Update(func(tx *bolt.Tx) error {
 		st = loadState(tx)
-		a := applier{tx: tx, st: &st}
+		newAuth = nil
+		a := applier{tx: tx, st: &st, auth: f.authState.Load()}
 		for i, l := range logs {
 			if l.Index <= st.appliedIndex && st.appliedIndex != 0 {
 				continue
@@ -84,6 +88,9 @@ func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) {
 			}
 		}
 		committed, compacted = a.committed, a.compacted
+		if a.authChanged {
+			newAuth = a.auth
+		}
 		failpoint("apply-before-commit") // a crash here discards the whole transaction
 		return st.save(tx)
 	})
@@ -92,6 +99,9 @@ func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) {
 	}
 	failpoint("apply-after-commit")
 	f.applied.Store(st.appliedIndex)
+	if newAuth != nil {
+		f.authState.Store(newAuth)
+	}
 	if committed {
 		f.revision.Store(st.revision)
 	}
@@ -108,6 +118,11 @@ type applier struct {
 	lastTime  int64 // clamped time of the last batch, for the idempotency sweep
 	committed bool
 	compacted bool
+	// auth is the access-control state as of the entry being applied
+	// (changed by Auth entries earlier in this transaction, when
+	// authChanged); nil in ApplyRecords, which checks nothing.
+	auth        *auth.State
+	authChanged bool
 }
 
 func (a *applier) command(data []byte) (interface{}, error) {
@@ -134,6 +149,8 @@ func (a *applier) command(data []byte) (interface{}, error) {
 			return &CommandResult{}, nil
 		}
 		return &CommandResult{}, meta.Put(metaClusterID, []byte(cmd.SetClusterID.ID))
+	case cmd.Auth != nil:
+		return a.authChange(cmd.Auth)
 	}
 	return &CommandResult{Err: fmt.Errorf("%w: empty command", ErrCorruptCommand)}, nil
 }
@@ -178,6 +195,12 @@ func (a *applier) batch(b *Batch) (*BatchResult, error) {
 // txn applies one transaction. The returned error is a storage failure;
 // refusals and conflicts are reported in the result.
 func (a *applier) txn(t *Txn, now int64, limits Limits) (TxnResult, error) {
+	// The access check comes first: a refused transaction learns nothing,
+	// not even an idempotency key's stored result, and, like every
+	// refusal, leaves no idempotency entry (a retry once allowed runs).
+	if err := a.checkTxnAuth(t); err != nil {
+		return TxnResult{Time: time.Unix(0, now).UTC(), Err: err}, nil
+	}
 	idem := a.tx.Bucket(bucketIdem)
 	if t.IdempotencyKey != "" {
 		if v := idem.Get([]byte(t.IdempotencyKey)); v != nil {

@@ -170,6 +170,3 @@ func TestDecodeCommandOutOfRangeKinds(t *testing.T) {
 		}
 	}
 }
-
-// sampleAuthChange is an encoded auth change for the codec tests.
-func sampleAuthChange() []byte { return []byte("placeholder auth change") }

@@ -2,8 +2,8 @@
 // versioned object store kept in bbolt, driven by raft log entries.
 //
 // Every node runs one FSM under hashicorp/raft. A log entry (see
-// EncodeCommand) carries a batch of transactions, a compaction or a
-// membership record. Applying a batch is deterministic: it reads no wall
+// EncodeCommand) carries a batch of transactions, a compaction, a
+// membership record or an access-control change. Applying a batch is deterministic: it reads no wall
 // clock, no randomness and no map iteration order, so replicas fed the same
 // log hold the same objects, revisions and hash chain.
 //
@@ -23,6 +23,11 @@
 //     Canonical), and a deep Verify that recomputes it.
 //   - Idempotency keys: a repeated key returns the stored result and writes
 //     nothing, for a window measured in log time.
+//   - Replicated access control: the auth package's state, changed by Auth
+//     entries (AuthState), and an apply-time re-check of a transaction's
+//     permissions when the auth revision moved since its proposer checked
+//     them (ErrPermissionDenied). The authenticated user goes into the
+//     record and the chain.
 //   - raft.BatchingFSM with one bbolt write transaction per batch, the
 //     applied raft index stored in that same transaction (entries at or
 //     below it are skipped on replay), streaming snapshots and an

@@ -53,6 +53,12 @@ var (
 	ErrClosed = errors.New("fsm: closed")
 	// ErrInvalidConfig means a Config failed validation.
 	ErrInvalidConfig = errors.New("fsm: invalid config")
+	// ErrPermissionDenied means the apply-time access check refused a
+	// transaction: access control is on and the transaction's
+	// authenticated user (checked at an older auth revision, or none) is
+	// not allowed all of it now. The error wraps the auth package's.
+	// Nothing was written and no revision consumed.
+	ErrPermissionDenied = errors.New("fsm: permission denied")
 )
 
 // Conflict names one failing precondition: the key and its current

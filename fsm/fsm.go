@@ -12,6 +12,8 @@ import (
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/cairn-db/cairn/auth"
 )
 
 // Config configures an FSM.
@@ -81,6 +83,11 @@ type FSM struct {
 
 	revision atomic.Uint64 // last committed revision, for WaitRevision
 	applied  atomic.Uint64 // last applied raft index
+
+	// authState is the committed access-control state (never nil once
+	// open): loaded by Open and Restore, replaced after an apply that
+	// changed it commits.
+	authState atomic.Pointer[auth.State]
 
 	waitMu  sync.Mutex
 	changed chan struct{} // closed and replaced after every commit
@@ -191,9 +198,14 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 
 func (f *FSM) loadCounters() error {
 	return f.db.View(func(tx *bolt.Tx) error {
+		as, err := loadAuth(tx)
+		if err != nil {
+			return err
+		}
 		st := loadState(tx)
 		f.revision.Store(st.revision)
 		f.applied.Store(st.appliedIndex)
+		f.authState.Store(as)
 		return nil
 	})
 }

@@ -16,6 +16,7 @@ import (
 //	idem     idempotency key             -> expires i64 | result
 //	idemexp  expires i64 | idempotency key -> (empty)
 //	members  member id                   -> uvarint-prefixed http addr, raft addr
+//	auth     "state"                     -> auth.Encode(access-control state)
 //
 // Integers are big-endian so byte order is numeric order. Keys never hold
 // NUL, so "key | 0x00 | rev" sorts by key and then by revision, and a
@@ -25,6 +26,12 @@ import (
 // current keys. It duplicated what the newest versions entry says and cost
 // every put a second B-tree write at a random page; Open and Restore drop
 // it (migrate).
+//
+// The auth bucket came later within schema 2: a store or snapshot without
+// it (or without its one key) has access control off, and Open creates the
+// empty bucket. It holds the whole replicated access-control state (users,
+// roles, the token key, the auth revision), written by each applied Auth
+// command in the transaction that applies it.
 var (
 	bucketMeta     = []byte("meta")
 	bucketVersions = []byte("versions")
@@ -32,9 +39,13 @@ var (
 	bucketIdem     = []byte("idem")
 	bucketIdemExp  = []byte("idemexp")
 	bucketMembers  = []byte("members")
+	bucketAuth     = []byte("auth")
 
-	allBuckets = [][]byte{bucketMeta, bucketVersions, bucketTxns,
+	// requiredBuckets must exist in a snapshot; allBuckets are created by
+	// Open.
+	requiredBuckets = [][]byte{bucketMeta, bucketVersions, bucketTxns,
 		bucketIdem, bucketIdemExp, bucketMembers}
+	allBuckets = append(requiredBuckets[:len(requiredBuckets):len(requiredBuckets)], bucketAuth)
 
 	// bucketObjectsV1 is schema 1's index of current keys.
 	bucketObjectsV1 = []byte("objects")
@@ -53,6 +64,9 @@ var (
 	metaClusterID     = []byte("cluster_id")     // string: set once by SetClusterID
 	metaCompactCursor = []byte("compact_cursor") // physical compaction phase and position (compact.go); absent when done
 )
+
+// authStateKey is the auth bucket's one key.
+var authStateKey = []byte("state")
 
 // schemaVersion is the bbolt layout version. Open and Restore migrate
 // schema 1 and refuse any other.

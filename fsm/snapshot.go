@@ -166,7 +166,15 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return fmt.Errorf("fsm: restore: install snapshot: %w", renameErr)
 	}
 	var st state
-	if err := db.View(func(tx *bolt.Tx) error { st = loadState(tx); return nil }); err != nil {
+	if err := db.View(func(tx *bolt.Tx) error {
+		st = loadState(tx)
+		as, err := loadAuth(tx)
+		if err != nil {
+			return err
+		}
+		f.authState.Store(as)
+		return nil
+	}); err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)
 	}
 	f.revision.Store(st.revision)
@@ -242,7 +250,7 @@ func checkDatabase(path string) error {
 		if len(errs) > 0 {
 			return fmt.Errorf("%w: bbolt check: %w", ErrCorruptSnapshot, errors.Join(errs...))
 		}
-		for _, b := range allBuckets {
+		for _, b := range requiredBuckets {
 			if tx.Bucket(b) == nil {
 				return fmt.Errorf("%w: bucket %q missing", ErrCorruptSnapshot, b)
 			}
