@@ -276,7 +276,7 @@ func (h *handler) allowTxn(r *http.Request, t *fsm.Txn) error {
 	if !c.state.Enabled || c.cred == credMember {
 		return nil
 	}
-	for _, need := range txnNeeds(*t) {
+	for _, need := range fsm.TxnNeeds(t) {
 		if err := c.state.Allowed(c.user, need); err != nil {
 			return h.denied(r, c, err)
 		}

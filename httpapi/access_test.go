@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -762,12 +763,15 @@ func TestForwardedAccess(t *testing.T) {
 // after the member checked) is permission_denied.
 func TestApplyRefusal(t *testing.T) {
 	f, fx := newAuthFake(t)
-	f.writeFn = func(fsm.Txn) (fsm.TxnResult, error) {
-		return fsm.TxnResult{Err: permissionDenied(errFSMPermissionDenied)}, nil
-	}
-	rec := serve(New(f, Options{}), "PUT", "/v1/kv/a/1", "v", bearer(fx.tokens["alice"]))
-	if rec.Code != 403 || errorOf(t, rec).Code != api.CodePermissionDenied {
-		t.Fatalf("%d %q", rec.Code, rec.Body)
+	for _, refusal := range []error{
+		fmt.Errorf("%w: %w", fsm.ErrPermissionDenied, auth.ErrPermissionDenied),
+		fmt.Errorf("%w: %w: no authenticated user", fsm.ErrPermissionDenied, auth.ErrUnauthenticated),
+	} {
+		f.writeFn = func(fsm.Txn) (fsm.TxnResult, error) { return fsm.TxnResult{Err: refusal}, nil }
+		rec := serve(New(f, Options{}), "PUT", "/v1/kv/a/1", "v", bearer(fx.tokens["alice"]))
+		if rec.Code != 403 || errorOf(t, rec).Code != api.CodePermissionDenied {
+			t.Fatalf("%v: %d %q", refusal, rec.Code, rec.Body)
+		}
 	}
 }
 

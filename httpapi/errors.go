@@ -22,10 +22,14 @@ func errorCode(err error) string {
 	case errors.As(err, &remote):
 		// The leader's answer to a forwarded request, passed on.
 		return remote.Code
+	case errors.Is(err, fsm.ErrPermissionDenied):
+		// Refused at apply (it may wrap auth.ErrUnauthenticated: a
+		// write without a user): the member let the request through.
+		return api.CodePermissionDenied
 	case errors.Is(err, ErrUnauthenticated), errors.Is(err, auth.ErrUnauthenticated):
 		// auth's token and password errors are all auth.ErrUnauthenticated.
 		return api.CodeUnauthenticated
-	case errors.Is(err, ErrPermissionDenied), errors.Is(err, auth.ErrPermissionDenied), errors.Is(err, errFSMPermissionDenied):
+	case errors.Is(err, ErrPermissionDenied), errors.Is(err, auth.ErrPermissionDenied):
 		return api.CodePermissionDenied
 	case errors.Is(err, auth.ErrNotFound):
 		return api.CodeNotFound
