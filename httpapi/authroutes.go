@@ -318,11 +318,23 @@ func (h *handler) forwardedAuth(w http.ResponseWriter, r *http.Request) error {
 		return badRequest("forwarded auth change: %v", err)
 	}
 	rev, err := h.svc.ChangeAuth(WithForwarded(r.Context(), from), c)
+	out := forwardedAuthOutcome{Revision: rev}
 	if err != nil {
-		return err
+		e := h.apiError(err)
+		out = forwardedAuthOutcome{Error: &e}
 	}
-	writeJSON(w, http.StatusOK, api.AuthChangeResponse{Revision: rev})
+	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// forwardedAuthOutcome is the leader's answer to a forwarded auth change:
+// the auth revision it was applied at, or its error (the change's
+// refusal, or a failure to commit it) as the leader would answer it. It
+// travels in a 200 answer so that a refusal (a 404 for an unknown user)
+// is not taken for a leader that does not serve ForwardAuthPath.
+type forwardedAuthOutcome struct {
+	Revision uint64     `json:"revision,omitempty"`
+	Error    *api.Error `json:"error,omitempty"`
 }
 
 // parseAccess parses an api access level.

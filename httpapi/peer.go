@@ -155,9 +155,12 @@ func (p *Peer) ChangeAuth(ctx context.Context, leaderURL string, c auth.Change) 
 	if err != nil {
 		return 0, err
 	}
-	var out api.AuthChangeResponse
+	var out forwardedAuthOutcome
 	if err := p.call(ctx, http.MethodPost, leaderURL, ForwardAuthPath, "application/octet-stream", body, true, &out); err != nil {
 		return 0, err
+	}
+	if out.Error != nil {
+		return 0, out.Error
 	}
 	return out.Revision, nil
 }
