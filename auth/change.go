@@ -50,13 +50,25 @@ const (
 // Change is one auth change, as carried in a raft log entry (see
 // EncodeChange). Kind says which fields are used.
 type Change struct {
-	Kind         ChangeKind
-	User         string
-	Role         string
+	// Kind is what the change does.
+	Kind ChangeKind
+	// User names the user (AddUser, DeleteUser, SetPassword, GrantRole,
+	// RevokeRole).
+	User string
+	// Role names the role (GrantRole, RevokeRole, AddRole, DeleteRole,
+	// GrantPermission, RevokePermission).
+	Role string
+	// PasswordHash is a bcrypt hash made by HashPassword on the proposing
+	// member (AddUser: optional; SetPassword: required).
 	PasswordHash []byte
-	Admin        bool
-	Permission   Permission
-	TokenKey     []byte
+	// Admin is the new role's admin flag (AddRole).
+	Admin bool
+	// Permission is granted (GrantPermission) or names the permission to
+	// revoke by Key and Prefix (RevokePermission).
+	Permission Permission
+	// TokenKey is the HMAC key, TokenKeySize random bytes made by the
+	// proposing member (Enable).
+	TokenKey []byte
 }
 
 // Validate checks the change on its own, without a state: a known kind,
@@ -178,44 +190,44 @@ func (s *State) Apply(c Change) (*State, error) {
 	return n, nil
 }
 
-// apply mutates n (a private clone) by c, which has been validated.
-func (n *State) apply(c Change) error {
+// apply mutates s (a private clone) by c, which has been validated.
+func (s *State) apply(c Change) error {
 	switch c.Kind {
 	case AddUser:
-		if _, ok := n.Users[c.User]; ok {
+		if _, ok := s.Users[c.User]; ok {
 			return fmt.Errorf("%w: user %q", ErrExists, c.User)
 		}
-		n.Users[c.User] = User{Name: c.User, PasswordHash: slices.Clone(c.PasswordHash), Generation: n.Revision}
+		s.Users[c.User] = User{Name: c.User, PasswordHash: slices.Clone(c.PasswordHash), Generation: s.Revision}
 	case DeleteUser:
-		if _, ok := n.Users[c.User]; !ok {
+		if _, ok := s.Users[c.User]; !ok {
 			return fmt.Errorf("%w: user %q", ErrNotFound, c.User)
 		}
-		delete(n.Users, c.User)
-		if n.Enabled && !n.hasUsableRoot() {
+		delete(s.Users, c.User)
+		if s.Enabled && !s.hasUsableRoot() {
 			return fmt.Errorf("%w: deleting user %q would leave none while auth is enabled", ErrNoRoot, c.User)
 		}
 	case SetPassword:
-		u, ok := n.Users[c.User]
+		u, ok := s.Users[c.User]
 		if !ok {
 			return fmt.Errorf("%w: user %q", ErrNotFound, c.User)
 		}
 		u.PasswordHash = slices.Clone(c.PasswordHash)
-		u.Generation = n.Revision
-		n.Users[c.User] = u
+		u.Generation = s.Revision
+		s.Users[c.User] = u
 	case GrantRole:
-		u, ok := n.Users[c.User]
+		u, ok := s.Users[c.User]
 		if !ok {
 			return fmt.Errorf("%w: user %q", ErrNotFound, c.User)
 		}
-		if _, ok := n.Role(c.Role); !ok {
+		if _, ok := s.Role(c.Role); !ok {
 			return fmt.Errorf("%w: role %q", ErrNotFound, c.Role)
 		}
 		if i, found := slices.BinarySearch(u.Roles, c.Role); !found {
 			u.Roles = slices.Insert(u.Roles, i, c.Role)
 		}
-		n.Users[c.User] = u
+		s.Users[c.User] = u
 	case RevokeRole:
-		u, ok := n.Users[c.User]
+		u, ok := s.Users[c.User]
 		if !ok {
 			return fmt.Errorf("%w: user %q", ErrNotFound, c.User)
 		}
@@ -224,34 +236,34 @@ func (n *State) apply(c Change) error {
 			return fmt.Errorf("%w: user %q does not hold role %q", ErrNotFound, c.User, c.Role)
 		}
 		u.Roles = slices.Delete(u.Roles, i, i+1)
-		n.Users[c.User] = u
-		if c.Role == RootRole && n.Enabled && !n.hasUsableRoot() {
+		s.Users[c.User] = u
+		if c.Role == RootRole && s.Enabled && !s.hasUsableRoot() {
 			return fmt.Errorf("%w: revoking root from %q would leave none while auth is enabled", ErrNoRoot, c.User)
 		}
 	case AddRole:
-		if _, ok := n.Role(c.Role); ok {
+		if _, ok := s.Role(c.Role); ok {
 			return fmt.Errorf("%w: role %q", ErrExists, c.Role)
 		}
-		n.Roles[c.Role] = Role{Name: c.Role, Admin: c.Admin}
+		s.Roles[c.Role] = Role{Name: c.Role, Admin: c.Admin}
 	case DeleteRole:
 		if c.Role == RootRole {
 			return fmt.Errorf("%w: the root role cannot be deleted", ErrInvalid)
 		}
-		if _, ok := n.Roles[c.Role]; !ok {
+		if _, ok := s.Roles[c.Role]; !ok {
 			return fmt.Errorf("%w: role %q", ErrNotFound, c.Role)
 		}
-		delete(n.Roles, c.Role)
-		for name, u := range n.Users {
+		delete(s.Roles, c.Role)
+		for name, u := range s.Users {
 			if i, found := slices.BinarySearch(u.Roles, c.Role); found {
 				u.Roles = slices.Delete(u.Roles, i, i+1)
-				n.Users[name] = u
+				s.Users[name] = u
 			}
 		}
 	case GrantPermission, RevokePermission:
 		if c.Role == RootRole {
 			return fmt.Errorf("%w: the root role cannot be changed", ErrInvalid)
 		}
-		r, ok := n.Roles[c.Role]
+		r, ok := s.Roles[c.Role]
 		if !ok {
 			return fmt.Errorf("%w: role %q", ErrNotFound, c.Role)
 		}
@@ -268,18 +280,18 @@ func (n *State) apply(c Change) error {
 			}
 			r.Permissions = slices.Delete(r.Permissions, i, i+1)
 		}
-		n.Roles[c.Role] = r
+		s.Roles[c.Role] = r
 	case Enable:
-		if !n.hasUsableRoot() {
+		if !s.hasUsableRoot() {
 			return fmt.Errorf("%w: create a user, grant it role %q, then enable", ErrNoRoot, RootRole)
 		}
-		if !n.Enabled {
-			n.Enabled = true
-			n.TokenKey = slices.Clone(c.TokenKey)
+		if !s.Enabled {
+			s.Enabled = true
+			s.TokenKey = slices.Clone(c.TokenKey)
 		}
 	case Disable:
-		n.Enabled = false
-		n.TokenKey = nil
+		s.Enabled = false
+		s.TokenKey = nil
 	default:
 		return fmt.Errorf("%w: unknown change kind %q", ErrInvalid, c.Kind)
 	}

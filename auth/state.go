@@ -89,10 +89,7 @@ type User struct {
 func (u User) HasPassword() bool { return len(u.PasswordHash) > 0 }
 
 // HasRole reports whether the user holds the named role.
-func (u User) HasRole(role string) bool {
-	_, ok := slices.BinarySearch(u.Roles, role)
-	return ok
-}
+func (u User) HasRole(role string) bool { return slices.Contains(u.Roles, role) }
 
 // RootRole is the name of the built-in role: admin, and readwrite on
 // every key. It always exists and cannot be deleted or changed.
@@ -145,7 +142,9 @@ func New() *State {
 }
 
 // Clone returns a deep copy of s that the caller may modify. It also
-// makes sure the copy's maps exist and hold the root role.
+// normalises the copy: its maps exist and hold the root role, each
+// user's roles are sorted without duplicates, each role's permissions
+// are sorted by key (key before prefix). Apply relies on that order.
 func (s *State) Clone() *State {
 	c := &State{
 		Enabled:  s.Enabled,
@@ -157,10 +156,13 @@ func (s *State) Clone() *State {
 	for name, u := range s.Users {
 		u.PasswordHash = slices.Clone(u.PasswordHash)
 		u.Roles = slices.Clone(u.Roles)
+		slices.Sort(u.Roles)
+		u.Roles = slices.Compact(u.Roles)
 		c.Users[name] = u
 	}
 	for name, r := range s.Roles {
 		r.Permissions = slices.Clone(r.Permissions)
+		slices.SortStableFunc(r.Permissions, comparePermission)
 		c.Roles[name] = r
 	}
 	c.Roles[RootRole] = rootRole()

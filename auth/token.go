@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
@@ -50,7 +51,10 @@ func (s *State) IssueToken(user string, now time.Time, ttl time.Duration) (strin
 	if !ok {
 		return "", time.Time{}, fmt.Errorf("%w: %q", ErrUnknownUser, user)
 	}
-	c := claims{User: u.Name, Generation: u.Generation, Issued: now.Unix(), Expiry: now.Unix() + int64(ttl/time.Second)}
+	if err := ValidateName(user); err != nil {
+		return "", time.Time{}, fmt.Errorf("auth: issuing token: %w", err)
+	}
+	c := claims{User: user, Generation: u.Generation, Issued: now.Unix(), Expiry: now.Unix() + int64(ttl/time.Second)}
 	tok, err := signToken(s.TokenKey, c)
 	if err != nil {
 		return "", time.Time{}, err
@@ -99,6 +103,11 @@ func parseToken(key []byte, tok string) (claims, error) {
 	if payload64 == "" || mac64 == "" {
 		return c, ErrTokenMalformed
 	}
+	// encoding/base64 skips '\r' and '\n' even in strict mode: check the
+	// alphabet first so that a token has exactly one spelling.
+	if !isBase64URL(payload64) || !isBase64URL(mac64) {
+		return c, ErrTokenEncoding
+	}
 	payload, err := b64.DecodeString(payload64)
 	if err != nil {
 		return c, fmt.Errorf("%w: payload", ErrTokenEncoding)
@@ -113,10 +122,102 @@ func parseToken(key []byte, tok string) (claims, error) {
 	if !hmac.Equal(mac, tokenMAC(key, tok[:dot])) {
 		return c, ErrTokenMAC
 	}
-	if err := strictUnmarshal(payload, &c); err != nil {
-		return claims{}, fmt.Errorf("%w: %v", ErrTokenPayload, err)
+	c, ok := parseClaims(payload)
+	if !ok {
+		return claims{}, ErrTokenPayload
 	}
 	return c, nil
+}
+
+// isBase64URL reports whether s holds only the base64url alphabet.
+func isBase64URL(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// parseClaims parses a token payload in exactly the form signToken
+// writes, {"u":"NAME","g":N,"e":N,"i":N}, with NAME a valid user name
+// (ValidateName: no JSON escapes needed) and N decimal integers as
+// encoding/json writes them. Anything else is refused: the MAC already
+// proved the payload is ours, and accepting one spelling only keeps
+// tokens unique. It is also several times faster than encoding/json on
+// the hot path.
+func parseClaims(p []byte) (claims, bool) {
+	var c claims
+	rest, ok := cutPrefix(p, `{"u":"`)
+	if !ok {
+		return c, false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 {
+		return c, false
+	}
+	c.User, rest = string(rest[:end]), rest[end+1:]
+	if ValidateName(c.User) != nil {
+		return c, false
+	}
+	if rest, ok = cutPrefix(rest, `,"g":`); !ok {
+		return c, false
+	}
+	var g, e, i int64
+	if g, rest, ok = parseInt(rest); !ok || g < 0 {
+		return c, false
+	}
+	c.Generation = uint64(g)
+	if rest, ok = cutPrefix(rest, `,"e":`); !ok {
+		return c, false
+	}
+	if e, rest, ok = parseInt(rest); !ok {
+		return c, false
+	}
+	if rest, ok = cutPrefix(rest, `,"i":`); !ok {
+		return c, false
+	}
+	if i, rest, ok = parseInt(rest); !ok {
+		return c, false
+	}
+	if string(rest) != "}" {
+		return c, false
+	}
+	c.Expiry, c.Issued = e, i
+	return c, true
+}
+
+func cutPrefix(b []byte, prefix string) ([]byte, bool) {
+	if !bytes.HasPrefix(b, []byte(prefix)) {
+		return b, false
+	}
+	return b[len(prefix):], true
+}
+
+// parseInt reads a canonical decimal int64 (optional '-', no leading
+// zeros, no "-0") from the start of b, at most 18 digits (so it cannot
+// overflow; generations and unix times are far smaller).
+func parseInt(b []byte) (int64, []byte, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	n := 0
+	for n < len(b) && b[n] >= '0' && b[n] <= '9' {
+		n++
+	}
+	if n == 0 || n > 18 || n > 1 && b[0] == '0' || neg && n == 1 && b[0] == '0' {
+		return 0, b, false
+	}
+	var v int64
+	for _, d := range b[:n] {
+		v = v*10 + int64(d-'0')
+	}
+	if neg {
+		v = -v
+	}
+	return v, b[n:], true
 }
 
 // VerifyToken returns the user a token was issued to, if the token is
