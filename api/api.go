@@ -262,9 +262,13 @@ type HistoryResponse struct {
 
 // Record is one committed transaction.
 type Record struct {
-	Revision       uint64            `json:"revision"`
-	Time           time.Time         `json:"time"`
-	User           string            `json:"user,omitempty"`
+	Revision uint64    `json:"revision"`
+	Time     time.Time `json:"time"`
+	// User is the free-form user the client supplied.
+	User string `json:"user,omitempty"`
+	// AuthUser is the user the server authenticated and stamped into the
+	// transaction (access control on), covered by the hash chain.
+	AuthUser       string            `json:"auth_user,omitempty"`
 	Description    string            `json:"description,omitempty"`
 	Meta           map[string]string `json:"meta,omitempty"`
 	IdempotencyKey string            `json:"idempotency_key,omitempty"`
@@ -387,10 +391,13 @@ const (
 // operations that match the watched prefix; a progress event only Type
 // and Revision; an error event Type and Error.
 type WatchEvent struct {
-	Type        string            `json:"type"`
-	Revision    uint64            `json:"revision"`
-	Time        time.Time         `json:"time,omitzero"`
-	User        string            `json:"user,omitempty"`
+	Type     string    `json:"type"`
+	Revision uint64    `json:"revision"`
+	Time     time.Time `json:"time,omitzero"`
+	User     string    `json:"user,omitempty"`
+	// AuthUser is the authenticated user that committed the transaction
+	// (Record.AuthUser).
+	AuthUser    string            `json:"auth_user,omitempty"`
 	Description string            `json:"description,omitempty"`
 	Meta        map[string]string `json:"meta,omitempty"`
 	Operations  []Operation       `json:"operations,omitempty"`

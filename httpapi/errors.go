@@ -8,6 +8,7 @@ import (
 	"strconv"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/auth"
 	"github.com/cairn-db/cairn/feed"
 	"github.com/cairn-db/cairn/fsm"
 )
@@ -21,6 +22,21 @@ func errorCode(err error) string {
 	case errors.As(err, &remote):
 		// The leader's answer to a forwarded request, passed on.
 		return remote.Code
+	case errors.Is(err, fsm.ErrPermissionDenied):
+		// Refused at apply (it may wrap auth.ErrUnauthenticated: a
+		// write without a user): the member let the request through.
+		return api.CodePermissionDenied
+	case errors.Is(err, ErrUnauthenticated), errors.Is(err, auth.ErrUnauthenticated):
+		// auth's token and password errors are all auth.ErrUnauthenticated.
+		return api.CodeUnauthenticated
+	case errors.Is(err, ErrPermissionDenied), errors.Is(err, auth.ErrPermissionDenied):
+		return api.CodePermissionDenied
+	case errors.Is(err, auth.ErrNotFound):
+		return api.CodeNotFound
+	case errors.Is(err, auth.ErrExists):
+		return api.CodeConflict
+	case errors.Is(err, auth.ErrInvalid), errors.Is(err, auth.ErrNoRoot):
+		return api.CodeBadRequest
 	case errors.Is(err, fsm.ErrConflict):
 		return api.CodeConflict
 	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, ErrUnknownMember):
@@ -37,8 +53,6 @@ func errorCode(err error) string {
 		return api.CodeBadRequest
 	case errors.Is(err, ErrNotLeader):
 		return api.CodeNotLeader
-	case errors.Is(err, ErrPermissionDenied):
-		return api.CodePermissionDenied
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrTooStale), errors.Is(err, ErrShuttingDown), errors.Is(err, fsm.ErrClosed),
 		errors.Is(err, feed.ErrTooManySubscribers), errors.Is(err, feed.ErrClosed):
 		return api.CodeUnavailable
@@ -81,6 +95,9 @@ func (h *handler) writeError(w http.ResponseWriter, err error) {
 	e := h.apiError(err)
 	if e.Code == api.CodeInternal {
 		h.log.Error("request failed", "err", err)
+	}
+	if e.Code == api.CodeUnauthenticated {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="cairn"`)
 	}
 	writeJSON(w, api.Status(e.Code), api.ErrorResponse{Error: e})
 }

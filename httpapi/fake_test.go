@@ -8,9 +8,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/auth"
 	"github.com/cairn-db/cairn/feed"
 	"github.com/cairn-db/cairn/fsm"
 )
@@ -45,6 +47,12 @@ type fakeService struct {
 	adminErr error
 	admin    []string // "join n4", "remove n2", ...
 	readyErr error
+
+	// auth is the access-control state; ChangeAuth applies changes to
+	// it (authChanges records them) unless authErr is set.
+	auth        atomic.Pointer[auth.State]
+	authChanges []auth.Change
+	authErr     error
 }
 
 func newFake() *fakeService {
@@ -135,6 +143,28 @@ func (f *fakeService) WaitReady(context.Context, time.Duration) error { return f
 func (f *fakeService) Subscribe(from uint64) (*feed.Subscription, error) {
 	return f.hub.Subscribe(from)
 }
+func (f *fakeService) AuthState() *auth.State { return f.auth.Load() }
+
+func (f *fakeService) ChangeAuth(ctx context.Context, c auth.Change) (uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forwarded = append(f.forwarded, Forwarded(ctx))
+	if f.authErr != nil {
+		return 0, f.authErr
+	}
+	st := f.auth.Load()
+	if st == nil {
+		st = auth.New()
+	}
+	n, err := st.Apply(c)
+	if err != nil {
+		return 0, err
+	}
+	f.authChanges = append(f.authChanges, c)
+	f.auth.Store(n)
+	return n.Revision, nil
+}
+
 func (f *fakeService) MetricsHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "cairn_fake 1\n")

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/cairn-db/cairn/api"
 )
@@ -17,6 +18,10 @@ const (
 	// ReadIndexPath answers a read index for a follower's linearizable
 	// reads.
 	ReadIndexPath = "/v1/internal/read-index"
+	// ForwardAuthPath takes an auth change (auth.EncodeChange) a follower
+	// received, already validated and with its password hashed, and
+	// answers the auth revision it was applied at.
+	ForwardAuthPath = "/v1/internal/forward/auth"
 )
 
 // internalRequestFactor scales the request limit for members-only routes:
@@ -34,13 +39,28 @@ type Options struct {
 	// TLS: loopback or --insecure): every caller is taken for the member
 	// its api.HeaderForwarded names.
 	Members func(*http.Request) (id string, err error)
+	// TokenTTL is how long a bearer token from POST /v1/auth/authenticate
+	// is valid (0: DefaultTokenTTL).
+	TokenTTL time.Duration
+	// AuthFailure, if set, is called once per failed authentication or
+	// refusal by access control with its reason (ReasonBadPassword, ...):
+	// node counts them in cairn_auth_failures_total{reason}.
+	AuthFailure func(reason string)
 }
 
+// DefaultTokenTTL is the lifetime of a bearer token when Options.TokenTTL
+// is not set.
+const DefaultTokenTTL = 10 * time.Minute
+
 type handler struct {
-	svc  Service
-	log  *slog.Logger
-	auth func(*http.Request) (string, error)
-	mux  *http.ServeMux
+	svc           Service
+	log           *slog.Logger
+	auth          func(*http.Request) (string, error)
+	mux           *http.ServeMux
+	tokenTTL      time.Duration
+	onAuthFailure func(reason string)
+	// bcrypt bounds the password checks and hashes running at once.
+	bcrypt chan struct{}
 }
 
 // New returns the HTTP API over svc.
@@ -49,48 +69,88 @@ func New(svc Service, opts Options) http.Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &handler{svc: svc, log: log, auth: opts.Members, mux: http.NewServeMux()}
-	routes := []struct {
-		pattern string
-		fn      func(http.ResponseWriter, *http.Request) error
-	}{
-		{"PUT /v1/kv/{key...}", h.put},
-		{"GET /v1/kv/{key...}", h.get},
-		{"DELETE /v1/kv/{key...}", h.delete},
-		{"GET /v1/kv", h.list},
-		{"POST /v1/txn", h.txn},
-		{"GET /v1/history/{key...}", h.history},
-		{"GET /v1/log", h.logRead},
-		{"GET /v1/chain", h.chain},
-		{"GET /v1/watch", h.watch},
-		{"POST /v1/compact", h.compact},
-		{"GET /v1/backup", h.backup},
-		{"POST /v1/verify", h.verify},
-		{"GET /v1/status", h.status},
-		{"GET /v1/cluster/members", h.members},
-		{"POST /v1/cluster/members", h.join},
-		{"DELETE /v1/cluster/members/{id}", h.remove},
-		{"POST /v1/cluster/members/{id}/promote", h.promote},
-		{"POST /v1/cluster/leadership", h.transfer},
-		{"POST " + ForwardWritesPath, h.forwardedWrites},
-		{"POST " + ReadIndexPath, h.readIndex},
-		{"GET /healthz", h.healthz},
-		{"GET /readyz", h.readyz},
+	ttl := opts.TokenTTL
+	if ttl <= 0 {
+		ttl = DefaultTokenTTL
 	}
-	for _, rt := range routes {
-		fn := rt.fn
+	h := &handler{svc: svc, log: log, auth: opts.Members, mux: http.NewServeMux(),
+		tokenTTL: ttl, onAuthFailure: opts.AuthFailure, bcrypt: make(chan struct{}, maxBcrypt)}
+	for _, rt := range h.routes() {
+		fn, rl := rt.fn, rt.rule
 		h.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
-			if err := fn(w, r); err != nil {
+			r, err := h.check(r, rl)
+			if err == nil {
+				err = fn(w, r)
+			}
+			if err != nil {
 				h.writeError(w, err)
 			}
 		})
 	}
-	h.mux.Handle("GET /metrics", svc.MetricsHandler())
 	// Every path matches "/" with any method, so the mux sends here
 	// exactly the requests no route above serves (instead of its plain
 	// text 404 or 405), and a served request is routed once.
 	h.mux.HandleFunc("/", h.noRoute)
 	return h
+}
+
+// route is one route: its pattern, its access rule and its handler.
+type route struct {
+	pattern string
+	rule    rule
+	fn      func(http.ResponseWriter, *http.Request) error
+}
+
+// routes is every route with the rule that access control applies to it
+// before its handler runs (access.go): the one table of who may do what.
+func (h *handler) routes() []route {
+	metrics := h.svc.MetricsHandler()
+	return []route{
+		{"PUT /v1/kv/{key...}", ruleWrite, h.put},
+		{"GET /v1/kv/{key...}", ruleReadKey, h.get},
+		{"DELETE /v1/kv/{key...}", ruleWrite, h.delete},
+		{"GET /v1/kv", ruleReadPrefix, h.list},
+		{"POST /v1/txn", ruleWrite, h.txn},
+		{"GET /v1/history/{key...}", ruleReadKey, h.history},
+		{"GET /v1/watch", ruleWatch, h.watch},
+		{"GET /v1/log", ruleAdmin, h.logRead},
+		{"GET /v1/chain", ruleAdmin, h.chain},
+		{"POST /v1/compact", ruleAdmin, h.compact},
+		{"GET /v1/backup", ruleAdmin, h.backup},
+		{"POST /v1/verify", ruleAdmin, h.verify},
+		{"GET /v1/status", ruleOpen, h.status},
+		{"GET /v1/cluster/members", ruleAdmin, h.members},
+		{"POST /v1/cluster/members", ruleJoin, h.join},
+		{"DELETE /v1/cluster/members/{id}", ruleAdmin, h.remove},
+		{"POST /v1/cluster/members/{id}/promote", ruleAdmin, h.promote},
+		{"POST /v1/cluster/leadership", ruleAdmin, h.transfer},
+		{"POST /v1/auth/authenticate", ruleOpen, h.authenticateUser},
+		{"GET /v1/auth/status", ruleOpen, h.authStatus},
+		{"POST /v1/auth/enable", ruleAdmin, h.authEnable},
+		{"POST /v1/auth/disable", ruleAdmin, h.authDisable},
+		{"GET /v1/auth/users", ruleAdmin, h.users},
+		{"GET /v1/auth/users/{name}", ruleAdmin, h.user},
+		{"PUT /v1/auth/users/{name}", ruleAdmin, h.addUser},
+		{"DELETE /v1/auth/users/{name}", ruleAdmin, h.deleteUser},
+		{"PUT /v1/auth/users/{name}/password", ruleAdmin, h.setPassword},
+		{"PUT /v1/auth/users/{name}/roles/{role}", ruleAdmin, h.grantRole},
+		{"DELETE /v1/auth/users/{name}/roles/{role}", ruleAdmin, h.revokeRole},
+		{"GET /v1/auth/roles", ruleAdmin, h.roles},
+		{"GET /v1/auth/roles/{name}", ruleAdmin, h.role},
+		{"PUT /v1/auth/roles/{name}", ruleAdmin, h.addRole},
+		{"DELETE /v1/auth/roles/{name}", ruleAdmin, h.deleteRole},
+		{"PUT /v1/auth/roles/{name}/permissions", ruleAdmin, h.grantPermission},
+		{"DELETE /v1/auth/roles/{name}/permissions", ruleAdmin, h.revokePermission},
+		{"POST " + ForwardWritesPath, ruleMembers, h.forwardedWrites},
+		{"POST " + ReadIndexPath, ruleMembers, h.readIndex},
+		{"POST " + ForwardAuthPath, ruleMembers, h.forwardedAuth},
+		{"GET /healthz", ruleOpen, h.healthz},
+		{"GET /readyz", ruleOpen, h.readyz},
+		{"GET /metrics", ruleOpen, func(w http.ResponseWriter, r *http.Request) error {
+			metrics.ServeHTTP(w, r)
+			return nil
+		}},
+	}
 }
 
 // ServeHTTP sets the headers every answer carries, bounds the request

@@ -155,6 +155,9 @@ func (h *handler) write(w http.ResponseWriter, r *http.Request, t fsm.Txn) error
 	if err != nil {
 		return err
 	}
+	if err := h.allowTxn(r, &t); err != nil {
+		return err
+	}
 	res, err := h.svc.Write(ctx, t)
 	if err != nil {
 		return err

@@ -37,7 +37,7 @@ func (h *handler) logRead(w http.ResponseWriter, r *http.Request) error {
 
 // recordToAPI converts a transaction record to its wire form.
 func recordToAPI(rec fsm.Record) api.Record {
-	ar := api.Record{Revision: rec.Revision, Time: rec.Time, User: rec.User, Description: rec.Description,
+	ar := api.Record{Revision: rec.Revision, Time: rec.Time, User: rec.User, AuthUser: rec.AuthUser, Description: rec.Description,
 		Meta: rec.Meta, IdempotencyKey: rec.IdempotencyKey, Hash: rec.Hash.String(),
 		Operations: make([]api.Operation, 0, len(rec.Ops))}
 	for _, o := range rec.Ops {

@@ -11,6 +11,7 @@ import (
 	"net/url"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/auth"
 	"github.com/cairn-db/cairn/fsm"
 )
 
@@ -146,6 +147,24 @@ func (p *Peer) TransferLeadership(ctx context.Context, leaderURL, id string) (ap
 	return out, err
 }
 
+// ChangeAuth asks the leader to commit an auth change (one this member
+// validated, with its password hashed and its token key generated) and
+// returns the auth revision it was applied at.
+func (p *Peer) ChangeAuth(ctx context.Context, leaderURL string, c auth.Change) (uint64, error) {
+	body, err := auth.EncodeChange(c)
+	if err != nil {
+		return 0, err
+	}
+	var out forwardedAuthOutcome
+	if err := p.call(ctx, http.MethodPost, leaderURL, ForwardAuthPath, "application/octet-stream", body, true, &out); err != nil {
+		return 0, err
+	}
+	if out.Error != nil {
+		return 0, out.Error
+	}
+	return out.Revision, nil
+}
+
 // Status returns the status of the member at baseURL.
 func (p *Peer) Status(ctx context.Context, baseURL string) (api.StatusResponse, error) {
 	var out api.StatusResponse
@@ -182,6 +201,9 @@ func (p *Peer) call(ctx context.Context, method, base, path, ctype string, body 
 	}
 	if forwarded {
 		req.Header.Set(api.HeaderForwarded, p.id)
+		if a := authorization(ctx); a != "" {
+			req.Header.Set("Authorization", a)
+		}
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {
@@ -195,7 +217,7 @@ func (p *Peer) call(ctx context.Context, method, base, path, ctype string, body 
 	if err != nil {
 		return fmt.Errorf("%w: %s %s: reading the answer: %w", ErrNoLeader, method, base+path, err)
 	}
-	internal := path == ForwardWritesPath || path == ReadIndexPath
+	internal := path == ForwardWritesPath || path == ReadIndexPath || path == ForwardAuthPath
 	if internal && (resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed) {
 		return fmt.Errorf("%w: the leader at %s does not serve %s (an older version during a rolling upgrade?); send the request to the leader",
 			ErrNotLeader, base, path)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/auth"
 	"github.com/cairn-db/cairn/feed"
 	"github.com/cairn-db/cairn/fsm"
 )
@@ -38,8 +39,13 @@ var (
 	// ErrPermissionDenied means the caller may not do what it asked: a
 	// members-only route, or a request marked as forwarded by a member,
 	// from a caller whose TLS certificate names no member or another
-	// member than the one it claims.
+	// member than the one it claims; or, with access control on, a user
+	// whose roles do not allow the request.
 	ErrPermissionDenied = errors.New("node: permission denied")
+	// ErrUnauthenticated means access control is on and the request
+	// needs a user: it names none, or its credentials are not valid (a
+	// bad password, an expired or revoked token).
+	ErrUnauthenticated = errors.New("node: unauthenticated")
 )
 
 // Service is what the HTTP API needs from a cluster member. *node.Node
@@ -98,6 +104,17 @@ type Service interface {
 	Subscribe(from uint64) (*feed.Subscription, error)
 	// MetricsHandler serves the member's metrics.
 	MetricsHandler() http.Handler
+
+	// AuthState returns the member's applied access-control state (nil
+	// before there is one: access control off). It is never modified.
+	AuthState() *auth.State
+	// ChangeAuth commits an auth change through the leader (a follower
+	// forwards it, typed, to ForwardAuthPath) and returns the auth
+	// revision it was applied at. The change is complete when it is
+	// proposed (passwords hashed, the token key generated): the leader
+	// only applies it. Its validation error (auth.ErrNotFound,
+	// auth.ErrExists, auth.ErrInvalid, auth.ErrNoRoot) is returned as is.
+	ChangeAuth(ctx context.Context, c auth.Change) (uint64, error)
 }
 
 // Store is a member's local committed state. *fsm.FSM implements it.

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/auth"
 	"github.com/cairn-db/cairn/feed"
 	"github.com/cairn-db/cairn/fsm"
 )
@@ -68,6 +69,14 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) error {
 		}
 		interval = d
 	}
+	c := callerOf(r.Context())
+	need := auth.Need{Access: auth.Read, Key: prefix, Prefix: true}
+	exact := false
+	if c.on() && c.cred != credMember && c.state.Allowed(c.user, need) != nil {
+		// The access check let it through on read of the key equal to
+		// the prefix: the stream shows that key only.
+		exact, need = true, auth.Need{Access: auth.Read, Key: prefix}
+	}
 	sub, err := h.svc.Subscribe(from)
 	if err != nil {
 		if errors.Is(err, feed.ErrTooManySubscribers) {
@@ -76,16 +85,33 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	defer sub.Close()
-	st := &stream{sub: sub, prefix: prefix, interval: interval, writeTimeout: h.svc.Limits().WatchWriteTimeout}
+	st := &stream{sub: sub, prefix: prefix, exact: exact, interval: interval, writeTimeout: h.svc.Limits().WatchWriteTimeout,
+		caller: c, need: need, authState: h.svc.AuthState}
+	if c.state != nil {
+		st.authRev, st.authKnown = c.state.Revision, true
+	}
 	return st.serve(w, r)
 }
 
 // stream is one watch stream.
 type stream struct {
-	sub          *feed.Subscription
-	prefix       string
+	sub    *feed.Subscription
+	prefix string
+	// exact shows the key equal to prefix only (a user allowed to read
+	// that key but not the whole prefix).
+	exact        bool
 	interval     time.Duration
 	writeTimeout time.Duration
+
+	// caller opened the stream; need is what it must be allowed to go
+	// on. authState is the member's current auth state: when its
+	// revision moves past authRev, the stream decides again (recheck)
+	// and ends with an error event if the caller may no longer read.
+	caller    caller
+	need      auth.Need
+	authState func() *auth.State
+	authRev   uint64
+	authKnown bool
 
 	w  io.Writer
 	rc *http.ResponseController
@@ -133,9 +159,21 @@ func (st *stream) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 	tick := time.NewTicker(st.interval)
 	defer tick.Stop()
+	// Idle streams re-check access at least every authRecheckInterval;
+	// every wake-up re-checks it too, before it sends anything.
+	var authTick <-chan time.Time
+	if st.interval > authRecheckInterval {
+		t := time.NewTicker(authRecheckInterval)
+		defer t.Stop()
+		authTick = t.C
+	}
 	stop := st.sub.Done()
 	shutdown := fmt.Errorf("%w: the node is shutting down; resume from another member", ErrShuttingDown)
 	for {
+		if err := st.checkAuth(); err != nil {
+			st.fail(err)
+			return nil
+		}
 		st.emit(recs)
 		// Lines of records that can be read at once join the same
 		// write, up to watchWriteBytes; a caught-up stream writes what
@@ -154,6 +192,7 @@ func (st *stream) serve(w http.ResponseWriter, r *http.Request) error {
 				return nil
 			case <-tick.C:
 				st.progress()
+			case <-authTick:
 			default:
 			}
 		} else {
@@ -163,7 +202,16 @@ func (st *stream) serve(w http.ResponseWriter, r *http.Request) error {
 				case <-wait:
 					break waiting
 				case <-tick.C:
+					if err := st.checkAuth(); err != nil {
+						st.fail(err)
+						return nil
+					}
 					if st.progress(); !st.flush() {
+						return nil
+					}
+				case <-authTick:
+					if err := st.checkAuth(); err != nil {
+						st.fail(err)
 						return nil
 					}
 				case <-ctx.Done():
@@ -193,7 +241,7 @@ func (st *stream) emit(recs []feed.Entry) {
 			return
 		}
 		rec := e.Rec
-		n := matching(st.prefix, rec.Ops)
+		n := st.matching(rec.Ops)
 		if n == 0 {
 			continue
 		}
@@ -203,8 +251,58 @@ func (st *stream) emit(recs []feed.Entry) {
 				continue
 			}
 		}
-		st.write(txnEvent(rec, matchOps(st.prefix, rec.Ops)))
+		st.write(txnEvent(rec, st.matchOps(rec.Ops)))
 	}
+}
+
+// checkAuth decides again whether the stream may go on, when the auth
+// revision changed since it last did: nil, or the error that ends it.
+func (st *stream) checkAuth() error {
+	if st.authState == nil {
+		return nil
+	}
+	cur := st.authState()
+	if cur == nil || (st.authKnown && cur.Revision == st.authRev) {
+		return nil
+	}
+	st.authRev, st.authKnown = cur.Revision, true
+	return recheck(st.caller, cur, st.need)
+}
+
+// opMatches reports whether the stream shows o.
+func (st *stream) opMatches(o fsm.Op) bool {
+	if st.exact {
+		return o.Key == st.prefix || (o.Kind == fsm.OpDeletePrefix && strings.HasPrefix(st.prefix, o.Key))
+	}
+	return opMatches(st.prefix, o)
+}
+
+// matching counts the operations the stream shows.
+func (st *stream) matching(ops []fsm.Op) int {
+	if !st.exact {
+		return matching(st.prefix, ops)
+	}
+	n := 0
+	for _, o := range ops {
+		if st.opMatches(o) {
+			n++
+		}
+	}
+	return n
+}
+
+// matchOps returns the operations the stream shows, in wire form.
+func (st *stream) matchOps(ops []fsm.Op) []api.Operation {
+	if !st.exact {
+		return matchOps(st.prefix, ops)
+	}
+	var out []api.Operation
+	for _, o := range ops {
+		if st.opMatches(o) {
+			out = append(out, api.Operation{Op: o.Kind.String(), Key: o.Key, Value: o.Value})
+		}
+	}
+	return out
 }
 
 // eventLine encodes a record's txn event with every operation, with its
@@ -218,7 +316,7 @@ func eventLine(rec *fsm.Record) []byte {
 }
 
 func txnEvent(rec *fsm.Record, ops []api.Operation) api.WatchEvent {
-	return api.WatchEvent{Type: api.WatchTxn, Revision: rec.Revision, Time: rec.Time, User: rec.User,
+	return api.WatchEvent{Type: api.WatchTxn, Revision: rec.Revision, Time: rec.Time, User: rec.User, AuthUser: rec.AuthUser,
 		Description: rec.Description, Meta: rec.Meta, Operations: ops, Hash: rec.Hash.String()}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/fsm"
+	"github.com/cairn-db/cairn/httpapi"
 )
 
 // Config configures one cluster member.
@@ -118,6 +119,10 @@ type Config struct {
 	// them on every apply.
 	WatchMaxDelay time.Duration
 
+	// AuthTokenTTL is how long a bearer token from POST
+	// /v1/auth/authenticate is valid (access control, docs/security.md).
+	AuthTokenTTL time.Duration
+
 	// EnablePprof serves Go's profiler under /debug/pprof/ on the HTTP
 	// address. Off by default: profiles reveal internals and cost CPU.
 	EnablePprof bool
@@ -161,6 +166,11 @@ type Config struct {
 	Logger *slog.Logger
 }
 
+// maxAuthTokenTTL bounds AuthTokenTTL. Deleting a user or changing its
+// password revokes its tokens at once, and roles are looked up on every
+// request; the bound limits what a stolen token is worth otherwise.
+const maxAuthTokenTTL = 24 * time.Hour
+
 // DefaultConfig returns a Config with production defaults and no
 // identity or addresses.
 func DefaultConfig() Config {
@@ -187,6 +197,7 @@ func DefaultConfig() Config {
 		WatchMaxDelay:      25 * time.Millisecond,
 		WatchWriteTimeout:  10 * time.Second,
 		ClientCertAuth:     true,
+		AuthTokenTTL:       httpapi.DefaultTokenTTL,
 	}
 }
 
@@ -253,6 +264,8 @@ func (c Config) Validate() error {
 		return bad("watch max delay %s not in 0..1s", c.WatchMaxDelay)
 	case c.RetainAge < 0 || c.RetentionInterval <= 0:
 		return bad("history retention age must not be negative and its interval must be positive")
+	case c.AuthTokenTTL < time.Second || c.AuthTokenTTL > maxAuthTokenTTL:
+		return bad("auth token ttl %s not in [1s, %s]", c.AuthTokenTTL, maxAuthTokenTTL)
 	case c.IdempotencyWindow <= 0 || c.IdempotencyWindow > fsm.MaxIdempotencyWindow:
 		return bad("idempotency window %s not in (0, %s]", c.IdempotencyWindow, fsm.MaxIdempotencyWindow)
 	}

@@ -45,3 +45,18 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("commit timeout equal to the heartbeat timeout: %v", err)
 	}
 }
+
+// TestAuthTokenTTL: the default is httpapi's, and the TTL is bounded.
+func TestAuthTokenTTL(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.HTTPAddr = "n1", t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.AuthTokenTTL != 10*time.Minute {
+		t.Fatalf("default %v", cfg.AuthTokenTTL)
+	}
+	for ttl, ok := range map[time.Duration]bool{time.Second: true, time.Hour: true, 0: false, time.Millisecond: false, 25 * time.Hour: false} {
+		cfg.AuthTokenTTL = ttl
+		if err := cfg.Validate(); (err == nil) != ok {
+			t.Errorf("ttl %v: %v", ttl, err)
+		}
+	}
+}

@@ -38,6 +38,7 @@ func newMetrics(n *Node) *metrics {
 		}
 	})
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(n.authFailures)
 	gauge := func(name, help string, fn func() float64) {
 		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "cairn", Name: name, Help: help}, fn))
 	}

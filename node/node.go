@@ -17,6 +17,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/prometheus/client_golang/prometheus"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/cairn-db/cairn/feed"
@@ -44,6 +45,9 @@ type Node struct {
 	tls      *tlsSources   // nil without TLS
 	peer     *httpapi.Peer // typed calls on other members, over client
 	metrics  *metrics
+	// authFailures counts failed authentications and refusals
+	// (cairn_auth_failures_total{reason}).
+	authFailures *prometheus.CounterVec
 	// batch coalesces client writes into raft entries (batcher.go); fwd
 	// gathers a follower's writes for the leader (forward.go).
 	batch    *coalesce.Coalescer[fsm.Txn, fsm.TxnResult]
@@ -91,7 +95,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID)}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), authFailures: newAuthFailures()}
 	switch {
 	case cfg.TLS() && cfg.Insecure:
 		n.log.Warn("--insecure ignored: TLS is configured")
@@ -291,7 +295,8 @@ func (n *Node) startHTTP() error {
 		}
 	}
 	n.httpURL = normalizeURL(adv, n.cfg.TLS())
-	opts := httpapi.Options{Log: n.log}
+	opts := httpapi.Options{Log: n.log, TokenTTL: n.cfg.AuthTokenTTL,
+		AuthFailure: func(reason string) { n.authFailures.WithLabelValues(reason).Inc() }}
 	if n.tls != nil {
 		opts.Members = memberAuthenticator(n.tls.peer)
 	}
