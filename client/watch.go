@@ -37,8 +37,12 @@ type WatchEvent struct {
 	Type string
 	// Revision is the transaction's revision (txn) or the revision the
 	// watch is complete up to (progress).
-	Revision    uint64
-	Time        time.Time
+	Revision uint64
+	Time     time.Time
+	// AuthUser is the user the server authenticated for the
+	// transaction (access control on); User, Description and Meta are
+	// what the client that wrote it supplied.
+	AuthUser    string
 	User        string
 	Description string
 	Meta        map[string]string
@@ -285,7 +289,7 @@ func (w *watch) run(ctx context.Context, s *watchStream, ch chan<- WatchEvent) {
 				}
 				w.next = ev.Revision + 1
 				c.see(ev.Revision)
-				if !deliver(WatchEvent{Type: ev.Type, Revision: ev.Revision, Time: ev.Time, User: ev.User,
+				if !deliver(WatchEvent{Type: ev.Type, Revision: ev.Revision, Time: ev.Time, AuthUser: ev.AuthUser, User: ev.User,
 					Description: ev.Description, Meta: ev.Meta, Operations: ev.Operations, Hash: ev.Hash, Node: s.node}) {
 					return
 				}

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -94,7 +95,9 @@ var docPort = regexp.MustCompile(`127\.0\.0\.1:([78]\d{3})\b`)
 // variables for the rest of the page, `cairn node run` starts a member in
 // the background (stopped with SIGTERM at the end, and it must exit 0),
 // and any other `cairn` command must exit 0 once the members started so
-// far are ready. The pages' fixed ports (127.0.0.1:7001, :8001, ...) are
+// far are ready. A command may begin with `echo WORD |` (WORD and a
+// newline are its stdin) and with NAME=value assignments (its own
+// environment). The pages' fixed ports (127.0.0.1:7001, :8001, ...) are
 // replaced, consistently, by free ones, so that the test meets no other
 // cluster; nothing else is changed.
 func runDocScript(t *testing.T, path string) {
@@ -123,6 +126,15 @@ func runDocScript(t *testing.T, path string) {
 			args[i] = rewrite(a)
 		}
 		where := fmt.Sprintf("%s:%d: %s", filepath.Base(path), c.line, strings.Join(c.args, " "))
+		stdin := ""
+		if len(args) > 3 && args[0] == "echo" && args[2] == "|" {
+			stdin, args = args[1]+"\n", args[3:]
+		}
+		cmdEnv := env
+		for len(args) > 1 && args[0] != "export" && strings.Contains(args[0], "=") {
+			cmdEnv = append(slices.Clip(cmdEnv), args[0])
+			args = args[1:]
+		}
 		switch {
 		case args[0] == "export":
 			for _, kv := range args[1:] {
@@ -142,7 +154,7 @@ func runDocScript(t *testing.T, path string) {
 			members = nil
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			cmd := exec.CommandContext(ctx, binary(t), args[1:]...)
-			cmd.Dir, cmd.Env = dir, env
+			cmd.Dir, cmd.Env, cmd.Stdin = dir, cmdEnv, strings.NewReader(stdin)
 			out, err := cmd.CombinedOutput()
 			cancel()
 			if err != nil {

@@ -72,7 +72,9 @@ func historyCommands() []*cli.Command {
 						return printJSON(c.App.Writer, res.Records)
 					}
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-					fmt.Fprintln(tw, "REVISION\tTIME\tUSER\tOPERATIONS\tHASH")
+					// AUTH is the user the server authenticated (access
+					// control on), USER what the client supplied.
+					fmt.Fprintln(tw, "REVISION\tTIME\tAUTH\tUSER\tOPERATIONS\tHASH")
 					for _, r := range res.Records {
 						ops := ""
 						for i, o := range r.Operations {
@@ -81,7 +83,7 @@ func historyCommands() []*cli.Command {
 							}
 							ops += o.Op + " " + o.Key
 						}
-						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%.16s\n", r.Revision, r.Time.Format(time.RFC3339), r.User, ops, r.Hash)
+						fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%.16s\n", r.Revision, r.Time.Format(time.RFC3339), r.AuthUser, r.User, ops, r.Hash)
 					}
 					return tw.Flush()
 				})

@@ -80,7 +80,7 @@ func watchErr(err error) error {
 func printWatchEvent(c *cli.Context, ev client.WatchEvent, asJSON bool) error {
 	w := c.App.Writer
 	if asJSON {
-		b, err := json.Marshal(api.WatchEvent{Type: ev.Type, Revision: ev.Revision, Time: ev.Time, User: ev.User,
+		b, err := json.Marshal(api.WatchEvent{Type: ev.Type, Revision: ev.Revision, Time: ev.Time, AuthUser: ev.AuthUser, User: ev.User,
 			Description: ev.Description, Meta: ev.Meta, Operations: ev.Operations, Hash: ev.Hash})
 		if err != nil {
 			return err
