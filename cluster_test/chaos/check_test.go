@@ -270,6 +270,15 @@ func (c *chaosCluster) checkAll(t *testing.T, name string, ops []record) history
 	}
 	pops, st, rerrs := resolve(ops, logRecs)
 	errs = append(errs, rerrs...)
+	// Access control is on for the whole run: every transaction the
+	// workload committed names its user, stamped by the member that
+	// authenticated it.
+	for _, r := range logRecs {
+		if r.AuthUser != chaosUser {
+			errs = append(errs, fmt.Sprintf("revision %d was committed as %q, not %q", r.Revision, r.AuthUser, chaosUser))
+			break
+		}
+	}
 	errs = append(errs, c.readBack(finalState(logRecs))...)
 	errs = append(errs, c.Problems()...)
 	for _, e := range errs {

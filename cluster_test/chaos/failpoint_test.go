@@ -122,8 +122,9 @@ func runFailpoint(t *testing.T, sc fpScenario) {
 	if l := c.leader(); victim >= 0 {
 		t.Logf("victim %s armed with %s; leader %s", c.id(victim), spec, c.id(l))
 	}
+	c.enableAuth()
 	seed := chaosSeed(t)
-	w, err := startWorkload(c.clientConfig(c.URLs()), seed)
+	w, err := startWorkload(c.workloadConfig(), seed)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,10 +1,12 @@
 package chaos
 
 import (
+	"context"
 	"os"
 	"testing"
 	"time"
 
+	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
 	"github.com/cairn-db/cairn/internal/cluster"
 	"github.com/cairn-db/cairn/internal/tlsutil/tlstest"
@@ -112,12 +114,20 @@ func newCluster(t *testing.T, mode string, opts nodeOpts) *chaosCluster {
 }
 
 // clientConfig is a client configuration for endpoints with the harness's
-// client certificate.
+// client certificate (root, by its CN, once access control is on).
 func (c *chaosCluster) clientConfig(endpoints []string) client.Config {
 	cfg := client.DefaultConfig()
 	cfg.Endpoints = endpoints
 	f := c.ClientFiles()
 	cfg.CAFile, cfg.CertFile, cfg.KeyFile = f.CAFile, f.CertFile, f.KeyFile
+	return cfg
+}
+
+// workloadConfig is the workload's client configuration: the members'
+// URLs, TLS, and the workload's user.
+func (c *chaosCluster) workloadConfig() client.Config {
+	cfg := c.clientConfig(c.URLs())
+	cfg.Username, cfg.Password = chaosUser, chaosPassword
 	return cfg
 }
 
@@ -149,6 +159,46 @@ func (c *chaosCluster) startN(n int) {
 		}
 		if !st.TLS || st.Insecure {
 			c.t.Fatalf("%s runs without TLS (tls=%t insecure=%t)", st.ID, st.TLS, st.Insecure)
+		}
+	}
+	c.enableAuth()
+}
+
+// The workload's user: it may read and write every key, and is no admin.
+const (
+	chaosUser     = "chaos"
+	chaosPassword = "chaos-password"
+)
+
+// enableAuth turns access control on, as a deployment following the docs
+// would run: the harness's client certificate (CN harness) is a user
+// holding the root role, so the harness's own checks and the scenarios'
+// membership changes act as root by certificate; the workload's clients
+// authenticate as chaosUser with a password and bearer tokens, and every
+// write they make is checked again at apply.
+func (c *chaosCluster) enableAuth() {
+	c.t.Helper()
+	cl, err := client.New(c.tlsConfig(c.URLs(), 5*time.Second, 200*time.Millisecond))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	steps := []func() (uint64, error){
+		func() (uint64, error) { return cl.UserAdd(ctx, cluster.HarnessClientName, "", true) },
+		func() (uint64, error) { return cl.UserGrantRole(ctx, cluster.HarnessClientName, "root") },
+		func() (uint64, error) { return cl.RoleAdd(ctx, "chaos-rw", false) },
+		func() (uint64, error) {
+			return cl.RoleGrant(ctx, "chaos-rw", api.Permission{Key: "", Prefix: true, Access: api.AccessReadWrite})
+		},
+		func() (uint64, error) { return cl.UserAdd(ctx, chaosUser, chaosPassword, false) },
+		func() (uint64, error) { return cl.UserGrantRole(ctx, chaosUser, "chaos-rw") },
+		func() (uint64, error) { return cl.AuthEnable(ctx) },
+	}
+	for i, step := range steps {
+		if _, err := step(); err != nil {
+			c.t.Fatalf("enabling access control, step %d: %v", i+1, err)
 		}
 	}
 }

@@ -172,7 +172,7 @@ func runRound(t *testing.T, sc scenario, mode string, seed uint64, faultTime tim
 	began := time.Now()
 	c := newCluster(t, mode, sc.opts)
 	c.startN(3)
-	w, err := startWorkload(c.clientConfig(c.URLs()), seed)
+	w, err := startWorkload(c.workloadConfig(), seed)
 	if err != nil {
 		t.Fatal(err)
 	}
