@@ -102,7 +102,15 @@ func TestAuthEndToEnd(t *testing.T) {
 			t.Fatalf("a refused write is in the log (%s):\n%s", refused, log)
 		}
 	}
-	run(asRoot, "", 0, "auth", "disable")
+	// The documented recovery of a lost root password: a client
+	// certificate named root authenticates as root under mutual TLS.
+	rootCert := c.PKI().Client(t, "root")
+	byCert := []string{"CAIRN_CLUSTER=" + strings.Join(c.URLs(), ","), "CAIRN_CACERT=" + rootCert.CAFile,
+		"CAIRN_CERT=" + rootCert.CertFile, "CAIRN_KEY=" + rootCert.KeyFile, "CAIRN_TIMEOUT=30s"}
+	run(byCert, "new-root-pw\n", 0, "user", "passwd", "root", "--password-stdin")
+	run(asRoot, "", 6, "user", "list") // the old password no longer works...
+	asRoot = append(append([]string(nil), base...), "CAIRN_USER=root", "CAIRN_PASSWORD=new-root-pw")
+	run(asRoot, "", 0, "auth", "disable") // ...the new one does
 	run(base, "", 0, "put", "after", "x")
 	c.WaitConverged(t) // the harness reads chains without credentials
 
