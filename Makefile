@@ -10,6 +10,7 @@
 #                    BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS, BENCH_WORKLOADS, BENCH_RAW_DIR, ...);
 #                    also cairn vs a git revision (BENCH_CAIRN_BASELINE=REV) or with
 #                    extra node flags (BENCH_CAIRN_VARIANTS), over TLS (BENCH_CAIRN_TLS=1),
+#                    over TLS with access control on (BENCH_CAIRN_AUTH=1),
 #                    without etcd (BENCH_NO_ETCD=1)
 #   make build       bin/cairn, statically linked
 #   make chaos       the chaos suite (cluster_test/chaos), CAIRN_CHAOS_DURATION passed through

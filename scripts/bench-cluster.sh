@@ -55,6 +55,11 @@
 #                                       traffic; certificates from `cairn cert`),
 #                                       as the system tls, driven over HTTPS with
 #                                       a client certificate
+#   --cairn-auth      BENCH_CAIRN_AUTH=1 also run it over TLS with access control
+#                                       on, as the system tls-auth, driven by a
+#                                       user with readwrite on every key (bearer
+#                                       tokens, checked on every request and at
+#                                       apply)
 #
 # A flag given on the command line replaces its variable; the first
 # --cairn-baseline or --cairn-variant replaces the variable's list.
@@ -91,6 +96,7 @@ keep_work="${BENCH_KEEP_WORK:-0}"
 cairn_routing="${BENCH_CAIRN_ROUTING:-rotate}"
 no_etcd="${BENCH_NO_ETCD:-0}"
 cairn_tls="${BENCH_CAIRN_TLS:-0}"
+cairn_auth="${BENCH_CAIRN_AUTH:-0}"
 read -r -a baselines <<<"${BENCH_CAIRN_BASELINE:-}"
 variants=()
 if [[ -n "${BENCH_CAIRN_VARIANTS:-}" ]]; then
@@ -106,7 +112,7 @@ usage() {
 while [[ $# -gt 0 ]]; do
 	opt="${1%%=*}"
 	case "$opt" in
-	--keep-work | --no-etcd | --cairn-tls | -h | --help) ;;
+	--keep-work | --no-etcd | --cairn-tls | --cairn-auth | -h | --help) ;;
 	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags | --cairn-routing | --cairn-baseline | --cairn-variant)
 		if [[ "$1" == *=* ]]; then
 			val="${1#*=}"
@@ -135,6 +141,7 @@ while [[ $# -gt 0 ]]; do
 	--cairn-routing) cairn_routing="$val" ;;
 	--no-etcd) no_etcd=1 ;;
 	--cairn-tls) cairn_tls=1 ;;
+	--cairn-auth) cairn_auth=1 ;;
 	--cairn-baseline)
 		[[ $baselines_given -eq 1 ]] || baselines=()
 		baselines_given=1
@@ -167,6 +174,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ "$cairn_routing" == rotate || "$cairn_routing" == client ]] || die "--cairn-routing $cairn_routing: want rotate or client"
 [[ "$no_etcd" == 0 || "$no_etcd" == 1 ]] || die "BENCH_NO_ETCD=$no_etcd: want 0 or 1"
 [[ "$cairn_tls" == 0 || "$cairn_tls" == 1 ]] || die "BENCH_CAIRN_TLS=$cairn_tls: want 0 or 1"
+[[ "$cairn_auth" == 0 || "$cairn_auth" == 1 ]] || die "BENCH_CAIRN_AUTH=$cairn_auth: want 0 or 1"
 
 # ---------------------------------------------------------------------------
 # The systems, in the order each round runs them: the working tree's cairn
@@ -175,7 +183,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 commit="$(git describe --always --dirty 2>/dev/null || echo unknown)"
 systems=(cairn)
 declare -A sys_kind=([cairn]=cairn) sys_flags=([cairn]="$cairn_flags") sys_desc=()
-declare -A sys_rev=() sys_bin=() sys_eps=() sys_tls=() sys_client=()
+declare -A sys_rev=() sys_bin=() sys_eps=() sys_tls=() sys_client=() sys_auth=()
 add_system() { # add_system NAME KIND
 	[[ -z "${sys_kind[$1]:-}" ]] || die "two systems named $1"
 	systems+=("$1")
@@ -204,6 +212,13 @@ if [[ $cairn_tls -eq 1 ]]; then
 	sys_flags[tls]="$cairn_flags"
 	sys_tls[tls]=1
 	sys_desc[tls]="the working tree's cairn over TLS (members and clients)"
+fi
+if [[ $cairn_auth -eq 1 ]]; then
+	add_system tls-auth cairn
+	sys_flags[tls-auth]="$cairn_flags"
+	sys_tls[tls-auth]=1
+	sys_auth[tls-auth]=1
+	sys_desc[tls-auth]="the working tree's cairn over TLS with access control on (a user with readwrite on every key)"
 fi
 [[ $no_etcd -eq 1 ]] || add_system etcd etcd
 width=0
@@ -460,6 +475,19 @@ start_cairn() { # start_cairn SYSTEM: its three members; sets sys_eps[SYSTEM]
 	for i in 1 2 3; do
 		wait_for "$system n$i" 60 "$cairn" "${client[@]}" --timeout 2s node health --endpoint "$scheme://127.0.0.1:${http[i]}"
 	done
+	if [[ -n "${sys_auth[$system]:-}" ]]; then
+		# Access control on: root to enable it, and the user the load runs as.
+		local -a admin=("$cairn" "${client[@]}" --cluster "${sys_eps[$system]}" --timeout 30s)
+		"${admin[@]}" user add root --password-stdin <<<"bench-root" >/dev/null
+		"${admin[@]}" user grant root root >/dev/null
+		"${admin[@]}" auth enable >/dev/null
+		admin=(env CAIRN_USER=root CAIRN_PASSWORD=bench-root "${admin[@]}")
+		"${admin[@]}" role add bench >/dev/null
+		"${admin[@]}" role grant bench --prefix "" --access readwrite >/dev/null
+		"${admin[@]}" user add bench --password-stdin <<<"bench-pass" >/dev/null
+		"${admin[@]}" user grant bench bench >/dev/null
+		sys_client[$system]="${client[*]} --user bench"
+	fi
 }
 
 # --- etcd: three members of a new cluster. ETCD_* variables would clash
@@ -516,7 +544,7 @@ bench() {
 		local routing=() client=()
 		[[ "$cairn_routing" == rotate ]] && routing=(--rotate)
 		read -r -a client <<<"${sys_client[$system]}"
-		timeout --kill-after=10 "$limit" "$cairn" --cluster "${sys_eps[$system]}" "${client[@]}" bench "${routing[@]}" "${common[@]}" "$@" &
+		timeout --kill-after=10 "$limit" env CAIRN_PASSWORD=bench-pass "$cairn" --cluster "${sys_eps[$system]}" "${client[@]}" bench "${routing[@]}" "${common[@]}" "$@" &
 	else
 		timeout --kill-after=10 "$limit" "$etcdbench" --endpoints "${sys_eps[$system]}" "${common[@]}" "$@" &
 	fi
