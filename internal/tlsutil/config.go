@@ -59,9 +59,62 @@ func verifyMember(chain []*x509.Certificate, pool *x509.CertPool, usage x509.Ext
 // VerifyMember verifies a chain a peer presented (leaf first, as in
 // tls.ConnectionState.PeerCertificates) against the source's current CA
 // pool and returns the member the leaf names. It fails with ErrNotMember.
+//
+// A leaf that verified is remembered until the pool changes or the leaf
+// expires, so that the members-only routes, called for every forwarded
+// batch and read index, check a signature once per certificate rather
+// than once per request (it was 13 % of a leader's CPU under 64 clients'
+// linearizable gets).
 func (s *Source) VerifyMember(chain []*x509.Certificate) (string, error) {
-	_, pool, _ := s.Current()
-	return verifyMember(chain, pool, x509.ExtKeyUsageClientAuth)
+	_, pool, gen := s.Current()
+	if len(chain) > 0 {
+		if id, ok := s.verified.get(gen, chain[0].Raw, s.now()); ok {
+			return id, nil
+		}
+	}
+	id, err := verifyMember(chain, pool, x509.ExtKeyUsageClientAuth)
+	if err == nil {
+		s.verified.put(gen, chain[0].Raw, id, chain[0].NotAfter)
+	}
+	return id, err
+}
+
+// maxVerified bounds the member certificates a Source remembers.
+const maxVerified = 256
+
+// verifiedMembers remembers member certificates that verified against
+// one generation of a source's pool.
+type verifiedMembers struct {
+	mu      sync.Mutex
+	gen     uint64
+	members map[string]verifiedMember // by the leaf's DER bytes
+}
+
+type verifiedMember struct {
+	id       string
+	notAfter time.Time
+}
+
+func (v *verifiedMembers) get(gen uint64, leaf []byte, now time.Time) (string, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.gen != gen {
+		return "", false
+	}
+	m, ok := v.members[string(leaf)]
+	if !ok || !now.Before(m.notAfter) {
+		return "", false
+	}
+	return m.id, true
+}
+
+func (v *verifiedMembers) put(gen uint64, leaf []byte, id string, notAfter time.Time) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.gen != gen || v.members == nil || len(v.members) >= maxVerified {
+		v.gen, v.members = gen, make(map[string]verifiedMember)
+	}
+	v.members[string(leaf)] = verifiedMember{id: id, notAfter: notAfter}
 }
 
 // certificate returns the source's current certificate, or an error a

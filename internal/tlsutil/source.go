@@ -75,6 +75,8 @@ type Source struct {
 	gen     uint64 // counts successful loads
 	checked time.Time
 	lastErr string // the last reload failure logged, to log each once
+
+	verified verifiedMembers // VerifyMember's memory
 }
 
 // NewSource loads files; it fails with ErrConfig if they do not load. A

@@ -383,3 +383,43 @@ func TestClientChecksIPHosts(t *testing.T) {
 		t.Fatalf("ClientConfig without a host: %v, want a refusal", err)
 	}
 }
+
+// VerifyMember remembers a verified leaf, and forgets it when the CA pool
+// changes: a member of a CA taken out of the bundle is refused at once.
+func TestVerifyMemberCache(t *testing.T) {
+	pki := tlstest.New(t, "cluster")
+	caFile := t.TempDir() + "/ca.pem"
+	if err := os.WriteFile(caFile, pki.CA.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	src := source(t, tlsutil.Files{CAFile: caFile})
+	f := pki.Member(t, "n2")
+	pair, err := tls.LoadX509KeyPair(f.CertFile, f.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := []*x509.Certificate{pair.Leaf}
+	for range 3 {
+		if id, err := src.VerifyMember(chain); err != nil || id != "n2" {
+			t.Fatalf("VerifyMember: %q %v", id, err)
+		}
+	}
+	other := tlstest.New(t, "other")
+	if err := os.WriteFile(caFile, other.CA.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.VerifyMember(chain); !errors.Is(err, tlsutil.ErrNotMember) {
+		t.Fatalf("after the CA left the bundle: %v, want ErrNotMember", err)
+	}
+	client := pki.Client(t, "alice")
+	cp, err := tls.LoadX509KeyPair(client.CertFile, client.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(caFile, pki.CA.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.VerifyMember([]*x509.Certificate{cp.Leaf}); !errors.Is(err, tlsutil.ErrNotMember) {
+		t.Fatalf("a client certificate: %v, want ErrNotMember", err)
+	}
+}
