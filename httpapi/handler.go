@@ -42,6 +42,9 @@ type Options struct {
 	// TokenTTL is how long a bearer token from POST /v1/auth/authenticate
 	// is valid (0: DefaultTokenTTL).
 	TokenTTL time.Duration
+	// Pprof serves Go's profiler under /debug/pprof/, to admins when
+	// access control is on (a member's --pprof).
+	Pprof bool
 	// AuthFailure, if set, is called once per failed authentication or
 	// refusal by access control with its reason (ReasonBadPassword, ...):
 	// node counts them in cairn_auth_failures_total{reason}.
@@ -75,7 +78,11 @@ func New(svc Service, opts Options) http.Handler {
 	}
 	h := &handler{svc: svc, log: log, auth: opts.Members, mux: http.NewServeMux(),
 		tokenTTL: ttl, onAuthFailure: opts.AuthFailure, bcrypt: make(chan struct{}, maxBcrypt)}
-	for _, rt := range h.routes() {
+	routes := h.routes()
+	if opts.Pprof {
+		routes = append(routes, pprofRoutes()...)
+	}
+	for _, rt := range routes {
 		fn, rl := rt.fn, rt.rule
 		h.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
 			r, err := h.check(r, rl)

@@ -295,15 +295,12 @@ func (n *Node) startHTTP() error {
 		}
 	}
 	n.httpURL = normalizeURL(adv, n.cfg.TLS())
-	opts := httpapi.Options{Log: n.log, TokenTTL: n.cfg.AuthTokenTTL,
+	opts := httpapi.Options{Log: n.log, TokenTTL: n.cfg.AuthTokenTTL, Pprof: n.cfg.EnablePprof,
 		AuthFailure: func(reason string) { n.authFailures.WithLabelValues(reason).Inc() }}
 	if n.tls != nil {
 		opts.Members = memberAuthenticator(n.tls.peer)
 	}
 	var h http.Handler = httpapi.New(n, opts)
-	if n.cfg.EnablePprof {
-		h = httpapi.WithPprof(h)
-	}
 	n.httpSrv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second, // bounds the TLS handshake too
