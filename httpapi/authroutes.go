@@ -176,7 +176,7 @@ func (h *handler) hashPassword(ctx context.Context, pw string) ([]byte, error) {
 	}
 	var hash []byte
 	var herr error
-	if err := h.withBcrypt(ctx, func() { hash, herr = auth.HashPassword(pw) }); err != nil {
+	if err := h.withBcrypt(ctx, func() { hash, herr = auth.HashPasswordCost(pw, h.bcryptCost) }); err != nil {
 		return nil, err
 	}
 	if herr != nil {

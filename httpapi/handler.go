@@ -1,12 +1,14 @@
 package httpapi
 
 import (
+	"cmp"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/auth"
 )
 
 // Paths of the members-only routes: a follower calls them on the leader
@@ -42,6 +44,9 @@ type Options struct {
 	// TokenTTL is how long a bearer token from POST /v1/auth/authenticate
 	// is valid (0: DefaultTokenTTL).
 	TokenTTL time.Duration
+	// BcryptCost is the cost of the password hashes this member makes
+	// (0: auth.BcryptCost; a member's --bcrypt-cost).
+	BcryptCost int
 	// Pprof serves Go's profiler under /debug/pprof/, to admins when
 	// access control is on (a member's --pprof).
 	Pprof bool
@@ -61,6 +66,7 @@ type handler struct {
 	auth          func(*http.Request) (string, error)
 	mux           *http.ServeMux
 	tokenTTL      time.Duration
+	bcryptCost    int
 	onAuthFailure func(reason string)
 	// bcrypt bounds the password checks and hashes running at once.
 	bcrypt chan struct{}
@@ -77,7 +83,7 @@ func New(svc Service, opts Options) http.Handler {
 		ttl = DefaultTokenTTL
 	}
 	h := &handler{svc: svc, log: log, auth: opts.Members, mux: http.NewServeMux(),
-		tokenTTL: ttl, onAuthFailure: opts.AuthFailure, bcrypt: make(chan struct{}, maxBcrypt)}
+		tokenTTL: ttl, bcryptCost: cmp.Or(opts.BcryptCost, auth.BcryptCost), onAuthFailure: opts.AuthFailure, bcrypt: make(chan struct{}, maxBcrypt)}
 	routes := h.routes()
 	if opts.Pprof {
 		routes = append(routes, pprofRoutes()...)

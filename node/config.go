@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairn-db/cairn/auth"
 	"github.com/cairn-db/cairn/fsm"
 	"github.com/cairn-db/cairn/httpapi"
 )
@@ -122,6 +123,10 @@ type Config struct {
 	// AuthTokenTTL is how long a bearer token from POST
 	// /v1/auth/authenticate is valid (access control, docs/security.md).
 	AuthTokenTTL time.Duration
+	// BcryptCost is the bcrypt cost of the password hashes this member
+	// makes (auth.MinBcryptCost..MaxBcryptCost; each step doubles the
+	// work of hashing and of every password check). etcd's --bcrypt-cost.
+	BcryptCost int
 
 	// EnablePprof serves Go's profiler under /debug/pprof/ on the HTTP
 	// address. Off by default: profiles reveal internals and cost CPU.
@@ -198,6 +203,7 @@ func DefaultConfig() Config {
 		WatchWriteTimeout:  10 * time.Second,
 		ClientCertAuth:     true,
 		AuthTokenTTL:       httpapi.DefaultTokenTTL,
+		BcryptCost:         auth.BcryptCost,
 	}
 }
 
@@ -266,6 +272,8 @@ func (c Config) Validate() error {
 		return bad("history retention age must not be negative and its interval must be positive")
 	case c.AuthTokenTTL < time.Second || c.AuthTokenTTL > maxAuthTokenTTL:
 		return bad("auth token ttl %s not in [1s, %s]", c.AuthTokenTTL, maxAuthTokenTTL)
+	case c.BcryptCost < auth.MinBcryptCost || c.BcryptCost > auth.MaxBcryptCost:
+		return bad("bcrypt cost %d not in %d..%d", c.BcryptCost, auth.MinBcryptCost, auth.MaxBcryptCost)
 	case c.IdempotencyWindow <= 0 || c.IdempotencyWindow > fsm.MaxIdempotencyWindow:
 		return bad("idempotency window %s not in (0, %s]", c.IdempotencyWindow, fsm.MaxIdempotencyWindow)
 	}

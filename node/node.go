@@ -295,7 +295,7 @@ func (n *Node) startHTTP() error {
 		}
 	}
 	n.httpURL = normalizeURL(adv, n.cfg.TLS())
-	opts := httpapi.Options{Log: n.log, TokenTTL: n.cfg.AuthTokenTTL, Pprof: n.cfg.EnablePprof,
+	opts := httpapi.Options{Log: n.log, TokenTTL: n.cfg.AuthTokenTTL, BcryptCost: n.cfg.BcryptCost, Pprof: n.cfg.EnablePprof,
 		AuthFailure: func(reason string) { n.authFailures.WithLabelValues(reason).Inc() }}
 	if n.tls != nil {
 		opts.Members = memberAuthenticator(n.tls.peer)

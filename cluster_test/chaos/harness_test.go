@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/auth"
 	"github.com/cairn-db/cairn/client"
 	"github.com/cairn-db/cairn/internal/cluster"
 	"github.com/cairn-db/cairn/internal/tlsutil/tlstest"
@@ -96,7 +97,11 @@ func newChaosCluster(t *testing.T, mode string, opts nodeOpts, bin string) *chao
 	// Every scenario runs over TLS: raft, member-to-member calls and the
 	// workload's clients, as a cluster deployed by the docs does.
 	o := cluster.Options{Kind: cluster.InProc, Slots: maxSlots, Links: true, Fronts: true,
-		Freeze: freezeRaft, HTTPTimeout: 5 * time.Second, Binary: bin, TLS: tlstest.New(t, "chaos")}
+		Freeze: freezeRaft, HTTPTimeout: 5 * time.Second, Binary: bin, TLS: tlstest.New(t, "chaos"),
+		// bcrypt at its lowest cost: at the default, the workload's
+		// password checks (pure Go, ten times slower under -race) take the
+		// CPU that raft's heartbeats need on two cores.
+		Configure: func(cfg *node.Config) { cfg.BcryptCost = auth.MinBcryptCost }}
 	if mode == modeProc {
 		o.Kind = cluster.Proc
 	}

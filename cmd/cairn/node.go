@@ -95,6 +95,7 @@ func nodeRunFlags() []cli.Flag {
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "trusted-ca-file", Usage: "CA bundle (PEM) that signs client certificates (default: --peer-trusted-ca-file; the peer CA is trusted too)", EnvVars: env("TRUSTED_CA_FILE")}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "client-cert-auth", Value: d.ClientCertAuth, Usage: "with TLS, require a client certificate of every HTTPS client (--client-cert-auth=false allows clients without one)", EnvVars: env("CLIENT_CERT_AUTH")}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "insecure", Usage: "allow listening on non-loopback addresses without TLS: anyone who reaches them can read and change everything (logged at start, shown in status)", EnvVars: env("INSECURE")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "bcrypt-cost", Value: d.BcryptCost, Usage: "bcrypt cost of the password hashes this member makes (4 to 31; each step doubles the work of every password check)", EnvVars: env("BCRYPT_COST")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "auth-token-ttl", Value: d.AuthTokenTTL, Usage: "how long a bearer token from POST /v1/auth/authenticate is valid (access control; 1s to 24h)", EnvVars: env("AUTH_TOKEN_TTL")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error", EnvVars: env("LOG_LEVEL")}),
 		// Tests only (cluster_test's chaos suite): advertised=dial,...
@@ -162,6 +163,7 @@ func nodeRunCommand() *cli.Command {
 			cfg.ClientCertAuth = c.Bool("client-cert-auth")
 			cfg.Insecure = c.Bool("insecure")
 			cfg.AuthTokenTTL = c.Duration("auth-token-ttl")
+			cfg.BcryptCost = c.Int("bcrypt-cost")
 			cfg.Logger = log
 			if cfg.RaftDialMap, err = parseDialMap(c.String("test-raft-dial-map")); err != nil {
 				return err

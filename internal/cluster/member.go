@@ -196,6 +196,8 @@ func Flags(cfg node.Config, level string) ([]string, error) {
 	if cfg.EnablePprof {
 		f = append(f, "--pprof")
 	}
+	num("bcrypt-cost", int64(cfg.BcryptCost), int64(d.BcryptCost))
+	dur("auth-token-ttl", cfg.AuthTokenTTL, d.AuthTokenTTL)
 	str("peer-cert-file", cfg.PeerCertFile, "")
 	str("peer-key-file", cfg.PeerKeyFile, "")
 	str("peer-trusted-ca-file", cfg.PeerTrustedCAFile, "")
