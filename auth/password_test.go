@@ -49,3 +49,23 @@ func TestPassword(t *testing.T) {
 		t.Errorf("72 bytes: %v", err)
 	}
 }
+
+// TestHashPasswordCost: the cost given is the cost stored in the hash,
+// and one outside bcrypt's range is refused.
+func TestHashPasswordCost(t *testing.T) {
+	h, err := HashPasswordCost("pw", MinBcryptCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := bcrypt.Cost(h); err != nil || c != MinBcryptCost {
+		t.Fatalf("cost %d %v, want %d", c, err, MinBcryptCost)
+	}
+	if err := CheckPassword(h, "pw"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []int{MinBcryptCost - 1, MaxBcryptCost + 1} {
+		if _, err := HashPasswordCost("pw", c); !errors.Is(err, ErrInvalid) {
+			t.Errorf("cost %d: %v, want ErrInvalid", c, err)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -926,5 +927,25 @@ func TestCertUser(t *testing.T) {
 		if status, code := get(c.client, c.path, c.token); status != c.status || code != c.code {
 			t.Errorf("%s: %d %q, want %d %q", c.name, status, code, c.status, c.code)
 		}
+	}
+}
+
+// TestBcryptCostOption: a member hashes new passwords at its configured
+// cost (a member's --bcrypt-cost), and the user can log in with it.
+func TestBcryptCostOption(t *testing.T) {
+	f, fx := newAuthFake(t)
+	h := New(f, Options{BcryptCost: auth.MinBcryptCost})
+	rec := serve(h, "PUT", "/v1/auth/users/carol", `{"password":"carol-pw"}`, bearer(fx.tokens["root"]))
+	if rec.Code != 200 {
+		t.Fatalf("add user: %d %s", rec.Code, rec.Body)
+	}
+	f.mu.Lock()
+	changes := slices.Clone(f.authChanges)
+	f.mu.Unlock()
+	if len(changes) != 1 || changes[0].Kind != auth.AddUser {
+		t.Fatalf("changes %v", changes)
+	}
+	if c, err := bcrypt.Cost(changes[0].PasswordHash); err != nil || c != auth.MinBcryptCost {
+		t.Fatalf("hash cost %d %v, want %d", c, err, auth.MinBcryptCost)
 	}
 }

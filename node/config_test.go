@@ -60,3 +60,19 @@ func TestAuthTokenTTL(t *testing.T) {
 		}
 	}
 }
+
+// TestBcryptCost: the default is auth's, and the cost is bounded as
+// bcrypt bounds it.
+func TestBcryptCost(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.RaftAddr, cfg.HTTPAddr = "n1", t.TempDir(), "127.0.0.1:0", "127.0.0.1:0"
+	if cfg.BcryptCost != 10 {
+		t.Fatalf("default %d", cfg.BcryptCost)
+	}
+	for cost, ok := range map[int]bool{4: true, 12: true, 31: true, 0: false, 3: false, 32: false} {
+		cfg.BcryptCost = cost
+		if err := cfg.Validate(); (err == nil) != ok {
+			t.Errorf("cost %d: %v", cost, err)
+		}
+	}
+}
