@@ -129,9 +129,13 @@ func (c *chaosCluster) clientConfig(endpoints []string) client.Config {
 }
 
 // workloadConfig is the workload's client configuration: the members'
-// URLs, TLS, and the workload's user.
+// URLs, TLS with a client certificate of its own whose CN is no user (so
+// that a request without a token is refused, not served as the harness's
+// root user), and the workload's user.
 func (c *chaosCluster) workloadConfig() client.Config {
 	cfg := c.clientConfig(c.URLs())
+	f := c.PKI().Client(c.t, "workload")
+	cfg.CertFile, cfg.KeyFile = f.CertFile, f.KeyFile
 	cfg.Username, cfg.Password = chaosUser, chaosPassword
 	return cfg
 }
