@@ -36,6 +36,7 @@ type Node struct {
 	fsm      *fsm.FSM
 	raft     *raft.Raft
 	trans    *raft.NetworkTransport
+	stream   *namedStream // trans's stream layer (transport.go)
 	logStore *raftboltdb.BoltStore
 	httpSrv  *http.Server
 	httpLn   net.Listener
@@ -222,11 +223,11 @@ func (n *Node) openRaft() error {
 		sc.listenTLS = tlsutil.PeerListenerConfig(n.tls.peer)
 		sc.dialTLS = tlsutil.PeerDialConfig(n.tls.peer)
 	}
-	trans, err := newStreamTransport(sc, hl)
+	trans, stream, err := newStreamTransport(sc, hl)
 	if err != nil {
 		return fmt.Errorf("node: raft transport: %w", err)
 	}
-	n.trans = trans
+	n.trans, n.stream = trans, stream
 	n.raftAddr = string(trans.LocalAddr())
 
 	rc := raft.DefaultConfig()
@@ -390,6 +391,12 @@ func (n *Node) closeResources() error {
 		}
 	}
 	n.wg.Wait()
+	// raft's handlers of incoming connections are not raft's goroutines:
+	// wait until each has let go of its connection (the transport's Close
+	// closed them all) before closing the stores they write to.
+	if n.stream != nil && !n.stream.drain(5*time.Second) {
+		n.log.Warn("raft connection handlers still running at close")
+	}
 	if n.logStore != nil {
 		if err := n.logStore.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("raft log store: %w", err))

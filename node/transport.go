@@ -48,22 +48,22 @@ type streamConfig struct {
 // a name): raft stores the string and dials it each time, so a member
 // that comes back at another IP stays reachable. Without one raft
 // advertises the bound address, which must then be a concrete IP.
-func newStreamTransport(sc streamConfig, logger hclog.Logger) (*raft.NetworkTransport, error) {
+func newStreamTransport(sc streamConfig, logger hclog.Logger) (*raft.NetworkTransport, *namedStream, error) {
 	if sc.advertise != "" {
 		if _, err := net.ResolveTCPAddr("tcp", sc.advertise); err != nil {
-			return nil, fmt.Errorf("advertised raft address: %w", err)
+			return nil, nil, fmt.Errorf("advertised raft address: %w", err)
 		}
 	}
 	ln, err := net.Listen("tcp", sc.bind)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	adv := sc.advertise
 	if adv == "" {
 		a, ok := ln.Addr().(*net.TCPAddr)
 		if !ok || a.IP == nil || a.IP.IsUnspecified() {
 			_ = ln.Close()
-			return nil, fmt.Errorf("raft address %s is not advertisable: set an advertised raft address", ln.Addr())
+			return nil, nil, fmt.Errorf("raft address %s is not advertisable: set an advertised raft address", ln.Addr())
 		}
 		adv = a.String()
 	}
@@ -71,21 +71,107 @@ func newStreamTransport(sc streamConfig, logger hclog.Logger) (*raft.NetworkTran
 	if sc.listenTLS != nil {
 		l = newTLSListener(ln, sc.listenTLS, sc.log)
 	}
+	stream := &namedStream{Listener: l, addr: namedAddr(adv), dialMap: maps.Clone(sc.dialMap), dialTLS: sc.dialTLS,
+		conns: map[*trackedConn]struct{}{}}
 	return raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &namedStream{Listener: l, addr: namedAddr(adv), dialMap: maps.Clone(sc.dialMap), dialTLS: sc.dialTLS},
+		Stream:  stream,
 		MaxPool: 3,
 		Timeout: 10 * time.Second,
 		Logger:  logger,
-	}), nil
+	}), stream, nil
 }
 
 // namedStream is a raft.StreamLayer over TCP or TLS whose address is a
-// name.
+// name. It tracks the connections it accepted: raft's transport serves
+// each in a goroutine of its own that Close does not wait for, and one of
+// them may be handling a heartbeat, which writes the current term to the
+// log store. Close closes them all, and drain waits until every handler
+// has closed its connection, so that the stores are closed after the last
+// of them (a heartbeat handled after the log store closed panicked in
+// raft's setCurrentTerm).
 type namedStream struct {
 	net.Listener
 	addr    namedAddr
 	dialMap map[string]string // read-only
 	dialTLS *tls.Config       // nil: plain TCP
+
+	mu     sync.Mutex
+	closed bool
+	conns  map[*trackedConn]struct{}
+	active sync.WaitGroup // accepted connections not yet closed by their handler
+}
+
+// Accept implements net.Listener: the next connection, tracked.
+func (s *namedStream) Accept() (net.Conn, error) {
+	c, err := s.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	tc := &trackedConn{Conn: c, s: s}
+	s.conns[tc] = struct{}{}
+	s.active.Add(1)
+	return tc, nil
+}
+
+// Close implements net.Listener: it stops accepting and closes every
+// accepted connection, which ends its handler's wait for the next
+// message.
+func (s *namedStream) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	conns := make([]*trackedConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	err := s.Listener.Close()
+	for _, c := range conns {
+		_ = c.Conn.Close()
+	}
+	return err
+}
+
+// drain waits, at most timeout, until the handler of every accepted
+// connection has closed it (after Close), and reports whether they all
+// did.
+func (s *namedStream) drain(timeout time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		s.active.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// trackedConn is an accepted connection; its Close tells the stream that
+// its handler is done with it.
+type trackedConn struct {
+	net.Conn
+	s    *namedStream
+	once sync.Once
+}
+
+// Close implements net.Conn.
+func (c *trackedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(func() {
+		c.s.mu.Lock()
+		delete(c.s.conns, c)
+		c.s.mu.Unlock()
+		c.s.active.Done()
+	})
+	return err
 }
 
 // Addr implements net.Listener: the advertised address.
