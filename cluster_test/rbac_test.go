@@ -134,6 +134,7 @@ func TestAccessControl(t *testing.T) {
 	var mu sync.Mutex
 	var revoked bool
 	var afterRevoke []string
+	var before, after int // writes answered, sent before and after the revocation
 	stop := make(chan struct{})
 	for w := range 6 {
 		wg.Add(1)
@@ -154,6 +155,13 @@ func TestAccessControl(t *testing.T) {
 					t.Error(err)
 					return
 				}
+				mu.Lock()
+				if sentAfter {
+					after++
+				} else {
+					before++
+				}
+				mu.Unlock()
 				switch {
 				case r.Code == http.StatusOK && sentAfter:
 					mu.Lock()
@@ -167,13 +175,23 @@ func TestAccessControl(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond)
+	count := func(n *int, want int) func() error {
+		return func() error {
+			mu.Lock()
+			defer mu.Unlock()
+			if *n < want {
+				return fmt.Errorf("%d writes answered, want %d", *n, want)
+			}
+			return nil
+		}
+	}
+	waitFor(t, "writes in flight before the revocation", 30*time.Second, count(&before, 30))
 	var rv api.AuthChangeResponse
 	decode(t, ok(do(follower, "DELETE", "/v1/auth/users/alice/roles/rw-a", "", root)), &rv)
 	mu.Lock()
 	revoked = true
 	mu.Unlock()
-	time.Sleep(300 * time.Millisecond)
+	waitFor(t, "writes sent after the revocation", 30*time.Second, count(&after, 30))
 	close(stop)
 	wg.Wait()
 	if len(afterRevoke) > 0 {
