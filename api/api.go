@@ -12,7 +12,7 @@
 //	POST   /v1/txn                     TxnRequest -> WriteResponse
 //	GET    /v1/history/{key}           HistoryResponse (limit, before)
 //	GET    /v1/log?from=R              LogResponse (limit)
-//	GET    /v1/chain?revision=R        ChainResponse (head when revision is absent)
+//	GET    /v1/chain?revision=R        ChainResponse (head when revision is absent; state=true adds the state hash)
 //	GET    /v1/watch?prefix=P          stream of WatchEvent, one JSON object a line (from_revision, progress_interval)
 //	POST   /v1/compact                 CompactRequest -> WriteResponse
 //	GET    /v1/backup                  a full backup file (?since=R: incremental)
@@ -23,6 +23,9 @@
 //	DELETE /v1/cluster/members/{id}    remove a member
 //	POST   /v1/cluster/members/{id}/promote   make a non-voter a voter
 //	POST   /v1/cluster/leadership      TransferRequest
+//	GET    /v1/alarms                  AlarmsResponse: every member's alarms
+//	POST   /v1/maintenance/scrub       ScrubResponse: this member checks its data now
+//	POST   /v1/maintenance/defrag      DefragResponse: this member gives back free pages
 //	GET    /healthz, /readyz, /metrics
 //
 // Query parameters: writes to /v1/kv take if_revision=R, if_absent=true,
@@ -91,6 +94,20 @@ const (
 	// enabled) and names none, or whose credentials are not valid (a bad
 	// password, an expired or revoked token).
 	CodeUnauthenticated = "unauthenticated"
+	// CodeCorrupt means the answering member found its stored data
+	// damaged (a checksum mismatch, an unreadable page, a state hash that
+	// disagrees with the majority): it serves no reads until repaired.
+	// Another member can serve the request.
+	CodeCorrupt = "corrupt"
+	// CodeNoSpace refuses a write because the store reached its quota or
+	// the data directory's filesystem its free-space reserve. Reads,
+	// deletes and compaction go on; writes resume once there is room.
+	CodeNoSpace = "no_space"
+	// CodeTooManyRequests refuses a request over a per-client limit
+	// (watch streams per client).
+	CodeTooManyRequests = "too_many_requests"
+	// CodeRequestTimeout cuts off a request whose body stalled.
+	CodeRequestTimeout = "request_timeout"
 )
 
 // Status returns the HTTP status for an error code.
@@ -116,6 +133,14 @@ func Status(code string) int {
 		return http.StatusForbidden
 	case CodeUnauthenticated:
 		return http.StatusUnauthorized
+	case CodeCorrupt:
+		return http.StatusServiceUnavailable
+	case CodeNoSpace:
+		return http.StatusInsufficientStorage
+	case CodeTooManyRequests:
+		return http.StatusTooManyRequests
+	case CodeRequestTimeout:
+		return http.StatusRequestTimeout
 	}
 	return http.StatusInternalServerError
 }
@@ -286,6 +311,11 @@ type LogResponse struct {
 type ChainResponse struct {
 	Revision uint64 `json:"revision"`
 	Hash     string `json:"hash"`
+	// StateHash is the digest of the object state at Revision (asked for
+	// with state=true): see fsm.StateHash. Keys is how many keys it
+	// covers.
+	StateHash string `json:"state_hash,omitempty"`
+	Keys      uint64 `json:"keys,omitempty"`
 }
 
 // VerifyResponse is a node's deep verification of its hash chain.
@@ -299,6 +329,68 @@ type VerifyResponse struct {
 	To      uint64 `json:"to,omitempty"`
 	Records uint64 `json:"records,omitempty"`
 	Hash    string `json:"hash,omitempty"`
+	// StateHash is the recomputed state hash at To, over Keys keys;
+	// Versions is how many stored versions had their checksum checked.
+	StateHash string `json:"state_hash,omitempty"`
+	Keys      uint64 `json:"keys,omitempty"`
+	Versions  uint64 `json:"versions,omitempty"`
+}
+
+// Alarm types.
+const (
+	// AlarmCorrupt: the member found its stored data damaged and serves
+	// no reads until repaired (cairn node repair). Cleared only by repair.
+	AlarmCorrupt = "corrupt"
+	// AlarmNoSpace: the member refuses writes (store quota or free-space
+	// reserve reached). Clears itself when there is room again.
+	AlarmNoSpace = "no_space"
+	// AlarmStateMismatch: a scrub found members whose state hashes at a
+	// common revision disagree with no majority to say which is right.
+	AlarmStateMismatch = "state_mismatch"
+)
+
+// Alarm is a condition an operator must look at, raised by one member.
+type Alarm struct {
+	Member  string    `json:"member"`
+	Type    string    `json:"type"`
+	Message string    `json:"message"`
+	Since   time.Time `json:"since"`
+}
+
+// AlarmsResponse lists the alarms of every member (GET /v1/alarms);
+// Unreachable names the members that did not answer.
+type AlarmsResponse struct {
+	Alarms      []Alarm  `json:"alarms"`
+	Unreachable []string `json:"unreachable,omitempty"`
+}
+
+// ScrubResponse is one member's scrub (POST /v1/maintenance/scrub): its
+// own checks of its stored data and its comparison with the other
+// members at a common revision.
+type ScrubResponse struct {
+	Node      string `json:"node"`
+	OK        bool   `json:"ok"`
+	Error     string `json:"error,omitempty"`
+	Revision  uint64 `json:"revision"`
+	Hash      string `json:"hash,omitempty"`
+	StateHash string `json:"state_hash,omitempty"`
+	Keys      uint64 `json:"keys,omitempty"`
+	Versions  uint64 `json:"versions,omitempty"`
+	// Agree and Disagree name the members whose hashes at Revision
+	// matched and did not match this member's; Unreachable those that
+	// did not answer.
+	Agree       []string `json:"agree,omitempty"`
+	Disagree    []string `json:"disagree,omitempty"`
+	Unreachable []string `json:"unreachable,omitempty"`
+}
+
+// DefragResponse is one member's defragmentation (POST
+// /v1/maintenance/defrag): its store file's size before and after.
+type DefragResponse struct {
+	Node        string `json:"node"`
+	BeforeBytes int64  `json:"before_bytes"`
+	AfterBytes  int64  `json:"after_bytes"`
+	Took        string `json:"took"`
 }
 
 // CompactRequest asks to compact history before Revision.
@@ -328,6 +420,18 @@ type StatusResponse struct {
 	// Insecure is true when the member authenticates nobody: no TLS,
 	// either on loopback or because it was started with --insecure.
 	Insecure bool `json:"insecure"`
+	// Corrupt says why the member found its data damaged (empty when
+	// healthy); a corrupt member serves no reads.
+	Corrupt string `json:"corrupt,omitempty"`
+	// Alarms are this member's raised alarms.
+	Alarms []Alarm `json:"alarms,omitempty"`
+	// StoreBytes is the store file's size, StoreInUseBytes the part of it
+	// in use (what the quota counts), QuotaBytes the quota and FreeBytes
+	// the free space of the data directory's filesystem.
+	StoreBytes      int64 `json:"store_bytes,omitempty"`
+	StoreInUseBytes int64 `json:"store_in_use_bytes,omitempty"`
+	QuotaBytes      int64 `json:"quota_bytes,omitempty"`
+	FreeBytes       int64 `json:"free_bytes,omitempty"`
 }
 
 // Member roles.
