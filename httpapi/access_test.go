@@ -949,3 +949,15 @@ func TestBcryptCostOption(t *testing.T) {
 		t.Fatalf("hash cost %d %v, want %d", c, err, auth.MinBcryptCost)
 	}
 }
+
+// TestDummyHashCost: the hash checked for an unknown user has the
+// member's cost, so a refusal takes as long whether or not the user
+// exists.
+func TestDummyHashCost(t *testing.T) {
+	for _, cost := range []int{auth.MinBcryptCost, auth.MinBcryptCost + 1} {
+		c, err := bcrypt.Cost(dummyHash(cost))
+		if err != nil || c != cost {
+			t.Fatalf("dummy hash cost %d %v, want %d", c, err, cost)
+		}
+	}
+}

@@ -25,15 +25,25 @@ import (
 // tokenKeyBytes is the size of the token key auth enable generates.
 const tokenKeyBytes = 32
 
-// dummyHash is a password hash no password matches, checked for a user
-// without one (or an unknown user) so that the answer takes as long.
-var dummyHash = sync.OnceValue(func() []byte {
-	h, err := auth.HashPassword(rand.Text())
+// dummyHashes holds, per bcrypt cost, a password hash no password
+// matches. It is checked for a user without a hash (or an unknown user)
+// so that the answer takes as long as for a known user whose hash this
+// member made at its cost: otherwise the time of a refusal would tell
+// whether a user name exists.
+var dummyHashes sync.Map // int -> []byte
+
+// dummyHash returns the dummy hash for cost, making it on first use.
+func dummyHash(cost int) []byte {
+	if h, ok := dummyHashes.Load(cost); ok {
+		return h.([]byte)
+	}
+	h, err := auth.HashPasswordCost(rand.Text(), cost)
 	if err != nil {
 		return nil
 	}
-	return h
-})
+	got, _ := dummyHashes.LoadOrStore(cost, h)
+	return got.([]byte)
+}
 
 // withBcrypt runs fn, a password check or hash, once one of the member's
 // maxBcrypt slots is free (or fails when ctx ends first).
@@ -65,7 +75,7 @@ func (h *handler) authenticateUser(w http.ResponseWriter, r *http.Request) error
 	u, known := st.User(req.User)
 	hash := u.PasswordHash
 	if len(hash) == 0 {
-		hash = dummyHash()
+		hash = dummyHash(h.bcryptCost)
 	}
 	var pwErr error
 	if err := h.withBcrypt(r.Context(), func() { pwErr = auth.CheckPassword(hash, req.Password) }); err != nil {
