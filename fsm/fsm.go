@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,6 +228,10 @@ func (f *FSM) openDB(path string) (db *bolt.DB, err error) {
 			db, err = nil, damaged(path, fmt.Errorf("bbolt: %v", r))
 		}
 	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if err := preflight(path, f.cfg.OpenTimeout); err != nil {
+		return nil, err
+	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         f.cfg.OpenTimeout,
 		InitialMmapSize: f.cfg.InitialMmapSize,
@@ -347,6 +352,7 @@ func (f *FSM) viewLocked(fn func(tx *bolt.Tx) error) (err error) {
 	if f.db == nil {
 		return ErrClosed
 	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = &CorruptError{Reason: fmt.Sprintf("bbolt panicked reading the store: %v", r)}
