@@ -301,12 +301,16 @@ func TestOpenDamagedStore(t *testing.T) {
 		return b
 	}
 	for _, tc := range []struct {
-		name     string
-		from, to int64 // byte range overwritten; to 0: the end
+		name      string
+		from, to  int64 // byte range overwritten; to 0: the end
+		pageFlags bool  // instead: page from's header gets bad flags
 	}{
-		{"data pages", 2 * 4096, 0},
-		{"both meta pages", 0, 2 * 4096},
-		{"one branch of pages", 4 * 4096, 8 * 4096},
+		{"data pages", 2 * 4096, 0, false},
+		{"both meta pages", 0, 2 * 4096, false},
+		{"one branch of pages", 4 * 4096, 8 * 4096, false},
+		{"page flags 3", 3 * 4096, 3*4096 + 16, true},
+		{"page flags 4", 4 * 4096, 4*4096 + 16, true},
+		{"page flags 6", 6 * 4096, 6*4096 + 16, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := build(t)
@@ -319,7 +323,15 @@ func TestOpenDamagedStore(t *testing.T) {
 			if to == 0 {
 				to = fi.Size()
 			}
-			if _, err := fh.WriteAt(garbage(int(to-tc.from)), tc.from); err != nil {
+			data := garbage(int(to - tc.from))
+			if tc.pageFlags {
+				// A page header that names itself but has no valid type:
+				// "page N: has unexpected type/flags".
+				data = make([]byte, 16)
+				binary.LittleEndian.PutUint64(data, uint64(tc.from/4096))
+				binary.LittleEndian.PutUint16(data[8:], 0x55)
+			}
+			if _, err := fh.WriteAt(data, tc.from); err != nil {
 				t.Fatal(err)
 			}
 			fh.Close()
