@@ -172,7 +172,13 @@ func Open(cfg Config) (*FSM, error) {
 	}
 	if f.unsynced {
 		if err := writeUnsynced(cfg.Path, boot); err != nil {
-			return nil, err
+			if !isNoSpace(err) {
+				return nil, err
+			}
+			// A full disk must not keep the member from starting (reads
+			// go on; apply waits for space): fsync every commit instead.
+			f.log.Warn("no space for the unsynced marker; every commit is fsynced", "err", err)
+			f.unsynced = false
 		}
 	}
 	ce, err := readCorruptMarker(cfg.Path)
@@ -186,7 +192,10 @@ func Open(cfg Config) (*FSM, error) {
 	}
 	f.unclean, err = markOpen(cfg.Path)
 	if err != nil {
-		return nil, err
+		if !isNoSpace(err) {
+			return nil, err
+		}
+		f.log.Warn("no space for the open marker; the next start cannot tell a crash", "err", err)
 	}
 	db, err := f.openDB(cfg.Path)
 	if err != nil {
