@@ -290,7 +290,7 @@ func checkDatabase(path string) (err error) {
 		if v == schemaVersion && tx.Bucket(bucketMeta).Get(metaMigrateCursor) == nil {
 			// Every versions entry's checksum: a snapshot of a store that
 			// went bad unnoticed is not installed.
-			if _, _, err := stateScan(context.Background(), tx, loadState(tx).revision); err != nil {
+			if _, _, err := stateScan(context.Background(), tx, loadState(tx).revision, true); err != nil {
 				return fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
 			}
 		}
