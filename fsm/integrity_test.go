@@ -678,3 +678,71 @@ func TestStateHashMatchesListing(t *testing.T) {
 	f.waitPhysicalCompaction()
 	check()
 }
+
+// TestOpenDamagedTree: pages whose headers look right but whose tree is
+// wrong (a cycle, a child outside the file, an element or overflow past
+// the page) are ErrDamaged at Open; bbolt itself would loop, recurse or
+// fault on them.
+func TestOpenDamagedTree(t *testing.T) {
+	const ps = 4096
+	build := func(t *testing.T) (string, []byte) {
+		f := openTestFSM(t)
+		for i := 0; i < 400; i++ {
+			f.mustCommit(ops(put(fmt.Sprintf("key/%04d", i), strings.Repeat("v", 300))))
+		}
+		path := f.cfg.Path
+		f.close()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return path, b
+	}
+	// firstPage returns the offset of the first page with the given flags.
+	firstPage := func(t *testing.T, b []byte, flags uint16) int {
+		for off := 2 * ps; off+ps <= len(b); off += ps {
+			if binary.LittleEndian.Uint64(b[off:]) == uint64(off/ps) && binary.LittleEndian.Uint16(b[off+8:]) == flags {
+				return off
+			}
+		}
+		t.Fatalf("no page with flags %#x", flags)
+		return 0
+	}
+	for name, mutate := range map[string]func(t *testing.T, b []byte){
+		"branch child is itself": func(t *testing.T, b []byte) {
+			off := firstPage(t, b, branchPageFlag)
+			binary.LittleEndian.PutUint64(b[off+16+8:], uint64(off/ps))
+		},
+		"branch child outside the file": func(t *testing.T, b []byte) {
+			off := firstPage(t, b, branchPageFlag)
+			binary.LittleEndian.PutUint64(b[off+16+8:], 1<<40)
+		},
+		"two branch children share a page": func(t *testing.T, b []byte) {
+			off := firstPage(t, b, branchPageFlag)
+			copy(b[off+16+16+8:off+16+16+16], b[off+16+8:off+16+16])
+		},
+		"leaf element past the page": func(t *testing.T, b []byte) {
+			off := firstPage(t, b, leafPageFlag)
+			binary.LittleEndian.PutUint32(b[off+16+12:], 1<<30)
+		},
+		"overflow past the file": func(t *testing.T, b []byte) {
+			off := firstPage(t, b, leafPageFlag)
+			binary.LittleEndian.PutUint32(b[off+12:], 1<<24)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path, b := build(t)
+			mutate(t, b)
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := DefaultConfig(path)
+			cfg.InitialMmapSize = 0
+			_, err := Open(cfg)
+			if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "cairn node repair") {
+				t.Fatalf("open: %v", err)
+			}
+			t.Logf("open: %v", err)
+		})
+	}
+}
