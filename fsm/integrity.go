@@ -25,7 +25,7 @@ import (
 // finds it marks the FSM corrupt (markCorrupt): the error is kept, written
 // to <Path>.corrupt (JSON) so that it survives a restart, logged, and
 // passed to Config.OnCorrupt, once. From then on the read methods refuse
-// with it; Status, AppliedIndex, Members, ClusterID, AuthState and Usage
+// with it; Status, AppliedIndex, Members, ClusterID, AuthState, DataSize and Usage
 // go on (raft and the node need them), and so does apply: the raft log is
 // intact, and the member's state is rebuilt by its repair (a fresh store,
 // which has no marker) or by the next snapshot raft installs (Restore
