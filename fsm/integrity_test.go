@@ -13,7 +13,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -744,5 +746,55 @@ func TestOpenDamagedTree(t *testing.T) {
 			}
 			t.Logf("open: %v", err)
 		})
+	}
+}
+
+// TestApplyFindsCorruption: apply's own reads check entries too; it
+// records the corruption (OnCorrupt, Corrupt) and goes on without a panic.
+func TestApplyFindsCorruption(t *testing.T) {
+	f := openTestFSM(t)
+	const secret = "apply-reads-this-value-0123456789"
+	f.mustCommit(ops(put("k", secret), put("other", "x")))
+	path := f.cfg.Path
+	f.close()
+	flipBytes(t, path, []byte(secret))
+	var calls atomic.Int32
+	g := openTestFSMConfigAt(t, path, func(c *Config) { c.OnCorrupt = func(error) { calls.Add(1) } })
+	// The precondition and the put read k's newest entry.
+	r := g.commit(Txn{Preconditions: []Precondition{{Kind: CondExists, Key: "k"}}, Ops: []Op{put("k", "new")}})
+	if r[0].Err != nil || r[0].Revision != 2 {
+		t.Fatalf("apply over a corrupt entry: %+v", r[0])
+	}
+	if calls.Load() != 1 || g.Corrupt() == nil {
+		t.Fatalf("OnCorrupt calls %d, Corrupt %v", calls.Load(), g.Corrupt())
+	}
+	if _, _, err := g.Get("other", 0); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read after apply found corruption: %v", err)
+	}
+}
+
+// TestApplyRecoversBboltPanic: a bbolt panic inside an apply transaction
+// (here raised where the commit would happen) marks the FSM corrupt and
+// leaves the chunk unapplied, answering the error; no panic escapes.
+func TestApplyRecoversBboltPanic(t *testing.T) {
+	f := openTestFSM(t)
+	f.mustCommit(ops(put("a", "1")))
+	idx, _, _ := f.AppliedIndex()
+	commitHook = func() error { panic("page 9: has unexpected type/flags: 0x55") }
+	defer func() { commitHook = nil }()
+	l1 := f.entry(Command{Batch: &Batch{Time: f.clock.Add(time.Second), Limits: DefaultLimits(), Txns: []Txn{ops(put("b", "2"))}}})
+	l2 := f.entry(Command{SetClusterID: &SetClusterID{ID: "c"}})
+	res := f.ApplyBatch([]*raft.Log{l1, l2})
+	if br, ok := res[0].(*BatchResult); !ok || !errors.Is(br.Err, ErrCorrupt) {
+		t.Fatalf("batch result %#v", res[0])
+	}
+	if cr, ok := res[1].(*CommandResult); !ok || !errors.Is(cr.Err, ErrCorrupt) {
+		t.Fatalf("command result %#v", res[1])
+	}
+	if after, _, _ := f.AppliedIndex(); after != idx || f.Revision() != 1 {
+		t.Fatalf("applied index %d (was %d), revision %d", after, idx, f.Revision())
+	}
+	if f.Corrupt() == nil || !strings.Contains(f.Corrupt().Error(), "unexpected type") {
+		t.Fatalf("Corrupt %v", f.Corrupt())
 	}
 }
