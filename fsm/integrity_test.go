@@ -798,3 +798,51 @@ func TestApplyRecoversBboltPanic(t *testing.T) {
 		t.Fatalf("Corrupt %v", f.Corrupt())
 	}
 }
+
+// TestOpenLockedIsNotDamage: a store another FSM holds open is a timeout,
+// not ErrDamaged (the page walk waits for the lock like bbolt does).
+func TestOpenLockedIsNotDamage(t *testing.T) {
+	f := openTestFSM(t)
+	f.mustCommit(ops(put("a", "1")))
+	cfg := DefaultConfig(f.cfg.Path)
+	cfg.InitialMmapSize = 0
+	cfg.OpenTimeout = 50 * time.Millisecond
+	_, err := Open(cfg)
+	if err == nil || errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "timeout") {
+		t.Fatalf("open of a locked store: %v", err)
+	}
+}
+
+// TestDefragAbortsSnapshotsAndHonoursContext: an open snapshot is aborted
+// (its Persist fails with ErrSnapshotAborted), a cancelled context
+// defrags nothing, and a corrupt FSM refuses.
+func TestDefragAbortsSnapshotsAndHonoursContext(t *testing.T) {
+	f := openTestFSM(t)
+	f.mustCommit(ops(put("a", "1")))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := f.Defrag(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("defrag with a cancelled context: %v", err)
+	}
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.Defrag(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sink := &testSink{}
+	if err := snap.Persist(sink); !errors.Is(err, ErrSnapshotAborted) || !sink.cancelled {
+		t.Fatalf("persist after defrag: %v (cancelled %v)", err, sink.cancelled)
+	}
+	snap.Release()
+	if kv, _, err := f.Get("a", 0); err != nil || string(kv.Value) != "1" {
+		t.Fatalf("after defrag: %v %v", kv, err)
+	}
+	if err := f.MarkCorrupt("test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.Defrag(context.Background()); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("defrag of a corrupt FSM: %v", err)
+	}
+}
