@@ -89,7 +89,7 @@ func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) *CorruptError 
 	backoff := stallBackoffMin
 	stalled := false
 	for {
-		done, ce, err := f.tryChunk(logs, results, stalled)
+		ce, err := f.tryChunk(logs, results, stalled)
 		if err == nil {
 			if stalled {
 				f.log.Info("apply resumed after the disk had filled")
@@ -102,7 +102,7 @@ func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) *CorruptError 
 		if stalled && errors.Is(err, ErrClosed) {
 			return nil // closed during the stall; results answer it
 		}
-		if !done && isNoSpace(err) {
+		if isNoSpace(err) {
 			stalled = true
 			f.log.Warn("apply stalled: no space to commit; retrying", "err", err, "retry_in", backoff,
 				"entries", fmt.Sprintf("%d..%d", logs[0].Index, logs[len(logs)-1].Index))
@@ -129,13 +129,13 @@ func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) *CorruptError 
 }
 
 // tryChunk applies logs in one bbolt write transaction. err is a storage
-// failure (nothing applied); ce is corruption, with done when the chunk
-// was committed despite it and !done when it was rolled back (results
+// failure (nothing applied); ce is corruption, found either in entries the
+// chunk committed despite it or in a chunk it rolled back (whose results
 // then answer ce).
 //
 // retry is set when an earlier try stalled: Close may have closed the
 // database since, which then answers ErrClosed instead of panicking.
-func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}, retry bool) (done bool, ce *CorruptError, err error) {
+func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}, retry bool) (ce *CorruptError, err error) {
 	var committed, compacted bool
 	var st state
 	var newAuth *auth.State
@@ -147,7 +147,7 @@ func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}, retry bool) (don
 			for i, l := range logs {
 				results[i] = errorResult(l, err)
 			}
-			return false, nil, err
+			return nil, err
 		}
 		panic("fsm: ApplyBatch on a closed FSM")
 	}
@@ -202,10 +202,10 @@ func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}, retry bool) (don
 		for i, l := range logs {
 			results[i] = errorResult(l, c)
 		}
-		return false, c, nil
+		return c, nil
 	}
 	if err != nil {
-		return false, nil, err
+		return nil, err
 	}
 	failpoint("apply-after-commit")
 	f.applied.Store(st.appliedIndex)
@@ -219,7 +219,7 @@ func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}, retry bool) (don
 	if compacted {
 		f.wakeCompactor()
 	}
-	return true, ce, nil
+	return ce, nil
 }
 
 // commitHook, when set (tests), runs just before each apply transaction
