@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -59,7 +60,7 @@ func getAt(tx *bolt.Tx, key string, at uint64) (KeyValue, bool, error) {
 	if err != nil {
 		return KeyValue{}, false, err
 	}
-	tomb, cr, val, err := decodeVersion(v)
+	tomb, cr, val, err := decodeVersion(k, v)
 	if err != nil || tomb {
 		return KeyValue{}, false, err
 	}
@@ -131,8 +132,8 @@ func seekStart(prefix, startAfter string) []byte {
 }
 
 func listCurrent(tx *bolt.Tx, prefix, startAfter string, emit func(KeyValue) bool) error {
-	return eachCurrent(tx.Bucket(bucketVersions).Cursor(), prefix, startAfter, func(key string, mod uint64, v []byte) (bool, error) {
-		_, cr, val, err := decodeVersion(v)
+	return eachCurrent(tx.Bucket(bucketVersions).Cursor(), prefix, startAfter, nil, func(key string, mod uint64, k, v []byte) (bool, error) {
+		_, cr, val, err := decodeVersion(k, v)
 		if err != nil {
 			return false, err
 		}
@@ -141,11 +142,13 @@ func listCurrent(tx *bolt.Tx, prefix, startAfter string, emit func(KeyValue) boo
 }
 
 // eachCurrent calls fn, in key order, for every existing key under prefix
-// that sorts after startAfter, with its newest history entry's revision
-// and value bytes (valid until the transaction ends), until fn returns
-// false. It goes from one key's newest entry to the next key's with one
-// seek per key, however long their histories are.
-func eachCurrent(c *bolt.Cursor, prefix, startAfter string, fn func(key string, modRev uint64, v []byte) (bool, error)) error {
+// that sorts after startAfter, with its newest history entry's revision,
+// bbolt key and value bytes (valid until the transaction ends), until fn
+// returns false. It goes from one key's newest entry to the next key's
+// with one seek per key, however long their histories are. An entry that
+// fails its check is an error, unless lenient is set (apply): then it is
+// passed to lenient and its decoded fields are used.
+func eachCurrent(c *bolt.Cursor, prefix, startAfter string, lenient func(*CorruptError), fn func(key string, modRev uint64, k, v []byte) (bool, error)) error {
 	p := []byte(prefix)
 	k, _ := c.Seek(seekStart(prefix, startAfter))
 	for k != nil && bytes.HasPrefix(k, p) {
@@ -161,12 +164,12 @@ func eachCurrent(c *bolt.Cursor, prefix, startAfter string, fn func(key string, 
 		if err != nil {
 			return err
 		}
-		tomb, _, _, err := decodeVersion(lv)
+		tomb, _, _, err := decodeLenient(lk, lv, lenient)
 		if err != nil {
 			return err
 		}
 		if !tomb {
-			if ok, err := fn(key, r, lv); err != nil || !ok {
+			if ok, err := fn(key, r, lk, lv); err != nil || !ok {
 				return err
 			}
 		}
@@ -182,7 +185,8 @@ func listAt(tx *bolt.Tx, prefix, startAfter string, at uint64, emit func(KeyValu
 	p := []byte(prefix)
 	var (
 		cur     string
-		best    []byte // value of the newest entry <= at for cur
+		bestK   []byte // key and value of the newest entry <= at for cur
+		best    []byte
 		bestRev uint64
 		have    bool
 	)
@@ -191,7 +195,7 @@ func listAt(tx *bolt.Tx, prefix, startAfter string, at uint64, emit func(KeyValu
 			return true, nil
 		}
 		have = false
-		tomb, cr, val, err := decodeVersion(best)
+		tomb, cr, val, err := decodeVersion(bestK, best)
 		if err != nil || tomb {
 			return true, err
 		}
@@ -209,7 +213,7 @@ func listAt(tx *bolt.Tx, prefix, startAfter string, at uint64, emit func(KeyValu
 			cur = key
 		}
 		if r <= at {
-			best, bestRev, have = v, r, true
+			bestK, best, bestRev, have = k, v, r, true
 		}
 	}
 	_, err := flush()
@@ -253,7 +257,7 @@ func (f *FSM) History(key string, opts HistoryOptions) ([]Version, uint64, error
 			if vkey != key || r < floor {
 				break
 			}
-			tomb, cr, val, err := decodeVersion(v)
+			tomb, cr, val, err := decodeVersion(k, v)
 			if err != nil {
 				return err
 			}
@@ -315,7 +319,9 @@ func (f *FSM) RawLog(from uint64, limit int) ([]RawRecord, uint64, error) {
 
 // scanLog calls fn for up to limit stored records from revision from, in one
 // read transaction, and returns the current revision. stored is only valid
-// during the call.
+// during the call. Each record's chain hash is recomputed from the one
+// before it as it goes, so a damaged record or hash is never served: it is
+// a *CorruptError (matching ErrChainMismatch too).
 func (f *FSM) scanLog(from uint64, limit int, fn func(rev uint64, stored []byte) error) (uint64, error) {
 	var at uint64
 	err := f.view(func(tx *bolt.Tx) error {
@@ -330,17 +336,46 @@ func (f *FSM) scanLog(from uint64, limit int, fn func(rev uint64, stored []byte)
 		if from > st.revision+1 {
 			return fmt.Errorf("%w: revision %d (current %d)", ErrFutureRevision, from, st.revision)
 		}
-		c := tx.Bucket(bucketTxns).Cursor()
+		txns := tx.Bucket(bucketTxns)
+		prev := st.compactBase
+		if from > st.compactRev {
+			p := txns.Get(u64(from - 1))
+			if len(p) < 32 {
+				return corruptRecord(from-1, fmt.Sprintf("record is %d bytes", len(p)))
+			}
+			copy(prev[:], p)
+		}
+		c := txns.Cursor()
 		n := 0
+		next := from
 		for k, v := c.Seek(u64(from)); k != nil && (limit <= 0 || n < limit); k, v = c.Next() {
-			if err := fn(getU64(k), v); err != nil {
+			rev := getU64(k)
+			switch {
+			case rev != next:
+				return corruptRecord(next, fmt.Sprintf("record missing (next stored is %d)", rev))
+			case len(v) < 32:
+				return corruptRecord(rev, fmt.Sprintf("record is %d bytes", len(v)))
+			}
+			if h := chainHash(prev, v[32:]); !bytes.Equal(h[:], v[:32]) {
+				return corruptRecord(rev, fmt.Sprintf("stored hash %x, recomputed %s", v[:32], h))
+			}
+			copy(prev[:], v[:32])
+			if err := fn(rev, v); err != nil {
 				return err
 			}
+			next++
 			n++
 		}
 		return nil
 	})
 	return at, err
+}
+
+// corruptRecord is the *CorruptError for a stored transaction record that
+// does not check out.
+func corruptRecord(rev uint64, reason string) *CorruptError {
+	err := fmt.Errorf("%w: at revision %d: %s", ErrChainMismatch, rev, reason)
+	return &CorruptError{Revision: rev, Reason: err.Error(), Err: err}
 }
 
 func decodeStoredRecord(v []byte) (Record, error) {
@@ -397,7 +432,7 @@ func (f *FSM) HashAt(rev uint64) (ChainPoint, error) {
 // Status returns a summary of the FSM's state.
 func (f *FSM) Status() (Status, error) {
 	var s Status
-	err := f.view(func(tx *bolt.Tx) error {
+	err := f.viewAlways(func(tx *bolt.Tx) error {
 		st := loadState(tx)
 		s = Status{Revision: st.revision, Time: time.Unix(0, st.time).UTC(), Head: st.head,
 			CompactRevision: st.compactRev, AppliedIndex: st.appliedIndex, AppliedTerm: st.appliedTerm}
@@ -409,7 +444,7 @@ func (f *FSM) Status() (Status, error) {
 // Members returns the replicated member records, ordered by id.
 func (f *FSM) Members() ([]Member, error) {
 	var out []Member
-	err := f.view(func(tx *bolt.Tx) error {
+	err := f.viewAlways(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
 			m, err := decodeMember(string(k), v)
 			if err != nil {
@@ -430,16 +465,39 @@ type VerifyReport struct {
 	Head ChainPoint
 	// Records is how many transaction records were recomputed.
 	Records uint64
+	// State is the state hash at To, recomputed from the versions entries.
+	State StateDigest
+	// Versions is how many versions entries had their checksum checked
+	// (all of them).
+	Versions uint64
 }
 
 // Verify recomputes the hash chain from the stored records, from the
 // compaction point to the head, inside one read transaction. It returns
 // ErrChainMismatch naming the first revision whose stored hash, record or
 // sequence is wrong, and checks the recomputed head against the stored
-// one. The context can stop a long verification.
+// one. In the same transaction it checks every versions entry's checksum
+// (a mismatch is a *CorruptError and marks the FSM corrupt) and computes
+// the state hash at the head. The context can stop a long verification.
+//
+// A chain mismatch is stored data that is wrong, too: it is returned as a
+// *CorruptError that also matches ErrChainMismatch, and marks the FSM
+// corrupt.
 func (f *FSM) Verify(ctx context.Context) (VerifyReport, error) {
 	var rep VerifyReport
 	err := f.view(func(tx *bolt.Tx) error {
+		err := verifyTx(ctx, tx, &rep)
+		if errors.Is(err, ErrChainMismatch) {
+			return &CorruptError{Reason: err.Error(), Err: err}
+		}
+		return err
+	})
+	return rep, err
+}
+
+// verifyTx is Verify's work inside its read transaction.
+func verifyTx(ctx context.Context, tx *bolt.Tx, rep *VerifyReport) error {
+	{
 		st := loadState(tx)
 		rep.From, rep.To = st.compactRev, st.revision
 		prev := st.compactBase
@@ -481,9 +539,10 @@ func (f *FSM) Verify(ctx context.Context) (VerifyReport, error) {
 			return fmt.Errorf("%w: recomputed head %s, stored head %s", ErrChainMismatch, prev, st.head)
 		}
 		rep.Head = ChainPoint{Revision: st.revision, Hash: prev}
-		return nil
-	})
-	return rep, err
+		var err error
+		rep.State, rep.Versions, err = stateScan(ctx, tx, st.revision, true)
+		return err
+	}
 }
 
 // seekAtOrBefore positions c at key's newest history entry with revision
