@@ -157,7 +157,7 @@ func exitCode(err error) int {
 		return exitConflict
 	case errors.Is(err, client.ErrNotFound):
 		return exitNotFound
-	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrTimeout),
+	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrTimeout), errors.Is(err, client.ErrCorrupt),
 		errors.Is(err, client.ErrNotLeader), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, client.ErrTLS): // the client gives up on TLS failures at once
 		return exitUnavailable
