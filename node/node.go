@@ -281,6 +281,9 @@ func (n *Node) openRaft() error {
 	if err != nil {
 		return fmt.Errorf("node: inspect raft state: %w", err)
 	}
+	if err := checkRepaired(cfg, hasState); err != nil {
+		return err
+	}
 	r, err := raft.NewRaft(rc, f, logs, store, snaps, noPipelineTransport{trans})
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
