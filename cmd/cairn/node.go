@@ -50,6 +50,7 @@ Example:
 					return err
 				},
 			},
+			repairCommand(), // integrity.go
 		}, memberCommands(), statusCommands()),
 	}}
 }
