@@ -60,3 +60,15 @@ func (n *Node) transferAwayCorrupt() {
 	}
 	n.log.Info("corrupt member handed over leadership")
 }
+
+// alarmList returns this member's alarms, with the corrupt alarm matching
+// the FSM: a snapshot that raft installs replaces the whole store with a
+// checked copy and clears the FSM's mark, and the alarm with it.
+func (n *Node) alarmList() []api.Alarm {
+	if err := n.corrupt(); err != nil {
+		n.alarms.raise(api.AlarmCorrupt, err.Error())
+	} else if n.alarms.clear(api.AlarmCorrupt) {
+		n.log.Info("stored data no longer corrupt (a snapshot replaced it): corrupt alarm cleared")
+	}
+	return n.alarms.list()
+}

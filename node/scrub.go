@@ -282,7 +282,7 @@ func (n *Node) scrubLoop() {
 // other member's from its /v1/status (members that do not answer within
 // two seconds are listed as unreachable).
 func (n *Node) Alarms(ctx context.Context) (api.AlarmsResponse, error) {
-	resp := api.AlarmsResponse{Alarms: n.alarms.list()}
+	resp := api.AlarmsResponse{Alarms: n.alarmList()}
 	cf := n.raft.GetConfiguration()
 	if err := cf.Error(); err != nil {
 		return resp, mapRaftErr(err)

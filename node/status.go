@@ -28,7 +28,7 @@ func (n *Node) Status() (api.StatusResponse, error) {
 	if err := n.corrupt(); err != nil {
 		s.Corrupt = err.Error()
 	}
-	s.Alarms = n.alarms.list()
+	s.Alarms = n.alarmList()
 	if n.IsLeader() {
 		s.LastContact = "0s"
 	} else if lc := n.raft.LastContact(); !lc.IsZero() {
