@@ -12,6 +12,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // Repairing a member whose stored data is damaged (alarm corrupt, a store
@@ -147,7 +148,7 @@ func checkStopped(path string) (err error) {
 		}
 	}()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: repairLockWait})
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return fmt.Errorf("%w: %s is in use: stop the member before repairing it", ErrBadRequest, path)
 	}
 	if err == nil {
