@@ -90,6 +90,23 @@ func TestCorruptLeaderOutOfService(t *testing.T) {
 		}
 		return errors.New("the corrupt member still leads, or no other leader yet")
 	})
+	// Made leader again, it hands leadership over again.
+	for _, n := range nodes {
+		if n.IsLeader() {
+			if _, err := n.TransferLeadership(context.Background(), bad.ID()); err != nil {
+				t.Logf("transfer back to the corrupt member: %v", err) // it may already be handing it on
+			}
+			break
+		}
+	}
+	waitFor(t, "leadership leaves the corrupt member again", 15*time.Second, func() error {
+		for _, n := range nodes {
+			if n != bad && n.IsLeader() && !bad.IsLeader() {
+				return nil
+			}
+		}
+		return errors.New("the corrupt member still leads, or no other leader yet")
+	})
 	st, err := bad.Status()
 	if err != nil || !strings.Contains(st.Corrupt, "test: marked by hand") {
 		t.Fatalf("status corrupt %q (%v)", st.Corrupt, err)
@@ -264,5 +281,36 @@ func TestRepairStoppedMember(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg2.DataDir, fsmFile)); err != nil {
 		t.Fatalf("moved after a failed removal: %v", err)
+	}
+}
+
+// TestCorruptSurvivesRestart: a member marked corrupt starts corrupt: the
+// alarm, status, readiness and reads say so from the start.
+func TestCorruptSurvivesRestart(t *testing.T) {
+	cfg := testConfig(t, "n1")
+	cfg.Bootstrap = true
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "ready", 10*time.Second, n.Ready)
+	mustWrite(t, n, fsm.Op{Kind: fsm.OpPut, Key: "k", Value: []byte("v")})
+	if err := n.FSM().MarkCorrupt("test: before the restart"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	n = startNode(t, cfg)
+	st, err := n.Status()
+	if err != nil || !strings.Contains(st.Corrupt, "test: before the restart") || len(st.Alarms) != 1 || st.Alarms[0].Type != api.AlarmCorrupt {
+		t.Fatalf("status after restart: %+v %v", st, err)
+	}
+	if err := n.Ready(); !errors.Is(err, fsm.ErrCorrupt) {
+		t.Fatalf("ready: %v", err)
+	}
+	code, body := do(t, "GET", n.HTTPURL()+"/v1/kv/k?consistency=stale", "")
+	if code != 503 || !strings.Contains(body, `"corrupt"`) {
+		t.Fatalf("read: %d %s", code, body)
 	}
 }
