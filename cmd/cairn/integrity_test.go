@@ -79,6 +79,10 @@ func TestIntegrityCLI(t *testing.T) {
 	if code != 1 || !strings.Contains(out, id) || !strings.Contains(out, "corrupt") {
 		t.Fatalf("alarm list: %d\n%s", code, out)
 	}
+	out, _, code = runCLI(t, "", cluster, "node", "status", "--endpoint", c.URL(v))
+	if code != 0 || !strings.Contains(out, "alarm") || !strings.Contains(out, "corrupt ") {
+		t.Fatalf("node status of the damaged member: %d\n%s", code, out)
+	}
 	out, _, code = runCLI(t, "", cluster, "verify")
 	if code != 1 || !strings.Contains(out, "corrupt") {
 		t.Fatalf("verify with a damaged member: %d\n%s", code, out)
