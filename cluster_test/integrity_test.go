@@ -18,6 +18,7 @@ import (
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/httpapi"
 	"github.com/cairn-db/cairn/internal/cluster"
 	"github.com/cairn-db/cairn/node"
 )
@@ -300,4 +301,32 @@ func TestScrubMajorityMarksCorrupt(t *testing.T) {
 	if r := c.Get(t, other, "k", ""); r.Code != http.StatusOK || string(r.Body) != "the-right-value" {
 		t.Fatalf("healthy member: %s", r)
 	}
+}
+
+// TestTLSScrubAndAlarms: under TLS, members ask each other for their
+// state hashes with their member certificates; a client certificate is
+// refused on that route. The scrub and the alarms list work.
+func TestTLSScrubAndAlarms(t *testing.T) {
+	c := StartTLSCluster(t, 3, cluster.Options{})
+	leader := c.Leader(t)
+	if r := c.Put(t, leader, "k", "v", ""); r.Code != http.StatusOK {
+		t.Fatalf("put: %s", r)
+	}
+	conv := c.WaitConverged(t)
+	for i := 0; i < c.N(); i++ {
+		var sr api.ScrubResponse
+		r := c.Do(t, i, http.MethodPost, "/v1/maintenance/scrub", nil, nil)
+		decode(t, r, &sr)
+		if r.Code != http.StatusOK || !sr.OK || len(sr.Agree) != 2 || sr.Revision < conv.Revision {
+			t.Fatalf("scrub on %s: %s", c.Config(i).ID, r)
+		}
+	}
+	var ar api.AlarmsResponse
+	decode(t, c.Do(t, leader, http.MethodGet, "/v1/alarms", nil, nil), &ar)
+	if len(ar.Alarms) != 0 || len(ar.Unreachable) != 0 {
+		t.Fatalf("alarms: %+v", ar)
+	}
+	hdr := http.Header{api.HeaderForwarded: {c.Config((leader + 1) % 3).ID}}
+	r := c.Do(t, leader, http.MethodGet, fmt.Sprintf("%s?revision=%d", httpapi.StateHashPath, conv.Revision), nil, hdr)
+	expectError(t, r, http.StatusForbidden, api.CodePermissionDenied)
 }
