@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -312,5 +313,22 @@ func TestCorruptSurvivesRestart(t *testing.T) {
 	code, body := do(t, "GET", n.HTTPURL()+"/v1/kv/k?consistency=stale", "")
 	if code != 503 || !strings.Contains(body, `"corrupt"`) {
 		t.Fatalf("read: %d %s", code, body)
+	}
+}
+
+// TestPeriodicScrub: a member scrubs every ScrubInterval, counted in its
+// metrics.
+func TestPeriodicScrub(t *testing.T) {
+	n := startSingle(t, func(c *Config) { c.ScrubInterval = 20 * time.Millisecond })
+	mustWrite(t, n, fsm.Op{Kind: fsm.OpPut, Key: "k", Value: []byte("v")})
+	waitFor(t, "two periodic scrubs", 10*time.Second, func() error {
+		if runs, failed, last := n.scrubs.get(); runs < 2 || failed != 0 || last.IsZero() {
+			return fmt.Errorf("%d scrubs, %d failed", runs, failed)
+		}
+		return nil
+	})
+	_, metrics := do(t, "GET", n.HTTPURL()+"/metrics", "")
+	if !strings.Contains(metrics, "\ncairn_scrub_failures_total 0\n") || strings.Contains(metrics, "\ncairn_last_scrub_timestamp_seconds 0\n") {
+		t.Fatal("scrub metrics")
 	}
 }
