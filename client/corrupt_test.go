@@ -76,3 +76,63 @@ func TestCorruptMemberSkipped(t *testing.T) {
 		t.Fatalf("pinned read retried the corrupt member: %d hits after %d", badHits.Load(), hits)
 	}
 }
+
+// TestWatchSkipsCorruptMember: a watch refused with corrupt opens on
+// another member. Both members answer the member list, so only the watch
+// itself meets the corrupt answer.
+func TestWatchSkipsCorruptMember(t *testing.T) {
+	var members api.MembersResponse
+	list := func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != "/v1/cluster/members" {
+			return false
+		}
+		_ = json.NewEncoder(w).Encode(members)
+		return true
+	}
+	var badWatches atomic.Int64
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if list(w, r) {
+			return
+		}
+		badWatches.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(api.Status(api.CodeCorrupt))
+		_ = json.NewEncoder(w).Encode(api.ErrorResponse{Error: api.Error{Code: api.CodeCorrupt, Message: "fsm: stored data is corrupt"}})
+	}))
+	t.Cleanup(bad.Close)
+	good := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if list(w, r) {
+			return
+		}
+		w.Header().Set("Content-Type", "application/x-ndjson")
+		enc := json.NewEncoder(w)
+		_ = enc.Encode(api.WatchEvent{Type: api.WatchProgress, Revision: 4})
+		_ = enc.Encode(api.WatchEvent{Type: api.WatchTxn, Revision: 5, Operations: []api.Operation{{Op: api.OpPut, Key: "k", Value: []byte("v")}}})
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	t.Cleanup(good.Close)
+	members = api.MembersResponse{Members: []api.Member{{ID: "n1", HTTPURL: bad.URL}, {ID: "n2", HTTPURL: good.URL}}}
+	cfg := client.DefaultConfig()
+	cfg.Endpoints = []string{bad.URL, good.URL}
+	c, err := client.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for range 3 { // whichever member the rotation starts with
+		ch, err := c.Watch(ctx, "k", 5)
+		if err != nil {
+			t.Fatalf("watch: %v", err)
+		}
+		ev := <-ch
+		if ev.Type != api.WatchTxn || ev.Revision != 5 {
+			t.Fatalf("event %+v", ev)
+		}
+	}
+	if badWatches.Load() == 0 {
+		t.Fatal("no watch reached the corrupt member: the test proves nothing")
+	}
+}

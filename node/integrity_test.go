@@ -128,6 +128,9 @@ func TestCorruptLeaderOutOfService(t *testing.T) {
 			t.Fatalf("read%s on the corrupt member: %d %s", q, code, body)
 		}
 	}
+	if code, body := do(t, "GET", bad.HTTPURL()+"/v1/watch?prefix=k", ""); code != 503 || !strings.Contains(body, `"corrupt"`) {
+		t.Fatalf("watch on the corrupt member: %d %s", code, body)
+	}
 	_, metrics := do(t, "GET", bad.HTTPURL()+"/metrics", "")
 	if !strings.Contains(metrics, "\ncairn_corrupt 1\n") {
 		t.Fatal("cairn_corrupt is not 1")
