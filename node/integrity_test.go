@@ -206,6 +206,20 @@ func TestScrubAgrees(t *testing.T) {
 			t.Fatalf("%s scrub %+v, state hash %+v %v", n.ID(), sr, d, err)
 		}
 	}
+	// With a member down, the other two are still a majority; the alarms
+	// list names the member it could not ask.
+	down := nodes[2]
+	if err := down.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sr, err := nodes[0].Scrub(context.Background())
+	if err != nil || !sr.OK || len(sr.Agree) != 1 || len(sr.Unreachable) != 1 || sr.Unreachable[0] != down.ID() {
+		t.Fatalf("scrub with %s down: %+v %v", down.ID(), sr, err)
+	}
+	ar, err := nodes[0].Alarms(context.Background())
+	if err != nil || len(ar.Alarms) != 0 || len(ar.Unreachable) != 1 || ar.Unreachable[0] != down.ID() {
+		t.Fatalf("alarms with %s down: %+v %v", down.ID(), ar, err)
+	}
 }
 
 // TestRepairStoppedMember: Repair refuses a running member; on a stopped

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/fsm"
+	"github.com/cairn-db/cairn/httpapi"
 )
 
 // Scrubbing. Every Config.ScrubInterval, once after an unclean start
@@ -167,7 +168,7 @@ func (n *Node) compareScrub(ctx context.Context, resp api.ScrubResponse) (api.Sc
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ch, err := n.peer.StateHash(pctx, u, resp.Revision)
+			ch, err := n.peerStateHash(pctx, u, resp.Revision)
 			switch {
 			case err != nil:
 				p.err = err
@@ -233,6 +234,32 @@ func (n *Node) compareScrub(ctx context.Context, resp api.ScrubResponse) (api.Sc
 	n.alarms.raise(api.AlarmStateMismatch, msg)
 	resp.Error = msg
 	return resp, nil
+}
+
+// peerStateHash asks the member at u for its hashes at rev, trying again
+// (up to three times in all, within ctx) after a failure that another try
+// may cure: a lost connection, a member a moment behind. A member that
+// answers corrupt, or compacted past rev, is not asked again.
+func (n *Node) peerStateHash(ctx context.Context, u string, rev uint64) (api.ChainResponse, error) {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return api.ChainResponse{}, err
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		var ch api.ChainResponse
+		ch, err = n.peer.StateHash(ctx, u, rev)
+		if err == nil {
+			return ch, nil
+		}
+		if code := httpapi.RemoteCode(err); code == api.CodeCorrupt || code == api.CodeCompacted || code == api.CodeNotFound {
+			return ch, err
+		}
+	}
+	return api.ChainResponse{}, err
 }
 
 func sorted(s []string) []string {
