@@ -26,8 +26,8 @@ member that differs from the most common pair, or cannot answer (corrupt,
 unreachable), is marked not OK. --deep makes each member recompute its
 chain, check every stored version's checksum and recompute its state hash
 at its own revision (shown in the note). --backup checks backup files
-offline; with --compare also against the live cluster's hash at each
-backup's revision.
+offline; with --compare also against the live cluster's chain and state
+hash at each backup's revision.
 Example:
    cairn verify --deep
    cairn verify --backup full.bak --backup inc1.bak --compare`,
@@ -63,7 +63,7 @@ func verifyAction(c *cli.Context) error {
 	files := c.StringSlice("backup")
 	for _, p := range files {
 		h, err := node.VerifyBackupFile(c.Context, p)
-		row := verifyRow{What: "backup " + p, Revision: h.Revision, Hash: h.Hash, OK: err == nil}
+		row := verifyRow{What: "backup " + p, Revision: h.Revision, Hash: h.Hash, StateHash: h.StateHash, OK: err == nil}
 		if err != nil {
 			row.Note, bad = err.Error(), true
 		}
@@ -78,12 +78,20 @@ func verifyAction(c *cli.Context) error {
 				if !rows[i].OK {
 					continue
 				}
-				ch, err := cl.Chain(ctx, rows[i].Revision)
+				var ch *api.ChainResponse
+				var err error
+				if rows[i].StateHash != "" {
+					ch, err = cl.StateHash(ctx, rows[i].Revision)
+				} else {
+					ch, err = cl.Chain(ctx, rows[i].Revision) // a backup from before state hashes
+				}
 				switch {
 				case err != nil:
 					rows[i].OK, rows[i].Note = false, "cluster: "+err.Error()
 				case ch.Hash != rows[i].Hash:
 					rows[i].OK, rows[i].Note = false, "cluster has "+ch.Hash
+				case rows[i].StateHash != "" && ch.StateHash != rows[i].StateHash:
+					rows[i].OK, rows[i].Note = false, "cluster has state hash "+ch.StateHash
 				default:
 					rows[i].Note = "matches the cluster"
 				}
