@@ -330,3 +330,38 @@ func TestTLSScrubAndAlarms(t *testing.T) {
 	r := c.Do(t, leader, http.MethodGet, fmt.Sprintf("%s?revision=%d", httpapi.StateHashPath, conv.Revision), nil, hdr)
 	expectError(t, r, http.StatusForbidden, api.CodePermissionDenied)
 }
+
+// TestScrubNoMajority: two voters that disagree (one holds a wrong value
+// with a valid checksum): neither is a majority, so neither is marked
+// corrupt; each scrub raises state_mismatch naming the other, and the
+// alarms list shows both.
+func TestScrubNoMajority(t *testing.T) {
+	c := StartCluster(t, 2, nil)
+	if r := c.Put(t, c.Leader(t), "k", "the-right-value", ""); r.Code != http.StatusOK {
+		t.Fatalf("put: %s", r)
+	}
+	c.WaitConverged(t)
+	v := victimOf(t, c)
+	c.Stop(t, v)
+	rewriteValue(t, filepath.Join(c.Config(v).DataDir, "fsm.db"), "k", "a-wrong-value")
+	c.Restart(t, v)
+	c.WaitReady(t, v)
+	for i := 0; i < c.N(); i++ {
+		var sr api.ScrubResponse
+		r := c.Do(t, i, http.MethodPost, "/v1/maintenance/scrub", nil, nil)
+		decode(t, r, &sr)
+		other := c.Config(1 - i).ID
+		if r.Code != http.StatusOK || sr.OK || len(sr.Disagree) != 1 || sr.Disagree[0] != other || !strings.Contains(sr.Error, "no majority") {
+			t.Fatalf("scrub on %s: %s", c.Config(i).ID, r)
+		}
+		st, err := c.Status(i)
+		if err != nil || st.Corrupt != "" || len(st.Alarms) != 1 || st.Alarms[0].Type != api.AlarmStateMismatch || !strings.Contains(st.Alarms[0].Message, other) {
+			t.Fatalf("status of %s: %+v %v", c.Config(i).ID, st, err)
+		}
+	}
+	var ar api.AlarmsResponse
+	decode(t, c.Do(t, 0, http.MethodGet, "/v1/alarms", nil, nil), &ar)
+	if len(ar.Alarms) != 2 || ar.Alarms[0].Type != api.AlarmStateMismatch || ar.Alarms[1].Type != api.AlarmStateMismatch {
+		t.Fatalf("alarms: %+v", ar)
+	}
+}
