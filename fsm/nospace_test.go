@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -152,22 +153,30 @@ func TestApplyOnFullFilesystem(t *testing.T) {
 		c.OnApplyResumed = func() { resumes.Add(1) }
 	})
 	value := strings.Repeat("v", 64<<10)
-	done := make(chan struct{})
+	// Commit one transaction at a time until one stalls.
 	var committed atomic.Int64
-	go func() {
-		defer close(done)
-		for i := 0; i < 200; i++ {
-			txn := Txn{}
-			for j := 0; j < 4; j++ {
-				txn.Ops = append(txn.Ops, put(fmt.Sprintf("k/%03d/%d", i, j), value))
-			}
-			if res := tryCommit(f, txn); res != nil {
-				return // closed while stalled
-			}
-			committed.Add(1)
+	var pending chan error
+	for i := 0; ; i++ {
+		if i == 200 {
+			t.Fatal("the disk never filled")
 		}
-	}()
-	waitFor(t, "the disk to fill", func() bool { return stalls.Load() > 0 })
+		txn := Txn{}
+		for j := 0; j < 4; j++ {
+			txn.Ops = append(txn.Ops, put(fmt.Sprintf("k/%03d/%d", i, j), value))
+		}
+		before := stalls.Load()
+		res := make(chan error, 1)
+		go func() { res <- tryCommit(f, txn) }()
+		waitFor(t, "a commit or a stall", func() bool { return len(res) > 0 || stalls.Load() > before })
+		if stalls.Load() > before {
+			pending = res
+			break
+		}
+		if err := <-res; err != nil {
+			t.Fatalf("commit %d: %v", i, err)
+		}
+		committed.Add(1)
+	}
 	if _, _, err := f.Get("k/000/0", 0); err != nil {
 		t.Fatalf("read on a full disk: %v", err)
 	}
@@ -175,7 +184,9 @@ func TestApplyOnFullFilesystem(t *testing.T) {
 	if err := f.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	<-done
+	if err := <-pending; err != nil && !errors.Is(err, ErrClosed) {
+		t.Fatalf("the stalled commit: %v", err)
+	}
 	before := committed.Load()
 	g := openTestFSMConfigAt(t, filepath.Join(dir, "fsm.db"), func(c *Config) {
 		c.OnApplyStalled = func(error) { stalls.Add(1) }
@@ -185,8 +196,10 @@ func TestApplyOnFullFilesystem(t *testing.T) {
 	if _, _, err := g.Get("k/000/0", 0); err != nil {
 		t.Fatalf("read after restarting on a full disk: %v", err)
 	}
+	// (The stalled commit may have gone through before the Close.)
 	stalls.Store(0)
-	done = make(chan struct{})
+	resumes.Store(0)
+	done := make(chan struct{})
 	var last atomic.Int64
 	go func() {
 		defer close(done)
@@ -198,7 +211,16 @@ func TestApplyOnFullFilesystem(t *testing.T) {
 			last.Store(int64(i))
 		}
 	}()
-	waitFor(t, "a stall after the restart", func() bool { return stalls.Load() > 0 })
+	deadline := time.Now().Add(20 * time.Second)
+	for stalls.Load() == 0 {
+		if time.Now().After(deadline) {
+			u, _ := g.Usage()
+			buf := make([]byte, 1<<20)
+			buf = buf[:runtime.Stack(buf, true)]
+			t.Fatalf("no stall after the restart: %d commits, usage %+v\n%s", last.Load(), u, buf)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if err := os.Remove(ballast); err != nil {
 		t.Fatal(err)
 	}
