@@ -359,6 +359,19 @@ func (c *Client) Log(ctx context.Context, from uint64, limit int, opts ...ReadOp
 
 // Chain returns the chain hash at revision (0: the head).
 func (c *Client) Chain(ctx context.Context, revision uint64, opts ...ReadOption) (*api.ChainResponse, error) {
+	return c.chain(ctx, revision, false, opts)
+}
+
+// StateHash returns the chain hash and the state hash at revision (0: the
+// head): the digest of the object state there (every live key with its
+// value and revisions) and how many keys it covers. Two members with the
+// same state hash at a revision hold the same state there, as two with
+// the same chain hash hold the same history.
+func (c *Client) StateHash(ctx context.Context, revision uint64, opts ...ReadOption) (*api.ChainResponse, error) {
+	return c.chain(ctx, revision, true, opts)
+}
+
+func (c *Client) chain(ctx context.Context, revision uint64, state bool, opts []ReadOption) (*api.ChainResponse, error) {
 	o, err := c.readOpts(opts)
 	if err != nil {
 		return nil, err
@@ -370,6 +383,9 @@ func (c *Client) Chain(ctx context.Context, revision uint64, opts ...ReadOption)
 	if revision > 0 {
 		q.Set("revision", strconv.FormatUint(revision, 10))
 	}
+	if state {
+		q.Set("state", "true")
+	}
 	rep, err := c.do(ctx, c.readCall("/v1/chain", q, o))
 	if err != nil {
 		return nil, err
@@ -379,6 +395,42 @@ func (c *Client) Chain(ctx context.Context, revision uint64, opts ...ReadOption)
 		return nil, err
 	}
 	return &cr, nil
+}
+
+// Alarms lists every member's raised alarms (corrupt, no_space,
+// state_mismatch), as gathered by the member that answers; Unreachable
+// names the members it could not ask.
+func (c *Client) Alarms(ctx context.Context) (*api.AlarmsResponse, error) {
+	rep, err := c.do(ctx, &call{method: http.MethodGet, path: "/v1/alarms", route: routeSpread, retry: retryAmbiguous})
+	if err != nil {
+		return nil, err
+	}
+	var ar api.AlarmsResponse
+	if err := rep.decode(&ar); err != nil {
+		return nil, err
+	}
+	return &ar, nil
+}
+
+// Scrub asks the member at endpoint to scrub now: it checks its stored
+// data (hash chain, version checksums, state hash) and compares its chain
+// and state hashes with every other member's at its revision. Damage or
+// disagreement is reported in the answer (OK false), not as an error; a
+// member that a majority of voters contradicts marks itself corrupt.
+func (c *Client) Scrub(ctx context.Context, endpoint string) (*api.ScrubResponse, error) {
+	u, err := c.normalize(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	rep, err := c.do(ctx, &call{method: http.MethodPost, path: "/v1/maintenance/scrub", endpoint: u, retry: retrySafe, attempts: 1})
+	if err != nil {
+		return nil, err
+	}
+	var sr api.ScrubResponse
+	if err := rep.decode(&sr); err != nil {
+		return nil, err
+	}
+	return &sr, nil
 }
 
 // Members lists the cluster's members, as seen by any node.

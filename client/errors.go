@@ -32,6 +32,13 @@ var (
 	// node shutting down, a stale read too far behind, or no endpoint
 	// reachable. Writes that end with it may or may not have been applied.
 	ErrUnavailable = errors.New("client: unavailable")
+	// ErrCorrupt means the member that answered found its stored data
+	// damaged and serves no reads until repaired (HTTP 503, code
+	// corrupt). The client sends the request to another member, so a
+	// call ends with it only when it was pinned to that member
+	// (Endpoint) or no other member could serve. Nothing was read from
+	// the damaged data.
+	ErrCorrupt = errors.New("client: member data corrupt")
 	// ErrTimeout means an attempt did not finish in time. Writes that end
 	// with it may or may not have been applied.
 	ErrTimeout = errors.New("client: timed out")
@@ -137,6 +144,8 @@ func sentinelFor(code string, status int) error {
 		return ErrFutureRevision
 	case api.CodeUnavailable:
 		return ErrUnavailable
+	case api.CodeCorrupt:
+		return ErrCorrupt
 	case api.CodeTimeout:
 		return ErrTimeout
 	case api.CodeNotLeader:

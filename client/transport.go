@@ -99,6 +99,9 @@ type attemptError struct {
 	// unauth: the endpoint answered 401 unauthenticated; the request was
 	// not processed.
 	unauth bool
+	// corrupt: the endpoint's data is damaged (code corrupt): the request
+	// was not served there, and asking it again is pointless.
+	corrupt bool
 }
 
 // reach follows which endpoints one call could not reach, so that TLS
@@ -198,6 +201,9 @@ func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
 			attempt--
 			continue
 		}
+		if ae.corrupt && cl.endpoint != "" {
+			return nil, ae.err // pinned to a damaged member: no other answer
+		}
 		retry := ae.safe || (ae.ambiguous && cl.retry == retryAmbiguous)
 		if !retry || (cl.attempts > 0 && attempt >= cl.attempts) {
 			return nil, ae.err
@@ -289,6 +295,12 @@ func (c *Client) attempt(ctx context.Context, ep string, cl *call, tok string) (
 	case errors.Is(err, ErrNotLeader):
 		ae.safe = true
 		c.leaderFailed(ep)
+	case errors.Is(err, ErrCorrupt):
+		// Like unavailable, but certain: nothing was served. The member
+		// stays out of the rotation for a while (markFailed) so that the
+		// next attempts, and the next calls, go elsewhere.
+		ae.safe, ae.corrupt = true, true
+		c.markFailed(ep)
 	case errors.Is(err, ErrUnavailable), errors.Is(err, ErrTimeout):
 		ae.ambiguous = true
 		c.leaderFailed(ep)

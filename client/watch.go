@@ -232,7 +232,8 @@ func (w *watch) open(ctx context.Context, ep, tok string) (*watchStream, *attemp
 		}
 		err := errorFromResponse(resp.StatusCode, resp.Header, b)
 		ae := &attemptError{err: err, answered: true, unauth: errors.Is(err, ErrUnauthenticated)}
-		if errors.Is(err, ErrNotLeader) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTimeout) {
+		if errors.Is(err, ErrNotLeader) || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrTimeout) || errors.Is(err, ErrCorrupt) {
+			// A corrupt member serves no watch: another member does.
 			ae.ambiguous = true
 			c.markFailed(ep)
 		}

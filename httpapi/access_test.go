@@ -63,6 +63,14 @@ func (r *recording) ReadIndex(ctx context.Context) (uint64, error) {
 	return r.fakeService.ReadIndex(ctx)
 }
 func (r *recording) Store() Store { r.note("Store"); return r.fakeService.Store() }
+func (r *recording) Alarms(ctx context.Context) (api.AlarmsResponse, error) {
+	r.note("Alarms")
+	return r.fakeService.Alarms(ctx)
+}
+func (r *recording) Scrub(ctx context.Context) (api.ScrubResponse, error) {
+	r.note("Scrub")
+	return r.fakeService.Scrub(ctx)
+}
 func (r *recording) Status() (api.StatusResponse, error) {
 	r.note("Status")
 	return r.fakeService.Status()
@@ -257,6 +265,9 @@ func TestAccessEveryRoute(t *testing.T) {
 		{"GET", "/v1/watch?prefix=a/", "", guarded, "alice", 200},
 		{"GET", "/v1/log", "", guarded, "ops", 200},
 		{"GET", "/v1/chain", "", guarded, "ops", 200},
+		{"GET", "/v1/chain?revision=2&state=true", "", guarded, "ops", 200},
+		{"GET", "/v1/alarms", "", guarded, "ops", 200},
+		{"POST", "/v1/maintenance/scrub", "", guarded, "ops", 200},
 		{"POST", "/v1/compact", `{"revision":2}`, guarded, "ops", 200},
 		{"GET", "/v1/backup", "", guarded, "ops", 200},
 		{"POST", "/v1/verify", "", guarded, "ops", 200},
@@ -288,6 +299,7 @@ func TestAccessEveryRoute(t *testing.T) {
 		{"POST", ForwardWritesPath, batchBody(t, "a/f"), members, "", 403},
 		{"POST", ReadIndexPath, "", members, "", 403},
 		{"POST", ForwardAuthPath, string(authChange), members, "", 403},
+		{"GET", StateHashPath + "?revision=2", "", members, "", 403},
 		{"POST", "/v1/cluster/members", `{"id":"n4","raft_addr":"h:1","http_url":"https://h:2"}`, join, "", 403},
 	}
 	fx := newAuthFixture(t)

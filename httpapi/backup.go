@@ -61,14 +61,18 @@ func (h *handler) verify(w http.ResponseWriter, r *http.Request) error {
 	}
 	rep, err := h.svc.Store().Verify(r.Context())
 	if err != nil {
-		if errors.Is(err, fsm.ErrChainMismatch) {
+		if errors.Is(err, fsm.ErrChainMismatch) || errors.Is(err, fsm.ErrCorrupt) {
 			writeJSON(w, http.StatusOK, api.VerifyResponse{Node: h.svc.ID(), OK: false, Error: err.Error()})
 			return nil
 		}
 		return err
 	}
 	setRevision(w, rep.To)
-	writeJSON(w, http.StatusOK, api.VerifyResponse{Node: h.svc.ID(), OK: true, From: rep.From, To: rep.To,
-		Records: rep.Records, Hash: rep.Head.Hash.String()})
+	vr := api.VerifyResponse{Node: h.svc.ID(), OK: true, From: rep.From, To: rep.To,
+		Records: rep.Records, Hash: rep.Head.Hash.String(), Keys: rep.State.Keys, Versions: rep.Versions}
+	if rep.State.Revision > 0 {
+		vr.StateHash = rep.State.Hash.String()
+	}
+	writeJSON(w, http.StatusOK, vr)
 	return nil
 }

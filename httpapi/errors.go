@@ -37,6 +37,9 @@ func errorCode(err error) string {
 		return api.CodeConflict
 	case errors.Is(err, auth.ErrInvalid), errors.Is(err, auth.ErrNoRoot):
 		return api.CodeBadRequest
+	case errors.Is(err, fsm.ErrCorrupt), errors.Is(err, fsm.ErrDamaged):
+		// This member's data failed a check: another member can serve.
+		return api.CodeCorrupt
 	case errors.Is(err, fsm.ErrConflict):
 		return api.CodeConflict
 	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, ErrUnknownMember):
@@ -85,7 +88,7 @@ func (h *handler) apiError(err error) api.Error {
 	if errors.As(err, &cpe) {
 		e.OldestRevision = cpe.Oldest
 	}
-	if code == api.CodeNotLeader || code == api.CodeUnavailable {
+	if code == api.CodeNotLeader || code == api.CodeUnavailable || code == api.CodeCorrupt {
 		e.Leader, e.LeaderURL = h.svc.LeaderInfo()
 	}
 	return e

@@ -48,6 +48,12 @@ type fakeService struct {
 	admin    []string // "join n4", "remove n2", ...
 	readyErr error
 
+	alarms    api.AlarmsResponse
+	alarmsErr error
+	scrubResp api.ScrubResponse
+	scrubErr  error
+	scrubs    int
+
 	// auth is the access-control state; ChangeAuth applies changes to
 	// it (authChanges records them) unless authErr is set.
 	auth        atomic.Pointer[auth.State]
@@ -165,6 +171,19 @@ func (f *fakeService) ChangeAuth(ctx context.Context, c auth.Change) (uint64, er
 	return n.Revision, nil
 }
 
+func (f *fakeService) Alarms(context.Context) (api.AlarmsResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.alarms, f.alarmsErr
+}
+
+func (f *fakeService) Scrub(context.Context) (api.ScrubResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.scrubs++
+	return f.scrubResp, f.scrubErr
+}
+
 func (f *fakeService) MetricsHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "cairn_fake 1\n")
@@ -181,6 +200,7 @@ type fakeStore struct {
 	changed   chan struct{}
 	err       error // returned by every read when set
 	verifyErr error
+	stateErr  error // returned by StateHash when set
 }
 
 func newFakeStore() *fakeStore {
@@ -348,5 +368,25 @@ func (s *fakeStore) Verify(context.Context) (fsm.VerifyReport, error) {
 	if s.verifyErr != nil {
 		return fsm.VerifyReport{}, s.verifyErr
 	}
-	return fsm.VerifyReport{From: 1, To: s.Revision(), Records: s.Revision(), Head: fsm.ChainPoint{Revision: s.Revision(), Hash: fsm.Hash{3}}}, nil
+	rev := s.Revision()
+	return fsm.VerifyReport{From: 1, To: rev, Records: rev, Head: fsm.ChainPoint{Revision: rev, Hash: fsm.Hash{3}},
+		State: fsm.StateDigest{Revision: rev, Hash: fsm.Hash{0xee, byte(rev)}, Keys: 3}, Versions: rev}, nil
+}
+
+// StateHash is a digest the test can predict: the revision in the first
+// byte, the number of live keys (every key the fake holds) as Keys.
+func (s *fakeStore) StateHash(_ context.Context, rev uint64) (fsm.StateDigest, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.err != nil:
+		return fsm.StateDigest{}, s.err
+	case s.stateErr != nil:
+		return fsm.StateDigest{}, s.stateErr
+	case rev > uint64(len(s.recs)):
+		return fsm.StateDigest{}, fmt.Errorf("%w: %d", fsm.ErrFutureRevision, rev)
+	case rev == 0:
+		rev = uint64(len(s.recs))
+	}
+	return fsm.StateDigest{Revision: rev, Hash: fsm.Hash{0xee, byte(rev)}, Keys: uint64(len(s.kvs))}, nil
 }

@@ -131,6 +131,8 @@ func (h *handler) routes() []route {
 		{"POST /v1/compact", ruleAdmin, h.compact},
 		{"GET /v1/backup", ruleAdmin, h.backup},
 		{"POST /v1/verify", ruleAdmin, h.verify},
+		{"GET /v1/alarms", ruleAdmin, h.alarms},
+		{"POST /v1/maintenance/scrub", ruleAdmin, h.scrub},
 		{"GET /v1/status", ruleOpen, h.status},
 		{"GET /v1/cluster/members", ruleAdmin, h.members},
 		{"POST /v1/cluster/members", ruleJoin, h.join},
@@ -157,6 +159,7 @@ func (h *handler) routes() []route {
 		{"POST " + ForwardWritesPath, ruleMembers, h.forwardedWrites},
 		{"POST " + ReadIndexPath, ruleMembers, h.readIndex},
 		{"POST " + ForwardAuthPath, ruleMembers, h.forwardedAuth},
+		{"GET " + StateHashPath, ruleMembers, h.stateHash},
 		{"GET /healthz", ruleOpen, h.healthz},
 		{"GET /readyz", ruleOpen, h.readyz},
 		{"GET /metrics", ruleOpen, func(w http.ResponseWriter, r *http.Request) error {

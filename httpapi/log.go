@@ -47,26 +47,25 @@ func recordToAPI(rec fsm.Record) api.Record {
 }
 
 func (h *handler) chain(w http.ResponseWriter, r *http.Request) error {
-	if err := knownParams(r, append(readParams, "revision")...); err != nil {
+	if err := knownParams(r, append(readParams, "revision", "state")...); err != nil {
+		return err
+	}
+	state, err := queryBool(r, "state")
+	if err != nil {
+		return err
+	}
+	rev, err := queryUint(r, "revision")
+	if err != nil {
 		return err
 	}
 	if err := h.prepareRead(r); err != nil {
 		return err
 	}
-	var p fsm.ChainPoint
-	var err error
-	if query(r).Has("revision") {
-		var rev uint64
-		if rev, err = queryUint(r, "revision"); err == nil {
-			p, err = h.svc.Store().HashAt(rev)
-		}
-	} else {
-		p, err = h.svc.Store().Head()
-	}
+	resp, err := h.chainAt(r.Context(), rev, query(r).Has("revision"), state)
 	if err != nil {
 		return err
 	}
-	setRevision(w, p.Revision)
-	writeJSON(w, http.StatusOK, api.ChainResponse{Revision: p.Revision, Hash: p.Hash.String()})
+	setRevision(w, resp.Revision)
+	writeJSON(w, http.StatusOK, resp)
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/auth"
@@ -169,6 +170,14 @@ func (p *Peer) ChangeAuth(ctx context.Context, leaderURL string, c auth.Change) 
 func (p *Peer) Status(ctx context.Context, baseURL string) (api.StatusResponse, error) {
 	var out api.StatusResponse
 	err := p.callJSON(ctx, http.MethodGet, baseURL, "/v1/status", nil, false, &out)
+	return out, err
+}
+
+// StateHash asks the member at baseURL for its chain hash and state hash
+// at rev (StateHashPath); the member waits a few seconds to apply rev.
+func (p *Peer) StateHash(ctx context.Context, baseURL string, rev uint64) (api.ChainResponse, error) {
+	var out api.ChainResponse
+	err := p.call(ctx, http.MethodGet, baseURL, StateHashPath+"?revision="+strconv.FormatUint(rev, 10), "", nil, true, &out)
 	return out, err
 }
 

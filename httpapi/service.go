@@ -108,6 +108,16 @@ type Service interface {
 	// AuthState returns the member's applied access-control state (nil
 	// before there is one: access control off). It is never modified.
 	AuthState() *auth.State
+	// Alarms returns every member's raised alarms: this member's own and
+	// those each other member reports, naming the members that did not
+	// answer.
+	Alarms(ctx context.Context) (api.AlarmsResponse, error)
+	// Scrub checks this member's stored data now and compares its chain
+	// and state hashes with the other members' at its revision; what it
+	// found (damage, disagreement) is in the answer, an error is a
+	// failure to scrub.
+	Scrub(ctx context.Context) (api.ScrubResponse, error)
+
 	// ChangeAuth commits an auth change through the leader (a follower
 	// forwards it, typed, to ForwardAuthPath) and returns the auth
 	// revision it was applied at. The change is complete when it is
@@ -129,6 +139,7 @@ type Store interface {
 	WriteFullBackup(w io.Writer, created time.Time) (fsm.BackupHeader, error)
 	WriteIncrementalBackup(w io.Writer, since uint64, created time.Time) (fsm.BackupHeader, error)
 	Verify(ctx context.Context) (fsm.VerifyReport, error)
+	StateHash(ctx context.Context, rev uint64) (fsm.StateDigest, error)
 }
 
 // Limits are the HTTP layer's request limits.

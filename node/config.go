@@ -106,6 +106,14 @@ type Config struct {
 	// ShutdownTimeout bounds graceful shutdown of the HTTP server.
 	ShutdownTimeout time.Duration
 
+	// ScrubInterval is how often the member scrubs: it checks its stored
+	// data (chain, version checksums, state hash) and compares its chain
+	// and state hashes with every other member's at its revision; a
+	// majority of voters that disagrees with it marks it corrupt
+	// (node/scrub.go). It also scrubs once after an unclean start. 0
+	// disables the periodic scrub (not the one after an unclean start).
+	ScrubInterval time.Duration
+
 	// MaxWatchers caps the concurrent GET /v1/watch streams this node
 	// serves; more are refused with unavailable.
 	MaxWatchers int
@@ -197,6 +205,7 @@ func DefaultConfig() Config {
 		MaxOps:             1024,
 		IdempotencyWindow:  fsm.DefaultIdempotencyWindow,
 		ShutdownTimeout:    10 * time.Second,
+		ScrubInterval:      time.Hour,
 		RetentionInterval:  time.Minute,
 		MaxWatchers:        1024,
 		WatchMaxDelay:      25 * time.Millisecond,
@@ -268,6 +277,8 @@ func (c Config) Validate() error {
 		return bad("max watchers and watch write timeout must be positive")
 	case c.WatchMaxDelay < 0 || c.WatchMaxDelay > time.Second:
 		return bad("watch max delay %s not in 0..1s", c.WatchMaxDelay)
+	case c.ScrubInterval < 0:
+		return bad("scrub interval %s must not be negative (0 disables)", c.ScrubInterval)
 	case c.RetainAge < 0 || c.RetentionInterval <= 0:
 		return bad("history retention age must not be negative and its interval must be positive")
 	case c.AuthTokenTTL < time.Second || c.AuthTokenTTL > maxAuthTokenTTL:

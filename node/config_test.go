@@ -29,6 +29,7 @@ func TestConfigValidate(t *testing.T) {
 		{"lease above heartbeat", func(c *Config) { c.LeaderLeaseTimeout = c.HeartbeatTimeout + time.Millisecond }, "leader lease timeout"},
 		{"max append entries 0", func(c *Config) { c.MaxAppendEntries = 0 }, "max append entries"},
 		{"max in-flight writes 0", func(c *Config) { c.MaxInflightWrites = 0 }, "max in-flight writes"},
+		{"negative scrub interval", func(c *Config) { c.ScrubInterval = -time.Second }, "scrub interval"},
 	} {
 		cfg := testConfig(t, "n1")
 		cfg.Bootstrap = true
@@ -74,5 +75,18 @@ func TestBcryptCost(t *testing.T) {
 		if err := cfg.Validate(); (err == nil) != ok {
 			t.Errorf("cost %d: %v", cost, err)
 		}
+	}
+}
+
+// TestScrubInterval: an hour by default; 0 (no periodic scrub) is valid.
+func TestScrubInterval(t *testing.T) {
+	cfg := DefaultConfig()
+	if cfg.ScrubInterval != time.Hour {
+		t.Fatalf("default %v", cfg.ScrubInterval)
+	}
+	cfg = testConfig(t, "n1")
+	cfg.ScrubInterval = 0
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("scrub interval 0: %v", err)
 	}
 }

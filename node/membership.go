@@ -2,7 +2,11 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -275,6 +279,7 @@ func (n *Node) joinLoop() {
 			cancel()
 			if err == nil {
 				n.log.Info("joined cluster", "via", u, "attempt", attempt)
+				n.clearRepaired()
 				return
 			}
 			if n.ctx.Err() != nil {
@@ -288,5 +293,14 @@ func (n *Node) joinLoop() {
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// clearRepaired removes the marker Repair left (repair.go) once the
+// member has joined.
+func (n *Node) clearRepaired() {
+	err := os.Remove(filepath.Join(n.cfg.DataDir, repairedMarker))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		n.log.Warn("removing the repair marker failed", "err", err)
 	}
 }

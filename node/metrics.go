@@ -69,6 +69,27 @@ func newMetrics(n *Node) *metrics {
 		}
 		return time.Since(lc).Seconds()
 	})
+	gauge("corrupt", "1 when this member found its stored data damaged and serves no reads until repaired (alarm corrupt).", func() float64 {
+		if n.corrupt() != nil {
+			return 1
+		}
+		return 0
+	})
+	counter("scrubs_total", "Scrubs this member ran (periodic, after an unclean start, and asked for).", func() float64 {
+		runs, _, _ := n.scrubs.get()
+		return float64(runs)
+	})
+	counter("scrub_failures_total", "Scrubs that did not end OK: damage found, no majority, or the scrub itself failed.", func() float64 {
+		_, failed, _ := n.scrubs.get()
+		return float64(failed)
+	})
+	gauge("last_scrub_timestamp_seconds", "Unix time of this member's last scrub (0: none yet).", func() float64 {
+		_, _, last := n.scrubs.get()
+		if last.IsZero() {
+			return 0
+		}
+		return float64(last.UnixNano()) / 1e9
+	})
 	return &metrics{
 		reg:     reg,
 		handler: promhttp.HandlerFor(prometheus.Gatherers{reg, prometheus.DefaultGatherer}, promhttp.HandlerOpts{}),

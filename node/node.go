@@ -64,6 +64,19 @@ type Node struct {
 	// when the HTTP server starts shutting down.
 	watches *feed.Hub
 
+	// alarms are this member's raised alarms (alarms.go); corruptCh wakes
+	// watchLeadership when the FSM marks itself corrupt, so that a corrupt
+	// leader hands over leadership (corrupt.go); corruptTransferTerm is
+	// the last term whose failed hand-over was logged (watchLeadership's
+	// goroutine only).
+	alarms              *alarms
+	corruptCh           chan struct{}
+	corruptTransferTerm uint64
+	// scrubMu holds the running scrub (one at a time); scrubs counts them
+	// (scrub.go).
+	scrubMu chan struct{}
+	scrubs  scrubStats
+
 	// barrierTerm is the term in which this node, as leader, last
 	// completed a barrier; linearizable reads need it to equal the
 	// current term.
@@ -96,7 +109,8 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), authFailures: newAuthFailures()}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), authFailures: newAuthFailures(),
+		alarms: newAlarms(cfg.ID), corruptCh: make(chan struct{}, 1), scrubMu: make(chan struct{}, 1)}
 	switch {
 	case cfg.TLS() && cfg.Insecure:
 		n.log.Warn("--insecure ignored: TLS is configured")
@@ -160,6 +174,7 @@ func New(cfg Config) (*Node, error) {
 	if cfg.RetainRevisions > 0 || cfg.RetainAge > 0 {
 		n.goRun(n.retentionLoop)
 	}
+	n.goRun(n.scrubLoop)
 	ok = true
 	n.log.Info("node started", "raft", n.raftAddr, "http", n.httpURL)
 	return n, nil
@@ -183,11 +198,16 @@ func (n *Node) openRaft() error {
 		OpenTimeout:     5 * time.Second,
 		Logger:          n.log.With("component", "fsm"),
 		SyncEveryCommit: cfg.SyncEveryCommit,
+		OnCorrupt:       n.onCorrupt,
 	})
 	if err != nil {
 		return err
 	}
 	n.fsm = f
+	if err := f.Corrupt(); err != nil {
+		// Marked corrupt in an earlier run: out of service from the start.
+		n.onCorrupt(err)
+	}
 	store, err := raftboltdb.New(raftboltdb.Options{
 		Path: filepath.Join(cfg.DataDir, raftFile),
 		// The log is truncated from the front after every snapshot, so its
@@ -260,6 +280,9 @@ func (n *Node) openRaft() error {
 	hasState, err := raft.HasExistingState(logs, store, snaps)
 	if err != nil {
 		return fmt.Errorf("node: inspect raft state: %w", err)
+	}
+	if err := checkRepaired(cfg, hasState); err != nil {
+		return err
 	}
 	r, err := raft.NewRaft(rc, f, logs, store, snaps, noPipelineTransport{trans})
 	if err != nil {
@@ -418,7 +441,7 @@ func (n *Node) closeResources() error {
 
 // watchLeadership runs a barrier each time this node becomes leader (so
 // linearizable reads know every earlier entry is applied) and records its
-// own member record.
+// own member record; a corrupt leader hands leadership over instead.
 func (n *Node) watchLeadership() {
 	obs := make(chan raft.Observation, 16)
 	o := raft.NewObserver(obs, false, func(o *raft.Observation) bool {
@@ -431,13 +454,18 @@ func (n *Node) watchLeadership() {
 	defer tick.Stop()
 	for {
 		if n.IsLeader() {
-			n.onLeader()
+			if n.corrupt() != nil {
+				n.transferAwayCorrupt()
+			} else {
+				n.onLeader()
+			}
 		}
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-obs:
 		case <-tick.C:
+		case <-n.corruptCh:
 		}
 	}
 }

@@ -26,6 +26,9 @@ import (
 // PrepareRead blocks until this node may serve a read with the given
 // options from its local state.
 func (n *Node) PrepareRead(ctx context.Context, o httpapi.ReadOptions) error {
+	if err := n.corruptErr(); err != nil {
+		return err // nothing is read from damaged data
+	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, n.cfg.ReadTimeout)

@@ -25,6 +25,10 @@ func (n *Node) Status() (api.StatusResponse, error) {
 		Revision: st.Revision, Hash: st.Head.String(), CompactRevision: st.CompactRevision,
 		TLS: n.tls != nil, Insecure: n.tls == nil, // no TLS: nobody is authenticated
 	}
+	if err := n.corrupt(); err != nil {
+		s.Corrupt = err.Error()
+	}
+	s.Alarms = n.alarmList()
 	if n.IsLeader() {
 		s.LastContact = "0s"
 	} else if lc := n.raft.LastContact(); !lc.IsZero() {
@@ -33,10 +37,14 @@ func (n *Node) Status() (api.StatusResponse, error) {
 	return s, nil
 }
 
-// Ready reports whether this node is a member, knows a leader and its
+// Ready reports whether this node's data is sound (not corrupt), it is a
+// member, knows a leader and its
 // HTTP address (so it can forward), and has applied everything it knows to
 // be committed; the error says why not.
 func (n *Node) Ready() error {
+	if err := n.corruptErr(); err != nil {
+		return err
+	}
 	if _, err := n.server(n.cfg.ID); err != nil {
 		return fmt.Errorf("not a member: %w", err)
 	}

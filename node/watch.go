@@ -9,6 +9,9 @@ import (
 // revision from (0: the next one); watch streams read it
 // (httpapi.Service).
 func (n *Node) Subscribe(from uint64) (*feed.Subscription, error) {
+	if err := n.corruptErr(); err != nil {
+		return nil, err // a corrupt member serves no watch: another does
+	}
 	return n.watches.Subscribe(from)
 }
 

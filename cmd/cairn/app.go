@@ -91,6 +91,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			nodeCommands(),                   // node.go, member.go, status.go
 			backupCommands(),                 // backup.go: backup, restore
 			[]*cli.Command{verifyCommand()},  // verify.go
+			integrityCommands(),              // integrity.go: alarm, scrub
 			[]*cli.Command{benchCommand()},   // bench.go
 			[]*cli.Command{certCommand()},    // cert.go
 			authCommands(),                   // auth.go: auth, user, role
@@ -157,7 +158,7 @@ func exitCode(err error) int {
 		return exitConflict
 	case errors.Is(err, client.ErrNotFound):
 		return exitNotFound
-	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrTimeout),
+	case errors.Is(err, client.ErrUnavailable), errors.Is(err, client.ErrTimeout), errors.Is(err, client.ErrCorrupt),
 		errors.Is(err, client.ErrNotLeader), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, client.ErrTLS): // the client gives up on TLS failures at once
 		return exitUnavailable

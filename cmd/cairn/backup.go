@@ -198,7 +198,9 @@ func joinIncremental(f *os.File, ph fsm.BackupHeader, last fsm.ChainPoint, rest 
 	}
 	defer out.Close()
 	jh := ph
-	jh.Revision, jh.Hash = rh.Revision, rh.Hash
+	// The joined file ends where the new stream does: its head and the
+	// state there (a restore checks the state hash).
+	jh.Revision, jh.Hash, jh.StateHash, jh.Keys = rh.Revision, rh.Hash, rh.StateHash, rh.Keys
 	iw, err := fsm.NewIncrementalWriter(out, jh)
 	if err != nil {
 		return err

@@ -50,6 +50,7 @@ Example:
 					return err
 				},
 			},
+			repairCommand(), // integrity.go
 		}, memberCommands(), statusCommands()),
 	}}
 }
@@ -86,6 +87,7 @@ func nodeRunFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-value-size", Value: d.MaxValueSize, Usage: "largest value in bytes", EnvVars: env("MAX_VALUE_SIZE")}),
 		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "max-request-bytes", Value: d.MaxRequestBytes, Usage: "largest request body in bytes", EnvVars: env("MAX_REQUEST_BYTES")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-ops", Value: d.MaxOps, Usage: "most operations in one transaction", EnvVars: env("MAX_OPS")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "scrub-interval", Value: d.ScrubInterval, Usage: "how often the member checks its stored data and compares its chain and state hashes with the other members' (0 disables; it still scrubs after an unclean start)", EnvVars: env("SCRUB_INTERVAL")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "history-retention", Usage: "keep at least this history: a revision count (10000), an age (72h) or both (10000,72h); empty keeps all", EnvVars: env("HISTORY_RETENTION")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "peer-cert-file", Usage: "this member's certificate (PEM, from cairn cert member create): TLS for raft, between members and, by default, for clients", EnvVars: env("PEER_CERT_FILE")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "peer-key-file", Usage: "the key of --peer-cert-file (PEM)", EnvVars: env("PEER_KEY_FILE")}),
@@ -154,6 +156,7 @@ func nodeRunCommand() *cli.Command {
 			cfg.MaxValueSize = c.Int("max-value-size")
 			cfg.MaxRequestBytes = c.Int64("max-request-bytes")
 			cfg.MaxOps = c.Int("max-ops")
+			cfg.ScrubInterval = c.Duration("scrub-interval")
 			cfg.PeerCertFile = c.String("peer-cert-file")
 			cfg.PeerKeyFile = c.String("peer-key-file")
 			cfg.PeerTrustedCAFile = c.String("peer-trusted-ca-file")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -31,6 +32,12 @@ func statusCommands() []*cli.Command {
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintf(tw, "id\t%s\nstate\t%s\nleader\t%s\nterm\t%d\ncommit index\t%d\napplied index\t%d\nrevision\t%d\nchain hash\t%s\ncompact revision\t%d\nlast contact\t%s\n",
 						st.ID, st.State, st.Leader, st.Term, st.CommitIndex, st.AppliedIndex, st.Revision, st.Hash, st.CompactRevision, st.LastContact)
+					if st.Corrupt != "" {
+						fmt.Fprintf(tw, "corrupt\t%s\n", st.Corrupt)
+					}
+					for _, a := range st.Alarms {
+						fmt.Fprintf(tw, "alarm\t%s since %s: %s\n", a.Type, a.Since.Format(time.RFC3339), a.Message)
+					}
 					return tw.Flush()
 				})
 			},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
@@ -18,16 +19,20 @@ var errDiffer = errors.New("copies differ")
 
 func verifyCommand() *cli.Command {
 	return &cli.Command{
-		Name: "verify", Usage: "prove members (and backups) identical by their chain hashes", ArgsUsage: " ",
-		Description: `Compares every member's chain hash at a common revision; exit 0 if and
-only if all agree. --deep makes each member recompute its chain from its
-stored records. --backup checks backup files offline; with --compare also
-against the live cluster's hash at each backup's revision.
+		Name: "verify", Usage: "prove members (and backups) identical by their chain and state hashes", ArgsUsage: " ",
+		Description: `Compares every member's chain hash (its history) and state hash (its
+object state) at a common revision; exit 0 if and only if all agree. A
+member that differs from the most common pair, or cannot answer (corrupt,
+unreachable), is marked not OK. --deep makes each member recompute its
+chain, check every stored version's checksum and recompute its state hash
+at its own revision (shown in the note). --backup checks backup files
+offline; with --compare also against the live cluster's chain and state
+hash at each backup's revision.
 Example:
    cairn verify --deep
    cairn verify --backup full.bak --backup inc1.bak --compare`,
 		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "deep", Usage: "each member recomputes its chain"},
+			&cli.BoolFlag{Name: "deep", Usage: "each member recomputes its chain and state hash and checks its stored versions"},
 			&cli.StringSliceFlag{Name: "backup", Usage: "backup file to check offline (repeatable)"},
 			&cli.BoolFlag{Name: "compare", Usage: "with --backup: also compare with the live cluster"},
 			jsonFlag(),
@@ -41,8 +46,12 @@ type verifyRow struct {
 	What     string `json:"what"`
 	Revision uint64 `json:"revision"`
 	Hash     string `json:"hash"`
-	OK       bool   `json:"ok"`
-	Note     string `json:"note,omitempty"`
+	// StateHash is the member's state hash at Revision (members only).
+	StateHash string `json:"state_hash,omitempty"`
+	OK        bool   `json:"ok"`
+	Note      string `json:"note,omitempty"`
+	// Deep is the member's deep verification (--deep).
+	Deep *api.VerifyResponse `json:"deep,omitempty"`
 }
 
 func verifyAction(c *cli.Context) error {
@@ -54,7 +63,7 @@ func verifyAction(c *cli.Context) error {
 	files := c.StringSlice("backup")
 	for _, p := range files {
 		h, err := node.VerifyBackupFile(c.Context, p)
-		row := verifyRow{What: "backup " + p, Revision: h.Revision, Hash: h.Hash, OK: err == nil}
+		row := verifyRow{What: "backup " + p, Revision: h.Revision, Hash: h.Hash, StateHash: h.StateHash, OK: err == nil}
 		if err != nil {
 			row.Note, bad = err.Error(), true
 		}
@@ -69,12 +78,20 @@ func verifyAction(c *cli.Context) error {
 				if !rows[i].OK {
 					continue
 				}
-				ch, err := cl.Chain(ctx, rows[i].Revision)
+				var ch *api.ChainResponse
+				var err error
+				if rows[i].StateHash != "" {
+					ch, err = cl.StateHash(ctx, rows[i].Revision)
+				} else {
+					ch, err = cl.Chain(ctx, rows[i].Revision) // a backup from before state hashes
+				}
 				switch {
 				case err != nil:
 					rows[i].OK, rows[i].Note = false, "cluster: "+err.Error()
 				case ch.Hash != rows[i].Hash:
 					rows[i].OK, rows[i].Note = false, "cluster has "+ch.Hash
+				case rows[i].StateHash != "" && ch.StateHash != rows[i].StateHash:
+					rows[i].OK, rows[i].Note = false, "cluster has state hash "+ch.StateHash
 				default:
 					rows[i].Note = "matches the cluster"
 				}
@@ -99,18 +116,19 @@ func verifyAction(c *cli.Context) error {
 			}
 			live = append(live, m)
 		}
-		var ref string
+		first := len(rows)
 		for _, m := range live {
 			row := verifyRow{What: m.ID, Revision: common}
-			ch, err := cl.Chain(ctx, common, client.Endpoint(m.HTTPURL), client.Consistency(api.Stale))
+			ch, err := cl.StateHash(ctx, common, client.Endpoint(m.HTTPURL), client.Consistency(api.Stale))
+			if errors.Is(err, client.ErrBadRequest) {
+				// A member of an older version (no state=true): its chain only.
+				ch, err = cl.Chain(ctx, common, client.Endpoint(m.HTTPURL), client.Consistency(api.Stale))
+				row.Note = "no state hash (older version)"
+			}
 			if err != nil {
 				row.Note = err.Error()
 			} else {
-				row.Hash = ch.Hash
-				if ref == "" {
-					ref = ch.Hash
-				}
-				row.OK = ch.Hash == ref
+				row.Hash, row.StateHash, row.OK = ch.Hash, ch.StateHash, true
 			}
 			if c.Bool("deep") && err == nil {
 				vr, err := cl.VerifyNode(ctx, m.HTTPURL)
@@ -118,13 +136,38 @@ func verifyAction(c *cli.Context) error {
 				case err != nil:
 					row.OK, row.Note = false, "deep: "+err.Error()
 				case !vr.OK:
-					row.OK, row.Note = false, "deep: "+vr.Error
+					row.OK, row.Note, row.Deep = false, "deep: "+vr.Error, vr
 				default:
-					row.Note = fmt.Sprintf("deep: %d records recomputed", vr.Records)
+					row.Deep = vr
+					row.Note = fmt.Sprintf("deep: %d records recomputed, %d versions checked, state hash %.16s over %d keys at %d",
+						vr.Records, vr.Versions, vr.StateHash, vr.Keys, vr.To)
+					if vr.To == common && row.StateHash != "" && vr.StateHash != row.StateHash {
+						row.OK, row.Note = false, row.Note+": differs from its stored state"
+					}
 				}
 			}
-			bad = bad || !row.OK
 			rows = append(rows, row)
+		}
+		// The reference is the pair most members hold (the first on a tie),
+		// so that one damaged member is the one marked.
+		count := map[[2]string]int{}
+		var ref [2]string
+		for _, r := range rows[first:] {
+			if r.OK {
+				k := [2]string{r.Hash, r.StateHash}
+				count[k]++
+				if count[k] > count[ref] {
+					ref = k
+				}
+			}
+		}
+		for i := range rows[first:] {
+			r := &rows[first+i]
+			if r.OK && (r.Hash != ref[0] || r.StateHash != ref[1]) {
+				r.OK = false
+				r.Note = strings.TrimPrefix(r.Note+"; differs from the others", "; ")
+			}
+			bad = bad || !r.OK
 		}
 		return nil
 	})
@@ -137,9 +180,9 @@ func verifyAction(c *cli.Context) error {
 		}
 	} else {
 		tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "WHAT\tREVISION\tHASH\tOK\tNOTE")
+		fmt.Fprintln(tw, "WHAT\tREVISION\tHASH\tSTATE HASH\tOK\tNOTE")
 		for _, r := range rows {
-			fmt.Fprintf(tw, "%s\t%d\t%.16s\t%v\t%s\n", r.What, r.Revision, r.Hash, r.OK, r.Note)
+			fmt.Fprintf(tw, "%s\t%d\t%.16s\t%.16s\t%v\t%s\n", r.What, r.Revision, r.Hash, r.StateHash, r.OK, r.Note)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

@@ -187,6 +187,7 @@ func Flags(cfg node.Config, level string) ([]string, error) {
 	num("max-inflight-writes", int64(cfg.MaxInflightWrites), int64(d.MaxInflightWrites))
 	dur("watch-max-delay", cfg.WatchMaxDelay, d.WatchMaxDelay)
 	dur("commit-timeout", cfg.CommitTimeout, d.CommitTimeout)
+	dur("scrub-interval", cfg.ScrubInterval, d.ScrubInterval)
 	num("max-value-size", int64(cfg.MaxValueSize), int64(d.MaxValueSize))
 	num("max-request-bytes", cfg.MaxRequestBytes, d.MaxRequestBytes)
 	num("max-ops", int64(cfg.MaxOps), int64(d.MaxOps))
