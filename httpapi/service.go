@@ -36,6 +36,10 @@ var (
 	ErrShuttingDown = errors.New("node: shutting down")
 	// ErrUnknownMember means no member has the given id.
 	ErrUnknownMember = errors.New("node: unknown member")
+	// ErrNoSpace means a write was refused before it was proposed: the
+	// store reached its quota, or its filesystem's free space fell below
+	// the member's reserve. Nothing was written; deletes are still taken.
+	ErrNoSpace = errors.New("node: no space")
 	// ErrPermissionDenied means the caller may not do what it asked: a
 	// members-only route, or a request marked as forwarded by a member,
 	// from a caller whose TLS certificate names no member or another
