@@ -11,6 +11,7 @@ import (
 	"github.com/cairn-db/cairn/auth"
 	"github.com/cairn-db/cairn/fsm"
 	"github.com/cairn-db/cairn/httpapi"
+	"github.com/cairn-db/cairn/internal/bytesize"
 )
 
 // Config configures one cluster member.
