@@ -48,6 +48,9 @@ type fakeService struct {
 	admin    []string // "join n4", "remove n2", ...
 	readyErr error
 
+	defrags   int
+	defragErr error
+
 	// auth is the access-control state; ChangeAuth applies changes to
 	// it (authChanges records them) unless authErr is set.
 	auth        atomic.Pointer[auth.State]
@@ -82,6 +85,16 @@ func (f *fakeService) Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, erro
 	fn := f.writeFn
 	f.mu.Unlock()
 	return fn(t)
+}
+
+func (f *fakeService) Defrag(context.Context) (api.DefragResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.defragErr != nil {
+		return api.DefragResponse{}, f.defragErr
+	}
+	f.defrags++
+	return api.DefragResponse{Node: f.id, BeforeBytes: 1 << 20, AfterBytes: 1 << 16, Took: "5ms"}, nil
 }
 
 func (f *fakeService) Compact(ctx context.Context, rev uint64) (uint64, error) {

@@ -131,6 +131,7 @@ func (h *handler) routes() []route {
 		{"POST /v1/compact", ruleAdmin, h.compact},
 		{"GET /v1/backup", ruleAdmin, h.backup},
 		{"POST /v1/verify", ruleAdmin, h.verify},
+		{"POST /v1/maintenance/defrag", ruleAdmin, h.defrag},
 		{"GET /v1/status", ruleOpen, h.status},
 		{"GET /v1/cluster/members", ruleAdmin, h.members},
 		{"POST /v1/cluster/members", ruleJoin, h.join},

@@ -102,6 +102,9 @@ type Service interface {
 	TransferLeadership(ctx context.Context, id string) (api.MembersResponse, error)
 	// WaitReady waits up to d for the member to be ready to serve.
 	WaitReady(ctx context.Context, d time.Duration) error
+	// Defrag gives back the free pages of this member's store (not the
+	// other members'): writes and reads on it wait while it copies.
+	Defrag(ctx context.Context) (api.DefragResponse, error)
 
 	// Subscribe opens a subscription to the member's change feed from
 	// revision from (0: the next one).

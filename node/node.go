@@ -60,6 +60,11 @@ type Node struct {
 	// a read index (readindex.go).
 	reads, remoteReads readIndex
 
+	// alarms are this member's raised alarms (alarms.go); space refuses
+	// writes when the disk or the store's quota is full (space.go).
+	alarms *alarms
+	space  *space
+
 	// watches is the change feed that watch streams read; it ends them
 	// when the HTTP server starts shutting down.
 	watches *feed.Hub
@@ -96,7 +101,8 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), authFailures: newAuthFailures()}
+	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), authFailures: newAuthFailures(), alarms: newAlarms(cfg.ID)}
+	n.space = newSpace(n)
 	switch {
 	case cfg.TLS() && cfg.Insecure:
 		n.log.Warn("--insecure ignored: TLS is configured")
@@ -146,6 +152,7 @@ func New(cfg Config) (*Node, error) {
 	n.goRun(func() { n.batch.Run(n.ctx) })
 	n.fwd = n.newForwarder()
 	n.goRun(func() { n.fwd.Run(n.ctx) })
+	n.goRun(n.space.monitor)
 	if cfg.SnapshotLogBytes > 0 {
 		n.goRun(n.snapshotByLogBytes)
 	}
@@ -183,6 +190,8 @@ func (n *Node) openRaft() error {
 		OpenTimeout:     5 * time.Second,
 		Logger:          n.log.With("component", "fsm"),
 		SyncEveryCommit: cfg.SyncEveryCommit,
+		OnApplyStalled:  n.space.applyStalled,
+		OnApplyResumed:  n.space.applyResumed,
 	})
 	if err != nil {
 		return err

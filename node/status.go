@@ -25,6 +25,10 @@ func (n *Node) Status() (api.StatusResponse, error) {
 		Revision: st.Revision, Hash: st.Head.String(), CompactRevision: st.CompactRevision,
 		TLS: n.tls != nil, Insecure: n.tls == nil, // no TLS: nobody is authenticated
 	}
+	r := n.space.reading()
+	s.StoreBytes, s.StoreInUseBytes, s.QuotaBytes = r.usage.FileBytes, r.usage.InUseBytes, n.cfg.QuotaBackendBytes
+	s.FreeBytes = max(r.free, 0)
+	s.Alarms = n.alarms.list()
 	if n.IsLeader() {
 		s.LastContact = "0s"
 	} else if lc := n.raft.LastContact(); !lc.IsZero() {

@@ -91,6 +91,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			nodeCommands(),                   // node.go, member.go, status.go
 			backupCommands(),                 // backup.go: backup, restore
 			[]*cli.Command{verifyCommand()},  // verify.go
+			[]*cli.Command{defragCommand()},  // defrag.go
 			[]*cli.Command{benchCommand()},   // bench.go
 			[]*cli.Command{certCommand()},    // cert.go
 			authCommands(),                   // auth.go: auth, user, role
