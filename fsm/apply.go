@@ -23,20 +23,25 @@ func (f *FSM) Apply(l *raft.Log) interface{} {
 // raft after a restart) are skipped. Each LogCommand entry's response is a
 // *BatchResult (for a Batch) or a *CommandResult; other entries answer nil.
 //
-// A storage failure while applying cannot be answered (the entry is
-// committed and every replica must apply it), so it panics, as etcd does:
-// the node stops and replays the entry when it restarts.
+// A commit that fails for lack of disk space (ENOSPC, EDQUOT) is retried
+// with backoff until it succeeds (Config.OnApplyStalled, OnApplyResumed):
+// bbolt rolled the transaction back, and applying the same entries to the
+// same state again is deterministic. Corruption met while applying never
+// panics (see applyChunk). Any other storage failure cannot be answered
+// (the entry is committed and every replica must apply it), so it panics,
+// as etcd does: the node stops and replays the entry when it restarts.
 func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	results := make([]interface{}, len(logs))
-	f.mu.RLock()
-	defer f.mu.RUnlock()
-	if f.db == nil {
-		panic("fsm: ApplyBatch on a closed FSM")
-	}
+	var found *CorruptError
 	for start := 0; start < len(logs); {
 		end := chunkEnd(logs, start)
-		f.applyChunk(logs[start:end], results[start:end])
+		if ce := f.applyChunk(logs[start:end], results[start:end]); ce != nil && found == nil {
+			found = ce
+		}
 		start = end
+	}
+	if found != nil {
+		_ = f.markCorrupt(found)
 	}
 	return results
 }
@@ -60,42 +65,133 @@ func chunkEnd(logs []*raft.Log, start int) int {
 // log).
 const applyChunkBytes = 1 << 20
 
-// applyChunk applies logs in one bbolt write transaction.
-func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) {
+// Backoff between tries of a chunk whose commit found the disk full.
+var (
+	stallBackoffMin = 100 * time.Millisecond
+	stallBackoffMax = 5 * time.Second
+)
+
+// applyChunk applies logs in one bbolt write transaction and returns the
+// corruption it found, if any (ApplyBatch marks the FSM corrupt once the
+// whole batch is done).
+//
+// Corruption: a versions entry that fails its checksum is recorded and
+// its decoded fields are used (a malformed one reads as absent), so the
+// chunk commits as on a healthy replica as far as the data allows. A
+// bbolt panic, or a *CorruptError that stops the transaction (a malformed
+// key), rolls the chunk back: it is not applied, its entries answer the
+// error, and the applied index stays where it was. Either way the FSM is
+// marked corrupt, its reads are refused and the member must be repaired,
+// which replaces the whole state; what it applies until then is never
+// served, so skipping or approximating entries there is safe.
+func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) *CorruptError {
+	backoff := stallBackoffMin
+	stalled := false
+	for {
+		done, ce, err := f.tryChunk(logs, results)
+		if err == nil {
+			if stalled {
+				f.log.Info("apply resumed after the disk had filled")
+				if f.cfg.OnApplyResumed != nil {
+					f.cfg.OnApplyResumed()
+				}
+			}
+			return ce
+		}
+		if !done && isNoSpace(err) {
+			stalled = true
+			f.log.Warn("apply stalled: no space to commit; retrying", "err", err, "retry_in", backoff,
+				"entries", fmt.Sprintf("%d..%d", logs[0].Index, logs[len(logs)-1].Index))
+			if f.cfg.OnApplyStalled != nil {
+				f.cfg.OnApplyStalled(err)
+			}
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-f.stop:
+				t.Stop()
+				// Closing: the entries stay unapplied (the stored applied
+				// index did not move) and are replayed after a restart.
+				for i, l := range logs {
+					results[i] = errorResult(l, fmt.Errorf("%w while waiting for disk space: %w", ErrClosed, err))
+				}
+				return nil
+			}
+			backoff = min(2*backoff, stallBackoffMax)
+			continue
+		}
+		panic(fmt.Sprintf("fsm: applying raft entries %d..%d: %v", logs[0].Index, logs[len(logs)-1].Index, err))
+	}
+}
+
+// tryChunk applies logs in one bbolt write transaction. err is a storage
+// failure (nothing applied); ce is corruption, with done when the chunk
+// was committed despite it and !done when it was rolled back (results
+// then answer ce).
+func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}) (done bool, ce *CorruptError, err error) {
 	var committed, compacted bool
 	var st state
 	var newAuth *auth.State
-	err := f.db.Update(func(tx *bolt.Tx) error {
-		st = loadState(tx)
-		newAuth = nil
-		a := applier{tx: tx, st: &st, auth: f.authState.Load()}
-		for i, l := range logs {
-			if l.Index <= st.appliedIndex && st.appliedIndex != 0 {
-				continue
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	if f.db == nil {
+		panic("fsm: ApplyBatch on a closed FSM")
+	}
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				err = &CorruptError{Reason: fmt.Sprintf("bbolt panicked applying raft entries %d..%d: %v",
+					logs[0].Index, logs[len(logs)-1].Index, r)}
 			}
-			if l.Type == raft.LogCommand {
-				res, err := a.command(l.Data)
-				if err != nil {
-					return fmt.Errorf("entry %d: %w", l.Index, err)
+		}()
+		err = f.db.Update(func(tx *bolt.Tx) error {
+			st = loadState(tx)
+			newAuth = nil
+			ce = nil
+			a := applier{tx: tx, st: &st, auth: f.authState.Load(), lenient: func(c *CorruptError) {
+				if ce == nil {
+					ce = c
 				}
-				results[i] = res
+			}}
+			for i, l := range logs {
+				if l.Index <= st.appliedIndex && st.appliedIndex != 0 {
+					continue
+				}
+				if l.Type == raft.LogCommand {
+					res, err := a.command(l.Data)
+					if err != nil {
+						return fmt.Errorf("entry %d: %w", l.Index, err)
+					}
+					results[i] = res
+				}
+				st.appliedIndex, st.appliedTerm = l.Index, l.Term
 			}
-			st.appliedIndex, st.appliedTerm = l.Index, l.Term
-		}
-		if a.lastTime != 0 {
-			if err := a.sweepIdempotency(); err != nil {
-				return err
+			if a.lastTime != 0 {
+				if err := a.sweepIdempotency(); err != nil {
+					return err
+				}
 			}
+			committed, compacted = a.committed, a.compacted
+			if a.authChanged {
+				newAuth = a.auth
+			}
+			failpoint("apply-before-commit") // a crash here discards the whole transaction
+			if commitHook != nil {
+				if err := commitHook(); err != nil {
+					return err
+				}
+			}
+			return st.save(tx)
+		})
+	}()
+	if c := asCorrupt(err); c != nil {
+		for i, l := range logs {
+			results[i] = errorResult(l, c)
 		}
-		committed, compacted = a.committed, a.compacted
-		if a.authChanged {
-			newAuth = a.auth
-		}
-		failpoint("apply-before-commit") // a crash here discards the whole transaction
-		return st.save(tx)
-	})
+		return false, c, nil
+	}
 	if err != nil {
-		panic(fmt.Sprintf("fsm: applying raft entries %d..%d: %v", logs[0].Index, logs[len(logs)-1].Index, err))
+		return false, nil, err
 	}
 	failpoint("apply-after-commit")
 	f.applied.Store(st.appliedIndex)
@@ -109,6 +205,24 @@ func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) {
 	if compacted {
 		f.wakeCompactor()
 	}
+	return true, ce, nil
+}
+
+// commitHook, when set (tests), runs just before each apply transaction
+// commits; an error fails the commit as a storage error would.
+var commitHook func() error
+
+// errorResult is the answer to a command entry that could not be applied:
+// a *BatchResult for a Batch, a *CommandResult otherwise, nil for entries
+// that are not commands.
+func errorResult(l *raft.Log, err error) interface{} {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	if cmd, derr := DecodeCommand(l.Data); derr == nil && cmd.Batch == nil {
+		return &CommandResult{Err: err}
+	}
+	return &BatchResult{Err: err}
 }
 
 // applier applies commands inside one bbolt write transaction.
@@ -123,6 +237,9 @@ type applier struct {
 	// authChanged); nil in ApplyRecords, which checks nothing.
 	auth        *auth.State
 	authChanged bool
+	// lenient receives the corruption apply meets and goes on from (nil:
+	// corruption is an error, as in ApplyRecords).
+	lenient func(*CorruptError)
 }
 
 func (a *applier) command(data []byte) (interface{}, error) {
@@ -226,11 +343,9 @@ func (a *applier) txn(t *Txn, now int64, limits Limits) (TxnResult, error) {
 	if err := ValidateTxn(t, limits); err != nil {
 		return TxnResult{Time: time.Unix(0, now).UTC(), Err: err}, nil
 	}
-	versions := a.tx.Bucket(bucketVersions)
-
 	var conflicts []Conflict
 	for _, p := range t.Preconditions {
-		ok, cur, err := checkPrecondition(versions, p)
+		ok, cur, err := a.checkPrecondition(p)
 		if err != nil {
 			return TxnResult{}, err
 		}
@@ -268,16 +383,15 @@ func (a *applier) txn(t *Txn, now int64, limits Limits) (TxnResult, error) {
 // the record (canon, its canonical bytes) with its chain hash, advancing
 // revision, head and time.
 func (a *applier) writeRecord(rec *Record, canon []byte) (Hash, error) {
-	versions := a.tx.Bucket(bucketVersions)
 	for _, o := range rec.Ops {
 		var err error
 		switch o.Kind {
 		case OpPut:
-			err = putKey(versions, o.Key, o.Value, rec.Revision)
+			err = a.putKey(o.Key, o.Value, rec.Revision)
 		case OpDelete:
-			err = deleteKey(versions, o.Key, rec.Revision)
+			err = a.deleteKey(o.Key, rec.Revision)
 		case OpDeletePrefix:
-			err = deletePrefix(versions, o.Key, rec.Revision)
+			err = a.deletePrefix(o.Key, rec.Revision)
 		default:
 			err = fmt.Errorf("%w: record %d has operation kind %d", ErrCorruptCommand, rec.Revision, o.Kind)
 		}
@@ -356,8 +470,8 @@ func (a *applier) sweepIdempotency() error {
 // latest returns key's current state from its newest versions entry:
 // whether it exists, its modification and creation revisions and its
 // value (a slice into the page; copy it before the transaction ends).
-func latest(versions *bolt.Bucket, key string) (exists bool, modRev, createRev uint64, value []byte, err error) {
-	k, v := seekAtOrBefore(versions.Cursor(), key, ^uint64(0))
+func (a *applier) latest(key string) (exists bool, modRev, createRev uint64, value []byte, err error) {
+	k, v := seekAtOrBefore(a.tx.Bucket(bucketVersions).Cursor(), key, ^uint64(0))
 	if k == nil {
 		return false, 0, 0, nil, nil
 	}
@@ -365,15 +479,15 @@ func latest(versions *bolt.Bucket, key string) (exists bool, modRev, createRev u
 	if err != nil {
 		return false, 0, 0, nil, err
 	}
-	tomb, createRev, value, err := decodeVersion(v)
+	tomb, createRev, value, err := decodeLenient(k, v, a.lenient)
 	if err != nil || tomb {
 		return false, 0, 0, nil, err
 	}
 	return true, modRev, createRev, value, nil
 }
 
-func checkPrecondition(versions *bolt.Bucket, p Precondition) (ok bool, current uint64, err error) {
-	exists, current, _, val, err := latest(versions, p.Key)
+func (a *applier) checkPrecondition(p Precondition) (ok bool, current uint64, err error) {
+	exists, current, _, val, err := a.latest(p.Key)
 	if err != nil {
 		return false, 0, err
 	}
@@ -390,29 +504,31 @@ func checkPrecondition(versions *bolt.Bucket, p Precondition) (ok bool, current 
 	return false, current, nil
 }
 
-func putKey(versions *bolt.Bucket, key string, value []byte, rev uint64) error {
-	exists, _, createRev, _, err := latest(versions, key)
+func (a *applier) putKey(key string, value []byte, rev uint64) error {
+	exists, _, createRev, _, err := a.latest(key)
 	if err != nil {
 		return err
 	}
 	if !exists {
 		createRev = rev
 	}
-	return versions.Put(versionKey(key, rev), encodeVersion(false, createRev, value))
+	k := versionKey(key, rev)
+	return a.tx.Bucket(bucketVersions).Put(k, encodeVersion(k, false, createRev, value))
 }
 
 // deleteKey writes a tombstone for key if it exists.
-func deleteKey(versions *bolt.Bucket, key string, rev uint64) error {
-	exists, _, createRev, _, err := latest(versions, key)
+func (a *applier) deleteKey(key string, rev uint64) error {
+	exists, _, createRev, _, err := a.latest(key)
 	if err != nil || !exists {
 		return err
 	}
-	return versions.Put(versionKey(key, rev), encodeVersion(true, createRev, nil))
+	k := versionKey(key, rev)
+	return a.tx.Bucket(bucketVersions).Put(k, encodeVersion(k, true, createRev, nil))
 }
 
-func deletePrefix(versions *bolt.Bucket, prefix string, rev uint64) error {
+func (a *applier) deletePrefix(prefix string, rev uint64) error {
 	var keys []string
-	err := eachCurrent(versions.Cursor(), prefix, "", func(key string, _ uint64, _ []byte) (bool, error) {
+	err := eachCurrent(a.tx.Bucket(bucketVersions).Cursor(), prefix, "", a.lenient, func(key string, _ uint64, _, _ []byte) (bool, error) {
 		keys = append(keys, key)
 		return true, nil
 	})
@@ -420,7 +536,7 @@ func deletePrefix(versions *bolt.Bucket, prefix string, rev uint64) error {
 		return err
 	}
 	for _, k := range keys {
-		if err := deleteKey(versions, k, rev); err != nil {
+		if err := a.deleteKey(k, rev); err != nil {
 			return err
 		}
 	}

@@ -57,6 +57,12 @@ type BackupHeader struct {
 	BaseHash     string `json:"base_hash,omitempty"`
 	// CompactRevision is a full backup's oldest available revision.
 	CompactRevision uint64 `json:"compact_revision,omitempty"`
+	// StateHash and Keys are the state hash at Revision (see StateHash):
+	// what a restore up to this file must recompute. Files written before
+	// the state hash existed have neither; their restore checks the chain
+	// only.
+	StateHash string `json:"state_hash,omitempty"`
+	Keys      uint64 `json:"keys,omitempty"`
 }
 
 // ErrBadBackup means a backup file is damaged, truncated or inconsistent;
@@ -120,7 +126,7 @@ func ReadBackupHeader(r io.Reader) (BackupHeader, error) {
 // ClusterID returns the cluster's id ("" until one is set).
 func (f *FSM) ClusterID() (string, error) {
 	var id string
-	err := f.view(func(tx *bolt.Tx) error {
+	err := f.viewAlways(func(tx *bolt.Tx) error {
 		id = string(tx.Bucket(bucketMeta).Get(metaClusterID))
 		return nil
 	})
@@ -129,6 +135,8 @@ func (f *FSM) ClusterID() (string, error) {
 
 // WriteFullBackup writes a full backup of the current state to w: a
 // consistent copy from one bbolt read transaction, while writes go on.
+// The header carries the state hash at the backup's revision, computed
+// in the same read transaction.
 func (f *FSM) WriteFullBackup(w io.Writer, created time.Time) (BackupHeader, error) {
 	snap, err := f.Snapshot()
 	if err != nil {
@@ -137,16 +145,29 @@ func (f *FSM) WriteFullBackup(w io.Writer, created time.Time) (BackupHeader, err
 	s := snap.(*snapshot)
 	defer s.Release()
 	var h BackupHeader
-	err = s.with(func(tx *bolt.Tx) error {
+	err = s.with(func(tx *bolt.Tx) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				err = &CorruptError{Reason: fmt.Sprintf("bbolt panicked reading the store: %v", r)}
+			}
+		}()
 		st := loadState(tx)
+		d, err := stateCurrent(context.Background(), tx, st.revision)
+		if err != nil {
+			return err
+		}
 		h = BackupHeader{Format: int(backupVersion), Kind: BackupFull, Created: created.UTC(),
 			ClusterID: string(tx.Bucket(bucketMeta).Get(metaClusterID)),
-			Revision:  st.revision, Hash: st.head.String(), CompactRevision: st.compactRev}
+			Revision:  st.revision, Hash: st.head.String(), CompactRevision: st.compactRev,
+			StateHash: d.Hash.String(), Keys: d.Keys}
 		if err := writeBackupHeader(w, &h); err != nil {
 			return fmt.Errorf("fsm: backup: %w", err)
 		}
 		return writeSnapshot(tx, w)
 	})
+	if ce := asCorrupt(err); ce != nil {
+		_ = f.markCorrupt(ce)
+	}
 	return h, err
 }
 
@@ -174,6 +195,11 @@ func (f *FSM) WriteIncrementalBackup(w io.Writer, since uint64, created time.Tim
 	if head.Revision < since {
 		return h, fmt.Errorf("%w: revision %d (current %d)", ErrFutureRevision, since, head.Revision)
 	}
+	d, err := f.StateHash(context.Background(), head.Revision)
+	if err != nil {
+		return h, err
+	}
+	h.StateHash, h.Keys = d.Hash.String(), d.Keys
 	iw, err := NewIncrementalWriter(w, h)
 	if err != nil {
 		return h, err
@@ -456,10 +482,16 @@ func RestoreBackup(ctx context.Context, path string, full string, incrementals .
 	if cur.Revision != h.Revision || cur.Hash.String() != h.Hash {
 		return head, fmt.Errorf("%s: %w: header says revision %d (%s), data holds %d (%s)", full, ErrBadBackup, h.Revision, h.Hash, cur.Revision, cur.Hash)
 	}
+	if err := checkStateHash(ctx, f, full, h); err != nil {
+		return head, err
+	}
 	head = h
 	for _, name := range incrementals {
 		ih, err := applyIncrementalFile(f, name)
 		if err != nil {
+			return head, err
+		}
+		if err := checkStateHash(ctx, f, name, ih); err != nil {
 			return head, err
 		}
 		head = ih
@@ -477,6 +509,28 @@ func RestoreBackup(ctx context.Context, path string, full string, incrementals .
 		return head, err
 	}
 	return head, syncDir(path)
+}
+
+// checkStateHash recomputes the state hash of the restore in progress at
+// h.Revision and compares it with the one file name's header carries, if
+// any (older files carry none).
+func checkStateHash(ctx context.Context, f *FSM, name string, h BackupHeader) error {
+	if h.StateHash == "" {
+		return nil
+	}
+	want, err := ParseHash(h.StateHash)
+	if err != nil {
+		return fmt.Errorf("%s: %w: state hash: %w", name, ErrBadBackup, err)
+	}
+	d, err := f.StateHash(ctx, h.Revision)
+	if err != nil {
+		return fmt.Errorf("%s: state hash: %w", name, err)
+	}
+	if d.Hash != want || d.Keys != h.Keys {
+		return fmt.Errorf("%s: %w at revision %d: the backup says %s (%d keys), the restored data gives %s (%d keys)",
+			name, ErrStateMismatch, h.Revision, h.StateHash, h.Keys, d.Hash, d.Keys)
+	}
+	return nil
 }
 
 func applyIncrementalFile(f *FSM, name string) (BackupHeader, error) {
@@ -557,8 +611,10 @@ func (f *FSM) update(fn func(tx *bolt.Tx) error) error {
 }
 
 // VerifyBackupFile checks a backup file offline: header, checksums, the
-// bbolt file and the chain inside a full backup (deep verify), and the
-// chain of an incremental one. It returns the header.
+// bbolt file, the chain, every versions entry's checksum and the state
+// hash (against the header's, when it has one) inside a full backup, and
+// the chain of an incremental one (whose state hash needs the state it
+// applies to: restore checks it). It returns the header.
 func VerifyBackupFile(ctx context.Context, name string) (BackupHeader, error) {
 	fh, err := os.Open(name)
 	if err != nil {

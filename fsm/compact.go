@@ -48,6 +48,10 @@ func (f *FSM) runCompactor() {
 			default:
 			}
 			more, err := f.compactStep()
+			if ce := asCorrupt(err); ce != nil {
+				_ = f.markCorrupt(ce)
+				break
+			}
 			if err != nil {
 				f.log.Error("compaction step failed", "err", err)
 				break
@@ -60,13 +64,19 @@ func (f *FSM) runCompactor() {
 }
 
 // compactStep deletes up to CompactChunk unreachable entries and reports
-// whether more work remains.
+// whether more work remains. A corrupt FSM does not compact: its state is
+// going to be replaced.
 func (f *FSM) compactStep() (more bool, err error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
-	if f.db == nil {
+	if f.db == nil || f.corrupt.Load() != nil {
 		return false, nil
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			more, err = false, &CorruptError{Reason: fmt.Sprintf("bbolt panicked compacting the store: %v", r)}
+		}
+	}()
 	err = f.db.Update(func(tx *bolt.Tx) error {
 		meta := tx.Bucket(bucketMeta)
 		cur := meta.Get(metaCompactCursor)
@@ -122,7 +132,7 @@ func compactVersions(b *bolt.Bucket, from []byte, rev uint64, chunk int) ([]byte
 				}
 				superseded = nkey == key && nr <= rev
 			}
-			tomb, _, _, err := decodeVersion(v)
+			tomb, _, _, err := decodeVersion(k, v)
 			if err != nil {
 				return nil, err
 			}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Errors returned by the FSM. Callers compare with errors.Is; richer errors
@@ -59,7 +60,50 @@ var (
 	// not allowed all of it now. The error wraps the auth package's.
 	// Nothing was written and no revision consumed.
 	ErrPermissionDenied = errors.New("fsm: permission denied")
+	// ErrCorrupt means stored data failed a check: a versions entry whose
+	// checksum does not match, a malformed entry, or a page bbolt cannot
+	// read. The error is a *CorruptError. The FSM marks itself corrupt
+	// (Corrupt) and refuses reads from then on; the member must be
+	// repaired (re-joined or restored from a backup).
+	ErrCorrupt = errors.New("fsm: stored data is corrupt")
+	// ErrDamaged means Open could not read the store at all (a damaged
+	// meta page or a page bbolt panics on). The message names the file
+	// and the repair.
+	ErrDamaged = errors.New("fsm: store is damaged")
+	// ErrStateMismatch means a restored state's recomputed state hash
+	// differs from the one its backup recorded.
+	ErrStateMismatch = errors.New("fsm: state hash mismatch")
 )
+
+// repairHint is the repair every corruption message names.
+const repairHint = "re-join the member (cairn node repair) or restore a backup"
+
+// CorruptError describes stored data that failed a check. It matches
+// ErrCorrupt with errors.Is. Key and Revision name the versions entry when
+// one is known.
+type CorruptError struct {
+	File     string    `json:"file"`
+	Key      string    `json:"key,omitempty"`
+	Revision uint64    `json:"revision,omitempty"`
+	Reason   string    `json:"reason"`
+	Time     time.Time `json:"time"`
+}
+
+func (e *CorruptError) Error() string {
+	var b strings.Builder
+	b.WriteString(ErrCorrupt.Error())
+	if e.File != "" {
+		fmt.Fprintf(&b, ": %s", e.File)
+	}
+	if e.Key != "" {
+		fmt.Fprintf(&b, ": key %q revision %d", e.Key, e.Revision)
+	}
+	fmt.Fprintf(&b, ": %s (%s)", e.Reason, repairHint)
+	return b.String()
+}
+
+// Unwrap lets errors.Is match ErrCorrupt.
+func (e *CorruptError) Unwrap() error { return ErrCorrupt }
 
 // Conflict names one failing precondition: the key and its current
 // modification revision (0 when the key does not exist).

@@ -2,7 +2,9 @@ package fsm
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -39,6 +41,20 @@ type Config struct {
 	// rebuilds it (see durability.go). Where the boot id cannot be read,
 	// every commit is fsynced regardless.
 	SyncEveryCommit bool
+	// OnCorrupt is called once, when the FSM marks itself corrupt during
+	// this run (Corrupt), with the *CorruptError; synchronously, from the
+	// goroutine that found the corruption (a reader's, raft's apply
+	// goroutine, the compactor's) and never with the FSM's lock held. It
+	// must not block for long. A store opened with a corrupt marker
+	// reports it through Corrupt, not through OnCorrupt.
+	OnCorrupt func(err error)
+	// OnApplyStalled is called, from raft's apply goroutine, each time a
+	// chunk of entries failed to commit for lack of disk space (ENOSPC or
+	// EDQUOT); apply waits and tries again until it succeeds or the FSM is
+	// closed.
+	OnApplyStalled func(err error)
+	// OnApplyResumed is called after a chunk that had stalled commits.
+	OnApplyResumed func()
 }
 
 // DefaultConfig returns a Config for the database at path.
@@ -95,6 +111,15 @@ type FSM struct {
 	snapsMu sync.Mutex
 	snaps   map[*snapshot]struct{} // open snapshots, for abortSnapshots
 
+	// corrupt is the *CorruptError that marked the FSM corrupt (see
+	// integrity.go), loaded from the marker file by Open.
+	corrupt atomic.Pointer[CorruptError]
+	// unclean is true when the previous run did not Close.
+	unclean bool
+
+	stateMu    sync.Mutex
+	stateCache []StateDigest // the last few StateHash results, newest last
+
 	compactWake chan struct{}
 	stop        chan struct{}
 	stopOnce    sync.Once
@@ -120,7 +145,10 @@ func Open(cfg Config) (*FSM, error) {
 	if f.log == nil {
 		f.log = slog.New(slog.DiscardHandler)
 	}
-	// A crash during Restore can leave its temporary file behind.
+	// A crash during Restore or Defrag can leave its temporary file behind.
+	if err := os.Remove(cfg.Path + ".defrag"); err == nil {
+		f.log.Info("removed an unfinished defrag", "file", cfg.Path+".defrag")
+	}
 	if stale, _ := filepath.Glob(filepath.Join(dirOf(cfg.Path), ".restore-*")); len(stale) > 0 {
 		for _, p := range stale {
 			if err := os.Remove(p); err == nil {
@@ -133,10 +161,31 @@ func Open(cfg Config) (*FSM, error) {
 	if _, err := f.checkUnsynced(cfg.Path, boot); err != nil {
 		return nil, err
 	}
+	if _, err := os.Stat(cfg.Path); errors.Is(err, fs.ErrNotExist) {
+		// A fresh store (a repaired member, a first start, a database
+		// discarded above): a corrupt marker left beside the old one no
+		// longer applies.
+		if err := removeMarker(cfg.Path + corruptSuffix); err != nil {
+			return nil, err
+		}
+	}
 	if f.unsynced {
 		if err := writeUnsynced(cfg.Path, boot); err != nil {
 			return nil, err
 		}
+	}
+	ce, err := readCorruptMarker(cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	if ce != nil {
+		f.corrupt.Store(ce)
+		f.log.Error("the store was marked corrupt; reads are refused until the member is repaired",
+			"file", cfg.Path, "reason", ce.Reason, "key", ce.Key, "revision", ce.Revision, "since", ce.Time)
+	}
+	f.unclean, err = markOpen(cfg.Path)
+	if err != nil {
+		return nil, err
 	}
 	db, err := f.openDB(cfg.Path)
 	if err != nil {
@@ -158,7 +207,7 @@ func Open(cfg Config) (*FSM, error) {
 	}
 	if err := f.loadCounters(); err != nil {
 		_ = db.Close()
-		return nil, err
+		return nil, damaged(cfg.Path, err)
 	}
 	f.wg.Add(1)
 	go f.runCompactor()
@@ -166,8 +215,19 @@ func Open(cfg Config) (*FSM, error) {
 	return f, nil
 }
 
-func (f *FSM) openDB(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{
+// openDB opens the bbolt file, creates missing buckets and migrates an
+// older schema. A store bbolt cannot read (a damaged meta page, a page it
+// panics on, a malformed entry met by the migration) is ErrDamaged.
+func (f *FSM) openDB(path string) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			// bbolt panicked inside Open or a transaction: the handle (and
+			// its file lock) cannot be closed; the process is expected to
+			// stop and the member to be repaired.
+			db, err = nil, damaged(path, fmt.Errorf("bbolt: %v", r))
+		}
+	}()
+	db, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         f.cfg.OpenTimeout,
 		InitialMmapSize: f.cfg.InitialMmapSize,
 		FreelistType:    bolt.FreelistMapType,
@@ -175,6 +235,9 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 		NoSync:          f.unsynced,
 	})
 	if err != nil {
+		if isDamage(err) {
+			return nil, damaged(path, err)
+		}
 		return nil, fmt.Errorf("fsm: open %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
@@ -189,14 +252,25 @@ func (f *FSM) openDB(path string) (*bolt.DB, error) {
 		}
 		return migrate(tx)
 	})
+	if err == nil {
+		err = migrateVersions(db)
+	}
 	if err != nil {
 		_ = db.Close()
+		if errors.Is(err, ErrCorrupt) {
+			return nil, damaged(path, err)
+		}
 		return nil, fmt.Errorf("fsm: prepare %s: %w", path, err)
 	}
 	return db, nil
 }
 
-func (f *FSM) loadCounters() error {
+func (f *FSM) loadCounters() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("bbolt: %v", r)
+		}
+	}()
 	return f.db.View(func(tx *bolt.Tx) error {
 		as, err := loadAuth(tx)
 		if err != nil {
@@ -238,19 +312,46 @@ func (f *FSM) Close(ctx context.Context) error {
 	if err == nil && f.unsynced {
 		err = removeUnsynced(f.cfg.Path)
 	}
+	if err == nil {
+		err = removeMarker(f.cfg.Path + openSuffix)
+	}
 	if err != nil {
 		return fmt.Errorf("fsm: close: %w", err)
 	}
 	return nil
 }
 
-// view runs fn in a bbolt read transaction.
+// view runs fn in a bbolt read transaction for a read method: it refuses
+// with the *CorruptError once the FSM is corrupt, and marks it corrupt
+// when fn (or bbolt, by panicking) finds corruption.
 func (f *FSM) view(fn func(tx *bolt.Tx) error) error {
+	if ce := f.corrupt.Load(); ce != nil {
+		return ce
+	}
+	return f.viewAlways(fn)
+}
+
+// viewAlways is view for the methods that keep working on a corrupt FSM
+// (Status, AppliedIndex, Members, ClusterID): raft and the node need them.
+func (f *FSM) viewAlways(fn func(tx *bolt.Tx) error) error {
+	err := f.viewLocked(fn)
+	if ce := asCorrupt(err); ce != nil {
+		f.markCorrupt(ce)
+	}
+	return err
+}
+
+func (f *FSM) viewLocked(fn func(tx *bolt.Tx) error) (err error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
 		return ErrClosed
 	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = &CorruptError{Reason: fmt.Sprintf("bbolt panicked reading the store: %v", r)}
+		}
+	}()
 	return f.db.View(fn)
 }
 
@@ -304,7 +405,7 @@ func (st *state) save(tx *bolt.Tx) error {
 // as stored in its database. On start, raft must restore the newest
 // snapshot only when its index is above this one.
 func (f *FSM) AppliedIndex() (index, term uint64, err error) {
-	err = f.view(func(tx *bolt.Tx) error {
+	err = f.viewAlways(func(tx *bolt.Tx) error {
 		st := loadState(tx)
 		index, term = st.appliedIndex, st.appliedTerm
 		return nil

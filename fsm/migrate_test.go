@@ -9,11 +9,57 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
+// encodeVersionV2 is schema 2's versions entry (and schema 1's): flags u8
+// | createRev u64 | value, no checksum. Kept here, as the older builds
+// wrote it, to build stores of those schemas.
+func encodeVersionV2(tombstone bool, createRev uint64, value []byte) []byte {
+	b := make([]byte, 9, 9+len(value))
+	if tombstone {
+		b[0] = 1
+	}
+	binary.BigEndian.PutUint64(b[1:], createRev)
+	return append(b, value...)
+}
+
+// toSchema2 rewrites the closed database at path into schema 2's layout:
+// every versions entry in the old encoding, schema 2.
+func toSchema2(t testing.TB, path string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketVersions)
+		type kv struct{ k, v []byte }
+		var all []kv
+		c := b.Cursor()
+		for k, v := c.First(); k != nil; k, v = c.Next() {
+			tomb, cr, val, err := decodeVersion(k, v)
+			if err != nil {
+				return err
+			}
+			all = append(all, kv{append([]byte(nil), k...), encodeVersionV2(tomb, cr, val)})
+		}
+		for _, e := range all {
+			if err := b.Put(e.k, e.v); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(metaSchema, u64(2))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 // toSchema1 rewrites the closed database at path into schema 1's layout:
-// the objects index of current keys (key -> modRev | createRev), built
-// from the newest history entries, and schema 1.
+// schema 2's entries, the objects index of current keys (key -> modRev |
+// createRev), built from the newest history entries, and schema 1.
 func toSchema1(t *testing.T, path string) {
 	t.Helper()
+	toSchema2(t, path)
 	db, err := bolt.Open(path, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +76,7 @@ func toSchema1(t *testing.T, path string) {
 			if err != nil {
 				return err
 			}
-			tomb, cr, _, err := decodeVersion(v)
+			tomb, cr, _, err := decodeVersionV2(v)
 			if err != nil {
 				return err
 			}
@@ -67,7 +113,7 @@ func schemaOf(t *testing.T, f *FSM) (schema uint64, hasObjects bool) {
 
 // TestMigrateSchema1 checks that a store written by a build with schema 1
 // (which kept an objects index of current keys) opens, and restores from
-// a snapshot, as schema 2 with every read answering as before, and takes
+// a snapshot, as the current schema with every read answering as before, and takes
 // writes afterwards.
 func TestMigrateSchema1(t *testing.T) {
 	f := openTestFSM(t)

@@ -59,7 +59,7 @@ func getAt(tx *bolt.Tx, key string, at uint64) (KeyValue, bool, error) {
 	if err != nil {
 		return KeyValue{}, false, err
 	}
-	tomb, cr, val, err := decodeVersion(v)
+	tomb, cr, val, err := decodeVersion(k, v)
 	if err != nil || tomb {
 		return KeyValue{}, false, err
 	}
@@ -131,8 +131,8 @@ func seekStart(prefix, startAfter string) []byte {
 }
 
 func listCurrent(tx *bolt.Tx, prefix, startAfter string, emit func(KeyValue) bool) error {
-	return eachCurrent(tx.Bucket(bucketVersions).Cursor(), prefix, startAfter, func(key string, mod uint64, v []byte) (bool, error) {
-		_, cr, val, err := decodeVersion(v)
+	return eachCurrent(tx.Bucket(bucketVersions).Cursor(), prefix, startAfter, nil, func(key string, mod uint64, k, v []byte) (bool, error) {
+		_, cr, val, err := decodeVersion(k, v)
 		if err != nil {
 			return false, err
 		}
@@ -141,11 +141,13 @@ func listCurrent(tx *bolt.Tx, prefix, startAfter string, emit func(KeyValue) boo
 }
 
 // eachCurrent calls fn, in key order, for every existing key under prefix
-// that sorts after startAfter, with its newest history entry's revision
-// and value bytes (valid until the transaction ends), until fn returns
-// false. It goes from one key's newest entry to the next key's with one
-// seek per key, however long their histories are.
-func eachCurrent(c *bolt.Cursor, prefix, startAfter string, fn func(key string, modRev uint64, v []byte) (bool, error)) error {
+// that sorts after startAfter, with its newest history entry's revision,
+// bbolt key and value bytes (valid until the transaction ends), until fn
+// returns false. It goes from one key's newest entry to the next key's
+// with one seek per key, however long their histories are. An entry that
+// fails its check is an error, unless lenient is set (apply): then it is
+// passed to lenient and its decoded fields are used.
+func eachCurrent(c *bolt.Cursor, prefix, startAfter string, lenient func(*CorruptError), fn func(key string, modRev uint64, k, v []byte) (bool, error)) error {
 	p := []byte(prefix)
 	k, _ := c.Seek(seekStart(prefix, startAfter))
 	for k != nil && bytes.HasPrefix(k, p) {
@@ -161,12 +163,12 @@ func eachCurrent(c *bolt.Cursor, prefix, startAfter string, fn func(key string, 
 		if err != nil {
 			return err
 		}
-		tomb, _, _, err := decodeVersion(lv)
+		tomb, _, _, err := decodeLenient(lk, lv, lenient)
 		if err != nil {
 			return err
 		}
 		if !tomb {
-			if ok, err := fn(key, r, lv); err != nil || !ok {
+			if ok, err := fn(key, r, lk, lv); err != nil || !ok {
 				return err
 			}
 		}
@@ -182,7 +184,8 @@ func listAt(tx *bolt.Tx, prefix, startAfter string, at uint64, emit func(KeyValu
 	p := []byte(prefix)
 	var (
 		cur     string
-		best    []byte // value of the newest entry <= at for cur
+		bestK   []byte // key and value of the newest entry <= at for cur
+		best    []byte
 		bestRev uint64
 		have    bool
 	)
@@ -191,7 +194,7 @@ func listAt(tx *bolt.Tx, prefix, startAfter string, at uint64, emit func(KeyValu
 			return true, nil
 		}
 		have = false
-		tomb, cr, val, err := decodeVersion(best)
+		tomb, cr, val, err := decodeVersion(bestK, best)
 		if err != nil || tomb {
 			return true, err
 		}
@@ -209,7 +212,7 @@ func listAt(tx *bolt.Tx, prefix, startAfter string, at uint64, emit func(KeyValu
 			cur = key
 		}
 		if r <= at {
-			best, bestRev, have = v, r, true
+			bestK, best, bestRev, have = k, v, r, true
 		}
 	}
 	_, err := flush()
@@ -253,7 +256,7 @@ func (f *FSM) History(key string, opts HistoryOptions) ([]Version, uint64, error
 			if vkey != key || r < floor {
 				break
 			}
-			tomb, cr, val, err := decodeVersion(v)
+			tomb, cr, val, err := decodeVersion(k, v)
 			if err != nil {
 				return err
 			}
@@ -397,7 +400,7 @@ func (f *FSM) HashAt(rev uint64) (ChainPoint, error) {
 // Status returns a summary of the FSM's state.
 func (f *FSM) Status() (Status, error) {
 	var s Status
-	err := f.view(func(tx *bolt.Tx) error {
+	err := f.viewAlways(func(tx *bolt.Tx) error {
 		st := loadState(tx)
 		s = Status{Revision: st.revision, Time: time.Unix(0, st.time).UTC(), Head: st.head,
 			CompactRevision: st.compactRev, AppliedIndex: st.appliedIndex, AppliedTerm: st.appliedTerm}
@@ -409,7 +412,7 @@ func (f *FSM) Status() (Status, error) {
 // Members returns the replicated member records, ordered by id.
 func (f *FSM) Members() ([]Member, error) {
 	var out []Member
-	err := f.view(func(tx *bolt.Tx) error {
+	err := f.viewAlways(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketMembers).ForEach(func(k, v []byte) error {
 			m, err := decodeMember(string(k), v)
 			if err != nil {
@@ -430,13 +433,20 @@ type VerifyReport struct {
 	Head ChainPoint
 	// Records is how many transaction records were recomputed.
 	Records uint64
+	// State is the state hash at To, recomputed from the versions entries.
+	State StateDigest
+	// Versions is how many versions entries had their checksum checked
+	// (all of them).
+	Versions uint64
 }
 
 // Verify recomputes the hash chain from the stored records, from the
 // compaction point to the head, inside one read transaction. It returns
 // ErrChainMismatch naming the first revision whose stored hash, record or
 // sequence is wrong, and checks the recomputed head against the stored
-// one. The context can stop a long verification.
+// one. In the same transaction it checks every versions entry's checksum
+// (a mismatch is a *CorruptError and marks the FSM corrupt) and computes
+// the state hash at the head. The context can stop a long verification.
 func (f *FSM) Verify(ctx context.Context) (VerifyReport, error) {
 	var rep VerifyReport
 	err := f.view(func(tx *bolt.Tx) error {
@@ -481,7 +491,9 @@ func (f *FSM) Verify(ctx context.Context) (VerifyReport, error) {
 			return fmt.Errorf("%w: recomputed head %s, stored head %s", ErrChainMismatch, prev, st.head)
 		}
 		rep.Head = ChainPoint{Revision: st.revision, Hash: prev}
-		return nil
+		var err error
+		rep.State, rep.Versions, err = stateScan(ctx, tx, st.revision)
+		return err
 	})
 	return rep, err
 }

@@ -1,8 +1,10 @@
 package fsm
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -11,7 +13,7 @@ import (
 // The bbolt layout. Every bucket and key layout of the store is named here.
 //
 //	meta     name                        -> value (see the meta* keys)
-//	versions key | 0x00 | rev u64        -> flags u8 | createRev u64 | value
+//	versions key | 0x00 | rev u64        -> flags u8 | crc u32 | createRev u64 | value
 //	txns     rev u64                     -> hash [32] | canonical record
 //	idem     idempotency key             -> expires i64 | result
 //	idemexp  expires i64 | idempotency key -> (empty)
@@ -26,6 +28,12 @@ import (
 // current keys. It duplicated what the newest versions entry says and cost
 // every put a second B-tree write at a random page; Open and Restore drop
 // it (migrate).
+//
+// Schema 2 stored versions entries as flags u8 | createRev u64 | value,
+// with no checksum. Schema 3 adds crc, a CRC-32C (Castagnoli) over the
+// bbolt key, the flags byte, createRev and the value, and the flag bit
+// verChecksummed on every entry; reads check it (decodeVersion). Open and
+// Restore convert a schema-2 store in chunks (migrateVersions).
 //
 // The auth bucket came later within schema 2: a store or snapshot without
 // it (or without its one key) has access control off, and Open creates the
@@ -63,21 +71,26 @@ var (
 	metaCompactBase   = []byte("compact_base")   // [32]: H(compact_rev - 1)
 	metaClusterID     = []byte("cluster_id")     // string: set once by SetClusterID
 	metaCompactCursor = []byte("compact_cursor") // physical compaction phase and position (compact.go); absent when done
+	metaMigrateCursor = []byte("migrate_cursor") // schema 2 -> 3: the next versions key to convert; absent when not started
 )
 
 // authStateKey is the auth bucket's one key.
 var authStateKey = []byte("state")
 
 // schemaVersion is the bbolt layout version. Open and Restore migrate
-// schema 1 and refuse any other.
-const schemaVersion = 2
+// schemas 1 and 2 and refuse any other.
+const schemaVersion = 3
 
-// migrate brings a database of an older schema to schemaVersion inside
-// tx. It refuses a schema it does not know.
+// knownSchema reports whether this build opens a store of schema v.
+func knownSchema(v uint64) bool { return v >= 1 && v <= schemaVersion }
+
+// migrate brings a database of schema 1 to schema 2 inside tx (dropping
+// the objects index); migrateVersions then takes schema 2 to 3 in chunks.
+// It refuses a schema it does not know.
 func migrate(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	switch v := getU64(meta.Get(metaSchema)); v {
-	case schemaVersion:
+	case schemaVersion, 2:
 		return nil
 	case 1:
 		if tx.Bucket(bucketObjectsV1) != nil {
@@ -85,14 +98,179 @@ func migrate(tx *bolt.Tx) error {
 				return err
 			}
 		}
-		return meta.Put(metaSchema, u64(schemaVersion))
+		return meta.Put(metaSchema, u64(2))
 	default:
-		return fmt.Errorf("%w: database schema %d (this build reads %d and 1)", ErrUnknownVersion, v, schemaVersion)
+		return fmt.Errorf("%w: database schema %d (this build reads 1 to %d)", ErrUnknownVersion, v, schemaVersion)
 	}
 }
 
-// Flags of a versions entry.
-const verTombstone byte = 1
+// migrateChunkEntries and migrateChunkBytes bound one transaction of the
+// schema 2 -> 3 conversion: its dirty pages and the converted entries it
+// holds in memory.
+var (
+	migrateChunkEntries = 10000
+	migrateChunkBytes   = 4 << 20
+	// migrateHook, when set (tests), runs before each chunk but the last
+	// commits; an error aborts that chunk as a crash would.
+	migrateHook func() error
+)
+
+// migrateVersions converts a schema-2 store's versions entries to schema
+// 3, in write transactions of at most migrateChunkEntries entries (and
+// about migrateChunkBytes of values), each storing the next key to convert
+// in meta/migrate_cursor; an interrupted conversion resumes there. The
+// last one sets the schema to 3. Until then an entry's verChecksummed bit
+// tells converted and unconverted entries apart; from then on every entry
+// must have it. A malformed entry is a *CorruptError.
+func migrateVersions(db *bolt.DB) error {
+	for {
+		done := false
+		err := db.Update(func(tx *bolt.Tx) error {
+			meta := tx.Bucket(bucketMeta)
+			if getU64(meta.Get(metaSchema)) != 2 {
+				done = true
+				return nil
+			}
+			b := tx.Bucket(bucketVersions)
+			c := b.Cursor()
+			var k, v []byte
+			if from := meta.Get(metaMigrateCursor); len(from) > 0 {
+				k, v = c.Seek(from)
+			} else {
+				k, v = c.First()
+			}
+			type conv struct{ k, v []byte }
+			var out []conv
+			size := 0
+			for ; k != nil && len(out) < migrateChunkEntries && size < migrateChunkBytes; k, v = c.Next() {
+				if len(v) > 0 && v[0]&verChecksummed != 0 {
+					// Converted already. The cursor commits with the
+					// conversions, so this is not expected; check it
+					// rather than convert it twice.
+					if _, _, _, err := decodeVersion(k, v); err != nil {
+						return err
+					}
+					continue
+				}
+				tomb, cr, val, err := decodeVersionV2(v)
+				if err != nil {
+					return corruptEntry(k, err.Error())
+				}
+				out = append(out, conv{bytes.Clone(k), encodeVersion(k, tomb, cr, val)})
+				size += len(k) + len(v)
+			}
+			for _, e := range out {
+				if err := b.Put(e.k, e.v); err != nil {
+					return err
+				}
+			}
+			if k == nil {
+				done = true
+				if err := meta.Delete(metaMigrateCursor); err != nil {
+					return err
+				}
+				return meta.Put(metaSchema, u64(schemaVersion))
+			}
+			if migrateHook != nil {
+				if err := migrateHook(); err != nil {
+					return err
+				}
+			}
+			return meta.Put(metaMigrateCursor, bytes.Clone(k))
+		})
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
+// Flags of a versions entry. verChecksummed is set on every schema-3
+// entry; any other bit is malformed.
+const (
+	verTombstone   byte = 1
+	verChecksummed byte = 2
+	verKnownFlags       = verTombstone | verChecksummed
+)
+
+// versionHeader is the size of a schema-3 versions entry before its value.
+const versionHeader = 1 + 4 + 8
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// versionCRC is the CRC-32C over a versions entry's bbolt key, its flags
+// byte and everything after the crc (createRev and value).
+func versionCRC(k []byte, flags byte, rest []byte) uint32 {
+	c := crc32.Update(0, castagnoli, k)
+	c = crc32.Update(c, castagnoli, []byte{flags})
+	return crc32.Update(c, castagnoli, rest)
+}
+
+// encodeVersion returns the schema-3 versions entry stored under k.
+func encodeVersion(k []byte, tombstone bool, createRev uint64, value []byte) []byte {
+	b := make([]byte, versionHeader, versionHeader+len(value))
+	b[0] = verChecksummed
+	if tombstone {
+		b[0] |= verTombstone
+	}
+	binary.BigEndian.PutUint64(b[5:], createRev)
+	b = append(b, value...)
+	binary.BigEndian.PutUint32(b[1:], versionCRC(k, b[0], b[5:]))
+	return b
+}
+
+// decodeLenient is decodeVersion for apply: when lenient is set, a
+// *CorruptError goes to it instead of failing, and the decoded fields are
+// used (a malformed entry, too short to decode, reads as a tombstone).
+func decodeLenient(k, v []byte, lenient func(*CorruptError)) (tombstone bool, createRev uint64, value []byte, err error) {
+	tombstone, createRev, value, err = decodeVersion(k, v)
+	if err != nil && lenient != nil {
+		if ce := asCorrupt(err); ce != nil {
+			lenient(ce)
+			return tombstone || len(v) < versionHeader, createRev, value, nil
+		}
+	}
+	return tombstone, createRev, value, err
+}
+
+// decodeVersion decodes the schema-3 versions entry v stored under k,
+// returning slices into v (copy them before the bbolt transaction ends).
+// A malformed entry or a checksum mismatch is a *CorruptError; on a
+// mismatch the decoded fields are returned as well (apply goes on with
+// them, see applier.corrupt).
+func decodeVersion(k, v []byte) (tombstone bool, createRev uint64, value []byte, err error) {
+	if len(v) < versionHeader {
+		return false, 0, nil, corruptEntry(k, fmt.Sprintf("malformed versions entry (%d bytes)", len(v)))
+	}
+	flags := v[0]
+	tombstone, createRev, value = flags&verTombstone != 0, binary.BigEndian.Uint64(v[5:]), v[versionHeader:]
+	if flags&^verKnownFlags != 0 || flags&verChecksummed == 0 {
+		return tombstone, createRev, value, corruptEntry(k, fmt.Sprintf("versions entry has flags %#x", flags))
+	}
+	if want, got := binary.BigEndian.Uint32(v[1:]), versionCRC(k, flags, v[5:]); want != got {
+		return tombstone, createRev, value, corruptEntry(k, fmt.Sprintf("checksum mismatch (stored %08x, computed %08x)", want, got))
+	}
+	return tombstone, createRev, value, nil
+}
+
+// decodeVersionV2 decodes a schema-2 versions entry: flags u8 |
+// createRev u64 | value.
+func decodeVersionV2(b []byte) (tombstone bool, createRev uint64, value []byte, err error) {
+	if len(b) < 9 {
+		return false, 0, nil, fmt.Errorf("malformed schema-2 versions entry (%d bytes)", len(b))
+	}
+	return b[0]&verTombstone != 0, binary.BigEndian.Uint64(b[1:]), b[9:], nil
+}
+
+// corruptEntry is the *CorruptError for the versions entry under k.
+func corruptEntry(k []byte, reason string) *CorruptError {
+	e := &CorruptError{Reason: reason}
+	if key, rev, err := splitVersionKey(k); err == nil {
+		e.Key, e.Revision = key, rev
+	} else {
+		e.Reason = fmt.Sprintf("%s (malformed bbolt key %q)", reason, k)
+	}
+	return e
+}
 
 func u64(v uint64) []byte {
 	b := make([]byte, 8)
@@ -118,27 +296,9 @@ func versionKey(key string, rev uint64) []byte {
 // splitVersionKey is the inverse of versionKey.
 func splitVersionKey(k []byte) (string, uint64, error) {
 	if len(k) < 9 || k[len(k)-9] != 0 {
-		return "", 0, fmt.Errorf("fsm: malformed version key %q", k)
+		return "", 0, &CorruptError{Reason: fmt.Sprintf("malformed versions key %q", k)}
 	}
 	return string(k[:len(k)-9]), binary.BigEndian.Uint64(k[len(k)-8:]), nil
-}
-
-func encodeVersion(tombstone bool, createRev uint64, value []byte) []byte {
-	b := make([]byte, 9, 9+len(value))
-	if tombstone {
-		b[0] = verTombstone
-	}
-	binary.BigEndian.PutUint64(b[1:], createRev)
-	return append(b, value...)
-}
-
-// decodeVersion returns slices into b; copy them before the bbolt
-// transaction ends.
-func decodeVersion(b []byte) (tombstone bool, createRev uint64, value []byte, err error) {
-	if len(b) < 9 {
-		return false, 0, nil, fmt.Errorf("fsm: malformed version entry (%d bytes)", len(b))
-	}
-	return b[0]&verTombstone != 0, binary.BigEndian.Uint64(b[1:]), b[9:], nil
 }
 
 func idemExpKey(expires int64, key string) []byte {

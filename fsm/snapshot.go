@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -23,7 +24,13 @@ const snapshotVersion byte = 1
 
 // Snapshot implements raft.FSM. It opens a bbolt read transaction: the copy
 // Persist streams is the state as of this call, while writes go on.
+//
+// A corrupt FSM refuses (with its *CorruptError): its state must not
+// travel to another member or into a backup.
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	if ce := f.corrupt.Load(); ce != nil {
+		return nil, ce
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
@@ -179,6 +186,16 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.revision.Store(st.revision)
 	f.applied.Store(st.appliedIndex)
+	f.clearStateCache()
+	if ce := f.corrupt.Load(); ce != nil {
+		// The whole state was replaced by a checked copy: what was corrupt
+		// is gone.
+		if err := removeMarker(f.cfg.Path + corruptSuffix); err != nil {
+			return fmt.Errorf("fsm: restore: %w", err)
+		}
+		f.corrupt.Store(nil)
+		f.log.Info("a snapshot replaced the corrupt state; reads are served again", "was", ce.Reason)
+	}
 	f.notify()
 	f.wakeCompactor()
 	f.log.Info("restored snapshot", "revision", st.revision, "applied_index", st.appliedIndex)
@@ -236,7 +253,12 @@ func (f *FSM) receiveSnapshot(r io.Reader) (path string, err error) {
 
 // checkDatabase opens a bbolt file read-only and checks its pages and
 // schema.
-func checkDatabase(path string) error {
+func checkDatabase(path string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: bbolt: %v", ErrCorruptSnapshot, r)
+		}
+	}()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
@@ -255,9 +277,17 @@ func checkDatabase(path string) error {
 				return fmt.Errorf("%w: bucket %q missing", ErrCorruptSnapshot, b)
 			}
 		}
-		// Schema 1 is migrated when the restored file is opened.
-		if v := getU64(tx.Bucket(bucketMeta).Get(metaSchema)); v != schemaVersion && v != 1 {
-			return fmt.Errorf("%w: %w: database schema %d (this build reads %d and 1)", ErrCorruptSnapshot, ErrUnknownVersion, v, schemaVersion)
+		// Older schemas are migrated when the restored file is opened.
+		v := getU64(tx.Bucket(bucketMeta).Get(metaSchema))
+		if !knownSchema(v) {
+			return fmt.Errorf("%w: %w: database schema %d (this build reads 1 to %d)", ErrCorruptSnapshot, ErrUnknownVersion, v, schemaVersion)
+		}
+		if v == schemaVersion {
+			// Every versions entry's checksum: a snapshot of a store that
+			// went bad unnoticed is not installed.
+			if _, _, err := stateScan(context.Background(), tx, loadState(tx).revision); err != nil {
+				return fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
+			}
 		}
 		return nil
 	})
