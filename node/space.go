@@ -35,11 +35,12 @@ import (
 // Writes are hot, so the check reads a cached reading of the usage and
 // the free space, renewed at most once per spaceInterval by the writer
 // that finds it stale (the others use the old one meanwhile). Between
-// readings the bytes of the writes let through are added to the reading's
-// in-use bytes and subtracted from its free bytes, an estimate that only
-// errs towards refusing early; a write the estimate alone would refuse
-// takes a fresh reading first (at most once per spaceRecheck). So the
-// quota is exceeded by at most the writes in flight when it is reached.
+// readings, twice the estimated size of each write let through (a put's
+// value is stored in its version and again in its transaction record) is
+// added to the reading's in-use bytes and subtracted from its free bytes;
+// a write that this estimate alone would refuse takes a fresh reading
+// first (at most once per spaceRecheck). So the quota is exceeded by
+// little more than the writes in flight when it is reached.
 
 // spaceInterval is the longest a reading is used; spaceRecheck the
 // shortest time between two readings.
@@ -47,6 +48,11 @@ const (
 	spaceInterval = time.Second
 	spaceRecheck  = 50 * time.Millisecond
 )
+
+// writeFactor is how many times a write's size it is estimated to add to
+// the store: a put's value is stored in its version and in its
+// transaction's record.
+const writeFactor = 2
 
 // afterENOSPCFree is the free space the filesystem must have again before
 // an alarm raised because a write met ENOSPC (the raft log's) clears, when
@@ -158,10 +164,10 @@ func (s *space) verdict(r *spaceReading, extra int64) error {
 	case enospc != nil && (r.free < 0 || r.free < max(s.reserve, afterENOSPCFree)):
 		return fmt.Errorf("%w: the disk of member %s is full (%v); %s free", ErrNoSpace, s.n.cfg.ID, enospc, formatFree(r.free))
 	case s.quota > 0 && r.usage.InUseBytes+extra >= s.quota:
-		return fmt.Errorf("%w: the store of member %s uses %s of its %s quota (--quota-backend-bytes): delete and compact, then defragment (cairn defrag), or raise the quota",
+		return fmt.Errorf("%w: the store of member %s has %s in use, its quota (--quota-backend-bytes) is %s: delete and compact to free pages, or raise the quota",
 			ErrNoSpace, s.n.cfg.ID, bytesize.Format(r.usage.InUseBytes+extra), bytesize.Format(s.quota))
 	case s.reserve > 0 && r.free >= 0 && r.free-extra < s.reserve:
-		return fmt.Errorf("%w: the filesystem of member %s's data directory has %s free, below its %s reserve (--min-free-bytes): free disk space, or delete and compact, then defragment (cairn defrag)",
+		return fmt.Errorf("%w: the filesystem of member %s's data directory has %s free, below its reserve (--min-free-bytes) of %s: free disk space, or delete, compact and defragment (cairn defrag) to shrink the store's file",
 			ErrNoSpace, s.n.cfg.ID, bytesize.Format(max(r.free-extra, 0)), bytesize.Format(s.reserve))
 	}
 	return nil
@@ -181,17 +187,18 @@ func (s *space) check(t *fsm.Txn, size int) error {
 	if deleteOnly(t) {
 		return nil
 	}
+	est := int64(writeFactor * size)
 	r := s.reading()
-	extra := s.pending.Add(int64(size))
+	extra := s.pending.Add(est)
 	err := s.verdict(r, extra)
 	if err != nil && s.verdict(r, 0) == nil && time.Since(r.at) >= spaceRecheck {
 		// Refused by the estimate alone: take a fresh reading.
 		r = s.refresh()
-		extra = s.pending.Add(int64(size))
+		extra = s.pending.Add(est)
 		err = s.verdict(r, extra)
 	}
 	if err != nil {
-		s.pending.Add(-int64(size))
+		s.pending.Add(-est)
 		s.refuse(err)
 	}
 	return err
