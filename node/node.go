@@ -547,6 +547,26 @@ func (n *Node) wait(f raft.Future) error {
 	}
 }
 
+// waitEntry waits for the future of a proposed entry as wait does, and
+// also stops waiting when this member's apply is waiting for disk space
+// (space.go): the entry may be committed and is then applied once there
+// is room, so the caller gets ErrTimeout (ambiguous; a retry with the same
+// idempotency key is refused with ErrNoSpace until there is room).
+// Without this, a write would wait for as long as the disk stays full.
+func (n *Node) waitEntry(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.ctx.Done():
+		return fmt.Errorf("%w: %w", ErrShuttingDown, n.ctx.Err())
+	case <-n.space.stalledCh():
+		return fmt.Errorf("%w: member %s waits for disk space to apply committed writes: this one may be applied once there is room (docs/operations.md, Disk space)",
+			ErrTimeout, n.cfg.ID)
+	}
+}
+
 // mapRaftErr turns raft's errors into the node's.
 func mapRaftErr(err error) error {
 	switch {

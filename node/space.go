@@ -91,13 +91,18 @@ type space struct {
 	// refusing is the reason writes were last refused, nil when they are
 	// let through.
 	refusing error
+	// stallCh is closed while apply waits for disk space (replaced by an
+	// open one when it resumes): writes waiting for their entry to be
+	// applied stop waiting (Node.waitEntry).
+	stallCh chan struct{}
 
 	noSpace atomic.Bool   // the no_space alarm is up (metric)
 	wake    chan struct{} // wakes the monitor
 }
 
 func newSpace(n *Node) *space {
-	return &space{n: n, quota: n.cfg.QuotaBackendBytes, reserve: n.cfg.MinFreeBytes, wake: make(chan struct{}, 1)}
+	return &space{n: n, quota: n.cfg.QuotaBackendBytes, reserve: n.cfg.MinFreeBytes, wake: make(chan struct{}, 1),
+		stallCh: make(chan struct{})}
 }
 
 // read takes a new reading.
@@ -161,8 +166,9 @@ func (s *space) verdict(r *spaceReading, extra int64) error {
 	switch {
 	case stalled != nil:
 		return fmt.Errorf("%w: applying committed writes is waiting for disk space on member %s (%v)", ErrNoSpace, s.n.cfg.ID, stalled)
-	case enospc != nil && (r.free < 0 || r.free < max(s.reserve, afterENOSPCFree)):
-		return fmt.Errorf("%w: the disk of member %s is full (%v); %s free", ErrNoSpace, s.n.cfg.ID, enospc, formatFree(r.free))
+	case enospc != nil:
+		// Until the monitor sees room again (recheck).
+		return fmt.Errorf("%w: the disk of member %s is full (%v)", ErrNoSpace, s.n.cfg.ID, enospc)
 	case s.quota > 0 && r.usage.InUseBytes+extra >= s.quota:
 		return fmt.Errorf("%w: the store of member %s has %s in use, its quota (--quota-backend-bytes) is %s: delete and compact to free pages, or raise the quota",
 			ErrNoSpace, s.n.cfg.ID, bytesize.Format(r.usage.InUseBytes+extra), bytesize.Format(s.quota))
@@ -238,6 +244,9 @@ func (s *space) applyStalled(err error) {
 	s.mu.Lock()
 	first := s.stalled == nil
 	s.stalled = err
+	if first {
+		close(s.stallCh)
+	}
 	s.mu.Unlock()
 	if first {
 		s.n.log.Error("applying committed writes is waiting for disk space: free disk space (docs/operations.md, Disk space)", "err", err)
@@ -248,13 +257,24 @@ func (s *space) applyStalled(err error) {
 // applyResumed is the fsm's Config.OnApplyResumed.
 func (s *space) applyResumed() {
 	s.mu.Lock()
-	s.stalled = nil
+	if s.stalled != nil {
+		s.stalled = nil
+		s.stallCh = make(chan struct{})
+	}
 	s.mu.Unlock()
 	s.n.log.Info("applying committed writes resumed")
 	select {
 	case s.wake <- struct{}{}:
 	default:
 	}
+}
+
+// stalledCh returns a channel that is closed while apply waits for disk
+// space.
+func (s *space) stalledCh() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stallCh
 }
 
 // sawWriteError records err from proposing a write: when it is the raft
@@ -307,16 +327,18 @@ func (s *space) monitor() {
 // recheck takes a reading and clears the alarm when there is room.
 func (s *space) recheck() {
 	r := s.refresh()
+	s.mu.Lock()
+	if s.enospc != nil && r.free >= max(s.reserve, afterENOSPCFree) {
+		s.n.log.Info("free space again after the disk was full", "free", formatFree(r.free))
+		s.enospc = nil
+	}
+	s.mu.Unlock()
 	if err := s.verdict(r, 0); err != nil {
 		// Still no room: keep the alarm's message current.
 		s.n.alarms.raise(api.AlarmNoSpace, err.Error())
 		return
 	}
 	s.mu.Lock()
-	if s.enospc != nil {
-		s.n.log.Info("free space again after the disk was full", "free", formatFree(r.free))
-		s.enospc = nil
-	}
 	s.refusing = nil
 	s.mu.Unlock()
 	s.noSpace.Store(false)

@@ -79,7 +79,7 @@ func (n *Node) propose(ctx context.Context, c fsm.Command) (interface{}, error) 
 		timeout = max(time.Until(dl), time.Millisecond)
 	}
 	fut := n.raft.Apply(data, timeout)
-	if err := n.wait(fut); err != nil {
+	if err := n.waitEntry(fut); err != nil {
 		return nil, n.space.sawWriteError(mapRaftErr(err))
 	}
 	return fut.Response(), nil
