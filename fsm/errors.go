@@ -87,6 +87,9 @@ type CorruptError struct {
 	Revision uint64    `json:"revision,omitempty"`
 	Reason   string    `json:"reason"`
 	Time     time.Time `json:"time"`
+	// Err is the finding's own error when it has one (ErrChainMismatch
+	// from Verify); it is not persisted in the marker file.
+	Err error `json:"-"`
 }
 
 func (e *CorruptError) Error() string {
@@ -102,8 +105,13 @@ func (e *CorruptError) Error() string {
 	return b.String()
 }
 
-// Unwrap lets errors.Is match ErrCorrupt.
-func (e *CorruptError) Unwrap() error { return ErrCorrupt }
+// Unwrap lets errors.Is match ErrCorrupt (and Err, when set).
+func (e *CorruptError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{ErrCorrupt, e.Err}
+	}
+	return []error{ErrCorrupt}
+}
 
 // Conflict names one failing precondition: the key and its current
 // modification revision (0 when the key does not exist).

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -171,7 +172,13 @@ func Open(cfg Config) (*FSM, error) {
 	}
 	if f.unsynced {
 		if err := writeUnsynced(cfg.Path, boot); err != nil {
-			return nil, err
+			if !isNoSpace(err) {
+				return nil, err
+			}
+			// A full disk must not keep the member from starting (reads
+			// go on; apply waits for space): fsync every commit instead.
+			f.log.Warn("no space for the unsynced marker; every commit is fsynced", "err", err)
+			f.unsynced = false
 		}
 	}
 	ce, err := readCorruptMarker(cfg.Path)
@@ -185,7 +192,10 @@ func Open(cfg Config) (*FSM, error) {
 	}
 	f.unclean, err = markOpen(cfg.Path)
 	if err != nil {
-		return nil, err
+		if !isNoSpace(err) {
+			return nil, err
+		}
+		f.log.Warn("no space for the open marker; the next start cannot tell a crash", "err", err)
 	}
 	db, err := f.openDB(cfg.Path)
 	if err != nil {
@@ -227,6 +237,10 @@ func (f *FSM) openDB(path string) (db *bolt.DB, err error) {
 			db, err = nil, damaged(path, fmt.Errorf("bbolt: %v", r))
 		}
 	}()
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if err := preflight(path, f.cfg.OpenTimeout); err != nil {
+		return nil, err
+	}
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
 		Timeout:         f.cfg.OpenTimeout,
 		InitialMmapSize: f.cfg.InitialMmapSize,
@@ -347,6 +361,7 @@ func (f *FSM) viewLocked(fn func(tx *bolt.Tx) error) (err error) {
 	if f.db == nil {
 		return ErrClosed
 	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = &CorruptError{Reason: fmt.Sprintf("bbolt panicked reading the store: %v", r)}

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"io/fs"
 	"os"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -420,4 +421,56 @@ func (f *FSM) Usage() (Usage, error) {
 	st := f.db.Stats()
 	free := int64(st.FreePageN+st.PendingPageN) * int64(f.db.Info().PageSize)
 	return Usage{FileBytes: fi.Size(), InUseBytes: max(hwm-free, 0)}, nil
+}
+
+// preflight walks every page of the store at path, read-only, before Open
+// opens it for writing. bbolt's Open (with NoFreelistSync) rebuilds the
+// freelist by walking the pages in a goroutine of its own, where a
+// damaged page's panic ("page N: has unexpected type/flags") cannot be
+// recovered and kills the process; this walk meets the same pages first,
+// in a goroutine that recovers (and turns memory faults into panics). A
+// missing or empty file is left to bolt.Open.
+func preflight(path string, timeout time.Duration) error {
+	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
+		return nil
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		if isDamage(err) {
+			return damaged(path, err)
+		}
+		return fmt.Errorf("fsm: open %s: %w", path, err)
+	}
+	defer db.Close()
+	if err := walkStore(db); err != nil {
+		return damaged(path, err)
+	}
+	return nil
+}
+
+// walkStore reads every bucket's keys, reaching every page of the tree.
+func walkStore(db *bolt.DB) (err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("bbolt: %v", r)
+		}
+	}()
+	return db.View(func(tx *bolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walkBucket(b) })
+	})
+}
+
+func walkBucket(b *bolt.Bucket) error {
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.Next() {
+		if v == nil {
+			if sub := b.Bucket(k); sub != nil {
+				if err := walkBucket(sub); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }

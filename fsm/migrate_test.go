@@ -1,9 +1,13 @@
 package fsm
 
 import (
+	"context"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"os"
 	"reflect"
+	"strings"
 	"testing"
 
 	bolt "go.etcd.io/bbolt"
@@ -154,5 +158,146 @@ func TestMigrateSchema1(t *testing.T) {
 	}
 	if got := h.dump(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("reads after restoring schema 1 differ:\n got %+v\nwant %+v", got, want)
+	}
+}
+
+// TestMigrateSchema2 checks the conversion to schema 3 of a store written
+// by a build with schema 2 (entries without a checksum, built here with
+// that build's encoding): in chunks, resumable after a crash between
+// chunks, every entry checksummed afterwards, every read as before.
+func TestMigrateSchema2(t *testing.T) {
+	f := openTestFSM(t)
+	for i := 0; i < 60; i++ {
+		txn := Txn{}
+		for j := 0; j < 10; j++ {
+			txn.Ops = append(txn.Ops, put(fmt.Sprintf("k/%02d/%d", j, i%7), fmt.Sprintf("v%d.%d", i, j)))
+		}
+		f.mustCommit(txn)
+	}
+	f.mustCommit(ops(delPrefix("k/03/")))
+	f.mustCommit(ops(del("k/04/1")))
+	want := f.dump()
+	wantHash, err := f.StateHash(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries := f.count(bucketVersions)
+	path := f.cfg.Path
+	f.close()
+	toSchema2(t, path)
+	v2, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// Small chunks; the third one "crashes" before it commits.
+	defer func(n int) { migrateChunkEntries, migrateHook = n, nil }(migrateChunkEntries)
+	migrateChunkEntries = 50
+	chunks := 0
+	migrateHook = func() error {
+		if chunks++; chunks == 3 {
+			return errors.New("crash")
+		}
+		return nil
+	}
+	cfg := DefaultConfig(path)
+	cfg.InitialMmapSize = 0
+	if _, err := Open(cfg); err == nil || !strings.Contains(err.Error(), "crash") {
+		t.Fatalf("open with a crash in the migration: %v", err)
+	}
+	// Two chunks committed: 100 entries converted, the rest not, schema 2.
+	converted, total, schema := migrationProgress(t, path)
+	if schema != 2 || converted != 2*migrateChunkEntries || total != entries {
+		t.Fatalf("after the crash: schema %d, %d of %d entries converted (want %d of %d)", schema, converted, total, 2*migrateChunkEntries, entries)
+	}
+
+	chunks = 0
+	migrateHook = func() error { chunks++; return nil }
+	g := openTestFSMAt(t, path)
+	if wantChunks := (entries - 2*migrateChunkEntries + migrateChunkEntries - 1) / migrateChunkEntries; chunks < wantChunks-1 {
+		t.Fatalf("resumed migration took %d chunks, want about %d", chunks, wantChunks)
+	}
+	if schema, _ := schemaOf(t, g.FSM); schema != schemaVersion {
+		t.Fatalf("schema %d after migration", schema)
+	}
+	g.clearStateCache()
+	if got := g.dump(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("reads after migration differ:\n got %+v\nwant %+v", got, want)
+	}
+	rep, err := g.Verify(context.Background())
+	if err != nil || rep.State != wantHash || rep.Versions != uint64(entries) {
+		t.Fatalf("verify after migration: %+v %v (want state %+v, %d versions)", rep, err, wantHash, entries)
+	}
+	g.mustCommit(ops(put("k/03/new", "x")))
+	g.close()
+	if converted, total, _ := migrationProgress(t, path); converted != total {
+		t.Fatalf("%d of %d entries converted", converted, total)
+	}
+
+	// A schema-2 snapshot restores (and converts).
+	migrateHook = nil
+	h := openTestFSM(t)
+	if err := h.restoreBytes(streamOf(t, v2)); err != nil {
+		t.Fatalf("restore of a schema-2 snapshot: %v", err)
+	}
+	if schema, _ := schemaOf(t, h.FSM); schema != schemaVersion {
+		t.Fatalf("schema %d after restore", schema)
+	}
+	if got := h.dump(); !reflect.DeepEqual(got, want) {
+		t.Fatalf("reads after restoring schema 2 differ")
+	}
+}
+
+// migrationProgress counts the versions entries with the checksum bit in
+// the closed store at path.
+func migrationProgress(t *testing.T, path string) (converted, total int, schema uint64) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		schema = getU64(tx.Bucket(bucketMeta).Get(metaSchema))
+		return tx.Bucket(bucketVersions).ForEach(func(k, v []byte) error {
+			total++
+			if v[0]&verChecksummed != 0 {
+				if _, _, _, err := decodeVersion(k, v); err != nil {
+					return err
+				}
+				converted++
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return converted, total, schema
+}
+
+// TestMigrateRefusesMalformedSchema2Entry: a schema-2 entry too short to
+// decode stops the migration with ErrDamaged, naming the key.
+func TestMigrateRefusesMalformedSchema2Entry(t *testing.T) {
+	f := openTestFSM(t)
+	f.mustCommit(ops(put("a", "1"), put("b", "2")))
+	path := f.cfg.Path
+	f.close()
+	toSchema2(t, path)
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketVersions).Put(versionKey("b", 1), []byte{0, 1})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	cfg := DefaultConfig(path)
+	cfg.InitialMmapSize = 0
+	_, err = Open(cfg)
+	if !errors.Is(err, ErrDamaged) || !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), `"b"`) {
+		t.Fatalf("open: %v", err)
 	}
 }

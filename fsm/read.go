@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -447,9 +448,25 @@ type VerifyReport struct {
 // one. In the same transaction it checks every versions entry's checksum
 // (a mismatch is a *CorruptError and marks the FSM corrupt) and computes
 // the state hash at the head. The context can stop a long verification.
+//
+// A chain mismatch is stored data that is wrong, too: it is returned as a
+// *CorruptError that also matches ErrChainMismatch, and marks the FSM
+// corrupt.
 func (f *FSM) Verify(ctx context.Context) (VerifyReport, error) {
 	var rep VerifyReport
 	err := f.view(func(tx *bolt.Tx) error {
+		err := verifyTx(ctx, tx, &rep)
+		if errors.Is(err, ErrChainMismatch) {
+			return &CorruptError{Reason: err.Error(), Err: err}
+		}
+		return err
+	})
+	return rep, err
+}
+
+// verifyTx is Verify's work inside its read transaction.
+func verifyTx(ctx context.Context, tx *bolt.Tx, rep *VerifyReport) error {
+	{
 		st := loadState(tx)
 		rep.From, rep.To = st.compactRev, st.revision
 		prev := st.compactBase
@@ -494,8 +511,7 @@ func (f *FSM) Verify(ctx context.Context) (VerifyReport, error) {
 		var err error
 		rep.State, rep.Versions, err = stateScan(ctx, tx, st.revision)
 		return err
-	})
-	return rep, err
+	}
 }
 
 // seekAtOrBefore positions c at key's newest history entry with revision

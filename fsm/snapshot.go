@@ -264,6 +264,11 @@ func checkDatabase(path string) (err error) {
 		return fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
 	}
 	defer db.Close()
+	// tx.Check rebuilds the freelist in a goroutine that cannot recover
+	// from a damaged page's panic; walk the pages first (preflight).
+	if err := walkStore(db); err != nil {
+		return fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
+	}
 	return db.View(func(tx *bolt.Tx) error {
 		var errs []error
 		for e := range tx.Check() {
