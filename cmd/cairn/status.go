@@ -8,6 +8,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/internal/bytesize"
 )
 
 func statusCommands() []*cli.Command {
@@ -31,6 +32,12 @@ func statusCommands() []*cli.Command {
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintf(tw, "id\t%s\nstate\t%s\nleader\t%s\nterm\t%d\ncommit index\t%d\napplied index\t%d\nrevision\t%d\nchain hash\t%s\ncompact revision\t%d\nlast contact\t%s\n",
 						st.ID, st.State, st.Leader, st.Term, st.CommitIndex, st.AppliedIndex, st.Revision, st.Hash, st.CompactRevision, st.LastContact)
+					quota := "none"
+					if st.QuotaBytes > 0 {
+						quota = bytesize.Format(st.QuotaBytes)
+					}
+					fmt.Fprintf(tw, "store\t%s (%s in use, quota %s)\nfree disk\t%s\n",
+						bytesize.Format(st.StoreBytes), bytesize.Format(st.StoreInUseBytes), quota, bytesize.Format(st.FreeBytes))
 					return tw.Flush()
 				})
 			},
