@@ -169,6 +169,10 @@ func (s *space) verdict(r *spaceReading, extra int64) error {
 	case enospc != nil:
 		// Until the monitor sees room again (recheck).
 		return fmt.Errorf("%w: the disk of member %s is full (%v)", ErrNoSpace, s.n.cfg.ID, enospc)
+	case r.free == 0:
+		// Full, whatever the reserve: a follower whose raft log cannot
+		// store entries sees nothing else.
+		return fmt.Errorf("%w: the filesystem of member %s's data directory is full", ErrNoSpace, s.n.cfg.ID)
 	case s.quota > 0 && r.usage.InUseBytes+extra >= s.quota:
 		return fmt.Errorf("%w: the store of member %s has %s in use, its quota (--quota-backend-bytes) is %s: delete and compact to free pages, or raise the quota",
 			ErrNoSpace, s.n.cfg.ID, bytesize.Format(r.usage.InUseBytes+extra), bytesize.Format(s.quota))
