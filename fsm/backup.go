@@ -370,13 +370,33 @@ func readRecords(r io.Reader, h BackupHeader, fn func(RawRecord) error) (last Ra
 // the call is written. Records at or below the current revision must match
 // the stored hash and are skipped (overlapping backups).
 func (f *FSM) ApplyRecords(recs []RawRecord) error {
+	if ce := f.corrupt.Load(); ce != nil {
+		return ce
+	}
+	st, err := f.applyRecords(recs)
+	if ce := asCorrupt(err); ce != nil {
+		_ = f.markCorrupt(ce)
+	}
+	if err != nil {
+		return err
+	}
+	f.revision.Store(st.revision)
+	f.notify()
+	return nil
+}
+
+func (f *FSM) applyRecords(recs []RawRecord) (st state, err error) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
-		return ErrClosed
+		return st, ErrClosed
 	}
-	var st state
-	err := f.db.Update(func(tx *bolt.Tx) error {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &CorruptError{Reason: fmt.Sprintf("bbolt panicked applying records: %v", r)}
+		}
+	}()
+	err = f.db.Update(func(tx *bolt.Tx) error {
 		st = loadState(tx)
 		a := applier{tx: tx, st: &st}
 		for _, r := range recs {
@@ -411,12 +431,7 @@ func (f *FSM) ApplyRecords(recs []RawRecord) error {
 		}
 		return st.save(tx)
 	})
-	if err != nil {
-		return err
-	}
-	f.revision.Store(st.revision)
-	f.notify()
-	return nil
+	return st, err
 }
 
 // RestoreBackup lays down the FSM database at path from a full backup and

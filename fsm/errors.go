@@ -100,6 +100,8 @@ func (e *CorruptError) Error() string {
 	}
 	if e.Key != "" {
 		fmt.Fprintf(&b, ": key %q revision %d", e.Key, e.Revision)
+	} else if e.Revision != 0 {
+		fmt.Fprintf(&b, ": revision %d", e.Revision)
 	}
 	fmt.Fprintf(&b, ": %s (%s)", e.Reason, repairHint)
 	return b.String()

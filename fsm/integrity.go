@@ -176,10 +176,7 @@ func isDamage(err error) bool {
 		return false
 	}
 	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		return false
-	}
-	return true
+	return !errors.As(err, &errno)
 }
 
 // isNoSpace reports whether a storage error means the disk (or the quota)

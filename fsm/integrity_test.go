@@ -603,3 +603,37 @@ func TestDefragShrinksAndKeepsData(t *testing.T) {
 		t.Fatalf("temporary file left: %v", err)
 	}
 }
+
+// TestLogNeverServesDamagedRecords: Log and RawLog recompute each record's
+// chain hash as they read; a damaged record is corruption, not an answer.
+func TestLogNeverServesDamagedRecords(t *testing.T) {
+	f := openTestFSM(t)
+	for i := 0; i < 10; i++ {
+		f.mustCommit(ops(put("k", fmt.Sprint(i))))
+	}
+	f.mustCompact(3)
+	f.waitPhysicalCompaction()
+	for _, from := range []uint64{3, 4, 7} {
+		if recs, _, err := f.Log(from, 0); err != nil || len(recs) != int(11-from) {
+			t.Fatalf("log from %d: %d records, %v", from, len(recs), err)
+		}
+	}
+	f.tamper(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketTxns)
+		v := bytes.Clone(b.Get(u64(8)))
+		v[len(v)-1] ^= 1
+		return b.Put(u64(8), v)
+	})
+	// Records before the damaged one are still served.
+	if recs, _, err := f.Log(3, 5); err != nil || len(recs) != 5 {
+		t.Fatalf("log before the damage: %d %v", len(recs), err)
+	}
+	_, _, err := f.RawLog(5, 0)
+	var ce *CorruptError
+	if !errors.As(err, &ce) || !errors.Is(err, ErrChainMismatch) || ce.Revision != 8 {
+		t.Fatalf("raw log over a damaged record: %v", err)
+	}
+	if f.Corrupt() == nil {
+		t.Fatal("not marked corrupt")
+	}
+}

@@ -205,10 +205,13 @@ func TestMigrateSchema2(t *testing.T) {
 	if _, err := Open(cfg); err == nil || !strings.Contains(err.Error(), "crash") {
 		t.Fatalf("open with a crash in the migration: %v", err)
 	}
-	// Two chunks committed: 100 entries converted, the rest not, schema 2.
-	converted, total, schema := migrationProgress(t, path)
-	if schema != 2 || converted != 2*migrateChunkEntries || total != entries {
-		t.Fatalf("after the crash: schema %d, %d of %d entries converted (want %d of %d)", schema, converted, total, 2*migrateChunkEntries, entries)
+	// Two chunks committed: 100 entries converted, the rest not; the
+	// schema already says 3 (an older build refuses the store), with the
+	// conversion pending.
+	converted, total, schema, pending := migrationProgress(t, path)
+	if schema != schemaVersion || !pending || converted != 2*migrateChunkEntries || total != entries {
+		t.Fatalf("after the crash: schema %d, pending %v, %d of %d entries converted (want %d of %d)",
+			schema, pending, converted, total, 2*migrateChunkEntries, entries)
 	}
 
 	chunks = 0
@@ -230,8 +233,8 @@ func TestMigrateSchema2(t *testing.T) {
 	}
 	g.mustCommit(ops(put("k/03/new", "x")))
 	g.close()
-	if converted, total, _ := migrationProgress(t, path); converted != total {
-		t.Fatalf("%d of %d entries converted", converted, total)
+	if converted, total, _, pending := migrationProgress(t, path); converted != total || pending {
+		t.Fatalf("%d of %d entries converted, pending %v", converted, total, pending)
 	}
 
 	// A schema-2 snapshot restores (and converts).
@@ -250,7 +253,7 @@ func TestMigrateSchema2(t *testing.T) {
 
 // migrationProgress counts the versions entries with the checksum bit in
 // the closed store at path.
-func migrationProgress(t *testing.T, path string) (converted, total int, schema uint64) {
+func migrationProgress(t *testing.T, path string) (converted, total int, schema uint64, pending bool) {
 	t.Helper()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true})
 	if err != nil {
@@ -259,6 +262,7 @@ func migrationProgress(t *testing.T, path string) (converted, total int, schema 
 	defer db.Close()
 	err = db.View(func(tx *bolt.Tx) error {
 		schema = getU64(tx.Bucket(bucketMeta).Get(metaSchema))
+		pending = tx.Bucket(bucketMeta).Get(metaMigrateCursor) != nil
 		return tx.Bucket(bucketVersions).ForEach(func(k, v []byte) error {
 			total++
 			if v[0]&verChecksummed != 0 {
@@ -273,7 +277,7 @@ func migrationProgress(t *testing.T, path string) (converted, total int, schema 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return converted, total, schema
+	return converted, total, schema, pending
 }
 
 // TestMigrateRefusesMalformedSchema2Entry: a schema-2 entry too short to

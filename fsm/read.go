@@ -319,7 +319,9 @@ func (f *FSM) RawLog(from uint64, limit int) ([]RawRecord, uint64, error) {
 
 // scanLog calls fn for up to limit stored records from revision from, in one
 // read transaction, and returns the current revision. stored is only valid
-// during the call.
+// during the call. Each record's chain hash is recomputed from the one
+// before it as it goes, so a damaged record or hash is never served: it is
+// a *CorruptError (matching ErrChainMismatch too).
 func (f *FSM) scanLog(from uint64, limit int, fn func(rev uint64, stored []byte) error) (uint64, error) {
 	var at uint64
 	err := f.view(func(tx *bolt.Tx) error {
@@ -334,17 +336,46 @@ func (f *FSM) scanLog(from uint64, limit int, fn func(rev uint64, stored []byte)
 		if from > st.revision+1 {
 			return fmt.Errorf("%w: revision %d (current %d)", ErrFutureRevision, from, st.revision)
 		}
-		c := tx.Bucket(bucketTxns).Cursor()
+		txns := tx.Bucket(bucketTxns)
+		prev := st.compactBase
+		if from > st.compactRev {
+			p := txns.Get(u64(from - 1))
+			if len(p) < 32 {
+				return corruptRecord(from-1, fmt.Sprintf("record is %d bytes", len(p)))
+			}
+			copy(prev[:], p)
+		}
+		c := txns.Cursor()
 		n := 0
+		next := from
 		for k, v := c.Seek(u64(from)); k != nil && (limit <= 0 || n < limit); k, v = c.Next() {
-			if err := fn(getU64(k), v); err != nil {
+			rev := getU64(k)
+			switch {
+			case rev != next:
+				return corruptRecord(next, fmt.Sprintf("record missing (next stored is %d)", rev))
+			case len(v) < 32:
+				return corruptRecord(rev, fmt.Sprintf("record is %d bytes", len(v)))
+			}
+			if h := chainHash(prev, v[32:]); !bytes.Equal(h[:], v[:32]) {
+				return corruptRecord(rev, fmt.Sprintf("stored hash %x, recomputed %s", v[:32], h))
+			}
+			copy(prev[:], v[:32])
+			if err := fn(rev, v); err != nil {
 				return err
 			}
+			next++
 			n++
 		}
 		return nil
 	})
 	return at, err
+}
+
+// corruptRecord is the *CorruptError for a stored transaction record that
+// does not check out.
+func corruptRecord(rev uint64, reason string) *CorruptError {
+	err := fmt.Errorf("%w: at revision %d: %s", ErrChainMismatch, rev, reason)
+	return &CorruptError{Revision: rev, Reason: err.Error(), Err: err}
 }
 
 func decodeStoredRecord(v []byte) (Record, error) {

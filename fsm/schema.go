@@ -33,7 +33,10 @@ import (
 // with no checksum. Schema 3 adds crc, a CRC-32C (Castagnoli) over the
 // bbolt key, the flags byte, createRev and the value, and the flag bit
 // verChecksummed on every entry; reads check it (decodeVersion). Open and
-// Restore convert a schema-2 store in chunks (migrateVersions).
+// Restore convert a schema-2 store in chunks (migrateVersions): the first
+// transaction sets the schema to 3 at once, so that an older build refuses
+// a half-converted store instead of misreading it, and stores
+// meta/migrate_cursor, which is present until the conversion is done.
 //
 // The auth bucket came later within schema 2: a store or snapshot without
 // it (or without its one key) has access control off, and Open creates the
@@ -71,7 +74,7 @@ var (
 	metaCompactBase   = []byte("compact_base")   // [32]: H(compact_rev - 1)
 	metaClusterID     = []byte("cluster_id")     // string: set once by SetClusterID
 	metaCompactCursor = []byte("compact_cursor") // physical compaction phase and position (compact.go); absent when done
-	metaMigrateCursor = []byte("migrate_cursor") // schema 2 -> 3: the next versions key to convert; absent when not started
+	metaMigrateCursor = []byte("migrate_cursor") // schema 2 -> 3 in progress: 'm' | the next versions key to convert; absent when done
 )
 
 // authStateKey is the auth bucket's one key.
@@ -84,21 +87,26 @@ const schemaVersion = 3
 // knownSchema reports whether this build opens a store of schema v.
 func knownSchema(v uint64) bool { return v >= 1 && v <= schemaVersion }
 
-// migrate brings a database of schema 1 to schema 2 inside tx (dropping
-// the objects index); migrateVersions then takes schema 2 to 3 in chunks.
-// It refuses a schema it does not know.
+// migrate brings a database of an older schema to schemaVersion inside
+// tx: schema 1's objects index is dropped, and a schema-2 store becomes
+// schema 3 with the conversion of its versions entries pending
+// (meta/migrate_cursor), which migrateVersions then does in chunks. It
+// refuses a schema it does not know.
 func migrate(tx *bolt.Tx) error {
 	meta := tx.Bucket(bucketMeta)
 	switch v := getU64(meta.Get(metaSchema)); v {
-	case schemaVersion, 2:
+	case schemaVersion:
 		return nil
-	case 1:
-		if tx.Bucket(bucketObjectsV1) != nil {
+	case 1, 2:
+		if v == 1 && tx.Bucket(bucketObjectsV1) != nil {
 			if err := tx.DeleteBucket(bucketObjectsV1); err != nil {
 				return err
 			}
 		}
-		return meta.Put(metaSchema, u64(2))
+		if err := meta.Put(metaMigrateCursor, []byte{migrateCursorTag}); err != nil {
+			return err
+		}
+		return meta.Put(metaSchema, u64(schemaVersion))
 	default:
 		return fmt.Errorf("%w: database schema %d (this build reads 1 to %d)", ErrUnknownVersion, v, schemaVersion)
 	}
@@ -115,27 +123,36 @@ var (
 	migrateHook func() error
 )
 
-// migrateVersions converts a schema-2 store's versions entries to schema
-// 3, in write transactions of at most migrateChunkEntries entries (and
-// about migrateChunkBytes of values), each storing the next key to convert
-// in meta/migrate_cursor; an interrupted conversion resumes there. The
-// last one sets the schema to 3. Until then an entry's verChecksummed bit
-// tells converted and unconverted entries apart; from then on every entry
-// must have it. A malformed entry is a *CorruptError.
+// migrateCursorTag leads meta/migrate_cursor's value.
+const migrateCursorTag byte = 'm'
+
+// migrateVersions converts the versions entries of a store that migrate
+// left with a pending conversion (meta/migrate_cursor) from schema 2's
+// encoding to schema 3's, in write transactions of at most
+// migrateChunkEntries entries (and about migrateChunkBytes of values),
+// each storing the next key to convert in the cursor; an interrupted
+// conversion resumes there. The last one deletes the cursor. Until then
+// an entry's verChecksummed bit tells converted and unconverted entries
+// apart; from then on every entry must have it. A malformed entry is a
+// *CorruptError.
 func migrateVersions(db *bolt.DB) error {
 	for {
 		done := false
 		err := db.Update(func(tx *bolt.Tx) error {
 			meta := tx.Bucket(bucketMeta)
-			if getU64(meta.Get(metaSchema)) != 2 {
+			cur := meta.Get(metaMigrateCursor)
+			if len(cur) == 0 {
 				done = true
 				return nil
+			}
+			if cur[0] != migrateCursorTag {
+				return fmt.Errorf("fsm: unknown migration cursor %q", cur)
 			}
 			b := tx.Bucket(bucketVersions)
 			c := b.Cursor()
 			var k, v []byte
-			if from := meta.Get(metaMigrateCursor); len(from) > 0 {
-				k, v = c.Seek(from)
+			if len(cur) > 1 {
+				k, v = c.Seek(cur[1:])
 			} else {
 				k, v = c.First()
 			}
@@ -166,17 +183,14 @@ func migrateVersions(db *bolt.DB) error {
 			}
 			if k == nil {
 				done = true
-				if err := meta.Delete(metaMigrateCursor); err != nil {
-					return err
-				}
-				return meta.Put(metaSchema, u64(schemaVersion))
+				return meta.Delete(metaMigrateCursor)
 			}
 			if migrateHook != nil {
 				if err := migrateHook(); err != nil {
 					return err
 				}
 			}
-			return meta.Put(metaMigrateCursor, bytes.Clone(k))
+			return meta.Put(metaMigrateCursor, append([]byte{migrateCursorTag}, k...))
 		})
 		if err != nil || done {
 			return err

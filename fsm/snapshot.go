@@ -287,7 +287,7 @@ func checkDatabase(path string) (err error) {
 		if !knownSchema(v) {
 			return fmt.Errorf("%w: %w: database schema %d (this build reads 1 to %d)", ErrCorruptSnapshot, ErrUnknownVersion, v, schemaVersion)
 		}
-		if v == schemaVersion {
+		if v == schemaVersion && tx.Bucket(bucketMeta).Get(metaMigrateCursor) == nil {
 			// Every versions entry's checksum: a snapshot of a store that
 			// went bad unnoticed is not installed.
 			if _, _, err := stateScan(context.Background(), tx, loadState(tx).revision); err != nil {
