@@ -153,3 +153,87 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("after: %+v %v", kv, err)
 	}
 }
+
+// TestCloseWhileDiskFull: a member whose disk filled up still closes,
+// with its apply waiting for space in particular (raft's shutdown waits
+// for the apply goroutine). Which store meets the full disk first, the
+// state machine's or raft's log, varies; the test frees a little room and
+// fills again until apply has stalled (or gives up trying after a few
+// rounds, and still checks Close).
+func TestCloseWhileDiskFull(t *testing.T) {
+	disk := mountTmpfs(t, 48<<20)
+	filler := filepath.Join(disk, "filler")
+	fillerSize := int64(34 << 20)
+	if err := os.WriteFile(filler, make([]byte, fillerSize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, "n1")
+	cfg.DataDir = filepath.Join(disk, "n1")
+	cfg.Bootstrap = true
+	cfg.MinFreeBytes = 0
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	t.Cleanup(func() {
+		select {
+		case <-closed:
+		default:
+			// Free the disk so that a hung Close can end before the
+			// tmpfs is unmounted.
+			_ = os.Remove(filler)
+			<-closed
+		}
+	})
+	waitFor(t, "n1 ready", 10*time.Second, n.Ready)
+	value := make([]byte, 64<<10)
+	stalled := func() bool {
+		n.space.mu.Lock()
+		defer n.space.mu.Unlock()
+		return n.space.stalled != nil
+	}
+	key := 0
+	for round := 1; ; round++ {
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			if time.Now().After(deadline) {
+				go func() { closed <- n.Close(context.Background()) }()
+				t.Fatal("the disk did not fill")
+			}
+			wctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			_, err := n.Write(wctx, putTxn(fmt.Sprintf("fill/%05d", key), value))
+			cancel()
+			key++
+			if errors.Is(err, ErrNoSpace) {
+				break
+			}
+		}
+		if stalled() || round == 6 {
+			t.Logf("full in round %d: apply stalled %v", round, stalled())
+			break
+		}
+		// The raft log met the full disk first: free 5 MiB and fill again.
+		fillerSize -= 5 << 20
+		if err := os.Truncate(filler, fillerSize); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "writes taken again", 20*time.Second, func() error {
+			wctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_, err := n.Write(wctx, putTxn(fmt.Sprintf("fill/%05d", key), []byte("x")))
+			key++
+			return err
+		})
+	}
+	go func() { closed <- n.Close(context.Background()) }()
+	waitFor(t, "Close to return while the disk is full", 30*time.Second, func() error {
+		select {
+		case err := <-closed:
+			closed <- err
+			return nil
+		default:
+			return errors.New("still closing")
+		}
+	})
+}

@@ -371,6 +371,11 @@ func (n *Node) closeResources() error {
 		n.batch.Drain(min(n.cfg.ShutdownTimeout, 5*time.Second))
 	}
 	n.cancel()
+	if n.fsm != nil {
+		// An apply waiting for disk space would hold raft's shutdown
+		// until the disk had room: it gives up now (fsm.Stop).
+		n.fsm.Stop()
+	}
 	if n.watches != nil {
 		n.watches.Shutdown()
 	}
