@@ -9,6 +9,8 @@ import (
 	gmprom "github.com/hashicorp/go-metrics/compat/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cairn-db/cairn/api"
 )
 
 // raftMetricsOnce routes hashicorp/raft's metrics (a process-wide registry)
@@ -60,7 +62,7 @@ func newMetrics(n *Node) *metrics {
 	gauge("quota_bytes", "The object store's quota (--quota-backend-bytes; 0: none).", func() float64 { return float64(n.cfg.QuotaBackendBytes) })
 	gauge("free_bytes", "Bytes free for unprivileged users on the data directory's filesystem (-1: unknown).", func() float64 { return float64(n.space.reading().free) })
 	gauge("no_space", "1 while this member refuses writes for lack of space (the no_space alarm).", func() float64 {
-		if n.space.noSpace.Load() {
+		if n.alarms.has(api.AlarmNoSpace) {
 			return 1
 		}
 		return 0
