@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/internal/bytesize"
 )
 
 // Defrag gives back the free pages of this member's object store: the fsm
@@ -18,6 +19,12 @@ import (
 // The copy needs free space for the pages in use: on a full disk Defrag
 // fails with ErrNoSpace and changes nothing.
 func (n *Node) Defrag(ctx context.Context) (api.DefragResponse, error) {
+	// The copy needs room for the pages in use: do not start one that
+	// would fill the disk (and make the raft log meet ENOSPC meanwhile).
+	if r := n.space.refresh(); r.err == nil && r.free < r.usage.InUseBytes {
+		return api.DefragResponse{}, fmt.Errorf("%w: defragmenting member %s needs free space for a copy of the store's %s in use; %s is free",
+			ErrNoSpace, n.cfg.ID, bytesize.Format(r.usage.InUseBytes), bytesize.Format(r.free))
+	}
 	start := time.Now()
 	before, after, err := n.fsm.Defrag(ctx)
 	if err != nil {

@@ -123,6 +123,15 @@ func TestDiskFull(t *testing.T) {
 		t.Fatalf("PUT while the disk is full: %d %s", code, body)
 	}
 
+	// Defragmenting needs room for its copy: refused, and the store is
+	// untouched.
+	if _, err := n.Defrag(ctx); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("defrag on a full disk: %v, want ErrNoSpace", err)
+	}
+	if _, _, err := n.FSM().Get(applied, 0); err != nil {
+		t.Fatalf("read after the refused defrag: %v", err)
+	}
+
 	// The operator frees room: writes resume and the alarm clears, with
 	// no restart.
 	if err := os.Remove(filler); err != nil {
