@@ -275,3 +275,26 @@ func TestSpaceConfigBounds(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSpaceCheck is the cost the disk-space check adds to a write
+// (readings are cached; one writer renews a stale one).
+func BenchmarkSpaceCheck(b *testing.B) {
+	cfg := DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.Bootstrap = "n1", b.TempDir(), true
+	cfg.RaftAddr, cfg.HTTPAddr = "127.0.0.1:0", "127.0.0.1:0"
+	n, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer n.Close(context.Background())
+	txn := putTxn("k", make([]byte, 256))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := n.space.check(&txn, 300); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
