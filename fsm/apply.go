@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"time"
 
@@ -88,7 +89,7 @@ func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) *CorruptError 
 	backoff := stallBackoffMin
 	stalled := false
 	for {
-		done, ce, err := f.tryChunk(logs, results)
+		done, ce, err := f.tryChunk(logs, results, stalled)
 		if err == nil {
 			if stalled {
 				f.log.Info("apply resumed after the disk had filled")
@@ -97,6 +98,9 @@ func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) *CorruptError 
 				}
 			}
 			return ce
+		}
+		if stalled && errors.Is(err, ErrClosed) {
+			return nil // closed during the stall; results answer it
 		}
 		if !done && isNoSpace(err) {
 			stalled = true
@@ -128,13 +132,23 @@ func (f *FSM) applyChunk(logs []*raft.Log, results []interface{}) *CorruptError 
 // failure (nothing applied); ce is corruption, with done when the chunk
 // was committed despite it and !done when it was rolled back (results
 // then answer ce).
-func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}) (done bool, ce *CorruptError, err error) {
+//
+// retry is set when an earlier try stalled: Close may have closed the
+// database since, which then answers ErrClosed instead of panicking.
+func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}, retry bool) (done bool, ce *CorruptError, err error) {
 	var committed, compacted bool
 	var st state
 	var newAuth *auth.State
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
+		if retry {
+			err := fmt.Errorf("%w while waiting for disk space", ErrClosed)
+			for i, l := range logs {
+				results[i] = errorResult(l, err)
+			}
+			return false, nil, err
+		}
 		panic("fsm: ApplyBatch on a closed FSM")
 	}
 	func() {

@@ -152,7 +152,7 @@ func (f *FSM) WriteFullBackup(w io.Writer, created time.Time) (BackupHeader, err
 			}
 		}()
 		st := loadState(tx)
-		d, err := stateCurrent(context.Background(), tx, st.revision)
+		d, _, err := stateScan(context.Background(), tx, st.revision, false)
 		if err != nil {
 			return err
 		}

@@ -436,9 +436,11 @@ func (f *FSM) LastApplied() uint64 { return f.applied.Load() }
 // DataSize returns the size of the database's pages in use, in bytes (a
 // snapshot's size); the file itself may be larger, as bbolt grows it
 // ahead of need.
+//
+// It works on a corrupt FSM.
 func (f *FSM) DataSize() (int64, error) {
 	var n int64
-	err := f.view(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
+	err := f.viewAlways(func(tx *bolt.Tx) error { n = tx.Size(); return nil })
 	return n, err
 }
 

@@ -25,7 +25,7 @@ import (
 // finds it marks the FSM corrupt (markCorrupt): the error is kept, written
 // to <Path>.corrupt (JSON) so that it survives a restart, logged, and
 // passed to Config.OnCorrupt, once. From then on the read methods refuse
-// with it; Status, AppliedIndex, Members, ClusterID, AuthState and Usage
+// with it; Status, AppliedIndex, Members, ClusterID, AuthState, DataSize and Usage
 // go on (raft and the node need them), and so does apply: the raft log is
 // intact, and the member's state is rebuilt by its repair (a fresh store,
 // which has no marker) or by the next snapshot raft installs (Restore
@@ -251,9 +251,9 @@ const stateCacheSize = 4
 
 // StateHash returns the state hash at revision rev (0: the current one).
 // rev must be retained (*CompactedError below the compaction point,
-// ErrFutureRevision above the head). It reads every live key (and, below
-// the head, every versions entry), checking checksums; the context stops
-// it. The last few results are cached.
+// ErrFutureRevision above the head). It walks the versions bucket (seeking
+// over long histories), checking the checksum of each entry it reads; the
+// context stops it. The last few results are cached.
 func (f *FSM) StateHash(ctx context.Context, rev uint64) (StateDigest, error) {
 	var d StateDigest
 	err := f.view(func(tx *bolt.Tx) error {
@@ -266,11 +266,7 @@ func (f *FSM) StateHash(ctx context.Context, rev uint64) (StateDigest, error) {
 			d = c
 			return nil
 		}
-		if at == st.revision {
-			d, err = stateCurrent(ctx, tx, at)
-		} else {
-			d, _, err = stateScan(ctx, tx, at)
-		}
+		d, _, err = stateScan(ctx, tx, at, false)
 		return err
 	})
 	if err != nil {
@@ -314,39 +310,25 @@ func (f *FSM) clearStateCache() {
 	f.stateMu.Unlock()
 }
 
-// stateCurrent hashes the state at the head (at), reading each key's
-// newest entry only.
-func stateCurrent(ctx context.Context, tx *bolt.Tx, at uint64) (StateDigest, error) {
-	s := newStateHasher()
-	var n uint64
-	err := eachCurrent(tx.Bucket(bucketVersions).Cursor(), "", "", nil, func(key string, mod uint64, k, v []byte) (bool, error) {
-		if n++; n%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return false, fmt.Errorf("fsm: state hash: %w", err)
-			}
-		}
-		_, cr, val, err := decodeVersion(k, v)
-		if err != nil {
-			return false, err
-		}
-		s.add(key, cr, mod, val)
-		return true, nil
-	})
-	if err != nil {
-		return StateDigest{}, err
-	}
-	return s.digest(at), nil
-}
+// stateSkipAfter is how many entries of one key's history the state
+// hash reads one by one before it seeks to the entry it needs and on to
+// the next key: a short history is cheaper to walk than to seek over, a
+// long one the other way round.
+const stateSkipAfter = 8
 
-// stateScan hashes the state at revision at by walking every versions
-// entry (each one's checksum is checked) and returns how many it checked.
-func stateScan(ctx context.Context, tx *bolt.Tx, at uint64) (StateDigest, uint64, error) {
+// stateScan hashes the state at revision at, walking the versions bucket
+// in key order and checking the checksum of every entry it decodes. With
+// all set (Verify, a received snapshot) it decodes every entry; otherwise
+// it skips over long histories (stateSkipAfter), decoding each key's
+// entry at at. It returns how many entries it checked.
+func stateScan(ctx context.Context, tx *bolt.Tx, at uint64, all bool) (StateDigest, uint64, error) {
 	s := newStateHasher()
 	var (
-		checked uint64
-		cur     string
-		have    bool
-		best    struct {
+		checked, steps uint64
+		cur            string
+		run            int // entries of cur read so far
+		have           bool
+		best           struct {
 			tomb    bool
 			cr, rev uint64
 			val     []byte
@@ -359,29 +341,51 @@ func stateScan(ctx context.Context, tx *bolt.Tx, at uint64) (StateDigest, uint64
 		have = false
 	}
 	c := tx.Bucket(bucketVersions).Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if checked%1024 == 0 {
+	for k, v := c.First(); k != nil; {
+		if steps++; steps%1024 == 0 {
 			if err := ctx.Err(); err != nil {
 				return StateDigest{}, checked, fmt.Errorf("fsm: state hash: %w", err)
 			}
 		}
 		key, r, err := splitVersionKey(k)
 		if err != nil {
-			return StateDigest{}, checked, corruptEntry(k, err.Error())
+			return StateDigest{}, checked, err
+		}
+		if key != cur {
+			flush()
+			cur, run = key, 0
+		}
+		run++
+		if !all && run > stateSkipAfter {
+			// A long history: the entry at or before at, then the next key.
+			bk, bv := seekAtOrBefore(c, key, at)
+			have = bk != nil
+			if have {
+				_, br, err := splitVersionKey(bk)
+				if err != nil {
+					return StateDigest{}, checked, err
+				}
+				tomb, cr, val, err := decodeVersion(bk, bv)
+				if err != nil {
+					return StateDigest{}, checked, err
+				}
+				checked++
+				best.tomb, best.cr, best.rev, best.val = tomb, cr, br, val
+			}
+			k, v = c.Seek(append([]byte(key), 1))
+			run = 0
+			continue
 		}
 		tomb, cr, val, err := decodeVersion(k, v)
 		if err != nil {
 			return StateDigest{}, checked, err
 		}
 		checked++
-		if key != cur {
-			flush()
-			cur = key
-		}
 		if r <= at {
 			have = true
 			best.tomb, best.cr, best.rev, best.val = tomb, cr, r, val
 		}
+		k, v = c.Next()
 	}
 	flush()
 	return s.digest(at), checked, nil
@@ -420,54 +424,35 @@ func (f *FSM) Usage() (Usage, error) {
 	return Usage{FileBytes: fi.Size(), InUseBytes: max(hwm-free, 0)}, nil
 }
 
-// preflight walks every page of the store at path, read-only, before Open
-// opens it for writing. bbolt's Open (with NoFreelistSync) rebuilds the
-// freelist by walking the pages in a goroutine of its own, where a
-// damaged page's panic ("page N: has unexpected type/flags") cannot be
-// recovered and kills the process; this walk meets the same pages first,
-// in a goroutine that recovers (and turns memory faults into panics). A
+// preflight checks the page tree of the store at path (walkPages),
+// read-only, before Open opens it for writing: bbolt's Open (with
+// NoFreelistSync) rebuilds the freelist by walking the pages in a
+// goroutine of its own, where a damaged page's panic ("page N: has
+// unexpected type/flags") cannot be recovered and kills the process. A
 // missing or empty file is left to bolt.Open.
 func preflight(path string, timeout time.Duration) error {
 	if fi, err := os.Stat(path); err != nil || fi.Size() == 0 {
 		return nil
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
-	if err != nil {
-		if isDamage(err) {
-			return damaged(path, err)
-		}
-		return fmt.Errorf("fsm: open %s: %w", path, err)
+	err := walkPagesSafe(path, timeout)
+	var oe *openError
+	if errors.As(err, &oe) && !isDamage(oe.err) {
+		return fmt.Errorf("fsm: open %s: %w", path, oe.err)
 	}
-	defer db.Close()
-	if err := walkStore(db); err != nil {
+	if err != nil {
 		return damaged(path, err)
 	}
 	return nil
 }
 
-// walkStore reads every bucket's keys, reaching every page of the tree.
-func walkStore(db *bolt.DB) (err error) {
+// walkPagesSafe is walkPages with bbolt's own panics (opening the file,
+// reading its meta page) recovered and memory faults turned into panics.
+func walkPagesSafe(path string, timeout time.Duration) (err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("bbolt: %v", r)
 		}
 	}()
-	return db.View(func(tx *bolt.Tx) error {
-		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walkBucket(b) })
-	})
-}
-
-func walkBucket(b *bolt.Bucket) error {
-	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if v == nil {
-			if sub := b.Bucket(k); sub != nil {
-				if err := walkBucket(sub); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	return nil
+	return walkPages(path, timeout)
 }

@@ -13,7 +13,9 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -635,5 +637,164 @@ func TestLogNeverServesDamagedRecords(t *testing.T) {
 	}
 	if f.Corrupt() == nil {
 		t.Fatal("not marked corrupt")
+	}
+}
+
+// TestStateHashMatchesListing checks the state hash, with its seeks over
+// long histories, against a hash of what List answers at every retained
+// revision, on keys with short and long histories, tombstones and
+// re-creations, before and after compaction.
+func TestStateHashMatchesListing(t *testing.T) {
+	ctx := context.Background()
+	f := openTestFSM(t)
+	for i := 0; i < 120; i++ {
+		txn := ops(put(fmt.Sprintf("hot/%d", i%3), fmt.Sprint(i)))
+		switch {
+		case i%17 == 0:
+			txn = ops(del(fmt.Sprintf("hot/%d", i%3)), put(fmt.Sprintf("cold/%d", i), "c"))
+		case i%29 == 0:
+			txn = ops(delPrefix("cold/"))
+		case i%5 == 0:
+			txn.Ops = append(txn.Ops, put(fmt.Sprintf("warm/%d", i%11), fmt.Sprint(i)))
+		}
+		f.mustCommit(txn)
+	}
+	check := func() {
+		t.Helper()
+		st := f.status()
+		for r := st.CompactRevision; r <= st.Revision; r++ {
+			ref := newStateHasher()
+			for _, kv := range f.listAll("", r) {
+				ref.add(kv.Key, kv.CreateRevision, kv.ModRevision, kv.Value)
+			}
+			want := ref.digest(r)
+			f.clearStateCache()
+			got, err := f.StateHash(ctx, r)
+			if err != nil || got != want {
+				t.Fatalf("at %d: state hash %+v (%v), listing gives %+v", r, got, err, want)
+			}
+		}
+	}
+	check()
+	f.mustCompact(60)
+	f.waitPhysicalCompaction()
+	check()
+}
+
+// TestOpenDamagedTree: pages whose headers look right but whose tree is
+// wrong (a cycle, a child outside the file, an element or overflow past
+// the page) are ErrDamaged at Open; bbolt itself would loop, recurse or
+// fault on them.
+func TestOpenDamagedTree(t *testing.T) {
+	const ps = 4096
+	build := func(t *testing.T) (string, []byte) {
+		f := openTestFSM(t)
+		for i := 0; i < 400; i++ {
+			f.mustCommit(ops(put(fmt.Sprintf("key/%04d", i), strings.Repeat("v", 300))))
+		}
+		path := f.cfg.Path
+		f.close()
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return path, b
+	}
+	// firstPage returns the offset of the first page with the given flags.
+	firstPage := func(t *testing.T, b []byte, flags uint16) int {
+		for off := 2 * ps; off+ps <= len(b); off += ps {
+			if binary.LittleEndian.Uint64(b[off:]) == uint64(off/ps) && binary.LittleEndian.Uint16(b[off+8:]) == flags {
+				return off
+			}
+		}
+		t.Fatalf("no page with flags %#x", flags)
+		return 0
+	}
+	for name, mutate := range map[string]func(t *testing.T, b []byte){
+		"branch child is itself": func(t *testing.T, b []byte) {
+			off := firstPage(t, b, branchPageFlag)
+			binary.LittleEndian.PutUint64(b[off+16+8:], uint64(off/ps))
+		},
+		"branch child outside the file": func(t *testing.T, b []byte) {
+			off := firstPage(t, b, branchPageFlag)
+			binary.LittleEndian.PutUint64(b[off+16+8:], 1<<40)
+		},
+		"two branch children share a page": func(t *testing.T, b []byte) {
+			off := firstPage(t, b, branchPageFlag)
+			copy(b[off+16+16+8:off+16+16+16], b[off+16+8:off+16+16])
+		},
+		"leaf element past the page": func(t *testing.T, b []byte) {
+			off := firstPage(t, b, leafPageFlag)
+			binary.LittleEndian.PutUint32(b[off+16+12:], 1<<30)
+		},
+		"overflow past the file": func(t *testing.T, b []byte) {
+			off := firstPage(t, b, leafPageFlag)
+			binary.LittleEndian.PutUint32(b[off+12:], 1<<24)
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path, b := build(t)
+			mutate(t, b)
+			if err := os.WriteFile(path, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg := DefaultConfig(path)
+			cfg.InitialMmapSize = 0
+			_, err := Open(cfg)
+			if !errors.Is(err, ErrDamaged) || !strings.Contains(err.Error(), "cairn node repair") {
+				t.Fatalf("open: %v", err)
+			}
+			t.Logf("open: %v", err)
+		})
+	}
+}
+
+// TestApplyFindsCorruption: apply's own reads check entries too; it
+// records the corruption (OnCorrupt, Corrupt) and goes on without a panic.
+func TestApplyFindsCorruption(t *testing.T) {
+	f := openTestFSM(t)
+	const secret = "apply-reads-this-value-0123456789"
+	f.mustCommit(ops(put("k", secret), put("other", "x")))
+	path := f.cfg.Path
+	f.close()
+	flipBytes(t, path, []byte(secret))
+	var calls atomic.Int32
+	g := openTestFSMConfigAt(t, path, func(c *Config) { c.OnCorrupt = func(error) { calls.Add(1) } })
+	// The precondition and the put read k's newest entry.
+	r := g.commit(Txn{Preconditions: []Precondition{{Kind: CondExists, Key: "k"}}, Ops: []Op{put("k", "new")}})
+	if r[0].Err != nil || r[0].Revision != 2 {
+		t.Fatalf("apply over a corrupt entry: %+v", r[0])
+	}
+	if calls.Load() != 1 || g.Corrupt() == nil {
+		t.Fatalf("OnCorrupt calls %d, Corrupt %v", calls.Load(), g.Corrupt())
+	}
+	if _, _, err := g.Get("other", 0); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("read after apply found corruption: %v", err)
+	}
+}
+
+// TestApplyRecoversBboltPanic: a bbolt panic inside an apply transaction
+// (here raised where the commit would happen) marks the FSM corrupt and
+// leaves the chunk unapplied, answering the error; no panic escapes.
+func TestApplyRecoversBboltPanic(t *testing.T) {
+	f := openTestFSM(t)
+	f.mustCommit(ops(put("a", "1")))
+	idx, _, _ := f.AppliedIndex()
+	commitHook = func() error { panic("page 9: has unexpected type/flags: 0x55") }
+	defer func() { commitHook = nil }()
+	l1 := f.entry(Command{Batch: &Batch{Time: f.clock.Add(time.Second), Limits: DefaultLimits(), Txns: []Txn{ops(put("b", "2"))}}})
+	l2 := f.entry(Command{SetClusterID: &SetClusterID{ID: "c"}})
+	res := f.ApplyBatch([]*raft.Log{l1, l2})
+	if br, ok := res[0].(*BatchResult); !ok || !errors.Is(br.Err, ErrCorrupt) {
+		t.Fatalf("batch result %#v", res[0])
+	}
+	if cr, ok := res[1].(*CommandResult); !ok || !errors.Is(cr.Err, ErrCorrupt) {
+		t.Fatalf("command result %#v", res[1])
+	}
+	if after, _, _ := f.AppliedIndex(); after != idx || f.Revision() != 1 {
+		t.Fatalf("applied index %d (was %d), revision %d", after, idx, f.Revision())
+	}
+	if f.Corrupt() == nil || !strings.Contains(f.Corrupt().Error(), "unexpected type") {
+		t.Fatalf("Corrupt %v", f.Corrupt())
 	}
 }

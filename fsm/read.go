@@ -540,7 +540,7 @@ func verifyTx(ctx context.Context, tx *bolt.Tx, rep *VerifyReport) error {
 		}
 		rep.Head = ChainPoint{Revision: st.revision, Hash: prev}
 		var err error
-		rep.State, rep.Versions, err = stateScan(ctx, tx, st.revision)
+		rep.State, rep.Versions, err = stateScan(ctx, tx, st.revision, true)
 		return err
 	}
 }

@@ -259,16 +259,16 @@ func checkDatabase(path string) (err error) {
 			err = fmt.Errorf("%w: bbolt: %v", ErrCorruptSnapshot, r)
 		}
 	}()
+	// tx.Check rebuilds the freelist in a goroutine that cannot recover
+	// from a damaged page's panic; walk the pages first (pagewalk.go).
+	if err := walkPagesSafe(path, time.Second); err != nil {
+		return fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		return fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
 	}
 	defer db.Close()
-	// tx.Check rebuilds the freelist in a goroutine that cannot recover
-	// from a damaged page's panic; walk the pages first (preflight).
-	if err := walkStore(db); err != nil {
-		return fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
-	}
 	return db.View(func(tx *bolt.Tx) error {
 		var errs []error
 		for e := range tx.Check() {
@@ -290,7 +290,7 @@ func checkDatabase(path string) (err error) {
 		if v == schemaVersion && tx.Bucket(bucketMeta).Get(metaMigrateCursor) == nil {
 			// Every versions entry's checksum: a snapshot of a store that
 			// went bad unnoticed is not installed.
-			if _, _, err := stateScan(context.Background(), tx, loadState(tx).revision); err != nil {
+			if _, _, err := stateScan(context.Background(), tx, loadState(tx).revision, true); err != nil {
 				return fmt.Errorf("%w: %w", ErrCorruptSnapshot, err)
 			}
 		}
