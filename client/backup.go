@@ -113,3 +113,28 @@ func (c *Client) VerifyNode(ctx context.Context, endpoint string) (*api.VerifyRe
 	}
 	return &vr, nil
 }
+
+// Defrag asks one member (endpoint, required) to give back the free pages
+// of its store (POST /v1/maintenance/defrag) and returns its sizes before
+// and after. The member's reads and writes wait while it copies its pages
+// in use, so defragment the members one at a time (`cairn defrag` does).
+// The call is not bounded by Config.RequestTimeout (copying takes as long
+// as the store is large): ctx bounds it. It is not retried.
+func (c *Client) Defrag(ctx context.Context, endpoint string) (*api.DefragResponse, error) {
+	if endpoint == "" {
+		return nil, fmt.Errorf("%w: defrag needs the endpoint of the member to defragment", ErrBadRequest)
+	}
+	u, err := c.normalize(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	rep, err := c.do(ctx, &call{method: http.MethodPost, path: "/v1/maintenance/defrag", endpoint: u, retry: retrySafe, attempts: 1, unbounded: true})
+	if err != nil {
+		return nil, err
+	}
+	var dr api.DefragResponse
+	if err := rep.decode(&dr); err != nil {
+		return nil, err
+	}
+	return &dr, nil
+}

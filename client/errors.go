@@ -45,6 +45,12 @@ var (
 	// ErrNotLeader means a request reached a node that is not the leader
 	// and could not be forwarded.
 	ErrNotLeader = errors.New("client: not the leader")
+	// ErrNoSpace means a write was refused because the store of the
+	// member that answered reached its quota or its disk its free-space
+	// reserve (HTTP 507). Nothing was written; reads, deletes and
+	// compaction still work, and writes are taken again once there is room
+	// (docs/operations.md, "Disk space"). It is not retried.
+	ErrNoSpace = errors.New("client: no space")
 	// ErrInternal means the server failed unexpectedly (HTTP 500).
 	ErrInternal = errors.New("client: internal server error")
 	// ErrInvalidConfig means a Config failed validation.
@@ -152,6 +158,8 @@ func sentinelFor(code string, status int) error {
 		return ErrNotLeader
 	case api.CodeInternal:
 		return ErrInternal
+	case api.CodeNoSpace:
+		return ErrNoSpace
 	case api.CodeUnauthenticated:
 		return ErrUnauthenticated
 	case api.CodePermissionDenied:
@@ -173,6 +181,8 @@ func sentinelFor(code string, status int) error {
 		return ErrUnauthenticated
 	case http.StatusForbidden:
 		return ErrPermissionDenied
+	case http.StatusInsufficientStorage:
+		return ErrNoSpace
 	}
 	return nil
 }

@@ -60,6 +60,9 @@ type call struct {
 	retry    retryPolicy
 	// attempts caps the attempts (0: until ctx ends).
 	attempts int
+	// unbounded: no per-attempt RequestTimeout, ctx alone bounds the
+	// attempt (an operation that takes as long as the store is large).
+	unbounded bool
 	// noAuth sends the call without a token (authentication itself).
 	noAuth bool
 }
@@ -243,6 +246,10 @@ func ctxEndedError(ctx context.Context, ep string, ae, last *attemptError) error
 // when not "".
 func (c *Client) attempt(ctx context.Context, ep string, cl *call, tok string) (*reply, *attemptError) {
 	actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
+	if cl.unbounded {
+		cancel()
+		actx, cancel = context.WithCancel(ctx)
+	}
 	defer cancel()
 	u := ep + cl.path
 	if len(cl.query) > 0 {

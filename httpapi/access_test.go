@@ -54,6 +54,10 @@ func (r *recording) Compact(ctx context.Context, rev uint64) (uint64, error) {
 	r.note("Compact")
 	return r.fakeService.Compact(ctx, rev)
 }
+func (r *recording) Defrag(ctx context.Context) (api.DefragResponse, error) {
+	r.note("Defrag")
+	return r.fakeService.Defrag(ctx)
+}
 func (r *recording) PrepareRead(ctx context.Context, o ReadOptions) error {
 	r.note("PrepareRead")
 	return r.fakeService.PrepareRead(ctx, o)
@@ -271,6 +275,7 @@ func TestAccessEveryRoute(t *testing.T) {
 		{"POST", "/v1/compact", `{"revision":2}`, guarded, "ops", 200},
 		{"GET", "/v1/backup", "", guarded, "ops", 200},
 		{"POST", "/v1/verify", "", guarded, "ops", 200},
+		{"POST", "/v1/maintenance/defrag", "", guarded, "ops", 200},
 		{"GET", "/v1/cluster/members", "", guarded, "ops", 200},
 		{"DELETE", "/v1/cluster/members/n3", "", guarded, "ops", 200},
 		{"POST", "/v1/cluster/members/n3/promote", "", guarded, "ops", 200},

@@ -36,6 +36,21 @@ func (h *handler) compact(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// defrag serves POST /v1/maintenance/defrag: the answering member gives
+// back its store's free pages (it is never forwarded: `cairn defrag` calls
+// each member in turn). It takes no body and no parameters.
+func (h *handler) defrag(w http.ResponseWriter, r *http.Request) error {
+	if err := knownParams(r); err != nil {
+		return err
+	}
+	resp, err := h.svc.Defrag(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
 func (h *handler) status(w http.ResponseWriter, _ *http.Request) error {
 	st, err := h.svc.Status()
 	if err != nil {

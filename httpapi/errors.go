@@ -56,6 +56,8 @@ func errorCode(err error) string {
 		return api.CodeBadRequest
 	case errors.Is(err, ErrNotLeader):
 		return api.CodeNotLeader
+	case errors.Is(err, ErrNoSpace):
+		return api.CodeNoSpace
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrTooStale), errors.Is(err, ErrShuttingDown), errors.Is(err, fsm.ErrClosed),
 		errors.Is(err, feed.ErrTooManySubscribers), errors.Is(err, feed.ErrClosed):
 		return api.CodeUnavailable

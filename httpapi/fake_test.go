@@ -53,6 +53,8 @@ type fakeService struct {
 	scrubResp api.ScrubResponse
 	scrubErr  error
 	scrubs    int
+	defrags   int
+	defragErr error
 
 	// auth is the access-control state; ChangeAuth applies changes to
 	// it (authChanges records them) unless authErr is set.
@@ -88,6 +90,16 @@ func (f *fakeService) Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, erro
 	fn := f.writeFn
 	f.mu.Unlock()
 	return fn(t)
+}
+
+func (f *fakeService) Defrag(context.Context) (api.DefragResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.defragErr != nil {
+		return api.DefragResponse{}, f.defragErr
+	}
+	f.defrags++
+	return api.DefragResponse{Node: f.id, BeforeBytes: 1 << 20, AfterBytes: 1 << 16, Took: "5ms"}, nil
 }
 
 func (f *fakeService) Compact(ctx context.Context, rev uint64) (uint64, error) {

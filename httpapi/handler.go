@@ -133,6 +133,7 @@ func (h *handler) routes() []route {
 		{"POST /v1/verify", ruleAdmin, h.verify},
 		{"GET /v1/alarms", ruleAdmin, h.alarms},
 		{"POST /v1/maintenance/scrub", ruleAdmin, h.scrub},
+		{"POST /v1/maintenance/defrag", ruleAdmin, h.defrag},
 		{"GET /v1/status", ruleOpen, h.status},
 		{"GET /v1/cluster/members", ruleAdmin, h.members},
 		{"POST /v1/cluster/members", ruleJoin, h.join},

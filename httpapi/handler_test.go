@@ -110,6 +110,16 @@ func TestRoutes(t *testing.T) {
 			setup: func(f *fakeService) {
 				f.writeFn = func(fsm.Txn) (fsm.TxnResult, error) { return fsm.TxnResult{}, ErrShuttingDown }
 			}, status: 503, code: api.CodeUnavailable},
+		{name: "put no space", method: "PUT", target: "/v1/kv/a", body: "v",
+			setup: func(f *fakeService) {
+				f.writeFn = func(fsm.Txn) (fsm.TxnResult, error) {
+					return fsm.TxnResult{}, fmt.Errorf("%w: the store uses 8GiB of its 8GiB quota", ErrNoSpace)
+				}
+			}, status: 507, code: api.CodeNoSpace, check: func(t *testing.T, _ *fakeService, rec *httptest.ResponseRecorder) {
+				if e := errorOf(t, rec); !strings.Contains(e.Message, "8GiB quota") {
+					t.Fatalf("message %q does not say why", e.Message)
+				}
+			}},
 		{name: "put internal failure", method: "PUT", target: "/v1/kv/a", body: "v",
 			setup: func(f *fakeService) {
 				f.writeFn = func(fsm.Txn) (fsm.TxnResult, error) { return fsm.TxnResult{}, errors.New("disk on fire") }
@@ -263,6 +273,17 @@ func TestRoutes(t *testing.T) {
 					t.Fatalf("forwarded by %q", f.forwarded[0])
 				}
 			}},
+		{name: "defrag", method: "POST", target: "/v1/maintenance/defrag", status: 200,
+			check: func(t *testing.T, f *fakeService, rec *httptest.ResponseRecorder) {
+				var d api.DefragResponse
+				if json.Unmarshal(rec.Body.Bytes(), &d) != nil || d != (api.DefragResponse{Node: "n1", BeforeBytes: 1 << 20, AfterBytes: 1 << 16, Took: "5ms"}) || f.defrags != 1 {
+					t.Fatalf("answer %q after %d defrags", rec.Body, f.defrags)
+				}
+			}},
+		{name: "defrag without room", method: "POST", target: "/v1/maintenance/defrag",
+			setup: func(f *fakeService) { f.defragErr = fmt.Errorf("%w: no room for the copy", ErrNoSpace) }, status: 507, code: api.CodeNoSpace},
+		{name: "defrag unknown parameter", method: "POST", target: "/v1/maintenance/defrag?all=true", status: 400, code: api.CodeBadRequest},
+		{name: "defrag wrong method", method: "GET", target: "/v1/maintenance/defrag", status: 405, code: api.CodeMethod},
 		{name: "status", method: "GET", target: "/v1/status", status: 200, check: func(t *testing.T, _ *fakeService, rec *httptest.ResponseRecorder) {
 			var st api.StatusResponse
 			if json.Unmarshal(rec.Body.Bytes(), &st) != nil || st.ID != "n1" || rec.Header().Get(api.HeaderRevision) != "3" {

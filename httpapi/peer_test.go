@@ -82,6 +82,9 @@ func TestForwardedAnswerRenderedAsLeader(t *testing.T) {
 		if t.Ops[0].Key == "big" {
 			return fsm.TxnResult{Err: fmt.Errorf("%w: 9 bytes", fsm.ErrValueTooLarge)}, nil
 		}
+		if t.Ops[0].Key == "full" {
+			return fsm.TxnResult{}, fmt.Errorf("%w: the store reached its quota", ErrNoSpace)
+		}
 		return fsm.TxnResult{Revision: 12, Time: time.Unix(7, 0).UTC(), Hash: fsm.Hash{4}}, nil
 	}
 	srv := leaderServer(t, leader)
@@ -95,7 +98,7 @@ func TestForwardedAnswerRenderedAsLeader(t *testing.T) {
 		}
 		return out[0].Result, out[0].Err
 	}
-	for _, target := range []string{"/v1/kv/ok", "/v1/kv/c?if_revision=2", "/v1/kv/big"} {
+	for _, target := range []string{"/v1/kv/ok", "/v1/kv/c?if_revision=2", "/v1/kv/big", "/v1/kv/full"} {
 		direct := call(newFakeLike(leader), "PUT", target, "v", nil)
 		via := call(follower, "PUT", target, "v", nil)
 		if direct.Code != via.Code || direct.Body.String() != via.Body.String() ||
@@ -103,6 +106,9 @@ func TestForwardedAnswerRenderedAsLeader(t *testing.T) {
 			direct.Header().Get("Content-Type") != via.Header().Get("Content-Type") {
 			t.Fatalf("%s: leader answers %d %q %v, follower %d %q %v", target, direct.Code, direct.Body, direct.Header(),
 				via.Code, via.Body, via.Header())
+		}
+		if target == "/v1/kv/full" && via.Code != 507 {
+			t.Fatalf("%s: follower answers %d %q, want 507 no_space", target, via.Code, via.Body)
 		}
 	}
 }

@@ -36,6 +36,10 @@ var (
 	ErrShuttingDown = errors.New("node: shutting down")
 	// ErrUnknownMember means no member has the given id.
 	ErrUnknownMember = errors.New("node: unknown member")
+	// ErrNoSpace means a write was refused before it was proposed: the
+	// store reached its quota, or its filesystem's free space fell below
+	// the member's reserve. Nothing was written; deletes are still taken.
+	ErrNoSpace = errors.New("node: no space")
 	// ErrPermissionDenied means the caller may not do what it asked: a
 	// members-only route, or a request marked as forwarded by a member,
 	// from a caller whose TLS certificate names no member or another
@@ -98,6 +102,9 @@ type Service interface {
 	TransferLeadership(ctx context.Context, id string) (api.MembersResponse, error)
 	// WaitReady waits up to d for the member to be ready to serve.
 	WaitReady(ctx context.Context, d time.Duration) error
+	// Defrag gives back the free pages of this member's store (not the
+	// other members'): writes and reads on it wait while it copies.
+	Defrag(ctx context.Context) (api.DefragResponse, error)
 
 	// Subscribe opens a subscription to the member's change feed from
 	// revision from (0: the next one).

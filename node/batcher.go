@@ -56,8 +56,8 @@ func (n *Node) proposeBatch(txns []fsm.Txn) func() ([]coalesce.Outcome[fsm.TxnRe
 	}
 	fut := n.raft.Apply(data, n.cfg.ApplyTimeout)
 	return func() ([]coalesce.Outcome[fsm.TxnResult], error) {
-		if err := n.wait(fut); err != nil {
-			return nil, mapRaftErr(err)
+		if err := n.waitEntry(fut); err != nil {
+			return nil, n.space.sawWriteError(mapRaftErr(err))
 		}
 		br, ok := fut.Response().(*fsm.BatchResult)
 		switch {

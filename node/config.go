@@ -11,6 +11,7 @@ import (
 	"github.com/cairn-db/cairn/auth"
 	"github.com/cairn-db/cairn/fsm"
 	"github.com/cairn-db/cairn/httpapi"
+	"github.com/cairn-db/cairn/internal/bytesize"
 )
 
 // Config configures one cluster member.
@@ -113,6 +114,19 @@ type Config struct {
 	// (node/scrub.go). It also scrubs once after an unclean start. 0
 	// disables the periodic scrub (not the one after an unclean start).
 	ScrubInterval time.Duration
+	// QuotaBackendBytes is the object store's quota: once the bytes of
+	// the store in use (fsm.Usage().InUseBytes, pages not free) reach it,
+	// client writes are refused with ErrNoSpace (HTTP 507 no_space) before
+	// they reach raft, except transactions made only of deletes, and the
+	// no_space alarm is raised. Compaction and defragmentation go on, so
+	// an operator can make room (docs/operations.md, "Disk space").
+	// 0: no quota. Default DefaultQuotaBackendBytes.
+	QuotaBackendBytes int64
+	// MinFreeBytes is the free space kept on the data directory's
+	// filesystem: client writes are refused as for the quota while fewer
+	// bytes are free for unprivileged users (statfs f_bavail). 0: no
+	// reserve. Default DefaultMinFreeBytes.
+	MinFreeBytes int64
 
 	// MaxWatchers caps the concurrent GET /v1/watch streams this node
 	// serves; more are refused with unavailable.
@@ -184,6 +198,29 @@ type Config struct {
 // request; the bound limits what a stolen token is worth otherwise.
 const maxAuthTokenTTL = 24 * time.Hour
 
+// Disk space defaults (docs/operations.md, "Disk space").
+const (
+	// DefaultQuotaBackendBytes is 8 GiB. etcd's default is 2 GiB, for a
+	// store that keeps only the current keyspace; cairn keeps every
+	// version until it is compacted (no retention by default), so the same
+	// data needs more room. Above about 8 GiB a snapshot (the whole store
+	// file, sent to a member that joins or falls behind) takes minutes to
+	// copy and the store no longer fits the page cache of a modest
+	// machine, which is why etcd suggests 8 GiB as its largest quota too.
+	DefaultQuotaBackendBytes int64 = 8 << 30
+	// DefaultMinFreeBytes is 512 MiB: room for what is written between two
+	// readings of the free space and for the raft log, which grows by up
+	// to --snapshot-log-bytes (64 MiB by default) before a snapshot
+	// truncates it, several times over, so that raft's own log and
+	// metadata writes still find room after client writes stop.
+	DefaultMinFreeBytes int64 = 512 << 20
+	// maxSpaceBytes bounds both: bbolt's largest map (256 TiB).
+	maxSpaceBytes int64 = 1 << 48
+	// minQuotaBytes is the smallest quota: an empty store uses a few
+	// pages, and a quota it can not grow past is a mistake.
+	minQuotaBytes int64 = 1 << 20
+)
+
 // DefaultConfig returns a Config with production defaults and no
 // identity or addresses.
 func DefaultConfig() Config {
@@ -206,6 +243,8 @@ func DefaultConfig() Config {
 		IdempotencyWindow:  fsm.DefaultIdempotencyWindow,
 		ShutdownTimeout:    10 * time.Second,
 		ScrubInterval:      time.Hour,
+		QuotaBackendBytes:  DefaultQuotaBackendBytes,
+		MinFreeBytes:       DefaultMinFreeBytes,
 		RetentionInterval:  time.Minute,
 		MaxWatchers:        1024,
 		WatchMaxDelay:      25 * time.Millisecond,
@@ -287,6 +326,10 @@ func (c Config) Validate() error {
 		return bad("bcrypt cost %d not in %d..%d", c.BcryptCost, auth.MinBcryptCost, auth.MaxBcryptCost)
 	case c.IdempotencyWindow <= 0 || c.IdempotencyWindow > fsm.MaxIdempotencyWindow:
 		return bad("idempotency window %s not in (0, %s]", c.IdempotencyWindow, fsm.MaxIdempotencyWindow)
+	case c.QuotaBackendBytes != 0 && (c.QuotaBackendBytes < minQuotaBytes || c.QuotaBackendBytes > maxSpaceBytes):
+		return bad("quota backend bytes %d not 0 (no quota) or in %s..%s", c.QuotaBackendBytes, bytesize.Format(minQuotaBytes), bytesize.Format(maxSpaceBytes))
+	case c.MinFreeBytes < 0 || c.MinFreeBytes > maxSpaceBytes:
+		return bad("min free bytes %d not in 0..%s", c.MinFreeBytes, bytesize.Format(maxSpaceBytes))
 	}
 	if _, err := net.ResolveTCPAddr("tcp", c.RaftAddr); err != nil {
 		return bad("raft address %q: %v", c.RaftAddr, err)

@@ -32,6 +32,12 @@ var (
 	ErrShuttingDown = httpapi.ErrShuttingDown
 	// ErrUnknownMember means no member has the given id.
 	ErrUnknownMember = httpapi.ErrUnknownMember
+	// ErrNoSpace means a client write was refused before it was proposed:
+	// the store's bytes in use reached Config.QuotaBackendBytes, or the
+	// data directory's filesystem has fewer than Config.MinFreeBytes free.
+	// Nothing was written. Transactions made only of deletes are still
+	// taken, and compaction and defragmentation go on (space.go).
+	ErrNoSpace = httpapi.ErrNoSpace
 	// ErrTooManyWatchers means the node already serves its maximum of
 	// concurrent watch streams (Config.MaxWatchers).
 	ErrTooManyWatchers = feed.ErrTooManySubscribers

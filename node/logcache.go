@@ -88,7 +88,7 @@ func (c *logCache) StoreLog(log *raft.Log) error {
 // StoreLogs implements raft.LogStore: the store first, then the cache.
 func (c *logCache) StoreLogs(logs []*raft.Log) error {
 	if err := c.store.StoreLogs(logs); err != nil {
-		return fmt.Errorf("unable to store logs within log store, err: %q", err)
+		return fmt.Errorf("unable to store logs within log store: %w", err) // %w: the node tells ENOSPC apart (space.go)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

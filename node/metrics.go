@@ -9,6 +9,8 @@ import (
 	gmprom "github.com/hashicorp/go-metrics/compat/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cairn-db/cairn/api"
 )
 
 // raftMetricsOnce routes hashicorp/raft's metrics (a process-wide registry)
@@ -53,6 +55,18 @@ func newMetrics(n *Node) *metrics {
 	gauge("raft_applied_index", "Last raft index applied on this node.", func() float64 { return float64(n.raft.AppliedIndex()) })
 	gauge("raft_commit_index", "Last raft index known committed on this node.", func() float64 { return float64(n.raft.CommitIndex()) })
 	gauge("raft_term", "Current raft term.", func() float64 { return float64(n.raft.CurrentTerm()) })
+	gauge("store_bytes", "Size of this member's object store file (fsm.db), in bytes.", func() float64 { return float64(n.space.reading().usage.FileBytes) })
+	gauge("store_in_use_bytes", "Bytes of the object store in use (not free pages): what --quota-backend-bytes counts.", func() float64 {
+		return float64(n.space.reading().usage.InUseBytes)
+	})
+	gauge("quota_bytes", "The object store's quota (--quota-backend-bytes; 0: none).", func() float64 { return float64(n.cfg.QuotaBackendBytes) })
+	gauge("free_bytes", "Bytes free for unprivileged users on the data directory's filesystem (-1: unknown).", func() float64 { return float64(n.space.reading().free) })
+	gauge("no_space", "1 while this member refuses writes for lack of space (the no_space alarm).", func() float64 {
+		if n.alarms.has(api.AlarmNoSpace) {
+			return 1
+		}
+		return 0
+	})
 	gauge("is_leader", "1 when this node is the leader.", func() float64 {
 		if n.IsLeader() {
 			return 1

@@ -60,6 +60,10 @@ type Node struct {
 	// a read index (readindex.go).
 	reads, remoteReads readIndex
 
+	// space refuses writes when the disk or the store's quota is full
+	// (space.go).
+	space *space
+
 	// watches is the change feed that watch streams read; it ends them
 	// when the HTTP server starts shutting down.
 	watches *feed.Hub
@@ -111,6 +115,7 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), authFailures: newAuthFailures(),
 		alarms: newAlarms(cfg.ID), corruptCh: make(chan struct{}, 1), scrubMu: make(chan struct{}, 1)}
+	n.space = newSpace(n)
 	switch {
 	case cfg.TLS() && cfg.Insecure:
 		n.log.Warn("--insecure ignored: TLS is configured")
@@ -160,6 +165,7 @@ func New(cfg Config) (*Node, error) {
 	n.goRun(func() { n.batch.Run(n.ctx) })
 	n.fwd = n.newForwarder()
 	n.goRun(func() { n.fwd.Run(n.ctx) })
+	n.goRun(n.space.monitor)
 	if cfg.SnapshotLogBytes > 0 {
 		n.goRun(n.snapshotByLogBytes)
 	}
@@ -199,6 +205,8 @@ func (n *Node) openRaft() error {
 		Logger:          n.log.With("component", "fsm"),
 		SyncEveryCommit: cfg.SyncEveryCommit,
 		OnCorrupt:       n.onCorrupt,
+		OnApplyStalled:  n.space.applyStalled,
+		OnApplyResumed:  n.space.applyResumed,
 	})
 	if err != nil {
 		return err
@@ -385,6 +393,11 @@ func (n *Node) closeResources() error {
 		n.batch.Drain(min(n.cfg.ShutdownTimeout, 5*time.Second))
 	}
 	n.cancel()
+	if n.fsm != nil {
+		// An apply waiting for disk space would hold raft's shutdown
+		// until the disk had room: it gives up now (fsm.Stop).
+		n.fsm.Stop()
+	}
 	if n.watches != nil {
 		n.watches.Shutdown()
 	}
@@ -563,6 +576,26 @@ func (n *Node) wait(f raft.Future) error {
 		return err
 	case <-n.ctx.Done():
 		return fmt.Errorf("%w: %w", ErrShuttingDown, n.ctx.Err())
+	}
+}
+
+// waitEntry waits for the future of a proposed entry as wait does, and
+// also stops waiting when this member's apply is waiting for disk space
+// (space.go): the entry may be committed and is then applied once there
+// is room, so the caller gets ErrTimeout (ambiguous; a retry with the same
+// idempotency key is refused with ErrNoSpace until there is room).
+// Without this, a write would wait for as long as the disk stays full.
+func (n *Node) waitEntry(f raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- f.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-n.ctx.Done():
+		return fmt.Errorf("%w: %w", ErrShuttingDown, n.ctx.Err())
+	case <-n.space.stalledCh():
+		return fmt.Errorf("%w: member %s waits for disk space to apply committed writes: this one may be applied once there is room (docs/operations.md, Disk space)",
+			ErrTimeout, n.cfg.ID)
 	}
 }
 

@@ -29,6 +29,9 @@ func (n *Node) Status() (api.StatusResponse, error) {
 		s.Corrupt = err.Error()
 	}
 	s.Alarms = n.alarmList()
+	r := n.space.reading()
+	s.StoreBytes, s.StoreInUseBytes, s.QuotaBytes = r.usage.FileBytes, r.usage.InUseBytes, n.cfg.QuotaBackendBytes
+	s.FreeBytes = max(r.free, 0)
 	if n.IsLeader() {
 		s.LastContact = "0s"
 	} else if lc := n.raft.LastContact(); !lc.IsZero() {

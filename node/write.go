@@ -47,6 +47,11 @@ func (n *Node) Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, error) {
 	if err := n.validateTxn(&t); err != nil {
 		return fsm.TxnResult{}, err
 	}
+	// Here on the member the client called and again on the leader, which
+	// a follower forwards the write to (space.go).
+	if err := n.space.check(&t, txnSize(&t)); err != nil {
+		return fsm.TxnResult{}, err
+	}
 	if n.IsLeader() {
 		return n.submitLocal(ctx, t)
 	}
@@ -74,8 +79,8 @@ func (n *Node) propose(ctx context.Context, c fsm.Command) (interface{}, error) 
 		timeout = max(time.Until(dl), time.Millisecond)
 	}
 	fut := n.raft.Apply(data, timeout)
-	if err := n.wait(fut); err != nil {
-		return nil, mapRaftErr(err)
+	if err := n.waitEntry(fut); err != nil {
+		return nil, n.space.sawWriteError(mapRaftErr(err))
 	}
 	return fut.Response(), nil
 }

@@ -92,6 +92,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			backupCommands(),                 // backup.go: backup, restore
 			[]*cli.Command{verifyCommand()},  // verify.go
 			integrityCommands(),              // integrity.go: alarm, scrub
+			[]*cli.Command{defragCommand()},  // defrag.go
 			[]*cli.Command{benchCommand()},   // bench.go
 			[]*cli.Command{certCommand()},    // cert.go
 			authCommands(),                   // auth.go: auth, user, role

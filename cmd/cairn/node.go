@@ -11,6 +11,7 @@ import (
 	"github.com/urfave/cli/v2"
 	"github.com/urfave/cli/v2/altsrc"
 
+	"github.com/cairn-db/cairn/internal/bytesize"
 	"github.com/cairn-db/cairn/node"
 )
 
@@ -88,6 +89,8 @@ func nodeRunFlags() []cli.Flag {
 		altsrc.NewInt64Flag(&cli.Int64Flag{Name: "max-request-bytes", Value: d.MaxRequestBytes, Usage: "largest request body in bytes", EnvVars: env("MAX_REQUEST_BYTES")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-ops", Value: d.MaxOps, Usage: "most operations in one transaction", EnvVars: env("MAX_OPS")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "scrub-interval", Value: d.ScrubInterval, Usage: "how often the member checks its stored data and compares its chain and state hashes with the other members' (0 disables; it still scrubs after an unclean start)", EnvVars: env("SCRUB_INTERVAL")}),
+		sizeFlag(&cli.StringFlag{Name: "quota-backend-bytes", Value: bytesize.Format(d.QuotaBackendBytes), Usage: "the object store's quota: once this much of it is in use, writes other than deletes are refused with no_space (bytes, or 512MiB, 8GiB, ...; 0: no quota)", EnvVars: env("QUOTA_BACKEND_BYTES")}),
+		sizeFlag(&cli.StringFlag{Name: "min-free-bytes", Value: bytesize.Format(d.MinFreeBytes), Usage: "free space to keep on the data directory's filesystem: below it, writes other than deletes are refused with no_space (bytes, or 512MiB, 1GiB, ...; 0: no reserve)", EnvVars: env("MIN_FREE_BYTES")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "history-retention", Usage: "keep at least this history: a revision count (10000), an age (72h) or both (10000,72h); empty keeps all", EnvVars: env("HISTORY_RETENTION")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "peer-cert-file", Usage: "this member's certificate (PEM, from cairn cert member create): TLS for raft, between members and, by default, for clients", EnvVars: env("PEER_CERT_FILE")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "peer-key-file", Usage: "the key of --peer-cert-file (PEM)", EnvVars: env("PEER_KEY_FILE")}),
@@ -174,6 +177,12 @@ func nodeRunCommand() *cli.Command {
 			if cfg.RetainRevisions, cfg.RetainAge, err = parseRetention(c.String("history-retention")); err != nil {
 				return err
 			}
+			if cfg.QuotaBackendBytes, err = parseSize(c, "quota-backend-bytes"); err != nil {
+				return err
+			}
+			if cfg.MinFreeBytes, err = parseSize(c, "min-free-bytes"); err != nil {
+				return err
+			}
 			if err := cfg.Validate(); err != nil {
 				return usageError("%v", err)
 			}
@@ -227,6 +236,35 @@ func parseRetention(s string) (revisions uint64, age time.Duration, err error) {
 		age = d
 	}
 	return revisions, age, nil
+}
+
+// parseSize parses a byte-count flag (bytesize.Parse).
+func parseSize(c *cli.Context, name string) (int64, error) {
+	n, err := bytesize.Parse(c.String(name))
+	if err != nil {
+		return 0, usageError("--%s: %v", name, err)
+	}
+	return n, nil
+}
+
+// sizeFlag is a string flag holding a byte count ("8GiB" or 8589934592)
+// that the YAML config file may also give as a plain number, which the
+// string flags of altsrc refuse.
+func sizeFlag(f *cli.StringFlag) cli.Flag { return &sizeStringFlag{altsrc.NewStringFlag(f)} }
+
+type sizeStringFlag struct{ *altsrc.StringFlag }
+
+// ApplyInputSourceValue implements altsrc.FlagInputSourceExtension.
+func (f *sizeStringFlag) ApplyInputSourceValue(c *cli.Context, isc altsrc.InputSourceContext) error {
+	err := f.StringFlag.ApplyInputSourceValue(c, isc)
+	if err == nil {
+		return nil
+	}
+	n, ierr := isc.Int64(f.Name)
+	if ierr != nil {
+		return err
+	}
+	return c.Set(f.Name, strconv.FormatInt(n, 10))
 }
 
 // parseDialMap parses the test-only --test-raft-dial-map: comma-separated

@@ -9,6 +9,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/internal/bytesize"
 )
 
 func statusCommands() []*cli.Command {
@@ -38,6 +39,12 @@ func statusCommands() []*cli.Command {
 					for _, a := range st.Alarms {
 						fmt.Fprintf(tw, "alarm\t%s since %s: %s\n", a.Type, a.Since.Format(time.RFC3339), a.Message)
 					}
+					quota := "none"
+					if st.QuotaBytes > 0 {
+						quota = bytesize.Format(st.QuotaBytes)
+					}
+					fmt.Fprintf(tw, "store\t%s (%s in use, quota %s)\nfree disk\t%s\n",
+						bytesize.Format(st.StoreBytes), bytesize.Format(st.StoreInUseBytes), quota, bytesize.Format(st.FreeBytes))
 					return tw.Flush()
 				})
 			},

@@ -191,6 +191,8 @@ func Flags(cfg node.Config, level string) ([]string, error) {
 	num("max-value-size", int64(cfg.MaxValueSize), int64(d.MaxValueSize))
 	num("max-request-bytes", cfg.MaxRequestBytes, d.MaxRequestBytes)
 	num("max-ops", int64(cfg.MaxOps), int64(d.MaxOps))
+	num("quota-backend-bytes", cfg.QuotaBackendBytes, d.QuotaBackendBytes)
+	num("min-free-bytes", cfg.MinFreeBytes, d.MinFreeBytes)
 	if cfg.SyncEveryCommit {
 		f = append(f, "--fsm-sync")
 	}
