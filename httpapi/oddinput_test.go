@@ -103,10 +103,17 @@ func TestOddInputs(t *testing.T) {
 		"405 on txn":      refused("GET", "/v1/txn", "", api.CodeMethod, 405, "allowed: POST"),
 		"405 on members":  refused("PUT", "/v1/cluster/members", "", api.CodeMethod, 405, "GET, HEAD, POST"),
 		"405 on a member": refused("GET", "/v1/cluster/members/n2", "", api.CodeMethod, 405, "allowed: DELETE"),
+		// Found by FuzzHandler before the fixes: a redirect to "/", and a
+		// 405 without Allow for an unknown method.
+		"root dot segment":      bad("0", "/.", "x", "segment"),
+		"unknown method on kv":  refused("0", "/v1/kv", "x", api.CodeMethod, 405, "GET, HEAD"),
+		"OPTIONS on a key":      refused("OPTIONS", "/v1/kv/a", "", api.CodeMethod, 405, "DELETE, GET, HEAD, PUT"),
+		"HEAD on a write route": refused("HEAD", "/v1/txn", "", api.CodeMethod, 405, "POST"),
 	}
 	allow := map[string]string{
 		"405 on a key": "DELETE, GET, HEAD, PUT", "405 on txn": "POST", "405 on members": "GET, HEAD, POST",
-		"405 on a member": "DELETE", "put without a key": "GET, HEAD",
+		"405 on a member": "DELETE", "put without a key": "GET, HEAD", "unknown method on kv": "GET, HEAD",
+		"OPTIONS on a key": "DELETE, GET, HEAD, PUT", "HEAD on a write route": "POST",
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
