@@ -322,3 +322,16 @@ func TestNoRedirects(t *testing.T) {
 		t.Errorf("GET /debug/pprof/: %d", rec.Code)
 	}
 }
+
+// TestPathSegment checks that every member id, user or role name, key
+// escaped by pathSegment comes back from PathValue as it was, through a
+// canonical path.
+func TestPathSegment(t *testing.T) {
+	for _, s := range []string{".", "..", "a/../b", "a//b", "/x", "x/", "%2E", "é ü", "?#&=;", "a b"} {
+		f := newFake()
+		rec := call(f, "DELETE", "/v1/cluster/members/"+pathSegment(s), "", nil)
+		if rec.Code != 200 || len(f.admin) != 1 || f.admin[0] != "remove "+s {
+			t.Errorf("%q: %d %s, admin %q", s, rec.Code, rec.Body, f.admin)
+		}
+	}
+}
