@@ -1,18 +1,20 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf16"
 	"unicode/utf8"
 )
 
 // checkJSON checks a well-formed JSON value (encoding/json decoded it into
-// a value of type t) for what encoding/json accepts and changes without a
-// word: a string that is not valid UTF-8 or holds a lone surrogate escape
+// a value of type t) for what encoding/json accepts and changes or drops
+// without a word: a field a struct does not have (unknown fields); a string that is not valid UTF-8 or holds a lone surrogate escape
 // ("\ud800"), both decoded as U+FFFD; an object that names a key twice, of
 // which the last wins; and, in an object decoded into a struct, a field
 // name in other case than the struct's tag (encoding/json matches names
@@ -22,7 +24,7 @@ import (
 // duplicates only. The error names where in the value it is.
 func checkJSON(b []byte, t reflect.Type) error {
 	c := jsonChecker{b: b}
-	return c.value(t, "")
+	return c.value(t)
 }
 
 type jsonChecker struct {
@@ -32,12 +34,38 @@ type jsonChecker struct {
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
 
-// where names a place in the value for an error.
-func where(at string) string {
-	if at == "" {
-		return "the body"
+// jsonError is what checkJSON found, and where: the path to it is built
+// while the error returns through the values that hold it, so that a value
+// that passes costs no allocation for its path.
+type jsonError struct {
+	rpath []string // the path's segments, innermost first
+	msg   string
+}
+
+func (e *jsonError) Error() string {
+	if len(e.rpath) == 0 {
+		return e.msg + " (in the body)"
 	}
-	return at
+	var b strings.Builder
+	for i := len(e.rpath) - 1; i >= 0; i-- {
+		if i < len(e.rpath)-1 && e.rpath[i][0] != '[' {
+			b.WriteByte('.')
+		}
+		b.WriteString(e.rpath[i])
+	}
+	return e.msg + " (in " + b.String() + ")"
+}
+
+// under adds a segment to the path of err (a *jsonError).
+func under(err error, seg string) error {
+	if e, ok := err.(*jsonError); ok {
+		e.rpath = append(e.rpath, seg)
+	}
+	return err
+}
+
+func jsonErrorf(format string, args ...any) error {
+	return &jsonError{msg: fmt.Sprintf(format, args...)}
 }
 
 func (c *jsonChecker) space() {
@@ -52,7 +80,7 @@ func (c *jsonChecker) space() {
 }
 
 // value checks the value at c.i, to be decoded into t (nil: anything).
-func (c *jsonChecker) value(t reflect.Type, at string) error {
+func (c *jsonChecker) value(t reflect.Type) error {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
@@ -62,7 +90,7 @@ func (c *jsonChecker) value(t reflect.Type, at string) error {
 	c.space()
 	switch c.b[c.i] {
 	case '{':
-		return c.object(t, at)
+		return c.object(t)
 	case '[':
 		var elem reflect.Type
 		if t != nil && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) {
@@ -75,8 +103,8 @@ func (c *jsonChecker) value(t reflect.Type, at string) error {
 			return nil
 		}
 		for n := 0; ; n++ {
-			if err := c.value(elem, at+"["+strconv.Itoa(n)+"]"); err != nil {
-				return err
+			if err := c.value(elem); err != nil {
+				return under(err, "["+strconv.Itoa(n)+"]")
 			}
 			c.space()
 			c.i++ // ',' or ']'
@@ -86,7 +114,7 @@ func (c *jsonChecker) value(t reflect.Type, at string) error {
 		}
 	case '"':
 		if _, err := c.str(false); err != nil {
-			return fmt.Errorf("%s: %w", where(at), err)
+			return err
 		}
 		return nil
 	}
@@ -98,13 +126,14 @@ func (c *jsonChecker) value(t reflect.Type, at string) error {
 }
 
 // object checks the object at c.i, to be decoded into t.
-func (c *jsonChecker) object(t reflect.Type, at string) error {
+func (c *jsonChecker) object(t reflect.Type) error {
 	var fields map[string]reflect.Type // t is a struct: its fields by JSON name
 	var elem reflect.Type              // t is a map: its values' type
+	isStruct := false
 	if t != nil {
 		switch t.Kind() {
 		case reflect.Struct:
-			fields = jsonFields(t)
+			fields, isStruct = jsonFields(t), true
 		case reflect.Map:
 			elem = t.Elem()
 		}
@@ -115,38 +144,51 @@ func (c *jsonChecker) object(t reflect.Type, at string) error {
 		c.i++
 		return nil
 	}
-	seen := map[string]bool{}
+	// The keys so far: a slice scanned in order while the object is
+	// small (most are), then a set.
+	var seenBuf [16][]byte
+	seen := seenBuf[:0]
+	var seenSet map[string]struct{}
 	for {
 		c.space()
 		key, err := c.str(true)
 		if err != nil {
-			return fmt.Errorf("a key in %s: %w", where(at), err)
+			return err
 		}
-		if seen[key] {
-			return fmt.Errorf("key %q given twice in %s", key, where(at))
+		dup := false
+		if seenSet != nil {
+			_, dup = seenSet[string(key)]
+			seenSet[string(key)] = struct{}{}
+		} else {
+			for _, k := range seen {
+				dup = dup || bytes.Equal(k, key)
+			}
+			if seen = append(seen, key); len(seen) > 16 {
+				seenSet = make(map[string]struct{}, 2*len(seen))
+				for _, k := range seen {
+					seenSet[string(k)] = struct{}{}
+				}
+			}
 		}
-		seen[key] = true
-		next := key
-		if at != "" {
-			next = at + "." + key
+		if dup {
+			return jsonErrorf("key %q given twice", key)
 		}
 		ft := elem
-		if fields != nil {
+		if isStruct {
 			var ok bool
-			if ft, ok = fields[key]; !ok {
+			if ft, ok = fields[string(key)]; !ok {
 				for name := range fields {
-					if strings.EqualFold(name, key) {
-						return fmt.Errorf("field %q in %s: field names are case-sensitive (use %q)", key, where(at), name)
+					if strings.EqualFold(name, string(key)) {
+						return jsonErrorf("field %q: field names are case-sensitive (use %q)", key, name)
 					}
 				}
-				// DisallowUnknownFields let it through: an unexported
-				// or ignored field. Check its value as anything.
+				return jsonErrorf("unknown field %q", key)
 			}
 		}
 		c.space()
 		c.i++ // ':'
-		if err := c.value(ft, next); err != nil {
-			return err
+		if err := c.value(ft); err != nil {
+			return under(err, string(key))
 		}
 		c.space()
 		c.i++ // ',' or '}'
@@ -156,9 +198,15 @@ func (c *jsonChecker) object(t reflect.Type, at string) error {
 	}
 }
 
+// fieldsCache holds jsonFields by type.
+var fieldsCache sync.Map // reflect.Type -> map[string]reflect.Type
+
 // jsonFields returns a struct's fields by the names encoding/json gives
 // them (embedded structs' fields promoted).
 func jsonFields(t reflect.Type) map[string]reflect.Type {
+	if m, ok := fieldsCache.Load(t); ok {
+		return m.(map[string]reflect.Type)
+	}
 	out := map[string]reflect.Type{}
 	for i := range t.NumField() {
 		f := t.Field(i)
@@ -189,22 +237,31 @@ func jsonFields(t reflect.Type) map[string]reflect.Type {
 		}
 		out[name] = f.Type
 	}
+	fieldsCache.Store(t, out)
 	return out
 }
 
 // str checks the string at c.i and moves past it; with decode, it returns
-// the string decoded.
-func (c *jsonChecker) str(decode bool) (string, error) {
+// the string decoded (a slice of the body when it holds no escape).
+func (c *jsonChecker) str(decode bool) ([]byte, error) {
 	start := c.i
 	c.i++ // '"'
 	var out []byte
+	escaped := false
 	for {
 		ch := c.b[c.i]
 		switch {
 		case ch == '"':
 			c.i++
-			return string(out), nil
+			if !escaped {
+				return c.b[start+1 : c.i-1], nil
+			}
+			return out, nil
 		case ch == '\\':
+			if decode && !escaped {
+				out = append(out, c.b[start+1:c.i]...)
+			}
+			escaped = true
 			e := c.b[c.i+1]
 			if e != 'u' {
 				c.i += 2
@@ -224,7 +281,7 @@ func (c *jsonChecker) str(decode bool) (string, error) {
 					r = d
 					c.i += 6
 				} else {
-					return "", fmt.Errorf("the string at byte %d holds a lone surrogate escape \\u%04x (not a character)", start, r)
+					return nil, jsonErrorf("the string at byte %d holds a lone surrogate escape \\u%04x (not a character)", start, r)
 				}
 			}
 			if decode {
@@ -232,15 +289,15 @@ func (c *jsonChecker) str(decode bool) (string, error) {
 			}
 		case ch < utf8.RuneSelf:
 			c.i++
-			if decode {
+			if decode && escaped {
 				out = append(out, ch)
 			}
 		default:
 			r, size := utf8.DecodeRune(c.b[c.i:])
 			if r == utf8.RuneError && size == 1 {
-				return "", fmt.Errorf("the string at byte %d is not valid UTF-8", start)
+				return nil, jsonErrorf("the string at byte %d is not valid UTF-8", start)
 			}
-			if decode {
+			if decode && escaped {
 				out = append(out, c.b[c.i:c.i+size]...)
 			}
 			c.i += size

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -151,16 +150,11 @@ func keyParam(r *http.Request) (string, error) {
 // API's (encoding/json matches names case-insensitively, so "Key" and
 // "key" would both set the key). Every JSON request body is read with it.
 func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	// Unmarshal checks that the body is one well-formed JSON value
+	// before it decodes anything, so checkJSON need not check syntax.
+	if err := json.Unmarshal(body, v); err != nil {
 		return badRequest("malformed JSON: %v", err)
 	}
-	if _, err := dec.Token(); err != io.EOF {
-		return badRequest("malformed JSON: data after the value")
-	}
-	// The body is one well-formed JSON value: checkJSON need not
-	// check its syntax.
 	if err := checkJSON(body, reflect.TypeOf(v)); err != nil {
 		return badRequest("malformed JSON: %v", err)
 	}
