@@ -50,16 +50,16 @@ func (h *handler) chain(w http.ResponseWriter, r *http.Request) error {
 	if err := knownParams(r, append(readParams, "revision")...); err != nil {
 		return err
 	}
+	rev, err := queryUint(r, "revision")
+	if err != nil {
+		return err
+	}
 	if err := h.prepareRead(r); err != nil {
 		return err
 	}
 	var p fsm.ChainPoint
-	var err error
 	if query(r).Has("revision") {
-		var rev uint64
-		if rev, err = queryUint(r, "revision"); err == nil {
-			p, err = h.svc.Store().HashAt(rev)
-		}
+		p, err = h.svc.Store().HashAt(rev)
 	} else {
 		p, err = h.svc.Store().Head()
 	}

@@ -77,6 +77,13 @@ func TestOddInputs(t *testing.T) {
 		"repeated prefix":         bad("GET", "/v1/kv?prefix=a&prefix=b", "", "given 2 times"),
 		"semicolon separator":     bad("GET", "/v1/kv?prefix=a;limit=1", "", "malformed query"),
 		"bad escape in the query": bad("DELETE", "/v1/kv/a?prefix=%zz", "", "malformed query"),
+		// A flag without a value read as false, a number as 0.
+		"prefix without a value":     bad("DELETE", "/v1/kv/a/?prefix", "", "prefix has no value"),
+		"if_revision without value":  bad("PUT", "/v1/kv/a?if_revision", "v", "if_revision has no value"),
+		"if_exists with empty value": bad("PUT", "/v1/kv/a?if_exists=", "v", "if_exists has no value"),
+		"keys_only without a value":  bad("GET", "/v1/kv?keys_only", "", "keys_only has no value"),
+		"chain revision empty":       bad("GET", "/v1/chain?revision=", "", "revision has no value"),
+		"watch from_revision empty":  bad("GET", "/v1/watch?from_revision=", "", "from_revision has no value"),
 
 		// Duplicate and case-variant keys: encoding/json keeps the last.
 		"duplicate top-level key": bad("POST", "/v1/txn", `{"operations":[{"op":"delete","key":"a"}],"operations":[{"op":"delete","key":"b"}]}`, `"operations" given twice`),

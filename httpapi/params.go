@@ -37,17 +37,27 @@ func query(r *http.Request) url.Values {
 	return r.Form
 }
 
-// queryUint parses an optional unsigned query parameter.
+// queryUint parses an optional unsigned query parameter. Given with an
+// empty value (?if_revision or ?if_revision=), it is refused: it would
+// otherwise read as 0 (for if_revision: "absent").
 func queryUint(r *http.Request, name string) (uint64, error) {
 	s := query(r).Get(name)
 	if s == "" {
-		return 0, nil
+		return 0, emptyParam(r, name)
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
 		return 0, badRequest("%s=%q is not a non-negative integer", name, s)
 	}
 	return v, nil
+}
+
+// emptyParam refuses a parameter given without a value, nil when absent.
+func emptyParam(r *http.Request, name string) error {
+	if query(r).Has(name) {
+		return badRequest("query parameter %s has no value (write %s=...)", name, name)
+	}
+	return nil
 }
 
 // queryLimit parses the limit of a page (a listing, the log): absent, 0
@@ -63,10 +73,13 @@ func queryLimit(r *http.Request) (int, error) {
 	return int(limit), nil
 }
 
+// queryBool parses an optional boolean query parameter. Given with an
+// empty value (?prefix or ?prefix=), it is refused: it would otherwise
+// read as false, the opposite of what ?prefix seems to say.
 func queryBool(r *http.Request, name string) (bool, error) {
 	s := query(r).Get(name)
 	if s == "" {
-		return false, nil
+		return false, emptyParam(r, name)
 	}
 	v, err := strconv.ParseBool(s)
 	if err != nil {
