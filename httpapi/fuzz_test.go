@@ -75,7 +75,10 @@ func (w fuzzWriter) Flush() {
 // a path with an empty, "." or ".." segment is refused; a refused request
 // changed nothing in the Service; and nothing the Service is asked to
 // write holds U+FFFD that the request did not send (encoding/json's
-// replacement of invalid UTF-8).
+// replacement of invalid UTF-8). With an Authorization header, access
+// control is on (the users of access_test.go): a 401 carries
+// WWW-Authenticate, and a user's writes that reach the Service stay within
+// the user's permissions.
 func FuzzHandler(f *testing.F) {
 	type seed struct {
 		method, target, body string
@@ -133,12 +136,16 @@ func FuzzHandler(f *testing.F) {
 		{"POST", "/v1/txn", `{"operations":[{"op":"put","key":"a\ud800","value":"eA==","Key":"b"}]}`},
 		{"POST", "/v1/txn", "{\"operations\":[{\"op\":\"put\",\"key\":\"a\xff\"}]}"},
 	}
+	fx := newAuthFixture(f)
+	users := []string{"", "Bearer " + fx.tokens["alice"], "Bearer " + fx.tokens["bob"], "Bearer " + fx.tokens["root"],
+		"Bearer " + fx.tokens["expired"], "Basic cm9vdDpw", "Bearer x.y"}
 	for i, s := range seeds {
-		f.Add(s.method, s.target, []byte(s.body), uint8(i%len(fuzzFaults))<<2)
+		f.Add(s.method, s.target, []byte(s.body), uint8(i%len(fuzzFaults))<<2, users[i%len(users)])
 	}
-	f.Add("PUT", "/v1/kv/a", []byte("3\r\nabc\r\nzz\r\n"), uint8(1))
-	f.Add("POST", "/v1/txn", []byte("5\r\n{\"ope\r\n0\r\n\r\n"), uint8(1|2))
-	f.Fuzz(func(t *testing.T, method, target string, body []byte, flags uint8) {
+	f.Add("PUT", "/v1/kv/a", []byte("3\r\nabc\r\nzz\r\n"), uint8(1), "")
+	f.Add("POST", "/v1/txn", []byte("5\r\n{\"ope\r\n0\r\n\r\n"), uint8(1|2), "")
+	f.Add("POST", "/v1/txn", []byte(`{"operations":[{"op":"put","key":"a/1","value":"eA=="},{"op":"delete_prefix","key":"a"}]}`), uint8(0), users[1])
+	f.Fuzz(func(t *testing.T, method, target string, body []byte, flags uint8, authz string) {
 		chunked, jsonAccept := flags&1 != 0, flags&2 != 0
 		fault := fuzzFaults[int(flags>>2)%len(fuzzFaults)]
 		// The request as it comes off the wire; one net/http refuses
@@ -147,6 +154,9 @@ func FuzzHandler(f *testing.F) {
 		fmt.Fprintf(&raw, "%s %s HTTP/1.1\r\nHost: cairn.test\r\n", method, target)
 		if jsonAccept {
 			raw.WriteString("Accept: application/json\r\n")
+		}
+		if authz != "" {
+			fmt.Fprintf(&raw, "Authorization: %s\r\n", authz)
 		}
 		if chunked {
 			raw.WriteString("Transfer-Encoding: chunked\r\n")
@@ -163,6 +173,10 @@ func FuzzHandler(f *testing.F) {
 		fk := newFake()
 		defer fk.hub.Shutdown()
 		fault.set(fk)
+		if authz != "" {
+			// Access control on, with the users of access_test.go.
+			fk.auth.Store(fx.state)
+		}
 		// A watch streams until its client goes away: after its first
 		// flush here, or (a stream that never flushes) a while.
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -212,6 +226,30 @@ func FuzzHandler(f *testing.F) {
 			}
 		} else if rec.Code != 200 {
 			t.Fatalf("%s: status %d", where, rec.Code)
+		}
+		if rec.Code == 401 && rec.Header().Get("WWW-Authenticate") == "" {
+			t.Fatalf("%s: 401 without WWW-Authenticate", where)
+		}
+		// A user's writes that reached the Service are within the user's
+		// permissions: alice writes under a/ only, bob writes nothing.
+		for _, tx := range fk.writes {
+			var keys []string
+			for _, o := range tx.Ops {
+				keys = append(keys, o.Key)
+			}
+			for _, p := range tx.Preconditions {
+				keys = append(keys, p.Key)
+			}
+			for _, k := range keys {
+				switch authz {
+				case users[1]:
+					if !strings.HasPrefix(k, "a/") {
+						t.Fatalf("%s: alice's write of %q reached the service: %+v", where, k, tx)
+					}
+				case users[2], users[4], users[5], users[6]:
+					t.Fatalf("%s: a write by %q reached the service: %+v", where, authz, tx)
+				}
+			}
 		}
 		// U+FFFD written that the request did not send: a replacement.
 		sent := req.URL.Path + string(body)
