@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -241,19 +242,94 @@ func (w *watch) open(ctx context.Context, ep, tok string) (*watchStream, *attemp
 	}
 	s := &watchStream{ep: ep, tok: tok, node: resp.Header.Get(api.HeaderNode), body: resp.Body,
 		dec: json.NewDecoder(resp.Body), cancel: cancel, idle: idle, opened: time.Now()}
-	var ev api.WatchEvent
-	if err := s.dec.Decode(&ev); err != nil || ev.Type != api.WatchProgress {
+	if err := w.first(s); err != nil {
 		_ = resp.Body.Close()
-		if err == nil {
-			err = fmt.Errorf("stream began with a %q event, not progress", ev.Type)
-		}
 		return fail(c.transportError(ctx, ep, err))
+	}
+	idle.Reset(watchIdleTimeout)
+	return s, nil
+}
+
+// first reads a stream's first line, a progress event, which fixes the
+// start when w.next is 0.
+func (w *watch) first(s *watchStream) error {
+	var ev api.WatchEvent
+	if err := s.dec.Decode(&ev); err != nil {
+		return err
+	}
+	if ev.Type != api.WatchProgress {
+		return fmt.Errorf("stream began with a %q event, not progress", ev.Type)
+	}
+	if ev.Revision == math.MaxUint64 {
+		return fmt.Errorf("stream began at revision %d, past the last", ev.Revision)
 	}
 	if w.next == 0 {
 		w.next = ev.Revision + 1
 	}
-	idle.Reset(watchIdleTimeout)
-	return s, nil
+	return nil
+}
+
+// nextEvent reads the stream's lines until one to deliver: a transaction not
+// yet delivered, a progress event, or a final error event (final true:
+// the watch ends after it). Any other error means the stream broke (it
+// ended, or sent what is not a watch event, or an error the watch
+// resumes from): the watch resumes elsewhere at w.next.
+func (w *watch) nextEvent(s *watchStream) (ev WatchEvent, final bool, err error) {
+	c := w.c
+	for {
+		var line api.WatchEvent
+		if err := s.dec.Decode(&line); err != nil {
+			return WatchEvent{}, false, err
+		}
+		s.idle.Reset(watchIdleTimeout)
+		switch line.Type {
+		case api.WatchTxn, api.WatchProgress:
+			if line.Revision == math.MaxUint64 {
+				// w.next would wrap to 0 ("from now").
+				return WatchEvent{}, false, fmt.Errorf("stream sent revision %d, past the last", line.Revision)
+			}
+		}
+		switch line.Type {
+		case api.WatchTxn:
+			if line.Revision < w.next {
+				continue // already delivered
+			}
+			w.next = line.Revision + 1
+			c.see(line.Revision)
+			return WatchEvent{Type: line.Type, Revision: line.Revision, Time: line.Time, AuthUser: line.AuthUser, User: line.User,
+				Description: line.Description, Meta: line.Meta, Operations: line.Operations, Hash: line.Hash, Node: s.node}, false, nil
+		case api.WatchProgress:
+			// A member behind the resume point reports less than has
+			// been delivered; the resume point never goes back.
+			w.next = max(w.next, line.Revision+1)
+			return WatchEvent{Type: line.Type, Revision: w.next - 1, Node: s.node}, false, nil
+		case api.WatchError:
+			if line.Error == nil {
+				return WatchEvent{}, false, fmt.Errorf("%w: the stream ended with an error event that names no error", ErrUnavailable)
+			}
+			status := api.Status(line.Error.Code)
+			ae := &APIError{Code: line.Error.Code, Message: line.Error.Message, Status: status, Node: s.node,
+				sentinel: sentinelFor(line.Error.Code, status)}
+			final := WatchEvent{Type: api.WatchError, Revision: w.next - 1, Node: s.node, Err: ae}
+			switch line.Error.Code {
+			case api.CodeCompacted:
+				final.Err = &CompactedError{Oldest: line.Error.OldestRevision, Err: ae}
+				return final, true, nil
+			case api.CodePermissionDenied:
+				// The user lost the permission (a role revoked).
+				return final, true, nil
+			case api.CodeUnauthenticated:
+				if c.auth == nil {
+					return final, true, nil
+				}
+				// The token was revoked (the password changed, say):
+				// resume with a new one, if the credentials still work.
+				c.auth.invalidate(s.tok)
+			}
+			return WatchEvent{}, false, ae
+		}
+		// A newer server's event type.
+	}
 }
 
 // run reads streams, delivers events and reconnects until ctx ends or a
@@ -279,64 +355,12 @@ func (w *watch) run(ctx context.Context, s *watchStream, ch chan<- WatchEvent) {
 	}
 	backoff := initialBackoff
 	for {
-		var ev api.WatchEvent
-		err := s.dec.Decode(&ev)
+		ev, final, err := w.nextEvent(s)
 		if err == nil {
-			s.idle.Reset(watchIdleTimeout)
-			switch ev.Type {
-			case api.WatchTxn:
-				if ev.Revision < w.next {
-					continue // already delivered
-				}
-				w.next = ev.Revision + 1
-				c.see(ev.Revision)
-				if !deliver(WatchEvent{Type: ev.Type, Revision: ev.Revision, Time: ev.Time, AuthUser: ev.AuthUser, User: ev.User,
-					Description: ev.Description, Meta: ev.Meta, Operations: ev.Operations, Hash: ev.Hash, Node: s.node}) {
-					return
-				}
-				continue
-			case api.WatchProgress:
-				// A member behind the resume point reports less than
-				// has been delivered; the resume point never goes back.
-				w.next = max(w.next, ev.Revision+1)
-				if !deliver(WatchEvent{Type: ev.Type, Revision: w.next - 1, Node: s.node}) {
-					return
-				}
-				continue
-			case api.WatchError:
-				if ev.Error != nil && ev.Error.Code == api.CodeCompacted {
-					ae := &APIError{Code: ev.Error.Code, Message: ev.Error.Message, Status: http.StatusGone,
-						Node: s.node, sentinel: ErrCompacted}
-					deliver(WatchEvent{Type: api.WatchError, Revision: w.next - 1, Node: s.node,
-						Err: &CompactedError{Oldest: ev.Error.OldestRevision, Err: ae}})
-					return
-				}
-				if ev.Error != nil && ev.Error.Code == api.CodePermissionDenied {
-					// The user lost the permission (a role revoked): final.
-					ae := &APIError{Code: ev.Error.Code, Message: ev.Error.Message, Status: http.StatusForbidden,
-						Node: s.node, sentinel: ErrPermissionDenied}
-					deliver(WatchEvent{Type: api.WatchError, Revision: w.next - 1, Node: s.node, Err: ae})
-					return
-				}
-				if ev.Error != nil && ev.Error.Code == api.CodeUnauthenticated {
-					if c.auth == nil {
-						ae := &APIError{Code: ev.Error.Code, Message: ev.Error.Message, Status: http.StatusUnauthorized,
-							Node: s.node, sentinel: ErrUnauthenticated}
-						deliver(WatchEvent{Type: api.WatchError, Revision: w.next - 1, Node: s.node, Err: ae})
-						return
-					}
-					// The token was revoked (the password changed, say):
-					// resume with a new one, if the credentials still work.
-					c.auth.invalidate(s.tok)
-				}
-				msg := "stream ended"
-				if ev.Error != nil {
-					msg = ev.Error.Code + ": " + ev.Error.Message
-				}
-				err = errors.New(msg)
-			default:
-				continue // a newer server's event type
+			if !deliver(ev) || final {
+				return
 			}
+			continue
 		}
 		if ctx.Err() != nil {
 			return

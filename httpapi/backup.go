@@ -47,7 +47,13 @@ func (h *handler) backup(w http.ResponseWriter, r *http.Request) error {
 		_, err = st.WriteFullBackup(w, time.Now())
 	}
 	if err != nil {
-		h.log.Warn("backup stream ended early", "err", err)
+		if r.Context().Err() != nil {
+			// The client went away (a failed write cancels the
+			// request's context) or the member is stopping.
+			h.log.Debug("backup stream ended early: the client went away", "err", err)
+		} else {
+			h.log.Warn("backup stream ended early", "err", err)
+		}
 		// Abort the response so the client sees a broken stream.
 		panic(http.ErrAbortHandler)
 	}

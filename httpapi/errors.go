@@ -59,6 +59,7 @@ func errorCode(err error) string {
 	case errors.Is(err, ErrNoSpace):
 		return api.CodeNoSpace
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrTooStale), errors.Is(err, ErrShuttingDown), errors.Is(err, fsm.ErrClosed),
+		errors.Is(err, ErrCanceled),
 		errors.Is(err, feed.ErrTooManySubscribers), errors.Is(err, feed.ErrClosed):
 		return api.CodeUnavailable
 	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
@@ -98,8 +99,11 @@ func (h *handler) apiError(err error) api.Error {
 
 func (h *handler) writeError(w http.ResponseWriter, err error) {
 	e := h.apiError(err)
-	if e.Code == api.CodeInternal {
+	switch {
+	case e.Code == api.CodeInternal:
 		h.log.Error("request failed", "err", err)
+	case errors.Is(err, ErrCanceled):
+		h.log.Debug("request canceled: the client went away or the member is stopping", "err", err)
 	}
 	if e.Code == api.CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cairn"`)

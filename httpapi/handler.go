@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/cairn-db/cairn/api"
@@ -70,6 +71,8 @@ type handler struct {
 	onAuthFailure func(reason string)
 	// bcrypt bounds the password checks and hashes running at once.
 	bcrypt chan struct{}
+	// served holds the pattern of every route (not noRoute's).
+	served map[string]bool
 }
 
 // New returns the HTTP API over svc.
@@ -88,17 +91,39 @@ func New(svc Service, opts Options) http.Handler {
 	if opts.Pprof {
 		routes = append(routes, pprofRoutes()...)
 	}
+	h.served = make(map[string]bool, len(routes))
 	for _, rt := range routes {
 		fn, rl := rt.fn, rt.rule
-		h.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, r *http.Request) {
-			r, err := h.check(r, rl)
+		h.served[rt.pattern] = true
+		h.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, req *http.Request) {
+			r, err := h.check(req, rl)
 			if err == nil {
 				err = fn(w, r)
 			}
 			if err != nil {
+				if req.Context().Err() != nil && errorCode(err) == api.CodeInternal {
+					// The client went away (or the member is stopping)
+					// and the request failed for it: nobody is reading,
+					// and nothing is wrong with the member.
+					err = fmt.Errorf("%w: %w", ErrCanceled, err)
+				}
 				h.writeError(w, err)
 			}
 		})
+	}
+	// The mux redirects a path without the trailing slash of a subtree
+	// pattern ("/v1/kv/{key...}", "/debug/pprof/") to the path with it:
+	// such a path is served by noRoute instead, so that no answer is a
+	// redirect (another key, another route).
+	extra := map[string]bool{}
+	for _, rt := range routes {
+		_, p, _ := strings.Cut(rt.pattern, " ")
+		if i := strings.LastIndexByte(p, '/'); i > 0 && (i == len(p)-1 || strings.HasSuffix(p, "...}")) {
+			if base := p[:i]; !extra[base] {
+				extra[base] = true
+				h.mux.HandleFunc(base, h.noRoute)
+			}
+		}
 	}
 	// Every path matches "/" with any method, so the mux sends here
 	// exactly the requests no route above serves (instead of its plain
@@ -170,8 +195,10 @@ func (h *handler) routes() []route {
 	}
 }
 
-// ServeHTTP sets the headers every answer carries, bounds the request
-// body and routes the request.
+// ServeHTTP sets the headers every answer carries, checks the request
+// line (checkURL: a canonical path, valid UTF-8, a well-formed query
+// without repeated parameters), bounds the request body and routes the
+// request.
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set(api.HeaderNode, h.svc.ID())
 	if id, u := h.svc.LeaderInfo(); id != "" {
@@ -179,6 +206,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if u != "" {
 			w.Header().Set(api.HeaderLeaderURL, u)
 		}
+	}
+	if err := checkURL(r); err != nil {
+		h.writeError(w, err)
+		return
 	}
 	limit := h.svc.Limits().MaxRequestBytes
 	if r.URL.Path == ForwardWritesPath {
@@ -188,32 +219,37 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, fmt.Errorf("%w: request body of %d bytes (limit %d)", ErrTooLarge, r.ContentLength, limit))
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, limit)
+	r.Body = requestBody{http.MaxBytesReader(w, r.Body, limit)}
 	h.mux.ServeHTTP(w, r)
 }
 
 // noRoute answers, in JSON like every other error, a request that no
-// route serves: method_not_allowed when another method serves its path,
-// not_found otherwise.
+// route serves: method_not_allowed, with an Allow header, when another
+// method serves its path, not_found otherwise.
 func (h *handler) noRoute(w http.ResponseWriter, r *http.Request) {
 	code := api.CodeNotFound
 	msg := fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)
-	if h.routeExists(r) {
+	if allow := h.allowed(r); len(allow) > 0 {
 		code = api.CodeMethod
-		msg = fmt.Sprintf("method %s not allowed on %s", r.Method, r.URL.Path)
+		msg = fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(allow, ", "))
+		w.Header().Set("Allow", strings.Join(allow, ", "))
 	}
 	writeJSON(w, api.Status(code), api.ErrorResponse{Error: api.Error{Code: code, Message: msg}})
 }
 
-// routeExists reports whether some method serves the path (a route other
-// than the catch-all "/").
-func (h *handler) routeExists(r *http.Request) bool {
-	for _, m := range []string{http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete} {
+// allowed returns the methods that some route serves the request's path
+// with, sorted (HEAD with GET, as the mux serves it), or none.
+func (h *handler) allowed(r *http.Request) []string {
+	var out []string
+	for _, m := range []string{http.MethodDelete, http.MethodGet, http.MethodPost, http.MethodPut} {
 		rr := r.Clone(r.Context())
 		rr.Method = m
-		if _, p := h.mux.Handler(rr); p != "" && p != "/" {
-			return true
+		if _, p := h.mux.Handler(rr); h.served[p] {
+			out = append(out, m)
+			if m == http.MethodGet {
+				out = append(out, http.MethodHead)
+			}
 		}
 	}
-	return false
+	return out
 }

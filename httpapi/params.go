@@ -1,14 +1,20 @@
 package httpapi
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"path"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/fsm"
@@ -19,10 +25,11 @@ func badRequest(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, args...))
 }
 
-// query returns the request's query parameters, parsed on first use and
-// kept in r.Form (r.URL.Query() parses the query string again on every
-// call, which was a fifth of what a stale GET allocated). Handlers never
-// call ParseForm: it would read a PUT's body as a form.
+// query returns the request's query parameters, parsed once and kept in
+// r.Form (by checkURL in ServeHTTP, or here on first use: r.URL.Query()
+// parses the query string again on every call, which was a fifth of what
+// a stale GET allocated). Handlers never call ParseForm: it would read a
+// PUT's body as a form.
 func query(r *http.Request) url.Values {
 	if r.Form == nil {
 		r.Form = r.URL.Query()
@@ -30,17 +37,27 @@ func query(r *http.Request) url.Values {
 	return r.Form
 }
 
-// queryUint parses an optional unsigned query parameter.
+// queryUint parses an optional unsigned query parameter. Given with an
+// empty value (?if_revision or ?if_revision=), it is refused: it would
+// otherwise read as 0 (for if_revision: "absent").
 func queryUint(r *http.Request, name string) (uint64, error) {
 	s := query(r).Get(name)
 	if s == "" {
-		return 0, nil
+		return 0, emptyParam(r, name)
 	}
 	v, err := strconv.ParseUint(s, 10, 64)
 	if err != nil {
 		return 0, badRequest("%s=%q is not a non-negative integer", name, s)
 	}
 	return v, nil
+}
+
+// emptyParam refuses a parameter given without a value, nil when absent.
+func emptyParam(r *http.Request, name string) error {
+	if query(r).Has(name) {
+		return badRequest("query parameter %s has no value (write %s=...)", name, name)
+	}
+	return nil
 }
 
 // queryLimit parses the limit of a page (a listing, the log): absent, 0
@@ -56,10 +73,13 @@ func queryLimit(r *http.Request) (int, error) {
 	return int(limit), nil
 }
 
+// queryBool parses an optional boolean query parameter. Given with an
+// empty value (?prefix or ?prefix=), it is refused: it would otherwise
+// read as false, the opposite of what ?prefix seems to say.
 func queryBool(r *http.Request, name string) (bool, error) {
 	s := query(r).Get(name)
 	if s == "" {
-		return false, nil
+		return false, emptyParam(r, name)
 	}
 	v, err := strconv.ParseBool(s)
 	if err != nil {
@@ -134,18 +154,125 @@ func keyParam(r *http.Request) (string, error) {
 	return key, nil
 }
 
-// decodeStrict decodes one JSON value, refusing unknown fields and
-// trailing data.
+// decodeStrict decodes the one JSON value of a request body into v (a
+// pointer). Beyond the syntax, it refuses unknown fields, data after the
+// value, and what encoding/json would otherwise change or drop without a
+// word (checkJSON): a string that is not valid UTF-8 or holds a lone
+// surrogate escape (decoded as U+FFFD), an object that names a key twice
+// (the last would win), and a field name spelt in another case than the
+// API's (encoding/json matches names case-insensitively, so "Key" and
+// "key" would both set the key). Every JSON request body is read with it.
 func decodeStrict(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	// Unmarshal checks that the body is one well-formed JSON value
+	// before it decodes anything, so checkJSON need not check syntax.
+	if err := json.Unmarshal(body, v); err != nil {
 		return badRequest("malformed JSON: %v", err)
 	}
-	if dec.More() {
-		return badRequest("malformed JSON: data after the object")
+	if err := checkJSON(body, reflect.TypeOf(v)); err != nil {
+		return badRequest("malformed JSON: %v", err)
 	}
 	return nil
+}
+
+// checkURL refuses a request line that would otherwise be served as
+// something else than what it says:
+//   - a path that is not canonical (an empty, "." or ".." segment, as in
+//     /v1/kv/a/../b or /v1/kv/a//b): the mux would redirect it to another
+//     path, another key. A key with such segments is sent with its
+//     slashes or dots escaped (%2F, %2E), as the Go client does;
+//   - a path or query that is not valid UTF-8 or holds a NUL byte once
+//     unescaped (keys, prefixes and names never do);
+//   - a malformed query string (a bad escape, a ";" separator), which
+//     r.URL.Query would drop without a word, and a parameter given twice
+//     (only the first would count).
+//
+// It leaves the parsed query in r.Form, where query finds it.
+func checkURL(r *http.Request) error {
+	if p := r.URL.EscapedPath(); cleanPath(p) != p {
+		return badRequest("path %q has an empty, \".\" or \"..\" segment (it would mean %q); escape the slashes or dots of such a key (%%2F, %%2E)",
+			p, cleanPath(p))
+	}
+	if err := checkText(r.URL.Path); err != nil {
+		return badRequest("path: %v", err)
+	}
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return badRequest("malformed query string: %v", err)
+	}
+	for k, vs := range q {
+		if err := checkText(k); err != nil {
+			return badRequest("query parameter name: %v", err)
+		}
+		if len(vs) > 1 {
+			return badRequest("query parameter %q given %d times", k, len(vs))
+		}
+		if err := checkText(vs[0]); err != nil {
+			return badRequest("query parameter %q: %v", k, err)
+		}
+	}
+	r.Form = q
+	return nil
+}
+
+// pathSegment escapes s as one path segment of a request to another
+// member: url.PathEscape, and "." and ".." as %2E, which checkURL would
+// refuse as dot segments.
+func pathSegment(s string) string {
+	switch s {
+	case ".":
+		return "%2E"
+	case "..":
+		return "%2E%2E"
+	}
+	return url.PathEscape(s)
+}
+
+// checkText refuses a string that is not valid UTF-8 or holds a NUL byte.
+func checkText(s string) error {
+	if !utf8.ValidString(s) {
+		return fmt.Errorf("%q is not valid UTF-8", s)
+	}
+	if strings.IndexByte(s, 0) >= 0 {
+		return fmt.Errorf("%q holds a NUL byte", s)
+	}
+	return nil
+}
+
+// cleanPath is the canonical form of a path as net/http's ServeMux
+// computes it (path.Clean, a trailing slash kept).
+func cleanPath(p string) string {
+	if p == "" {
+		return "/"
+	}
+	if p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
+}
+
+// requestBody is a request's body as the handlers read it: a read that
+// fails through the client (a malformed chunked encoding, a body cut
+// short, a connection reset) is ErrBadRequest, so that it answers 400 and
+// is not logged as the member's failure. The size limit's
+// *http.MaxBytesError and a timeout (a read deadline) pass unchanged.
+type requestBody struct{ io.ReadCloser }
+
+func (b requestBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && !bodyLimitOrTimeout(err) {
+		err = fmt.Errorf("%w: reading the request body: %w", ErrBadRequest, err)
+	}
+	return n, err
+}
+
+func bodyLimitOrTimeout(err error) bool {
+	var mbe *http.MaxBytesError
+	var ne net.Error
+	return errors.As(err, &mbe) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func wantsJSON(r *http.Request) bool {

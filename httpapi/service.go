@@ -50,6 +50,10 @@ var (
 	// needs a user: it names none, or its credentials are not valid (a
 	// bad password, an expired or revoked token).
 	ErrUnauthenticated = errors.New("node: unauthenticated")
+	// ErrCanceled means a request failed because its context ended: its
+	// client went away, or the member is stopping. It answers unavailable
+	// (if anyone still reads the answer) and is logged at debug only.
+	ErrCanceled = errors.New("node: request canceled")
 )
 
 // Service is what the HTTP API needs from a cluster member. *node.Node
