@@ -232,12 +232,18 @@ func (st *stream) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// emit queues a txn event for every record with a matching operation.
-// A record whose operations all match takes its line encoded once for
+// emit queues a txn event for every record with a matching operation,
+// writing the queued lines out whenever they reach watchWriteBytes: a
+// stream holds at most that much plus one line, however large the chunk
+// (a slow reader no longer holds a chunk's worth of encoded lines). A
+// record whose operations all match takes its line encoded once for
 // every stream.
 func (st *stream) emit(recs []feed.Entry) {
 	for _, e := range recs {
 		if st.failed {
+			return
+		}
+		if st.out.Len() >= watchWriteBytes && !st.flush() {
 			return
 		}
 		rec := e.Rec

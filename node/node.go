@@ -141,7 +141,7 @@ func New(cfg Config) (*Node, error) {
 	if err := n.openRaft(); err != nil {
 		return nil, err
 	}
-	n.watches = feed.NewHub(n.fsm, cfg.MaxWatchers, cfg.WatchMaxDelay)
+	n.watches = feed.New(n.fsm, feed.Config{MaxSubscribers: cfg.MaxWatchers, MaxDelay: cfg.WatchMaxDelay, CatchUpBytes: cfg.WatchCatchUpBytes})
 	n.batch = n.newBatcher()
 	n.goRun(func() { n.batch.Run(n.ctx) })
 	n.fwd = n.newForwarder()
