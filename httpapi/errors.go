@@ -56,6 +56,10 @@ func errorCode(err error) string {
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrTooStale), errors.Is(err, ErrShuttingDown), errors.Is(err, fsm.ErrClosed),
 		errors.Is(err, feed.ErrTooManySubscribers), errors.Is(err, feed.ErrClosed):
 		return api.CodeUnavailable
+	case errors.Is(err, ErrTooManyRequests):
+		return api.CodeTooManyRequests
+	case errors.Is(err, ErrRequestTimeout):
+		return api.CodeRequestTimeout
 	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return api.CodeTimeout
 	}

@@ -70,6 +70,8 @@ type handler struct {
 	onAuthFailure func(reason string)
 	// bcrypt bounds the password checks and hashes running at once.
 	bcrypt chan struct{}
+	// watchSlots counts the open watch streams per client (watch.go).
+	watchSlots clientSlots
 }
 
 // New returns the HTTP API over svc.

@@ -19,9 +19,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairn-db/cairn/api"
@@ -77,6 +80,11 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) error {
 		// the prefix: the stream shows that key only.
 		exact, need = true, auth.Need{Access: auth.Read, Key: prefix}
 	}
+	release, err := h.watchSlots.acquire(watchClient(r, c), h.svc.Limits().MaxWatchersPerClient)
+	if err != nil {
+		return err
+	}
+	defer release()
 	sub, err := h.svc.Subscribe(from)
 	if err != nil {
 		if errors.Is(err, feed.ErrTooManySubscribers) {
@@ -91,6 +99,53 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) error {
 		st.authRev, st.authKnown = c.state.Revision, true
 	}
 	return st.serve(w, r)
+}
+
+// clientSlots counts the watch streams each client holds open.
+type clientSlots struct {
+	mu   sync.Mutex
+	open map[string]int
+}
+
+// acquire takes one of client's slots, or fails with ErrTooManyRequests
+// when it holds max already (max <= 0: no cap). release gives it back.
+func (cs *clientSlots) acquire(client string, max int) (release func(), err error) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if max > 0 && cs.open[client] >= max {
+		return nil, fmt.Errorf("%w: %s has %d watch streams open on this member (limit %d)", ErrTooManyRequests, client, cs.open[client], max)
+	}
+	if cs.open == nil {
+		cs.open = map[string]int{}
+	}
+	cs.open[client]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cs.mu.Lock()
+			defer cs.mu.Unlock()
+			if cs.open[client]--; cs.open[client] <= 0 {
+				delete(cs.open, client)
+			}
+		})
+	}, nil
+}
+
+// watchClient names the client a watch stream counts against: its user
+// while access control is on and the request authenticated one, else its
+// remote IP address (every port of an address is the same client).
+func watchClient(r *http.Request, c caller) string {
+	if c.on() && c.user != "" {
+		return "user " + strconv.Quote(c.user)
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().WithZone("").String()
+	}
+	return "address " + host
 }
 
 // stream is one watch stream.
