@@ -103,6 +103,11 @@ func (h *handler) writeError(w http.ResponseWriter, err error) {
 	if e.Code == api.CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cairn"`)
 	}
+	if e.Code == api.CodeRequestTimeout {
+		// The rest of the body may still come: the connection is not
+		// reused.
+		w.Header().Set("Connection", "close")
+	}
 	writeJSON(w, api.Status(e.Code), api.ErrorResponse{Error: e})
 }
 

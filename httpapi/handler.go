@@ -178,7 +178,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set(api.HeaderLeaderURL, u)
 		}
 	}
-	limit := h.svc.Limits().MaxRequestBytes
+	limits := h.svc.Limits()
+	limit := limits.MaxRequestBytes
 	if r.URL.Path == ForwardWritesPath {
 		limit *= internalRequestFactor
 	}
@@ -186,6 +187,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, fmt.Errorf("%w: request body of %d bytes (limit %d)", ErrTooLarge, r.ContentLength, limit))
 		return
 	}
+	guardBody(w, r, limits.RequestBodyTimeout)
 	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	h.mux.ServeHTTP(w, r)
 }
