@@ -64,7 +64,7 @@ const (
 	// cacheRecords and cacheBytes bound the shared tail of the log; its
 	// bytes count each record and its shared encoding (Memo).
 	cacheRecords = 4096
-	cacheBytes   = 16 << 20
+	cacheBytes   = 8 << 20
 	// DefaultCatchUpBytes is the default of Config.CatchUpBytes.
 	DefaultCatchUpBytes = 8 << 20
 )

@@ -35,6 +35,7 @@ import (
 // Metrics: max-heap-MiB, the largest Go heap in use (runtime/metrics:
 // heap objects plus unused heap span space, i.e. MemStats.HeapInuse)
 // sampled every 5 ms in this process (member, watchers and writers);
+// max-live-MiB, the largest live heap found by a GC (/gc/heap/live);
 // base-heap-MiB, the same after the fill and a GC, before the watchers;
 // writes/s, the writers' puts answered per second during the run; MB/s,
 // the bytes each fast watcher received per second.
@@ -133,6 +134,7 @@ func fillLog(b *testing.B, n *Node, prefix string, size, ops, count int) uint64 
 // heapSampler records the largest heap in use while it runs.
 type heapSampler struct {
 	max     atomic.Uint64
+	maxLive atomic.Uint64
 	stop    chan struct{}
 	done    chan struct{}
 	profile string
@@ -144,8 +146,10 @@ func heapInUse(s []rtmetrics.Sample) uint64 {
 	return s[0].Value.Uint64() + s[1].Value.Uint64()
 }
 
+// newHeapSamples: heap in use (objects, live or not yet swept, plus the
+// unused space of in-use spans), then the live heap as of the last GC.
 func newHeapSamples() []rtmetrics.Sample {
-	return []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}}
+	return []rtmetrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/unused:bytes"}, {Name: "/gc/heap/live:bytes"}}
 }
 
 func startHeapSampler() *heapSampler {
@@ -160,6 +164,9 @@ func startHeapSampler() *heapSampler {
 			v := heapInUse(s)
 			if v > h.max.Load() {
 				h.max.Store(v)
+			}
+			if live := s[2].Value.Uint64(); live > h.maxLive.Load() {
+				h.maxLive.Store(live)
 			}
 			if h.profile != "" && v > profiled+profiled/20 {
 				// A profile of what is live at about the largest heap.
@@ -267,6 +274,7 @@ func benchWatchCatchUp(b *testing.B, n *Node, head uint64, watchers, slow int) {
 	maxHeap := hs.finish(b)
 	const mib = 1 << 20
 	b.ReportMetric(float64(maxHeap)/mib, "max-heap-MiB")
+	b.ReportMetric(float64(hs.maxLive.Load())/mib, "max-live-MiB")
 	b.ReportMetric(float64(base)/mib, "base-heap-MiB")
 	b.ReportMetric(float64(puts.Load())/elapsed.Seconds(), "writes/s")
 	b.ReportMetric(float64(received.Load())/1e6/elapsed.Seconds()/float64(watchers-slow), "MB/s")
