@@ -9,9 +9,16 @@ package httpapi
 //
 // The fan-out is kept cheap (docs/performance.md, "Writes with
 // watchers"): a record whose operations all match is encoded once for
-// every stream (the feed entry's Memo); a stream gathers every line it can
-// read at once into one buffer and sends it with one write and one flush,
-// on a response without chunk framing; progress lines are encoded by hand.
+// every stream (the feed entry's Memo); a stream gathers the lines it can
+// read at once into one buffer, up to watchWriteBytes, and sends it with
+// one write and one flush, on a response without chunk framing; progress
+// lines are encoded by hand. A stream's memory is bounded: the records of
+// its current chunk (the feed bounds them, and their total across streams
+// catching up) and up to watchWriteBytes of lines plus one.
+//
+// Streams are also bounded per client (clientSlots): one user with access
+// control on, one remote IP address otherwise, holds at most
+// Limits.MaxWatchersPerClient of them.
 
 import (
 	"bytes"
@@ -45,7 +52,7 @@ const (
 	// read at once into one write (one system call) of about this size;
 	// a buffer grown past watchKeepBytes is dropped after its write.
 	watchWriteBytes = 64 << 10
-	watchKeepBytes  = 1 << 20
+	watchKeepBytes  = 256 << 10
 )
 
 // watch serves GET /v1/watch?prefix=P&from_revision=R&progress_interval=D.
