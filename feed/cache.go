@@ -1,6 +1,9 @@
 package feed
 
-import "sync"
+import (
+	"fmt"
+	"sync"
+)
 
 // cache is the tail of the transaction log: every record from first to
 // head (none when first = head+1), bounded by cacheRecords and cacheBytes.
@@ -67,7 +70,11 @@ func (c *cache) load(src Source) (int, error) {
 	from := c.head() + 1
 	recs, _, need, err := src.LogChunk(from, chunkRecords, chunkBytes)
 	if err == nil && need > 0 {
-		recs, _, _, err = src.LogChunk(from, 1, need)
+		if recs, _, _, err = src.LogChunk(from, 1, need); err == nil && len(recs) == 0 {
+			// Not read at its own size: never loop on it (the filler
+			// restarts the tail at the head instead).
+			err = fmt.Errorf("feed: revision %d (%d bytes) did not fit a read of its size", from, need)
+		}
 	}
 	if err != nil || len(recs) == 0 {
 		return 0, err
