@@ -38,7 +38,8 @@ import (
 // max-live-MiB, the largest live heap found by a GC (/gc/heap/live);
 // base-heap-MiB, the same after the fill and a GC, before the watchers;
 // writes/s, the writers' puts answered per second during the run; MB/s,
-// the bytes each fast watcher received per second.
+// the bytes each fast watcher received per second. watchers=0 runs the
+// writers alone for 5 s, as a reference for writes/s.
 //
 //	go test -run XXX -bench WatchCatchUp -benchtime 3x -timeout 30m ./node/
 //
@@ -55,6 +56,11 @@ func BenchmarkWatchCatchUp(b *testing.B) {
 		b.Run(fmt.Sprintf("ops=%d", ops), func(b *testing.B) {
 			n := startBenchMember(b)
 			head := fillLog(b, n, "fill/", valueSize, ops, fillBytes/(valueSize*ops)+1)
+			// watchers=0: the writers alone for the same member, for
+			// 5 s (a reference for writes/s on this machine now).
+			b.Run("watchers=0", func(b *testing.B) {
+				benchWatchCatchUp(b, n, head, 0, 0)
+			})
 			b.Run("watchers=20,slow=10", func(b *testing.B) {
 				benchWatchCatchUp(b, n, head, 20, 10)
 			})
@@ -255,6 +261,9 @@ func benchWatchCatchUp(b *testing.B, n *Node, head uint64, watchers, slow int) {
 				}
 			})
 		}
+		if watchers == 0 {
+			<-time.After(5 * time.Second)
+		}
 		fast.Wait()
 		elapsed += time.Since(start)
 		cancel()
@@ -277,7 +286,9 @@ func benchWatchCatchUp(b *testing.B, n *Node, head uint64, watchers, slow int) {
 	b.ReportMetric(float64(hs.maxLive.Load())/mib, "max-live-MiB")
 	b.ReportMetric(float64(base)/mib, "base-heap-MiB")
 	b.ReportMetric(float64(puts.Load())/elapsed.Seconds(), "writes/s")
-	b.ReportMetric(float64(received.Load())/1e6/elapsed.Seconds()/float64(watchers-slow), "MB/s")
+	if watchers > slow {
+		b.ReportMetric(float64(received.Load())/1e6/elapsed.Seconds()/float64(watchers-slow), "MB/s")
+	}
 }
 
 // readWatch reads a watch stream until a line at revision head or past
