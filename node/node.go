@@ -305,14 +305,15 @@ func (n *Node) startHTTP() error {
 	n.httpSrv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second, // bounds the TLS handshake too
+		ErrorLog:          httpErrorLog(n.log.With("component", "http")),
+		BaseContext:       func(net.Listener) context.Context { return n.ctx },
+
 		// An idle keep-alive connection is closed after this long (Go's
 		// client drops its own after 90 s); without it, idle connections
 		// would be held forever. A request body's time is bounded by
 		// Config.RequestBodyTimeout (httpapi), not by a ReadTimeout, which
 		// would also cut off watch streams.
 		IdleTimeout: 2 * time.Minute,
-		ErrorLog:    httpErrorLog(n.log.With("component", "http")),
-		BaseContext: func(net.Listener) context.Context { return n.ctx },
 	}
 	// Shutdown waits for active handlers: watch streams must end first.
 	n.httpSrv.RegisterOnShutdown(n.watches.Shutdown)
