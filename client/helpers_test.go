@@ -40,6 +40,8 @@ func testConfig(t tb, id string) node.Config {
 	cfg.LeaderLeaseTimeout = 100 * time.Millisecond
 	cfg.CommitTimeout = 5 * time.Millisecond
 	cfg.ShutdownTimeout = 2 * time.Second
+	// BenchmarkWritesWithWatchers opens 100 streams from one address.
+	cfg.MaxWatchersPerClient = cfg.MaxWatchers
 	return cfg
 }
 

@@ -1,6 +1,9 @@
 package feed
 
-import "sync"
+import (
+	"fmt"
+	"sync"
+)
 
 // cache is the tail of the transaction log: every record from first to
 // head (none when first = head+1), bounded by cacheRecords and cacheBytes.
@@ -60,11 +63,19 @@ func (c *cache) publish() {
 	}
 }
 
-// load appends the records after the head (one chunk) and returns how
-// many. It does not wake the waiters (publish does).
+// load appends the records after the head (one chunk: at most
+// chunkRecords and chunkBytes, or one larger record) and returns how many.
+// It does not wake the waiters (publish does).
 func (c *cache) load(src Source) (int, error) {
 	from := c.head() + 1
-	recs, _, err := src.Log(from, chunkRecords)
+	recs, _, need, err := src.LogChunk(from, chunkRecords, chunkBytes)
+	if err == nil && need > 0 {
+		if recs, _, _, err = src.LogChunk(from, 1, need); err == nil && len(recs) == 0 {
+			// Not read at its own size: never loop on it (the filler
+			// restarts the tail at the head instead).
+			err = fmt.Errorf("feed: revision %d (%d bytes) did not fit a read of its size", from, need)
+		}
+	}
 	if err != nil || len(recs) == 0 {
 		return 0, err
 	}
@@ -77,14 +88,14 @@ func (c *cache) load(src Source) (int, error) {
 		e := newEntry(&recs[i])
 		e.Memo = new(Memo)
 		c.recs = append(c.recs, e)
-		c.bytes += e.size
+		c.bytes += cachedSize(e)
 	}
 	c.last = recs[len(recs)-1].Revision
 	// Drop the oldest beyond the bounds. The array's front is cleared;
 	// append moves only the live entries when it fills up.
 	drop := 0
 	for len(c.recs)-drop > cacheRecords || (c.bytes > cacheBytes && len(c.recs)-drop > 1) {
-		c.bytes -= c.recs[drop].size
+		c.bytes -= cachedSize(c.recs[drop])
 		drop++
 	}
 	if drop > 0 {
@@ -112,3 +123,8 @@ func (c *cache) get(next uint64, limit int, buf []Entry) (recs []Entry, head uin
 	end := min(uint64(len(c.recs)), i+uint64(limit))
 	return append(buf[:0], c.recs[i:end]...), c.last, c.changed, true
 }
+
+// cachedSize is what a record costs in the tail: the record and the
+// encoding that its Memo may come to hold (JSON with base64 values, about
+// 4/3 of the record).
+func cachedSize(e Entry) int { return e.size + e.size*4/3 }

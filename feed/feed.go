@@ -13,6 +13,16 @@
 // subscribers cost one log read per batch, not a hundred concurrent
 // storage transactions.
 //
+// Memory is bounded (docs/performance.md, "Watchers catching up"): a
+// subscriber reads the source in chunks of at most chunkBytes of stored
+// records (fsm.LogChunk checks each record's size before decoding it), and
+// the chunks held at once by all the subscribers reading the source are
+// bounded by the hub's catch-up budget (Config.CatchUpBytes): a subscriber
+// whose chunk does not fit waits for its turn, its Read returning a
+// channel, instead of allocating. The shared tail is bounded by
+// cacheRecords and cacheBytes (encodings included); subscribers reading it
+// hold no copies of its records.
+//
 // The filler wakes waiting subscribers at most once per MaxDelay/100 per
 // open subscription (MaxDelay at most): a write after a quiet spell wakes
 // them at once, while under a steady stream of batches each wake-up
@@ -42,13 +52,21 @@ var (
 // Bounds of the feed's memory.
 const (
 	// chunkRecords caps the records a subscriber takes in one step;
-	// chunkBytes shrinks the step when records are large, so a subscriber
-	// holds about that much at a time.
+	// chunkBytes caps the stored bytes of a chunk the filler reads into
+	// the tail (one larger record is read alone), and shrinks the step
+	// taken from the tail when records are large.
 	chunkRecords = 256
 	chunkBytes   = 1 << 20
-	// cacheRecords and cacheBytes bound the shared tail of the log.
+	// catchUpChunkBytes caps the stored bytes of a chunk that a
+	// subscription reads from the source (one larger record is read
+	// alone), out of the catch-up budget.
+	catchUpChunkBytes = 256 << 10
+	// cacheRecords and cacheBytes bound the shared tail of the log; its
+	// bytes count each record and its shared encoding (Memo).
 	cacheRecords = 4096
-	cacheBytes   = 16 << 20
+	cacheBytes   = 8 << 20
+	// DefaultCatchUpBytes is the default of Config.CatchUpBytes.
+	DefaultCatchUpBytes = 8 << 20
 )
 
 // Source is the committed state a hub follows. *fsm.FSM implements it.
@@ -59,9 +77,25 @@ type Source interface {
 	Revision() uint64
 	// Status returns the revision and the oldest available one.
 	Status() (fsm.Status, error)
-	// Log returns up to limit records from revision from, and the
-	// revision they were read at.
-	Log(from uint64, limit int) ([]fsm.Record, uint64, error)
+	// LogChunk returns up to limit records from revision from, of at
+	// most maxBytes stored bytes, and the revision they were read at;
+	// when the first record alone is larger, no records and its size
+	// (need). See fsm.FSM.LogChunk.
+	LogChunk(from uint64, limit, maxBytes int) (recs []fsm.Record, at uint64, need int, err error)
+}
+
+// Config configures a Hub.
+type Config struct {
+	// MaxSubscribers caps the open subscriptions.
+	MaxSubscribers int
+	// MaxDelay: waiting subscribers are woken at most every MaxDelay
+	// under load (MaxDelay/100 per open subscription).
+	MaxDelay time.Duration
+	// CatchUpBytes bounds the records held at once by all the
+	// subscriptions reading the source rather than the shared tail
+	// (0: DefaultCatchUpBytes). It counts stored bytes; a record larger
+	// than the whole budget is read when nothing else is held.
+	CatchUpBytes int
 }
 
 // Hub is a member's feed: its open subscriptions, the shared tail of the
@@ -79,14 +113,29 @@ type Hub struct {
 	closed  bool
 	fillers sync.WaitGroup
 
-	cache cache
+	cache  cache
+	budget budget
 }
 
 // NewHub returns a hub over src serving at most max subscriptions, whose
-// waiting subscribers are woken at most every maxDelay under load.
+// waiting subscribers are woken at most every maxDelay under load, with
+// the default catch-up budget.
 func NewHub(src Source, max int, maxDelay time.Duration) *Hub {
-	return &Hub{src: src, max: max, maxDelay: maxDelay, idle: make(chan struct{}, 1), stop: make(chan struct{})}
+	return New(src, Config{MaxSubscribers: max, MaxDelay: maxDelay})
 }
+
+// New returns a hub over src configured by cfg.
+func New(src Source, cfg Config) *Hub {
+	if cfg.CatchUpBytes <= 0 {
+		cfg.CatchUpBytes = DefaultCatchUpBytes
+	}
+	return &Hub{src: src, max: cfg.MaxSubscribers, maxDelay: cfg.MaxDelay, idle: make(chan struct{}, 1), stop: make(chan struct{}),
+		budget: budget{total: cfg.CatchUpBytes}}
+}
+
+// CatchUp returns the catch-up budget's bytes granted now and the
+// subscriptions waiting for a grant.
+func (h *Hub) CatchUp() (held, waiting int) { return h.budget.inUse() }
 
 // Done returns a channel closed when the hub shuts down.
 func (h *Hub) Done() <-chan struct{} { return h.stop }
@@ -128,7 +177,8 @@ func (h *Hub) Subscribe(from uint64) (*Subscription, error) {
 	if err := h.acquire(); err != nil {
 		return nil, err
 	}
-	return &Subscription{h: h, next: from, head: st.Revision, start: min(from-1, st.Revision), limit: chunkRecords}, nil
+	return &Subscription{h: h, next: from, head: st.Revision, start: min(from-1, st.Revision), limit: chunkRecords,
+		req: request{want: h.budget.chunkWant()}}, nil
 }
 
 func (h *Hub) acquire() error {

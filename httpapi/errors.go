@@ -62,6 +62,10 @@ func errorCode(err error) string {
 		errors.Is(err, ErrCanceled),
 		errors.Is(err, feed.ErrTooManySubscribers), errors.Is(err, feed.ErrClosed):
 		return api.CodeUnavailable
+	case errors.Is(err, ErrTooManyRequests):
+		return api.CodeTooManyRequests
+	case errors.Is(err, ErrRequestTimeout):
+		return api.CodeRequestTimeout
 	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return api.CodeTimeout
 	}
@@ -107,6 +111,11 @@ func (h *handler) writeError(w http.ResponseWriter, err error) {
 	}
 	if e.Code == api.CodeUnauthenticated {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="cairn"`)
+	}
+	if e.Code == api.CodeRequestTimeout {
+		// The rest of the body may still come: the connection is not
+		// reused.
+		w.Header().Set("Connection", "close")
 	}
 	writeJSON(w, api.Status(e.Code), api.ErrorResponse{Error: e})
 }

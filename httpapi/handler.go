@@ -71,6 +71,8 @@ type handler struct {
 	onAuthFailure func(reason string)
 	// bcrypt bounds the password checks and hashes running at once.
 	bcrypt chan struct{}
+	// watchSlots counts the open watch streams per client (watch.go).
+	watchSlots clientSlots
 	// served holds the pattern of every route (not noRoute's).
 	served map[string]bool
 }
@@ -211,7 +213,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, err)
 		return
 	}
-	limit := h.svc.Limits().MaxRequestBytes
+	limits := h.svc.Limits()
+	limit := limits.MaxRequestBytes
 	if r.URL.Path == ForwardWritesPath {
 		limit *= internalRequestFactor
 	}
@@ -219,6 +222,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.writeError(w, fmt.Errorf("%w: request body of %d bytes (limit %d)", ErrTooLarge, r.ContentLength, limit))
 		return
 	}
+	guardBody(w, r, limits.RequestBodyTimeout)
 	r.Body = requestBody{http.MaxBytesReader(w, r.Body, limit)}
 	h.mux.ServeHTTP(w, r)
 }

@@ -272,7 +272,7 @@ func (b requestBody) Read(p []byte) (int, error) {
 func bodyLimitOrTimeout(err error) bool {
 	var mbe *http.MaxBytesError
 	var ne net.Error
-	return errors.As(err, &mbe) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+	return errors.As(err, &mbe) || errors.Is(err, ErrRequestTimeout) || errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 func wantsJSON(r *http.Request) bool {

@@ -50,6 +50,12 @@ var (
 	// needs a user: it names none, or its credentials are not valid (a
 	// bad password, an expired or revoked token).
 	ErrUnauthenticated = errors.New("node: unauthenticated")
+	// ErrTooManyRequests means the caller is over a per-client limit
+	// (Limits.MaxWatchersPerClient).
+	ErrTooManyRequests = errors.New("node: too many requests from this client")
+	// ErrRequestTimeout means a request's body did not arrive within
+	// Limits.RequestBodyTimeout.
+	ErrRequestTimeout = errors.New("node: request body timed out")
 	// ErrCanceled means a request failed because its context ended: its
 	// client went away, or the member is stopping. It answers unavailable
 	// (if anyone still reads the answer) and is logged at debug only.
@@ -162,6 +168,13 @@ type Limits struct {
 	// WatchWriteTimeout cuts off a watch stream whose connection accepts
 	// no writes for that long.
 	WatchWriteTimeout time.Duration
+	// MaxWatchersPerClient caps the watch streams open at once per
+	// client: per user while access control is on, per remote IP address
+	// otherwise (0: no cap).
+	MaxWatchersPerClient int
+	// RequestBodyTimeout bounds how long a request's body may take to
+	// arrive after its headers (0: no bound).
+	RequestBodyTimeout time.Duration
 }
 
 // ReadOptions say how current a read must be.

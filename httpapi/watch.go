@@ -9,9 +9,16 @@ package httpapi
 //
 // The fan-out is kept cheap (docs/performance.md, "Writes with
 // watchers"): a record whose operations all match is encoded once for
-// every stream (the feed entry's Memo); a stream gathers every line it can
-// read at once into one buffer and sends it with one write and one flush,
-// on a response without chunk framing; progress lines are encoded by hand.
+// every stream (the feed entry's Memo); a stream gathers the lines it can
+// read at once into one buffer, up to watchWriteBytes, and sends it with
+// one write and one flush, on a response without chunk framing; progress
+// lines are encoded by hand. A stream's memory is bounded: the records of
+// its current chunk (the feed bounds them, and their total across streams
+// catching up) and up to watchWriteBytes of lines plus one.
+//
+// Streams are also bounded per client (clientSlots): one user with access
+// control on, one remote IP address otherwise, holds at most
+// Limits.MaxWatchersPerClient of them.
 
 import (
 	"bytes"
@@ -19,9 +26,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairn-db/cairn/api"
@@ -42,7 +52,7 @@ const (
 	// read at once into one write (one system call) of about this size;
 	// a buffer grown past watchKeepBytes is dropped after its write.
 	watchWriteBytes = 64 << 10
-	watchKeepBytes  = 1 << 20
+	watchKeepBytes  = 256 << 10
 )
 
 // watch serves GET /v1/watch?prefix=P&from_revision=R&progress_interval=D.
@@ -77,6 +87,11 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) error {
 		// the prefix: the stream shows that key only.
 		exact, need = true, auth.Need{Access: auth.Read, Key: prefix}
 	}
+	release, err := h.watchSlots.acquire(watchClient(r, c), h.svc.Limits().MaxWatchersPerClient)
+	if err != nil {
+		return err
+	}
+	defer release()
 	sub, err := h.svc.Subscribe(from)
 	if err != nil {
 		if errors.Is(err, feed.ErrTooManySubscribers) {
@@ -91,6 +106,53 @@ func (h *handler) watch(w http.ResponseWriter, r *http.Request) error {
 		st.authRev, st.authKnown = c.state.Revision, true
 	}
 	return st.serve(w, r)
+}
+
+// clientSlots counts the watch streams each client holds open.
+type clientSlots struct {
+	mu   sync.Mutex
+	open map[string]int
+}
+
+// acquire takes one of client's slots, or fails with ErrTooManyRequests
+// when it holds max already (max <= 0: no cap). release gives it back.
+func (cs *clientSlots) acquire(client string, max int) (release func(), err error) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if max > 0 && cs.open[client] >= max {
+		return nil, fmt.Errorf("%w: %s has %d watch streams open on this member (limit %d)", ErrTooManyRequests, client, cs.open[client], max)
+	}
+	if cs.open == nil {
+		cs.open = map[string]int{}
+	}
+	cs.open[client]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			cs.mu.Lock()
+			defer cs.mu.Unlock()
+			if cs.open[client]--; cs.open[client] <= 0 {
+				delete(cs.open, client)
+			}
+		})
+	}, nil
+}
+
+// watchClient names the client a watch stream counts against: its user
+// while access control is on and the request authenticated one, else its
+// remote IP address (every port of an address is the same client).
+func watchClient(r *http.Request, c caller) string {
+	if c.on() && c.user != "" {
+		return "user " + strconv.Quote(c.user)
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		host = ip.Unmap().WithZone("").String()
+	}
+	return "address " + host
 }
 
 // stream is one watch stream.
@@ -232,12 +294,18 @@ func (st *stream) serve(w http.ResponseWriter, r *http.Request) error {
 	}
 }
 
-// emit queues a txn event for every record with a matching operation.
-// A record whose operations all match takes its line encoded once for
+// emit queues a txn event for every record with a matching operation,
+// writing the queued lines out whenever they reach watchWriteBytes: a
+// stream holds at most that much plus one line, however large the chunk
+// (a slow reader no longer holds a chunk's worth of encoded lines). A
+// record whose operations all match takes its line encoded once for
 // every stream.
 func (st *stream) emit(recs []feed.Entry) {
 	for _, e := range recs {
 		if st.failed {
+			return
+		}
+		if st.out.Len() >= watchWriteBytes && !st.flush() {
 			return
 		}
 		rec := e.Rec

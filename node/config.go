@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/auth"
+	"github.com/cairn-db/cairn/feed"
 	"github.com/cairn-db/cairn/fsm"
 	"github.com/cairn-db/cairn/httpapi"
 	"github.com/cairn-db/cairn/internal/bytesize"
@@ -141,6 +142,20 @@ type Config struct {
 	// writes arrive; a write after a quiet spell is sent at once. 0 wakes
 	// them on every apply.
 	WatchMaxDelay time.Duration
+	// WatchCatchUpBytes bounds the transaction records held at once by
+	// all the watch streams reading the log rather than the shared tail
+	// of recent transactions (streams started in the past, slow
+	// readers): a stream whose next chunk does not fit waits for its
+	// turn (sending progress events) instead of allocating.
+	WatchCatchUpBytes int
+	// MaxWatchersPerClient caps the watch streams one client holds open
+	// on this member: one user when access control is on, one remote IP
+	// address otherwise. More are refused with too_many_requests.
+	MaxWatchersPerClient int
+	// RequestBodyTimeout cuts off a request whose body stalls: the whole
+	// body must arrive within this long after the headers, or the
+	// request is answered request_timeout and its connection closed.
+	RequestBodyTimeout time.Duration
 
 	// AuthTokenTTL is how long a bearer token from POST
 	// /v1/auth/authenticate is valid (access control, docs/security.md).
@@ -252,6 +267,11 @@ func DefaultConfig() Config {
 		ClientCertAuth:     true,
 		AuthTokenTTL:       httpapi.DefaultTokenTTL,
 		BcryptCost:         auth.BcryptCost,
+
+		// Resource bounds (issue 17).
+		WatchCatchUpBytes:    feed.DefaultCatchUpBytes,
+		MaxWatchersPerClient: 64,
+		RequestBodyTimeout:   30 * time.Second,
 	}
 }
 
@@ -318,6 +338,12 @@ func (c Config) Validate() error {
 		return bad("watch max delay %s not in 0..1s", c.WatchMaxDelay)
 	case c.ScrubInterval < 0:
 		return bad("scrub interval %s must not be negative (0 disables)", c.ScrubInterval)
+	case c.WatchCatchUpBytes < 64<<10:
+		return bad("watch catch-up bytes %d below 64 KiB", c.WatchCatchUpBytes)
+	case c.MaxWatchersPerClient <= 0:
+		return bad("max watchers per client must be positive")
+	case c.RequestBodyTimeout <= 0:
+		return bad("request body timeout must be positive")
 	case c.RetainAge < 0 || c.RetentionInterval <= 0:
 		return bad("history retention age must not be negative and its interval must be positive")
 	case c.AuthTokenTTL < time.Second || c.AuthTokenTTL > maxAuthTokenTTL:

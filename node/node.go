@@ -160,7 +160,7 @@ func New(cfg Config) (*Node, error) {
 	if err := n.openRaft(); err != nil {
 		return nil, err
 	}
-	n.watches = feed.NewHub(n.fsm, cfg.MaxWatchers, cfg.WatchMaxDelay)
+	n.watches = feed.New(n.fsm, feed.Config{MaxSubscribers: cfg.MaxWatchers, MaxDelay: cfg.WatchMaxDelay, CatchUpBytes: cfg.WatchCatchUpBytes})
 	n.batch = n.newBatcher()
 	n.goRun(func() { n.batch.Run(n.ctx) })
 	n.fwd = n.newForwarder()
@@ -338,6 +338,13 @@ func (n *Node) startHTTP() error {
 		ReadHeaderTimeout: 10 * time.Second, // bounds the TLS handshake too
 		ErrorLog:          httpErrorLog(n.log.With("component", "http")),
 		BaseContext:       func(net.Listener) context.Context { return n.ctx },
+
+		// An idle keep-alive connection is closed after this long (Go's
+		// client drops its own after 90 s); without it, idle connections
+		// would be held forever. A request body's time is bounded by
+		// Config.RequestBodyTimeout (httpapi), not by a ReadTimeout, which
+		// would also cut off watch streams.
+		IdleTimeout: 2 * time.Minute,
 	}
 	// Shutdown waits for active handlers: watch streams must end first.
 	n.httpSrv.RegisterOnShutdown(n.watches.Shutdown)

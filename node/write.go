@@ -22,7 +22,8 @@ func (n *Node) limits() fsm.Limits {
 // Limits returns the node's request limits (httpapi.Service).
 func (n *Node) Limits() httpapi.Limits {
 	return httpapi.Limits{MaxRequestBytes: n.cfg.MaxRequestBytes, MaxValueSize: n.cfg.MaxValueSize,
-		WatchWriteTimeout: n.cfg.WatchWriteTimeout}
+		WatchWriteTimeout: n.cfg.WatchWriteTimeout, MaxWatchersPerClient: n.cfg.MaxWatchersPerClient,
+		RequestBodyTimeout: n.cfg.RequestBodyTimeout}
 }
 
 // validateTxn applies the node's request limits and the FSM's own rules,

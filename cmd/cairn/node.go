@@ -80,6 +80,9 @@ func nodeRunFlags() []cli.Flag {
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-append-entries", Value: d.MaxAppendEntries, Usage: "most log entries in one replication request (and one batch handed to the state machine)", EnvVars: env("MAX_APPEND_ENTRIES")}),
 		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-inflight-writes", Value: d.MaxInflightWrites, Usage: "raft entries of coalesced client writes in flight at once (writes arriving meanwhile share the next entry)", EnvVars: env("MAX_INFLIGHT_WRITES")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "watch-max-delay", Value: d.WatchMaxDelay, Usage: "longest a committed change waits so that watchers get several per write (1/100 of it per open stream; 0 sends each apply at once)", EnvVars: env("WATCH_MAX_DELAY")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "watch-catchup-bytes", Value: d.WatchCatchUpBytes, Usage: "bytes of transaction records that all the watch streams reading the log (started in the past, or slow) may hold at once; a stream waits for its turn beyond it (at least 64 KiB)", EnvVars: env("WATCH_CATCHUP_BYTES")}),
+		altsrc.NewIntFlag(&cli.IntFlag{Name: "max-watchers-per-client", Value: d.MaxWatchersPerClient, Usage: "watch streams one client may hold open on this member (per user with access control on, else per IP address); more are refused with too_many_requests", EnvVars: env("MAX_WATCHERS_PER_CLIENT")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "request-body-timeout", Value: d.RequestBodyTimeout, Usage: "a request's whole body must arrive within this long after its headers, or it is answered request_timeout and its connection closed", EnvVars: env("REQUEST_BODY_TIMEOUT")}),
 		altsrc.NewBoolFlag(&cli.BoolFlag{Name: "fsm-sync", Usage: "fsync the object store on every apply (raft's log is always fsynced; see docs/decisions.md)", EnvVars: env("FSM_SYNC")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "heartbeat-timeout", Value: d.HeartbeatTimeout, EnvVars: env("HEARTBEAT_TIMEOUT")}),
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "election-timeout", Value: d.ElectionTimeout, EnvVars: env("ELECTION_TIMEOUT")}),
@@ -152,6 +155,9 @@ func nodeRunCommand() *cli.Command {
 			cfg.MaxAppendEntries = c.Int("max-append-entries")
 			cfg.EnablePprof = c.Bool("pprof")
 			cfg.WatchMaxDelay = c.Duration("watch-max-delay")
+			cfg.WatchCatchUpBytes = c.Int("watch-catchup-bytes")
+			cfg.MaxWatchersPerClient = c.Int("max-watchers-per-client")
+			cfg.RequestBodyTimeout = c.Duration("request-body-timeout")
 			cfg.HeartbeatTimeout = c.Duration("heartbeat-timeout")
 			cfg.ElectionTimeout = c.Duration("election-timeout")
 			cfg.LeaderLeaseTimeout = c.Duration("leader-lease-timeout")

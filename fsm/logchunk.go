@@ -1,0 +1,41 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+)
+
+// LogChunk is Log bounded in bytes as well as in records, for readers
+// that must keep their memory bounded (watch streams catching up, package
+// feed): it stops before the record whose stored bytes would take the
+// chunk past maxBytes, and checks each record's size before decoding it.
+// When the first record alone is larger than maxBytes it returns no
+// records and that record's stored size as need, so that the caller can
+// make room and ask again with maxBytes of at least need. limit <= 0
+// means no limit on the count.
+func (f *FSM) LogChunk(from uint64, limit, maxBytes int) (recs []Record, at uint64, need int, err error) {
+	full := errors.New("chunk full") // stops the scan; never returned
+	size := 0
+	at, err = f.scanLog(from, limit, func(rev uint64, stored []byte) error {
+		if size+len(stored) > maxBytes {
+			if len(recs) == 0 {
+				need = len(stored)
+			}
+			return full
+		}
+		rec, err := decodeStoredRecord(stored)
+		if err != nil {
+			return fmt.Errorf("revision %d: %w", rev, err)
+		}
+		size += len(stored)
+		recs = append(recs, rec)
+		return nil
+	})
+	if errors.Is(err, full) {
+		err = nil
+	}
+	if err != nil {
+		return nil, at, 0, err
+	}
+	return recs, at, need, nil
+}
