@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -43,6 +44,27 @@ func TestIntegrityCLI(t *testing.T) {
 		if !s.OK || len(s.Agree) != 2 || s.StateHash == "" {
 			t.Fatalf("scrub: %+v", s)
 		}
+	}
+	// docs/cli.md's examples as written, but for the repair, run below
+	// with this cluster's addresses.
+	var repairDoc []string
+	for _, line := range sectionExamples(t, "cli.md", "Integrity: alarms, scrub, repair") {
+		words := strings.Fields(line)
+		switch {
+		case words[0] == "#":
+			continue
+		case slices.Contains(words, "repair"):
+			repairDoc = words
+			continue
+		case len(words) > 2 && words[1] == "node" && words[2] == "run", words[0] == "--join":
+			continue // the restart with --join: the harness restarts the process as documented
+		}
+		if out, errOut, code := runCLI(t, "", append([]string{cluster}, words[1:]...)...); code != 0 {
+			t.Fatalf("docs/cli.md: %s: exit %d\n%s%s", line, code, out, errOut)
+		}
+	}
+	if len(repairDoc) == 0 {
+		t.Fatal("docs/cli.md's Integrity section shows no node repair")
 	}
 
 	v := c.Followers(t)[0]
@@ -98,7 +120,20 @@ func TestIntegrityCLI(t *testing.T) {
 		t.Fatalf("repair of a running member: %d\n%s%s", code, out, errOut)
 	}
 	c.Stop(t, v)
-	out, errOut, code = runCLI(t, "", "--cluster="+strings.Join(others, ","), "node", "repair", "--id", id, "--data-dir", c.Config(v).DataDir)
+	// The documented command, with this cluster's member, addresses and
+	// data directory in place of the example's.
+	args := slices.Clone(repairDoc[1:])
+	for i, w := range args {
+		switch {
+		case strings.HasPrefix(w, "http://127.0.0.1:800"):
+			args[i] = strings.Join(others, ",")
+		case w == "n3":
+			args[i] = id
+		case w == "data/n3":
+			args[i] = c.Config(v).DataDir
+		}
+	}
+	out, errOut, code = runCLI(t, "", args...)
 	if code != 0 || !strings.Contains(out, "removed "+id) || !strings.Contains(out, "damaged-") {
 		t.Fatalf("repair: %d\n%s%s", code, out, errOut)
 	}
