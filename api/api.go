@@ -43,6 +43,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"net/http"
+	"net/url"
 	"time"
 )
 
@@ -109,6 +110,20 @@ const (
 	// CodeRequestTimeout cuts off a request whose body stalled.
 	CodeRequestTimeout = "request_timeout"
 )
+
+// PathSegment escapes s (a key, a member, user or role name) as one
+// segment of a request path: url.PathEscape (a "/" is %2F), and "." and
+// ".." as %2E, which PathEscape leaves as they are and which a member
+// refuses as dot segments (docs/api.md, "Request rules").
+func PathSegment(s string) string {
+	switch s {
+	case ".":
+		return "%2E"
+	case "..":
+		return "%2E%2E"
+	}
+	return url.PathEscape(s)
+}
 
 // Status returns the HTTP status for an error code.
 func Status(code string) int {

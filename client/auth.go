@@ -252,8 +252,8 @@ func (c *Client) authList(ctx context.Context, path, field string, out any) erro
 	return json.Unmarshal(obj[field], out)
 }
 
-func userPath(name string) string { return "/v1/auth/users/" + pathSegment(name) }
-func rolePath(name string) string { return "/v1/auth/roles/" + pathSegment(name) }
+func userPath(name string) string { return "/v1/auth/users/" + api.PathSegment(name) }
+func rolePath(name string) string { return "/v1/auth/roles/" + api.PathSegment(name) }
 
 // AuthStatus says whether access control is enabled, and the auth
 // revision. It needs no credentials.
@@ -322,12 +322,12 @@ func (c *Client) UserGet(ctx context.Context, name string) (*api.UserInfo, error
 
 // UserGrantRole gives user name role.
 func (c *Client) UserGrantRole(ctx context.Context, name, role string) (uint64, error) {
-	return c.authChange(ctx, http.MethodPut, userPath(name)+"/roles/"+pathSegment(role), nil, nil)
+	return c.authChange(ctx, http.MethodPut, userPath(name)+"/roles/"+api.PathSegment(role), nil, nil)
 }
 
 // UserRevokeRole takes role from user name.
 func (c *Client) UserRevokeRole(ctx context.Context, name, role string) (uint64, error) {
-	return c.authChange(ctx, http.MethodDelete, userPath(name)+"/roles/"+pathSegment(role), nil, nil)
+	return c.authChange(ctx, http.MethodDelete, userPath(name)+"/roles/"+api.PathSegment(role), nil, nil)
 }
 
 // RoleAdd creates role name, with the admin permission when admin.

@@ -129,20 +129,8 @@ func (c *Client) newIdempotencyKey() string {
 	return api.IdempotencyKey(time.Now(), c.idemID, c.idemSeq.Add(1))
 }
 
-func kvPath(key string) string { return "/v1/kv/" + pathSegment(key) }
+func kvPath(key string) string { return "/v1/kv/" + api.PathSegment(key) }
 
-// pathSegment escapes s as one path segment: url.PathEscape (a "/" is
-// %2F), and "." and ".." as %2E, which PathEscape leaves as they are and
-// a server refuses as dot segments (docs/api.md, "Request rules").
-func pathSegment(s string) string {
-	switch s {
-	case ".":
-		return "%2E"
-	case "..":
-		return "%2E%2E"
-	}
-	return url.PathEscape(s)
-}
 
 // write sends a write call with an idempotency key and decodes the result.
 func (c *Client) write(ctx context.Context, cl *call, o *writeOptions) (*WriteResult, error) {
@@ -331,7 +319,7 @@ func (c *Client) History(ctx context.Context, key string, opts ...ReadOption) ([
 	if o.limit > 0 {
 		q.Set("limit", strconv.Itoa(o.limit))
 	}
-	rep, err := c.do(ctx, c.readCall("/v1/history/"+pathSegment(key), q, o))
+	rep, err := c.do(ctx, c.readCall("/v1/history/"+api.PathSegment(key), q, o))
 	if err != nil {
 		return nil, err
 	}
@@ -495,12 +483,12 @@ func (c *Client) AddMember(ctx context.Context, req api.JoinRequest) (*api.Membe
 // another voter first. It is retried only after failures that certainly
 // did nothing.
 func (c *Client) RemoveMember(ctx context.Context, id string) (*api.MembersResponse, error) {
-	return c.admin(ctx, http.MethodDelete, "/v1/cluster/members/"+pathSegment(id), nil, retrySafe)
+	return c.admin(ctx, http.MethodDelete, "/v1/cluster/members/"+api.PathSegment(id), nil, retrySafe)
 }
 
 // Promote makes a non-voter a voter.
 func (c *Client) Promote(ctx context.Context, id string) (*api.MembersResponse, error) {
-	return c.admin(ctx, http.MethodPost, "/v1/cluster/members/"+pathSegment(id)+"/promote", nil, retryAmbiguous)
+	return c.admin(ctx, http.MethodPost, "/v1/cluster/members/"+api.PathSegment(id)+"/promote", nil, retryAmbiguous)
 }
 
 // TransferLeadership asks the leader to hand leadership to member id (any

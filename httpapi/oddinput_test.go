@@ -336,7 +336,7 @@ func TestNoRedirects(t *testing.T) {
 func TestPathSegment(t *testing.T) {
 	for _, s := range []string{".", "..", "a/../b", "a//b", "/x", "x/", "%2E", "é ü", "?#&=;", "a b"} {
 		f := newFake()
-		rec := call(f, "DELETE", "/v1/cluster/members/"+pathSegment(s), "", nil)
+		rec := call(f, "DELETE", "/v1/cluster/members/"+api.PathSegment(s), "", nil)
 		if rec.Code != 200 || len(f.admin) != 1 || f.admin[0] != "remove "+s {
 			t.Errorf("%q: %d %s, admin %q", s, rec.Code, rec.Body, f.admin)
 		}

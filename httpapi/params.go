@@ -214,18 +214,6 @@ func checkURL(r *http.Request) error {
 	return nil
 }
 
-// pathSegment escapes s as one path segment of a request to another
-// member: url.PathEscape, and "." and ".." as %2E, which checkURL would
-// refuse as dot segments.
-func pathSegment(s string) string {
-	switch s {
-	case ".":
-		return "%2E"
-	case "..":
-		return "%2E%2E"
-	}
-	return url.PathEscape(s)
-}
 
 // checkText refuses a string that is not valid UTF-8 or holds a NUL byte.
 func checkText(s string) error {

@@ -128,14 +128,14 @@ func (p *Peer) Join(ctx context.Context, baseURL string, req api.JoinRequest, fo
 // Remove asks the leader to remove member id.
 func (p *Peer) Remove(ctx context.Context, leaderURL, id string) (api.MembersResponse, error) {
 	var out api.MembersResponse
-	err := p.callJSON(ctx, http.MethodDelete, leaderURL, "/v1/cluster/members/"+pathSegment(id), nil, true, &out)
+	err := p.callJSON(ctx, http.MethodDelete, leaderURL, "/v1/cluster/members/"+api.PathSegment(id), nil, true, &out)
 	return out, err
 }
 
 // Promote asks the leader to make non-voter id a voter.
 func (p *Peer) Promote(ctx context.Context, leaderURL, id string) (api.MembersResponse, error) {
 	var out api.MembersResponse
-	err := p.callJSON(ctx, http.MethodPost, leaderURL, "/v1/cluster/members/"+pathSegment(id)+"/promote", nil, true, &out)
+	err := p.callJSON(ctx, http.MethodPost, leaderURL, "/v1/cluster/members/"+api.PathSegment(id)+"/promote", nil, true, &out)
 	return out, err
 }
 

@@ -575,7 +575,11 @@ func (noPipelineTransport) AppendEntriesPipeline(raft.ServerID, raft.ServerAddre
 // forever. On close the waiting goroutine is abandoned to the future; the
 // caller gets ErrShuttingDown, which is ambiguous for a write (the client
 // retries with the same idempotency key).
-func (n *Node) wait(f raft.Future) error {
+func (n *Node) wait(f raft.Future) error { return n.waitOr(f, nil) }
+
+// waitOr is wait that also gives up, with ErrTimeout, when stalled is
+// closed (a nil stalled never is).
+func (n *Node) waitOr(f raft.Future, stalled <-chan struct{}) error {
 	done := make(chan error, 1)
 	go func() { done <- f.Error() }()
 	select {
@@ -583,6 +587,9 @@ func (n *Node) wait(f raft.Future) error {
 		return err
 	case <-n.ctx.Done():
 		return fmt.Errorf("%w: %w", ErrShuttingDown, n.ctx.Err())
+	case <-stalled:
+		return fmt.Errorf("%w: member %s waits for disk space to apply committed writes: this one may be applied once there is room (docs/operations.md, Disk space)",
+			ErrTimeout, n.cfg.ID)
 	}
 }
 
@@ -593,17 +600,7 @@ func (n *Node) wait(f raft.Future) error {
 // idempotency key is refused with ErrNoSpace until there is room).
 // Without this, a write would wait for as long as the disk stays full.
 func (n *Node) waitEntry(f raft.Future) error {
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-n.ctx.Done():
-		return fmt.Errorf("%w: %w", ErrShuttingDown, n.ctx.Err())
-	case <-n.space.stalledCh():
-		return fmt.Errorf("%w: member %s waits for disk space to apply committed writes: this one may be applied once there is room (docs/operations.md, Disk space)",
-			ErrTimeout, n.cfg.ID)
-	}
+	return n.waitOr(f, n.space.stalledCh())
 }
 
 // mapRaftErr turns raft's errors into the node's.

@@ -133,22 +133,14 @@ type peerHashes struct {
 // compareScrub asks every other member for its hashes at resp.Revision
 // and applies the majority rule.
 func (n *Node) compareScrub(ctx context.Context, resp api.ScrubResponse) (api.ScrubResponse, error) {
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
-		return resp, mapRaftErr(err)
-	}
-	records, err := n.fsm.Members()
+	cf, urls, err := n.memberURLs()
 	if err != nil {
 		return resp, err
-	}
-	urls := map[string]string{}
-	for _, m := range records {
-		urls[m.ID] = m.HTTPAddr
 	}
 	own := resp.Hash + "/" + resp.StateHash
 	selfVoter := false
 	var peers []*peerHashes
-	for _, s := range cf.Configuration().Servers {
+	for _, s := range cf.Servers {
 		voter := s.Suffrage == raft.Voter
 		if string(s.ID) == n.cfg.ID {
 			selfVoter = voter
@@ -305,28 +297,38 @@ func (n *Node) scrubLoop() {
 	}
 }
 
+// memberURLs returns raft's configuration and the HTTP address of each
+// member with a replicated record (by id).
+func (n *Node) memberURLs() (raft.Configuration, map[string]string, error) {
+	cf := n.raft.GetConfiguration()
+	if err := cf.Error(); err != nil {
+		return raft.Configuration{}, nil, mapRaftErr(err)
+	}
+	records, err := n.fsm.Members()
+	if err != nil {
+		return raft.Configuration{}, nil, err
+	}
+	urls := make(map[string]string, len(records))
+	for _, m := range records {
+		urls[m.ID] = m.HTTPAddr
+	}
+	return cf.Configuration(), urls, nil
+}
+
 // Alarms returns every member's raised alarms: this member's, and each
 // other member's from its /v1/status (members that do not answer within
 // two seconds are listed as unreachable).
 func (n *Node) Alarms(ctx context.Context) (api.AlarmsResponse, error) {
 	resp := api.AlarmsResponse{Alarms: n.alarmList()}
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
-		return resp, mapRaftErr(err)
-	}
-	records, err := n.fsm.Members()
+	cf, urls, err := n.memberURLs()
 	if err != nil {
 		return resp, err
-	}
-	urls := map[string]string{}
-	for _, m := range records {
-		urls[m.ID] = m.HTTPAddr
 	}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	for _, s := range cf.Configuration().Servers {
+	for _, s := range cf.Servers {
 		id := string(s.ID)
 		if id == n.cfg.ID {
 			continue
