@@ -131,7 +131,6 @@ func (c *Client) newIdempotencyKey() string {
 
 func kvPath(key string) string { return "/v1/kv/" + api.PathSegment(key) }
 
-
 // write sends a write call with an idempotency key and decodes the result.
 func (c *Client) write(ctx context.Context, cl *call, o *writeOptions) (*WriteResult, error) {
 	cl.idemKey = o.idemKey

@@ -214,7 +214,6 @@ func checkURL(r *http.Request) error {
 	return nil
 }
 
-
 // checkText refuses a string that is not valid UTF-8 or holds a NUL byte.
 func checkText(s string) error {
 	if !utf8.ValidString(s) {
