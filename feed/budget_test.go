@@ -281,3 +281,120 @@ func TestTailTakesLargeRecords(t *testing.T) {
 		t.Fatalf("revisions %v, want [2 3]", got)
 	}
 }
+
+// TestCatchUpCPU: subscriptions reading the source take one of the hub's
+// CPU tokens with their chunk; beyond the tokens a Read returns a channel;
+// Pause gives the token to the next in line and Resume waits behind it;
+// a subscription reading the shared tail takes none; concurrent readers
+// never hold more than the tokens.
+func TestCatchUpCPU(t *testing.T) {
+	sizes := make([]int, 400)
+	for i := range sizes {
+		sizes[i] = 100
+	}
+	src := newMemSource(sizes...)
+	h := New(src, Config{MaxSubscribers: 8, MaxDelay: time.Millisecond, CatchUpStreams: 1})
+	defer h.Shutdown()
+	sub := func(from uint64) *Subscription {
+		t.Helper()
+		s, err := h.Subscribe(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(s.Close)
+		return s
+	}
+	closed := func(c <-chan struct{}) bool {
+		select {
+		case <-c:
+			return true
+		default:
+			return false
+		}
+	}
+	s1, s2 := sub(1), sub(1)
+	recs, wait, err := s1.Read()
+	if err != nil || wait != nil || len(recs) == 0 {
+		t.Fatalf("s1: %d records, wait %v, %v", len(recs), wait, err)
+	}
+	if held, _ := h.CatchUpCPU(); held != 1 {
+		t.Fatalf("%d tokens held after s1's read, want 1", held)
+	}
+	// s1 encodes: s2 waits for the token.
+	recs, w2, err := s2.Read()
+	if err != nil || len(recs) != 0 || w2 == nil {
+		t.Fatalf("s2 with the token taken: %d records, wait %v, %v", len(recs), w2, err)
+	}
+	if closed(w2) {
+		t.Fatal("s2 woken while s1 holds the token")
+	}
+	// s1 writes (Pause): s2 gets the token and reads; s1's Resume waits.
+	s1.Pause()
+	if !closed(w2) {
+		t.Fatal("s2 not woken when s1 paused")
+	}
+	if ok, _ := s1.Resume(); ok {
+		t.Fatal("s1 resumed while s2 holds the token")
+	}
+	if recs, wait, err := s2.Read(); err != nil || wait != nil || len(recs) == 0 {
+		t.Fatalf("s2 after its turn came: %d records, wait %v, %v", len(recs), wait, err)
+	}
+	if held, waiting := h.CatchUpCPU(); held != 1 || waiting != 1 {
+		t.Fatalf("tokens: %d held, %d waiting; want 1, 1", held, waiting)
+	}
+	// A caught-up subscription reads the tail without a token.
+	tail := sub(0)
+	src.add(10)
+	deadline := time.After(10 * time.Second)
+	for tail.Progress() < uint64(len(sizes)+1) {
+		recs, wait, err := tail.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range recs {
+			if e.Memo == nil {
+				t.Fatalf("revision %d not from the tail", e.Rec.Revision)
+			}
+		}
+		if ok, _ := tail.Resume(); !ok {
+			t.Fatal("a subscription reading the tail waits for a token")
+		}
+		if wait != nil {
+			select {
+			case <-wait:
+			case <-deadline:
+				t.Fatal("the tail subscription did not get the new record")
+			}
+		}
+	}
+	// s2 gives its token up at its next Read: s1 resumes.
+	s2.Pause()
+	if ok, _ := s1.Resume(); !ok {
+		t.Fatal("s1 not resumed once s2 paused")
+	}
+	s1.Pause()
+	// Both read to the end concurrently, pausing after each read as a
+	// stream does before it writes: never more than one token held.
+	var mu sync.Mutex
+	peak := 0
+	check := func() {
+		held, _ := h.CatchUpCPU()
+		mu.Lock()
+		peak = max(peak, held)
+		mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for _, s := range []*Subscription{s1, s2} {
+		wg.Go(func() { readAll(t, h, s, uint64(len(sizes)+1), func() { check(); s.Pause() }) })
+	}
+	wg.Wait()
+	if peak > 1 {
+		t.Fatalf("%d tokens held at once, above 1", peak)
+	}
+	s1.Close()
+	s2.Close()
+	tail.Close()
+	if held, waiting := h.CatchUpCPU(); held != 0 || waiting != 0 {
+		t.Fatalf("after Close: %d tokens held, %d waiting", held, waiting)
+	}
+}

@@ -23,6 +23,13 @@
 // cacheRecords and cacheBytes (encodings included); subscribers reading it
 // hold no copies of its records.
 //
+// CPU is shared too: a subscriber reading the source holds one of the
+// hub's catch-up CPU tokens (Config.CatchUpStreams) while it reads a chunk
+// and while its consumer encodes it, and gives it up (Pause) before it
+// writes to its connection, so that catch-up streams leave the rest of the
+// member's cores to writes, and a slow reader, waiting on its socket,
+// holds no token. Subscribers reading the shared tail take none.
+//
 // The filler wakes waiting subscribers at most once per MaxDelay/100 per
 // open subscription (MaxDelay at most): a write after a quiet spell wakes
 // them at once, while under a steady stream of batches each wake-up
@@ -34,6 +41,7 @@ package feed
 import (
 	"errors"
 	"fmt"
+	"runtime"
 	"sync"
 	"time"
 
@@ -96,7 +104,15 @@ type Config struct {
 	// (0: DefaultCatchUpBytes). It counts stored bytes; a record larger
 	// than the whole budget is read when nothing else is held.
 	CatchUpBytes int
+	// CatchUpStreams is the number of subscriptions reading the source
+	// that may read and encode at once (0: DefaultCatchUpStreams).
+	CatchUpStreams int
 }
+
+// DefaultCatchUpStreams is the default of Config.CatchUpStreams: half the
+// cores Go uses (GOMAXPROCS), at least one, so that a flood of watchers
+// catching up leaves the other half to writes.
+func DefaultCatchUpStreams() int { return max(1, runtime.GOMAXPROCS(0)/2) }
 
 // Hub is a member's feed: its open subscriptions, the shared tail of the
 // log and its filler.
@@ -115,6 +131,8 @@ type Hub struct {
 
 	cache  cache
 	budget budget
+	// cpu holds the catch-up CPU tokens (one unit each).
+	cpu budget
 }
 
 // NewHub returns a hub over src serving at most max subscriptions, whose
@@ -129,13 +147,20 @@ func New(src Source, cfg Config) *Hub {
 	if cfg.CatchUpBytes <= 0 {
 		cfg.CatchUpBytes = DefaultCatchUpBytes
 	}
+	if cfg.CatchUpStreams <= 0 {
+		cfg.CatchUpStreams = DefaultCatchUpStreams()
+	}
 	return &Hub{src: src, max: cfg.MaxSubscribers, maxDelay: cfg.MaxDelay, idle: make(chan struct{}, 1), stop: make(chan struct{}),
-		budget: budget{total: cfg.CatchUpBytes}}
+		budget: budget{total: cfg.CatchUpBytes}, cpu: budget{total: cfg.CatchUpStreams}}
 }
 
 // CatchUp returns the catch-up budget's bytes granted now and the
 // subscriptions waiting for a grant.
 func (h *Hub) CatchUp() (held, waiting int) { return h.budget.inUse() }
+
+// CatchUpCPU returns the catch-up CPU tokens held now and the
+// subscriptions waiting for one.
+func (h *Hub) CatchUpCPU() (held, waiting int) { return h.cpu.inUse() }
 
 // Done returns a channel closed when the hub shuts down.
 func (h *Hub) Done() <-chan struct{} { return h.stop }
@@ -178,7 +203,7 @@ func (h *Hub) Subscribe(from uint64) (*Subscription, error) {
 		return nil, err
 	}
 	return &Subscription{h: h, next: from, head: st.Revision, start: min(from-1, st.Revision), limit: chunkRecords,
-		req: request{want: h.budget.chunkWant()}}, nil
+		req: request{want: h.budget.chunkWant()}, cpu: request{want: 1}}, nil
 }
 
 func (h *Hub) acquire() error {

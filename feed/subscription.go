@@ -28,7 +28,13 @@ type Subscription struct {
 	// asked: req is granted or in line; chunk: the records last read
 	// came from the source and hold req's grant.
 	asked, chunk bool
-	closeOnce    sync.Once
+	// cpu is the subscription's claim on one of the hub's catch-up CPU
+	// tokens: taken to read a chunk from the source and to encode it
+	// (Resume), given up before writing (Pause) and at the next Read.
+	// cpuAsked: cpu is held or in line.
+	cpu       request
+	cpuAsked  bool
+	closeOnce sync.Once
 }
 
 // Start returns the revision the subscription is complete up to before
@@ -50,6 +56,7 @@ func (s *Subscription) Done() <-chan struct{} { return s.h.stop }
 func (s *Subscription) Close() {
 	s.closeOnce.Do(func() {
 		s.h.budget.release(&s.req)
+		s.h.cpu.release(&s.cpu)
 		clear(s.buf)
 		s.h.release()
 	})
@@ -60,6 +67,11 @@ func (s *Subscription) Close() {
 // channel closed when there may be more (or when the catch-up budget has
 // room for the subscription's next chunk). The entries are valid until
 // the next Read.
+//
+// Records read from the source come with one of the hub's catch-up CPU
+// tokens, held until Pause or the next Read: their consumer encodes them
+// holding it, calls Pause before it writes to its connection and Resume
+// before it encodes more of them.
 func (s *Subscription) Read() (recs []Entry, wait <-chan struct{}, err error) {
 	if s.chunk {
 		// The previous chunk (from the source) is no longer used: its
@@ -86,12 +98,15 @@ func (s *Subscription) Read() (recs []Entry, wait <-chan struct{}, err error) {
 	changed := src.Changed()
 	if cur := src.Revision(); s.next > cur+1 {
 		// A client resuming on a member behind its resume point.
+		if s.asked {
+			s.giveBack()
+		}
 		s.at = cur
 		return nil, changed, nil
 	}
-	// Take a grant of the catch-up budget first, or wait for one.
-	s.asked = true
-	if ok, granted := s.h.budget.acquire(&s.req); !ok {
+	// Take a grant of the catch-up budget first, then a CPU token, or
+	// wait for them.
+	if ok, granted := s.grants(); !ok {
 		return nil, granted, nil
 	}
 	log, at, need, err := src.LogChunk(s.next, s.limit, max(s.req.held, s.req.want))
@@ -101,8 +116,7 @@ func (s *Subscription) Read() (recs []Entry, wait <-chan struct{}, err error) {
 		// past the budget).
 		s.giveBack()
 		s.req.want = need
-		s.asked = true
-		if ok, granted := s.h.budget.acquire(&s.req); !ok {
+		if ok, granted := s.grants(); !ok {
 			return nil, granted, nil
 		}
 		log, at, need, err = src.LogChunk(s.next, 1, max(s.req.held, s.req.want))
@@ -144,10 +158,56 @@ func (s *Subscription) Read() (recs []Entry, wait <-chan struct{}, err error) {
 	return recs, nil, nil
 }
 
-// giveBack returns the subscription's grant, or leaves the line.
+// grants takes the subscription's grant of the catch-up budget, then a
+// CPU token (never the token while waiting for the budget), or returns the
+// channel to wait on for the one missing.
+func (s *Subscription) grants() (bool, <-chan struct{}) {
+	s.asked = true
+	if ok, granted := s.h.budget.acquire(&s.req); !ok {
+		return false, granted
+	}
+	s.cpuAsked = true
+	return s.h.cpu.acquire(&s.cpu)
+}
+
+// giveBack returns the subscription's grant and CPU token, or leaves
+// their lines.
 func (s *Subscription) giveBack() {
 	s.h.budget.release(&s.req)
 	s.asked, s.chunk = false, false
+	s.pause()
+}
+
+// Pause gives up the catch-up CPU token that came with the records of the
+// last Read (or leaves its line): their consumer calls it before writing
+// to its connection, so that a slow reader holds none while its socket
+// drains, and Resume before it encodes more of them. A token asked for by
+// a Read that returned a channel is kept (the next Read uses it).
+func (s *Subscription) Pause() {
+	if s.chunk {
+		s.pause()
+	}
+}
+
+func (s *Subscription) pause() {
+	if s.cpuAsked {
+		s.h.cpu.release(&s.cpu)
+		s.cpuAsked = false
+	}
+}
+
+// Resume takes the catch-up CPU token back to go on encoding the records
+// of the last Read, after a Pause. It reports true when the subscription
+// may go on at once (it holds the token, or its records came from the
+// shared tail and need none); otherwise it returns the channel closed when
+// the token is granted (call Resume again then). The consumer waits on it
+// holding nothing else.
+func (s *Subscription) Resume() (bool, <-chan struct{}) {
+	if !s.chunk {
+		return true, nil
+	}
+	s.cpuAsked = true
+	return s.h.cpu.acquire(&s.cpu)
 }
 
 // adapt sizes the next step so it holds about chunkBytes.

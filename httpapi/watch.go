@@ -16,12 +16,20 @@ package httpapi
 // its current chunk (the feed bounds them, and their total across streams
 // catching up) and up to watchWriteBytes of lines plus one.
 //
+// A stream catching up (reading the log, not the shared tail) encodes its
+// records holding one of the feed's catch-up CPU tokens and gives it up
+// (Subscription.Pause) before every write to its connection, taking it
+// back (Resume) to encode more: at most that many streams decode and
+// encode at once, leaving the member's other cores to writes, and a slow
+// reader holds no token while its socket drains.
+//
 // Streams are also bounded per client (clientSlots): one user with access
 // control on, one remote IP address otherwise, holds at most
 // Limits.MaxWatchersPerClient of them.
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -236,7 +244,14 @@ func (st *stream) serve(w http.ResponseWriter, r *http.Request) error {
 			st.fail(err)
 			return nil
 		}
-		st.emit(recs)
+		if !st.emit(ctx, recs) {
+			select {
+			case <-stop:
+				st.fail(shutdown)
+			default:
+			}
+			return nil
+		}
 		// Lines of records that can be read at once join the same
 		// write, up to watchWriteBytes; a caught-up stream writes what
 		// it has before it waits.
@@ -299,14 +314,20 @@ func (st *stream) serve(w http.ResponseWriter, r *http.Request) error {
 // stream holds at most that much plus one line, however large the chunk
 // (a slow reader no longer holds a chunk's worth of encoded lines). A
 // record whose operations all match takes its line encoded once for
-// every stream.
-func (st *stream) emit(recs []feed.Entry) {
+// every stream. Records read from the log are encoded holding the feed's
+// CPU token, given up for each write (flush) and taken back after it. It
+// returns false when the stream ends: the connection is gone, the request
+// ended or the hub shut down while the stream waited for the token.
+func (st *stream) emit(ctx context.Context, recs []feed.Entry) bool {
+	if !st.resume(ctx) {
+		return false
+	}
 	for _, e := range recs {
 		if st.failed {
-			return
+			return false
 		}
-		if st.out.Len() >= watchWriteBytes && !st.flush() {
-			return
+		if st.out.Len() >= watchWriteBytes && (!st.flush() || !st.resume(ctx)) {
+			return false
 		}
 		rec := e.Rec
 		n := st.matching(rec.Ops)
@@ -320,6 +341,26 @@ func (st *stream) emit(recs []feed.Entry) {
 			}
 		}
 		st.write(txnEvent(rec, st.matchOps(rec.Ops)))
+	}
+	return !st.failed
+}
+
+// resume takes the feed's CPU token back for the records of the last
+// read (at once when they need none or it is free), waiting for it until
+// the request ends or the hub shuts down (false).
+func (st *stream) resume(ctx context.Context) bool {
+	for {
+		ok, wait := st.sub.Resume()
+		if ok {
+			return true
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return false
+		case <-st.sub.Done():
+			return false
+		}
 	}
 }
 
@@ -457,6 +498,8 @@ func (st *stream) write(ev api.WatchEvent) {
 // flushes it; false when the connection is gone (or too slow: past the
 // write deadline).
 func (st *stream) flush() bool {
+	// No CPU token is held while writing (a slow reader's write waits).
+	st.sub.Pause()
 	if st.failed {
 		return false
 	}
