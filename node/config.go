@@ -297,10 +297,11 @@ func (c Config) withTLSDefaults() Config {
 	return c
 }
 
-// checkSpaceLimits reports whether quota and reserve are a valid
-// QuotaBackendBytes and MinFreeBytes (Validate at start, SetSpaceLimits
-// at run time).
-func checkSpaceLimits(quota, reserve int64) error {
+// CheckSpaceLimits reports whether quota and reserve are a valid
+// QuotaBackendBytes and MinFreeBytes: Validate checks them at start,
+// SetSpaceLimits at run time, and `cairn node space` before it calls any
+// member.
+func CheckSpaceLimits(quota, reserve int64) error {
 	switch {
 	case quota != 0 && (quota < minQuotaBytes || quota > maxSpaceBytes):
 		return fmt.Errorf("quota backend bytes %d not 0 (no quota) or in %s..%s", quota, bytesize.Format(minQuotaBytes), bytesize.Format(maxSpaceBytes))
@@ -366,7 +367,7 @@ func (c Config) Validate() error {
 	case c.IdempotencyWindow <= 0 || c.IdempotencyWindow > fsm.MaxIdempotencyWindow:
 		return bad("idempotency window %s not in (0, %s]", c.IdempotencyWindow, fsm.MaxIdempotencyWindow)
 	}
-	if err := checkSpaceLimits(c.QuotaBackendBytes, c.MinFreeBytes); err != nil {
+	if err := CheckSpaceLimits(c.QuotaBackendBytes, c.MinFreeBytes); err != nil {
 		return bad("%v", err)
 	}
 	if _, err := net.ResolveTCPAddr("tcp", c.RaftAddr); err != nil {

@@ -415,7 +415,7 @@ func (n *Node) SetSpaceLimits(_ context.Context, quota, reserve *int64) (api.Spa
 	if reserve != nil {
 		r = *reserve
 	}
-	if err := checkSpaceLimits(q, r); err != nil {
+	if err := CheckSpaceLimits(q, r); err != nil {
 		s.limitsMu.Unlock()
 		return api.SpaceLimits{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
