@@ -19,9 +19,10 @@ import (
 // the leader (a forwarded write goes through the leader's Write), when
 //
 //   - the store's bytes in use (fsm.Usage().InUseBytes: the pages that are
-//     not free) reach Config.QuotaBackendBytes, or
-//   - the data directory's filesystem has fewer than Config.MinFreeBytes
-//     free for unprivileged users (statfs f_bavail), or
+//     not free) reach the quota, Config.QuotaBackendBytes, or
+//   - the data directory's filesystem has fewer than the reserve,
+//     Config.MinFreeBytes, free for unprivileged users (statfs f_bavail),
+//     or
 //   - the state machine's apply is waiting for disk space (the fsm retries
 //     an apply that met ENOSPC or EDQUOT instead of panicking, and calls
 //     Config.OnApplyStalled), or the raft log met ENOSPC, until there is
@@ -31,7 +32,10 @@ import (
 // compacted), and so are compaction, membership and access-control
 // changes; reads are not affected. Refusing raises the member's no_space
 // alarm, and a monitor (spaceMonitor) clears it once there is room and
-// apply runs again: writes resume without a restart.
+// apply runs again: writes resume without a restart. SetSpaceLimits
+// changes the quota and the reserve while the node runs (not persisted:
+// the next start takes the config's again) and re-evaluates the refusal
+// at once, clearing the alarm when the new limits leave room.
 //
 // Writes are hot, so the check reads a cached reading of the usage and
 // the free space, renewed at most once per spaceInterval by the writer

@@ -438,3 +438,54 @@ func TestSetSpaceLimits(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestSetSpaceLimitsConcurrent changes the limits back and forth while
+// writers run (go test -race): once they leave room for good, the alarm
+// is down and writes are taken, whatever a writer that read the old
+// limits did meanwhile.
+func TestSetSpaceLimitsConcurrent(t *testing.T) {
+	n := startSpaceNode(t, 0, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	for w := 0; w < 4; w++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; ctx.Err() == nil; i++ {
+				_, err := n.Write(ctx, putTxn(fmt.Sprintf("w%d/%d", w, i%50), make([]byte, 1024)))
+				if err != nil && !errors.Is(err, ErrNoSpace) && ctx.Err() == nil {
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 20; i++ {
+		var err error
+		if i%2 == 0 {
+			_, err = n.SetSpaceLimits(ctx, nil, ptr(maxSpaceBytes))
+		} else {
+			_, err = n.SetSpaceLimits(ctx, ptr(int64(0)), ptr(int64(0)))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The last change left room: a writer that refused with the old
+	// limits raised the alarm after it cleared, and woke the monitor,
+	// which clears it again.
+	waitFor(t, "no_space cleared", 5*time.Second, func() error {
+		if a, ok := alarmOf(t, n, api.AlarmNoSpace); ok {
+			return fmt.Errorf("alarm up: %s", a.Message)
+		}
+		return nil
+	})
+	if _, err := n.Write(ctx, putTxn("last", []byte("v"))); err != nil {
+		t.Fatalf("put with room: %v", err)
+	}
+	cancel()
+	for w := 0; w < 4; w++ {
+		<-done
+	}
+}
