@@ -26,6 +26,7 @@
 //	GET    /v1/alarms                  AlarmsResponse: every member's alarms
 //	POST   /v1/maintenance/scrub       ScrubResponse: this member checks its data now
 //	POST   /v1/maintenance/defrag      DefragResponse: this member gives back free pages
+//	PUT    /v1/maintenance/space       SpaceLimits -> SpaceLimits: change this member's quota and reserve until its next start
 //	GET    /healthz, /readyz, /metrics
 //
 // Query parameters: writes to /v1/kv take if_revision=R, if_absent=true,
@@ -408,6 +409,17 @@ type DefragResponse struct {
 	Took        string `json:"took"`
 }
 
+// SpaceLimits changes one member's disk-space limits while it runs (PUT
+// /v1/maintenance/space): the store's quota (--quota-backend-bytes, 0:
+// none) and the free space kept on its data directory's filesystem
+// (--min-free-bytes, 0: none). In a request an absent field is left as it
+// is; the response has both as they now are. The change lasts until the
+// member's next start, which takes its flags or config file again.
+type SpaceLimits struct {
+	QuotaBackendBytes *int64 `json:"quota_backend_bytes,omitempty"`
+	MinFreeBytes      *int64 `json:"min_free_bytes,omitempty"`
+}
+
 // CompactRequest asks to compact history before Revision.
 type CompactRequest struct {
 	Revision uint64 `json:"revision"`
@@ -441,12 +453,15 @@ type StatusResponse struct {
 	// Alarms are this member's raised alarms.
 	Alarms []Alarm `json:"alarms,omitempty"`
 	// StoreBytes is the store file's size, StoreInUseBytes the part of it
-	// in use (what the quota counts), QuotaBytes the quota and FreeBytes
-	// the free space of the data directory's filesystem.
+	// in use (what the quota counts), QuotaBytes the quota, FreeBytes
+	// the free space of the data directory's filesystem and MinFreeBytes
+	// the free space kept on it (the reserve). The quota and the reserve
+	// are the live ones (PUT /v1/maintenance/space changes them).
 	StoreBytes      int64 `json:"store_bytes,omitempty"`
 	StoreInUseBytes int64 `json:"store_in_use_bytes,omitempty"`
 	QuotaBytes      int64 `json:"quota_bytes,omitempty"`
 	FreeBytes       int64 `json:"free_bytes,omitempty"`
+	MinFreeBytes    int64 `json:"min_free_bytes,omitempty"`
 }
 
 // Member roles.

@@ -138,3 +138,34 @@ func (c *Client) Defrag(ctx context.Context, endpoint string) (*api.DefragRespon
 	}
 	return &dr, nil
 }
+
+// SetSpaceLimits changes one member's (endpoint, required) disk-space
+// limits while it runs (PUT /v1/maintenance/space): its store's quota
+// (--quota-backend-bytes, 0: none) and the free space it keeps on its
+// data directory's filesystem (--min-free-bytes, 0: none); nil leaves one
+// as it is. It returns both as they now are. A member that refused writes
+// for lack of space takes them again at once if the new limits leave
+// room. The change lasts until the member's next start: change its flags
+// or config file too. A bad value is ErrBadRequest. It is not retried.
+func (c *Client) SetSpaceLimits(ctx context.Context, endpoint string, quota, reserve *int64) (*api.SpaceLimits, error) {
+	if endpoint == "" {
+		return nil, fmt.Errorf("%w: setting space limits needs the endpoint of the member to change", ErrBadRequest)
+	}
+	u, err := c.normalize(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	b, err := json.Marshal(api.SpaceLimits{QuotaBackendBytes: quota, MinFreeBytes: reserve})
+	if err != nil {
+		return nil, err
+	}
+	rep, err := c.do(ctx, &call{method: http.MethodPut, path: "/v1/maintenance/space", body: b, json: true, endpoint: u, retry: retrySafe, attempts: 1})
+	if err != nil {
+		return nil, err
+	}
+	var sl api.SpaceLimits
+	if err := rep.decode(&sl); err != nil {
+		return nil, err
+	}
+	return &sl, nil
+}

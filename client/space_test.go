@@ -63,3 +63,49 @@ func TestNoSpaceAndDefrag(t *testing.T) {
 		t.Fatalf("get after defrag: %+v %v", kv, err)
 	}
 }
+
+// TestSetSpaceLimits: a member refusing puts at its 2 MiB quota takes
+// them again as soon as SetSpaceLimits raises its quota; bad values and a
+// missing endpoint are ErrBadRequest.
+func TestSetSpaceLimits(t *testing.T) {
+	cfg := testConfig(t, "n1")
+	cfg.Bootstrap = true
+	cfg.QuotaBackendBytes, cfg.MinFreeBytes = 2<<20, 0
+	n := startNode(t, cfg)
+	waitFor(t, "n1 ready", 10*time.Second, n.Ready)
+	c := newClient(t, nil, n.HTTPURL())
+	ctx := context.Background()
+
+	value := make([]byte, 32<<10)
+	var refused error
+	for i := 0; i < 500 && refused == nil; i++ {
+		_, refused = c.Put(ctx, fmt.Sprintf("k/%03d", i), value)
+	}
+	if !errors.Is(refused, client.ErrNoSpace) {
+		t.Fatalf("filling a 2 MiB quota: %v", refused)
+	}
+	quota, bad := int64(64<<20), int64(-1)
+	if _, err := c.SetSpaceLimits(ctx, "", &quota, nil); !errors.Is(err, client.ErrBadRequest) {
+		t.Fatalf("without an endpoint: %v", err)
+	}
+	if _, err := c.SetSpaceLimits(ctx, n.HTTPURL(), nil, &bad); !errors.Is(err, client.ErrBadRequest) {
+		t.Fatalf("a negative reserve: %v", err)
+	}
+	sl, err := c.SetSpaceLimits(ctx, n.HTTPURL(), &quota, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sl.QuotaBackendBytes == nil || *sl.QuotaBackendBytes != quota || sl.MinFreeBytes == nil || *sl.MinFreeBytes != 0 {
+		t.Fatalf("answer %+v", sl)
+	}
+	if _, err := c.Put(ctx, "again", value); err != nil {
+		t.Fatalf("put after raising the quota: %v", err)
+	}
+	st, err := c.Status(ctx, n.HTTPURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.QuotaBytes != quota || len(st.Alarms) != 0 {
+		t.Fatalf("status: quota %d, alarms %+v", st.QuotaBytes, st.Alarms)
+	}
+}

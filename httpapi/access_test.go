@@ -58,6 +58,10 @@ func (r *recording) Defrag(ctx context.Context) (api.DefragResponse, error) {
 	r.note("Defrag")
 	return r.fakeService.Defrag(ctx)
 }
+func (r *recording) SetSpaceLimits(ctx context.Context, quota, reserve *int64) (api.SpaceLimits, error) {
+	r.note("SetSpaceLimits")
+	return r.fakeService.SetSpaceLimits(ctx, quota, reserve)
+}
 func (r *recording) PrepareRead(ctx context.Context, o ReadOptions) error {
 	r.note("PrepareRead")
 	return r.fakeService.PrepareRead(ctx, o)
@@ -276,6 +280,7 @@ func TestAccessEveryRoute(t *testing.T) {
 		{"GET", "/v1/backup", "", guarded, "ops", 200},
 		{"POST", "/v1/verify", "", guarded, "ops", 200},
 		{"POST", "/v1/maintenance/defrag", "", guarded, "ops", 200},
+		{"PUT", "/v1/maintenance/space", `{"quota_backend_bytes":1073741824}`, guarded, "ops", 200},
 		{"GET", "/v1/cluster/members", "", guarded, "ops", 200},
 		{"DELETE", "/v1/cluster/members/n3", "", guarded, "ops", 200},
 		{"POST", "/v1/cluster/members/n3/promote", "", guarded, "ops", 200},

@@ -51,6 +51,23 @@ func (h *handler) defrag(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// spaceLimits serves PUT /v1/maintenance/space: the answering member
+// changes its quota and reserve (api.SpaceLimits; an absent field is left
+// as it is) until its next start. Like defrag it is never forwarded:
+// `cairn node space` calls each member in turn.
+func (h *handler) spaceLimits(w http.ResponseWriter, r *http.Request) error {
+	var req api.SpaceLimits
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	resp, err := h.svc.SetSpaceLimits(r.Context(), req.QuotaBackendBytes, req.MinFreeBytes)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
 func (h *handler) status(w http.ResponseWriter, _ *http.Request) error {
 	st, err := h.svc.Status()
 	if err != nil {

@@ -55,6 +55,8 @@ type fakeService struct {
 	scrubs    int
 	defrags   int
 	defragErr error
+	// quota and reserve are what SetSpaceLimits changes.
+	quota, reserve int64
 
 	// auth is the access-control state; ChangeAuth applies changes to
 	// it (authChanges records them) unless authErr is set.
@@ -100,6 +102,25 @@ func (f *fakeService) Defrag(context.Context) (api.DefragResponse, error) {
 	}
 	f.defrags++
 	return api.DefragResponse{Node: f.id, BeforeBytes: 1 << 20, AfterBytes: 1 << 16, Took: "5ms"}, nil
+}
+
+// SetSpaceLimits checks its values as the node does, roughly: a
+// negative one is refused.
+func (f *fakeService) SetSpaceLimits(_ context.Context, quota, reserve *int64) (api.SpaceLimits, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	q, r := f.quota, f.reserve
+	if quota != nil {
+		q = *quota
+	}
+	if reserve != nil {
+		r = *reserve
+	}
+	if q < 0 || r < 0 {
+		return api.SpaceLimits{}, fmt.Errorf("%w: negative space limit", ErrBadRequest)
+	}
+	f.quota, f.reserve = q, r
+	return api.SpaceLimits{QuotaBackendBytes: &q, MinFreeBytes: &r}, nil
 }
 
 func (f *fakeService) Compact(ctx context.Context, rev uint64) (uint64, error) {

@@ -161,6 +161,7 @@ func (h *handler) routes() []route {
 		{"GET /v1/alarms", ruleAdmin, h.alarms},
 		{"POST /v1/maintenance/scrub", ruleAdmin, h.scrub},
 		{"POST /v1/maintenance/defrag", ruleAdmin, h.defrag},
+		{"PUT /v1/maintenance/space", ruleAdmin, h.spaceLimits},
 		{"GET /v1/status", ruleOpen, h.status},
 		{"GET /v1/cluster/members", ruleAdmin, h.members},
 		{"POST /v1/cluster/members", ruleJoin, h.join},

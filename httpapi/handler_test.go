@@ -284,6 +284,26 @@ func TestRoutes(t *testing.T) {
 			setup: func(f *fakeService) { f.defragErr = fmt.Errorf("%w: no room for the copy", ErrNoSpace) }, status: 507, code: api.CodeNoSpace},
 		{name: "defrag unknown parameter", method: "POST", target: "/v1/maintenance/defrag?all=true", status: 400, code: api.CodeBadRequest},
 		{name: "defrag wrong method", method: "GET", target: "/v1/maintenance/defrag", status: 405, code: api.CodeMethod},
+		{name: "space limits", method: "PUT", target: "/v1/maintenance/space", body: `{"quota_backend_bytes":1073741824}`,
+			setup: func(f *fakeService) { f.reserve = 512 << 20 }, status: 200,
+			check: func(t *testing.T, f *fakeService, rec *httptest.ResponseRecorder) {
+				if rec.Body.String() != `{"quota_backend_bytes":1073741824,"min_free_bytes":536870912}`+"\n" || f.quota != 1<<30 || f.reserve != 512<<20 {
+					t.Fatalf("answer %q, quota %d, reserve %d", rec.Body, f.quota, f.reserve)
+				}
+			}},
+		{name: "space limits reserve only", method: "PUT", target: "/v1/maintenance/space", body: `{"min_free_bytes":0}`,
+			setup: func(f *fakeService) { f.quota, f.reserve = 1<<30, 512<<20 }, status: 200,
+			check: func(t *testing.T, f *fakeService, rec *httptest.ResponseRecorder) {
+				if f.quota != 1<<30 || f.reserve != 0 {
+					t.Fatalf("answer %q, quota %d, reserve %d", rec.Body, f.quota, f.reserve)
+				}
+			}},
+		{name: "space limits bad value", method: "PUT", target: "/v1/maintenance/space", body: `{"quota_backend_bytes":-1}`, status: 400, code: api.CodeBadRequest},
+		{name: "space limits unknown field", method: "PUT", target: "/v1/maintenance/space", body: `{"quota":1}`, status: 400, code: api.CodeBadRequest},
+		{name: "space limits not a number", method: "PUT", target: "/v1/maintenance/space", body: `{"quota_backend_bytes":"1GiB"}`, status: 400, code: api.CodeBadRequest},
+		{name: "space limits malformed", method: "PUT", target: "/v1/maintenance/space", body: `{`, status: 400, code: api.CodeBadRequest},
+		{name: "space limits unknown parameter", method: "PUT", target: "/v1/maintenance/space?all=true", body: `{}`, status: 400, code: api.CodeBadRequest},
+		{name: "space limits wrong method", method: "POST", target: "/v1/maintenance/space", body: `{}`, status: 405, code: api.CodeMethod},
 		{name: "status", method: "GET", target: "/v1/status", status: 200, check: func(t *testing.T, _ *fakeService, rec *httptest.ResponseRecorder) {
 			var st api.StatusResponse
 			if json.Unmarshal(rec.Body.Bytes(), &st) != nil || st.ID != "n1" || rec.Header().Get(api.HeaderRevision) != "3" {

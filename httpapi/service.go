@@ -115,6 +115,10 @@ type Service interface {
 	// Defrag gives back the free pages of this member's store (not the
 	// other members'): writes and reads on it wait while it copies.
 	Defrag(ctx context.Context) (api.DefragResponse, error)
+	// SetSpaceLimits changes this member's quota and reserve until its
+	// next start (nil: unchanged) and returns both as they now are; a bad
+	// value is an error wrapping ErrBadRequest.
+	SetSpaceLimits(ctx context.Context, quota, reserve *int64) (api.SpaceLimits, error)
 
 	// Subscribe opens a subscription to the member's change feed from
 	// revision from (0: the next one).

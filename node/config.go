@@ -297,6 +297,20 @@ func (c Config) withTLSDefaults() Config {
 	return c
 }
 
+// CheckSpaceLimits reports whether quota and reserve are a valid
+// QuotaBackendBytes and MinFreeBytes: Validate checks them at start,
+// SetSpaceLimits at run time, and `cairn node space` before it calls any
+// member.
+func CheckSpaceLimits(quota, reserve int64) error {
+	switch {
+	case quota != 0 && (quota < minQuotaBytes || quota > maxSpaceBytes):
+		return fmt.Errorf("quota backend bytes %d not 0 (no quota) or in %s..%s", quota, bytesize.Format(minQuotaBytes), bytesize.Format(maxSpaceBytes))
+	case reserve < 0 || reserve > maxSpaceBytes:
+		return fmt.Errorf("min free bytes %d not in 0..%s", reserve, bytesize.Format(maxSpaceBytes))
+	}
+	return nil
+}
+
 // Validate reports whether c can start a node. It does not read the TLS
 // files; New does.
 func (c Config) Validate() error {
@@ -352,10 +366,9 @@ func (c Config) Validate() error {
 		return bad("bcrypt cost %d not in %d..%d", c.BcryptCost, auth.MinBcryptCost, auth.MaxBcryptCost)
 	case c.IdempotencyWindow <= 0 || c.IdempotencyWindow > fsm.MaxIdempotencyWindow:
 		return bad("idempotency window %s not in (0, %s]", c.IdempotencyWindow, fsm.MaxIdempotencyWindow)
-	case c.QuotaBackendBytes != 0 && (c.QuotaBackendBytes < minQuotaBytes || c.QuotaBackendBytes > maxSpaceBytes):
-		return bad("quota backend bytes %d not 0 (no quota) or in %s..%s", c.QuotaBackendBytes, bytesize.Format(minQuotaBytes), bytesize.Format(maxSpaceBytes))
-	case c.MinFreeBytes < 0 || c.MinFreeBytes > maxSpaceBytes:
-		return bad("min free bytes %d not in 0..%s", c.MinFreeBytes, bytesize.Format(maxSpaceBytes))
+	}
+	if err := CheckSpaceLimits(c.QuotaBackendBytes, c.MinFreeBytes); err != nil {
+		return bad("%v", err)
 	}
 	if _, err := net.ResolveTCPAddr("tcp", c.RaftAddr); err != nil {
 		return bad("raft address %q: %v", c.RaftAddr, err)

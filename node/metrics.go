@@ -59,7 +59,10 @@ func newMetrics(n *Node) *metrics {
 	gauge("store_in_use_bytes", "Bytes of the object store in use (not free pages): what --quota-backend-bytes counts.", func() float64 {
 		return float64(n.space.reading().usage.InUseBytes)
 	})
-	gauge("quota_bytes", "The object store's quota (--quota-backend-bytes; 0: none).", func() float64 { return float64(n.cfg.QuotaBackendBytes) })
+	gauge("quota_bytes", "The object store's quota (--quota-backend-bytes or its live change, cairn node space; 0: none).", func() float64 { return float64(n.space.quota.Load()) })
+	gauge("min_free_bytes", "The free space kept on the data directory's filesystem (--min-free-bytes or its live change, cairn node space; 0: none).", func() float64 {
+		return float64(n.space.reserve.Load())
+	})
 	gauge("free_bytes", "Bytes free for unprivileged users on the data directory's filesystem (-1: unknown).", func() float64 { return float64(n.space.reading().free) })
 	gauge("no_space", "1 while this member refuses writes for lack of space (the no_space alarm).", func() float64 {
 		if n.alarms.has(api.AlarmNoSpace) {

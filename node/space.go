@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -18,9 +19,10 @@ import (
 // the leader (a forwarded write goes through the leader's Write), when
 //
 //   - the store's bytes in use (fsm.Usage().InUseBytes: the pages that are
-//     not free) reach Config.QuotaBackendBytes, or
-//   - the data directory's filesystem has fewer than Config.MinFreeBytes
-//     free for unprivileged users (statfs f_bavail), or
+//     not free) reach the quota, Config.QuotaBackendBytes, or
+//   - the data directory's filesystem has fewer than the reserve,
+//     Config.MinFreeBytes, free for unprivileged users (statfs f_bavail),
+//     or
 //   - the state machine's apply is waiting for disk space (the fsm retries
 //     an apply that met ENOSPC or EDQUOT instead of panicking, and calls
 //     Config.OnApplyStalled), or the raft log met ENOSPC, until there is
@@ -30,7 +32,10 @@ import (
 // compacted), and so are compaction, membership and access-control
 // changes; reads are not affected. Refusing raises the member's no_space
 // alarm, and a monitor (spaceMonitor) clears it once there is room and
-// apply runs again: writes resume without a restart.
+// apply runs again: writes resume without a restart. SetSpaceLimits
+// changes the quota and the reserve while the node runs (not persisted:
+// the next start takes the config's again) and re-evaluates the refusal
+// at once, clearing the alarm when the new limits leave room.
 //
 // Writes are hot, so the check reads a cached reading of the usage and
 // the free space, renewed at most once per spaceInterval by the writer
@@ -72,9 +77,16 @@ type spaceReading struct {
 
 // space is a node's disk-space guard.
 type space struct {
-	n       *Node
-	quota   int64
-	reserve int64
+	n *Node
+	// quota and reserve are Config.QuotaBackendBytes and
+	// Config.MinFreeBytes at start; SetSpaceLimits changes them at run
+	// time (limitsMu serializes the changes).
+	quota    atomic.Int64
+	reserve  atomic.Int64
+	limitsMu sync.Mutex
+	// recheckMu serializes recheck: one that read the old limits must not
+	// raise the alarm again after one that read the new ones cleared it.
+	recheckMu sync.Mutex
 
 	cur       atomic.Pointer[spaceReading]
 	refreshMu sync.Mutex
@@ -101,8 +113,10 @@ type space struct {
 }
 
 func newSpace(n *Node) *space {
-	return &space{n: n, quota: n.cfg.QuotaBackendBytes, reserve: n.cfg.MinFreeBytes, wake: make(chan struct{}, 1),
-		stallCh: make(chan struct{})}
+	s := &space{n: n, wake: make(chan struct{}, 1), stallCh: make(chan struct{})}
+	s.quota.Store(n.cfg.QuotaBackendBytes)
+	s.reserve.Store(n.cfg.MinFreeBytes)
+	return s
 }
 
 // read takes a new reading.
@@ -163,6 +177,7 @@ func (s *space) verdict(r *spaceReading, extra int64) error {
 	s.mu.Lock()
 	stalled, enospc := s.stalled, s.enospc
 	s.mu.Unlock()
+	quota, reserve := s.quota.Load(), s.reserve.Load()
 	switch {
 	case stalled != nil:
 		return fmt.Errorf("%w: applying committed writes is waiting for disk space on member %s (%v)", ErrNoSpace, s.n.cfg.ID, stalled)
@@ -173,12 +188,12 @@ func (s *space) verdict(r *spaceReading, extra int64) error {
 		// Full, whatever the reserve: a follower whose raft log cannot
 		// store entries sees nothing else.
 		return fmt.Errorf("%w: the filesystem of member %s's data directory is full", ErrNoSpace, s.n.cfg.ID)
-	case s.quota > 0 && r.usage.InUseBytes+extra >= s.quota:
-		return fmt.Errorf("%w: the store of member %s has %s in use, its quota (--quota-backend-bytes) is %s: delete and compact to free pages, or raise the quota",
-			ErrNoSpace, s.n.cfg.ID, bytesize.Format(r.usage.InUseBytes+extra), bytesize.Format(s.quota))
-	case s.reserve > 0 && r.free >= 0 && r.free-extra < s.reserve:
-		return fmt.Errorf("%w: the filesystem of member %s's data directory has %s free, below its reserve (--min-free-bytes) of %s: free disk space, or delete, compact and defragment (cairn defrag) to shrink the store's file",
-			ErrNoSpace, s.n.cfg.ID, bytesize.Format(max(r.free-extra, 0)), bytesize.Format(s.reserve))
+	case quota > 0 && r.usage.InUseBytes+extra >= quota:
+		return fmt.Errorf("%w: the store of member %s has %s in use, its quota (--quota-backend-bytes) is %s: delete and compact to free pages, or raise the quota (cairn node space --quota-backend-bytes)",
+			ErrNoSpace, s.n.cfg.ID, bytesize.Format(r.usage.InUseBytes+extra), bytesize.Format(quota))
+	case reserve > 0 && r.free >= 0 && r.free-extra < reserve:
+		return fmt.Errorf("%w: the filesystem of member %s's data directory has %s free, below its reserve (--min-free-bytes) of %s: free disk space, lower the reserve (cairn node space --min-free-bytes), or delete, compact and defragment (cairn defrag) to shrink the store's file",
+			ErrNoSpace, s.n.cfg.ID, bytesize.Format(max(r.free-extra, 0)), bytesize.Format(reserve))
 	}
 	return nil
 }
@@ -330,9 +345,11 @@ func (s *space) monitor() {
 
 // recheck takes a reading and clears the alarm when there is room.
 func (s *space) recheck() {
+	s.recheckMu.Lock()
+	defer s.recheckMu.Unlock()
 	r := s.refresh()
 	s.mu.Lock()
-	if s.enospc != nil && r.free >= max(s.reserve, afterENOSPCFree) {
+	if s.enospc != nil && r.free >= max(s.reserve.Load(), afterENOSPCFree) {
 		s.n.log.Info("free space again after the disk was full", "free", formatFree(r.free))
 		s.enospc = nil
 	}
@@ -350,6 +367,26 @@ func (s *space) recheck() {
 	s.n.log.Info("writes resumed: there is room again", "in_use", bytesize.Format(r.usage.InUseBytes), "free", formatFree(r.free))
 }
 
+// limitsChanged re-evaluates the refusal after SetSpaceLimits changed
+// the quota or the reserve, at once rather than at the monitor's next
+// reading: while writes are refused it takes a reading and clears the
+// no_space alarm if there is room under the new limits (recheck); while
+// they are let through, it takes a reading and refuses them, raising the
+// alarm, if the new limits leave no room.
+func (s *space) limitsChanged() {
+	if s.noSpace.Load() {
+		s.recheck()
+		return
+	}
+	s.recheckMu.Lock()
+	r := s.refresh()
+	err := s.verdict(r, 0)
+	s.recheckMu.Unlock()
+	if err != nil {
+		s.refuse(err)
+	}
+}
+
 // freeBytes returns the bytes free for unprivileged users on the
 // filesystem that holds dir.
 func freeBytes(dir string) (int64, error) {
@@ -359,4 +396,39 @@ func freeBytes(dir string) (int64, error) {
 	}
 	// The fields' types differ between systems.
 	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// SetSpaceLimits changes this member's quota (Config.QuotaBackendBytes)
+// and reserve (Config.MinFreeBytes) while it runs; nil leaves one as it
+// is. The values are checked as Validate checks the config's (an error
+// wrapping ErrBadRequest). The refusal is re-evaluated at once: raising
+// a limit that refused writes lets the next write through and clears the
+// no_space alarm, lowering one below what is in use (or free) refuses
+// writes and raises it. It returns both limits as they now are.
+//
+// The change is this member's only and is not persisted: the next start
+// takes --quota-backend-bytes and --min-free-bytes (or the config file)
+// again, so change those too (docs/operations.md, Disk space).
+func (n *Node) SetSpaceLimits(_ context.Context, quota, reserve *int64) (api.SpaceLimits, error) {
+	s := n.space
+	s.limitsMu.Lock()
+	q, r := s.quota.Load(), s.reserve.Load()
+	if quota != nil {
+		q = *quota
+	}
+	if reserve != nil {
+		r = *reserve
+	}
+	if err := CheckSpaceLimits(q, r); err != nil {
+		s.limitsMu.Unlock()
+		return api.SpaceLimits{}, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	oldQ, oldR := s.quota.Swap(q), s.reserve.Swap(r)
+	s.limitsMu.Unlock()
+	if oldQ != q || oldR != r {
+		n.log.Info("space limits changed (until the next start: change --quota-backend-bytes and --min-free-bytes too)",
+			"quota_backend_bytes", q, "old_quota_backend_bytes", oldQ, "min_free_bytes", r, "old_min_free_bytes", oldR)
+	}
+	s.limitsChanged()
+	return api.SpaceLimits{QuotaBackendBytes: &q, MinFreeBytes: &r}, nil
 }

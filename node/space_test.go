@@ -306,3 +306,186 @@ func BenchmarkSpaceCheck(b *testing.B) {
 		}
 	})
 }
+
+// TestSetSpaceLimits: a member refusing writes at its quota takes them
+// again as soon as SetSpaceLimits raises the quota, without a restart,
+// and its no_space alarm clears by itself; lowering the quota below what
+// is in use, or raising the reserve above what is free, refuses writes at
+// once, and putting them back lets writes through again. Status and the
+// metrics show the live limits; bad values change nothing.
+func TestSetSpaceLimits(t *testing.T) {
+	const quota = 2 << 20
+	n := startSpaceNode(t, quota, 0)
+	ctx := context.Background()
+	value := make([]byte, 32<<10)
+	refused := false
+	for i := 0; i < 1000 && !refused; i++ {
+		_, err := n.Write(ctx, putTxn(fmt.Sprintf("fill/%04d", i), value))
+		switch {
+		case errors.Is(err, ErrNoSpace):
+			refused = true
+		case err != nil:
+			t.Fatalf("put %d: %v", i, err)
+		}
+	}
+	if !refused {
+		t.Fatal("1000 puts of 32 KiB under a 2 MiB quota were all taken")
+	}
+	if _, ok := alarmOf(t, n, api.AlarmNoSpace); !ok {
+		t.Fatal("no no_space alarm after a refusal")
+	}
+	limits := func(wantQuota, wantReserve int64) {
+		t.Helper()
+		st, err := n.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.QuotaBytes != wantQuota || st.MinFreeBytes != wantReserve {
+			t.Fatalf("status: quota %d, reserve %d; want %d, %d", st.QuotaBytes, st.MinFreeBytes, wantQuota, wantReserve)
+		}
+		if l, want := metric(t, n, "cairn_quota_bytes"), fmt.Sprintf("cairn_quota_bytes %g", float64(wantQuota)); l != want {
+			t.Fatalf("metric %q, want %q", l, want)
+		}
+		if l, want := metric(t, n, "cairn_min_free_bytes"), fmt.Sprintf("cairn_min_free_bytes %g", float64(wantReserve)); l != want {
+			t.Fatalf("metric %q, want %q", l, want)
+		}
+	}
+	noAlarm := func(when string) {
+		t.Helper()
+		if a, ok := alarmOf(t, n, api.AlarmNoSpace); ok {
+			t.Fatalf("%s: no_space alarm still up: %s", when, a.Message)
+		}
+	}
+	limits(quota, 0)
+
+	// Bad values are refused and change nothing.
+	for _, c := range []struct{ quota, reserve *int64 }{
+		{quota: ptr(int64(1000))}, {quota: ptr(int64(-1))}, {quota: ptr(maxSpaceBytes + 1)},
+		{reserve: ptr(int64(-1))}, {quota: ptr(int64(64 << 20)), reserve: ptr(maxSpaceBytes + 1)},
+	} {
+		if _, err := n.SetSpaceLimits(ctx, c.quota, c.reserve); !errors.Is(err, ErrBadRequest) {
+			t.Fatalf("SetSpaceLimits(%v, %v): %v, want ErrBadRequest", c.quota, c.reserve, err)
+		}
+	}
+	limits(quota, 0)
+	if _, err := n.Write(ctx, putTxn("still-refused", value)); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("put after refused changes: %v, want ErrNoSpace", err)
+	}
+
+	// Raise the quota: the alarm clears and the next put is taken.
+	got, err := n.SetSpaceLimits(ctx, ptr(int64(64<<20)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.QuotaBackendBytes == nil || *got.QuotaBackendBytes != 64<<20 || got.MinFreeBytes == nil || *got.MinFreeBytes != 0 {
+		t.Fatalf("SetSpaceLimits answered %+v", got)
+	}
+	noAlarm("after raising the quota")
+	if _, err := n.Write(ctx, putTxn("after-raise", value)); err != nil {
+		t.Fatalf("put after raising the quota: %v", err)
+	}
+	if l := metric(t, n, "cairn_no_space"); l != "cairn_no_space 0" {
+		t.Fatalf("metric %q", l)
+	}
+	limits(64<<20, 0)
+
+	// Lower it below what is in use: refused at once, alarm up.
+	if _, err := n.SetSpaceLimits(ctx, ptr(minQuotaBytes), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := alarmOf(t, n, api.AlarmNoSpace); !ok {
+		t.Fatal("no no_space alarm after lowering the quota below what is in use")
+	}
+	if _, err := n.Write(ctx, putTxn("after-lower", value)); !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "quota") {
+		t.Fatalf("put after lowering the quota: %v, want ErrNoSpace", err)
+	}
+	// No quota at all.
+	if _, err := n.SetSpaceLimits(ctx, ptr(int64(0)), nil); err != nil {
+		t.Fatal(err)
+	}
+	noAlarm("after removing the quota")
+	if _, err := n.Write(ctx, putTxn("no-quota", value)); err != nil {
+		t.Fatalf("put without a quota: %v", err)
+	}
+
+	// The reserve: above the free space refuses, lowered lets through.
+	if _, err := n.SetSpaceLimits(ctx, nil, ptr(maxSpaceBytes)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Write(ctx, putTxn("reserve", []byte("v"))); !errors.Is(err, ErrNoSpace) || !strings.Contains(err.Error(), "reserve") {
+		t.Fatalf("put under a reserve above the free space: %v", err)
+	}
+	if a, ok := alarmOf(t, n, api.AlarmNoSpace); !ok || !strings.Contains(a.Message, "reserve") {
+		t.Fatalf("no_space alarm %+v raised %v", a, ok)
+	}
+	limits(0, maxSpaceBytes)
+	got, err = n.SetSpaceLimits(ctx, nil, ptr(int64(0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *got.QuotaBackendBytes != 0 || *got.MinFreeBytes != 0 {
+		t.Fatalf("SetSpaceLimits answered quota %d, reserve %d", *got.QuotaBackendBytes, *got.MinFreeBytes)
+	}
+	noAlarm("after lowering the reserve")
+	if _, err := n.Write(ctx, putTxn("reserve", []byte("v"))); err != nil {
+		t.Fatalf("put after lowering the reserve: %v", err)
+	}
+	limits(0, 0)
+	// The config keeps the start values: the change is not persisted.
+	if n.cfg.QuotaBackendBytes != quota || n.cfg.MinFreeBytes != 0 {
+		t.Fatalf("config changed: quota %d, reserve %d", n.cfg.QuotaBackendBytes, n.cfg.MinFreeBytes)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// TestSetSpaceLimitsConcurrent changes the limits back and forth while
+// writers run (go test -race): once they leave room for good, the alarm
+// is down and writes are taken, whatever a writer that read the old
+// limits did meanwhile.
+func TestSetSpaceLimitsConcurrent(t *testing.T) {
+	n := startSpaceNode(t, 0, 0)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	for w := 0; w < 4; w++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; ctx.Err() == nil; i++ {
+				_, err := n.Write(ctx, putTxn(fmt.Sprintf("w%d/%d", w, i%50), make([]byte, 1024)))
+				if err != nil && !errors.Is(err, ErrNoSpace) && ctx.Err() == nil {
+					t.Errorf("writer %d: %v", w, err)
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < 20; i++ {
+		var err error
+		if i%2 == 0 {
+			_, err = n.SetSpaceLimits(ctx, nil, ptr(maxSpaceBytes))
+		} else {
+			_, err = n.SetSpaceLimits(ctx, ptr(int64(0)), ptr(int64(0)))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The last change left room: a writer that refused with the old
+	// limits raised the alarm after it cleared, and woke the monitor,
+	// which clears it again.
+	waitFor(t, "no_space cleared", 5*time.Second, func() error {
+		if a, ok := alarmOf(t, n, api.AlarmNoSpace); ok {
+			return fmt.Errorf("alarm up: %s", a.Message)
+		}
+		return nil
+	})
+	if _, err := n.Write(ctx, putTxn("last", []byte("v"))); err != nil {
+		t.Fatalf("put with room: %v", err)
+	}
+	cancel()
+	for w := 0; w < 4; w++ {
+		<-done
+	}
+}

@@ -30,7 +30,8 @@ func (n *Node) Status() (api.StatusResponse, error) {
 	}
 	s.Alarms = n.alarmList()
 	r := n.space.reading()
-	s.StoreBytes, s.StoreInUseBytes, s.QuotaBytes = r.usage.FileBytes, r.usage.InUseBytes, n.cfg.QuotaBackendBytes
+	s.StoreBytes, s.StoreInUseBytes = r.usage.FileBytes, r.usage.InUseBytes
+	s.QuotaBytes, s.MinFreeBytes = n.space.quota.Load(), n.space.reserve.Load()
 	s.FreeBytes = max(r.free, 0)
 	if n.IsLeader() {
 		s.LastContact = "0s"

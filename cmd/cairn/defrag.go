@@ -7,7 +7,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
 	"github.com/cairn-db/cairn/internal/bytesize"
 )
@@ -30,8 +29,8 @@ Example:
    cairn defrag
    cairn defrag --member n2`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "member", Usage: "defragment only this member (its id)"},
-			&cli.BoolFlag{Name: "all", Usage: "defragment every member, one after another (the default)"},
+			memberFlag("defragment only this member (its id)"),
+			allFlag("defragment every member, one after another (the default)"),
 			jsonFlag(),
 		},
 		Action: defragAction,
@@ -49,23 +48,14 @@ type defragRow struct {
 }
 
 func defragAction(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return usageError("defrag takes no arguments (use --member ID)")
-	}
-	if c.IsSet("member") && c.Bool("all") {
-		return usageError("defrag: --member and --all are exclusive")
-	}
-	if c.IsSet("member") && c.String("member") == "" {
-		return usageError("defrag: --member needs a member id")
+	if err := checkMemberFlags(c, "defrag"); err != nil {
+		return err
 	}
 	asJSON := boolFlag(c, "json")
 	var rows []defragRow
 	err := withClient(c, func(ctx context.Context, cl *client.Client) error {
-		mr, err := cl.Members(ctx)
-		if err != nil {
-			return err
-		}
-		targets, err := defragOrder(mr.Members, c.String("member"))
+		// The leader last: defragmenting it pauses every write.
+		targets, err := selectMembers(ctx, cl, c.String("member"), true)
 		if err != nil {
 			return err
 		}
@@ -118,31 +108,4 @@ func defragAction(c *cli.Context) error {
 		return fmt.Errorf("%w on %d of %d member(s)", errDefragFailed, failed, len(rows))
 	}
 	return nil
-}
-
-// defragOrder returns the members to defragment in order: only id when
-// given, else every member with the leader last (defragmenting the leader
-// pauses every write).
-func defragOrder(members []api.Member, id string) ([]api.Member, error) {
-	if id != "" {
-		for _, m := range members {
-			if m.ID == id {
-				return []api.Member{m}, nil
-			}
-		}
-		return nil, fmt.Errorf("%w: no member %q", client.ErrNotFound, id)
-	}
-	var out []api.Member
-	var leader *api.Member
-	for i, m := range members {
-		if m.Leader {
-			leader = &members[i]
-			continue
-		}
-		out = append(out, m)
-	}
-	if leader != nil {
-		out = append(out, *leader)
-	}
-	return out, nil
 }

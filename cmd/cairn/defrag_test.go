@@ -49,8 +49,9 @@ func sectionExamples(t *testing.T, page, title string) []string {
 // stores hold free pages: every member, one after another with the leader
 // last, shrinks; --member takes one; bad flags exit 2, an unknown member
 // 4, and a member that cannot be reached makes it exit 1 after the others
-// were done. It runs the examples of docs/operations.md's and
-// docs/cli.md's "Disk space" sections as written.
+// were done; `cairn node space` likewise, and it changes the members'
+// quota and reserve live. It runs the examples of docs/operations.md's
+// and docs/cli.md's "Disk space" sections as written.
 func TestDefragCLI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -142,11 +143,15 @@ func TestDefragCLI(t *testing.T) {
 			t.Logf("%s\n%s", line, out)
 		}
 	}
-	for _, help := range helpExamples(defragCommand()) {
+	for _, help := range slices.Concat(helpExamples(defragCommand()), helpExamples(nodeSpaceCommand())) {
 		if !slices.Contains(sectionExamples(t, "cli.md", "Disk space"), help) {
 			t.Errorf("help example %q is not in docs/cli.md's Disk space section", help)
 		}
 	}
+	// The node space examples raised every member's quota to 16 GiB and
+	// lowered n2's reserve to 256 MiB, live.
+	checkSpaceLimits(t, cluster, map[string][2]int64{
+		"n1": {16 << 30, 512 << 20}, "n2": {16 << 30, 256 << 20}, "n3": {16 << 30, 512 << 20}})
 
 	// The first run (the operations.md example, after the deletes and the
 	// compaction) gave pages back; check a run's output in JSON: every
@@ -190,6 +195,30 @@ func TestDefragCLI(t *testing.T) {
 	if _, _, code := runCLI(t, "", cluster, "defrag", "n2"); code != exitUsage {
 		t.Fatalf("defrag n2: exit %d, want %d", code, exitUsage)
 	}
+	// node space: usage errors exit 2 and change nothing, an unknown
+	// member 4; only the flags given change.
+	for _, args := range [][]string{
+		{"node", "space", "n2"},
+		{"node", "space", "--member", "n2", "--all"},
+		{"node", "space", "--member", ""},
+		{"node", "space", "--quota-backend-bytes", "12XB"},
+		{"node", "space", "--quota-backend-bytes", "100"},
+		{"node", "space", "--min-free-bytes", "-1"},
+		{"node", "space", "--quota-backend-bytes", "1GiB", "--min-free-bytes", "512TiB"},
+	} {
+		if _, errOut, code := runCLI(t, "", append([]string{cluster}, args...)...); code != exitUsage {
+			t.Fatalf("%v: exit %d, want %d: %s", args, code, exitUsage, errOut)
+		}
+	}
+	if _, errOut, code := runCLI(t, "", cluster, "node", "space", "--member", "n9"); code != exitNotFound || !strings.Contains(errOut, "n9") {
+		t.Fatalf("node space --member n9: exit %d: %s", code, errOut)
+	}
+	out, errOut, code = runCLI(t, "", cluster, "node", "space", "--member", "n3", "--quota-backend-bytes", "0")
+	if code != 0 || out != "MEMBER  QUOTA  RESERVE\nn3      none   512MiB\n" {
+		t.Fatalf("node space --member n3 --quota-backend-bytes 0: exit %d: %q %s", code, out, errOut)
+	}
+	checkSpaceLimits(t, cluster, map[string][2]int64{
+		"n1": {16 << 30, 512 << 20}, "n2": {16 << 30, 256 << 20}, "n3": {0, 512 << 20}})
 
 	// A stopped member fails; the others are still defragmented.
 	stopped := (c.Leader(t) + 1) % 3
@@ -199,6 +228,41 @@ func TestDefragCLI(t *testing.T) {
 	if code != exitError || !strings.Contains(out, id+": FAILED") || strings.Count(out, " -> ") != 2 ||
 		!strings.Contains(errOut, "defrag failed on 1 of 3 member(s)") {
 		t.Fatalf("defrag with %s stopped: exit %d: %s%s", id, code, out, errOut)
+	}
+	// node space likewise: the others are shown, or changed.
+	for _, args := range [][]string{{"node", "space"}, {"node", "space", "--quota-backend-bytes", "32GiB"}} {
+		out, errOut, code = runCLI(t, "", append([]string{clusterFlag(c)}, args...)...)
+		if code != exitError || !strings.Contains(out, id+"      FAILED") || strings.Count(out, "\n") != 4 ||
+			!strings.Contains(errOut, "node space failed on 1 of 3 member(s)") {
+			t.Fatalf("%v with %s stopped: exit %d: %s%s", args, id, code, out, errOut)
+		}
+		if args[len(args)-1] == "32GiB" && strings.Count(out, "32GiB") != 2 {
+			t.Fatalf("%v with %s stopped: %s", args, id, out)
+		}
+	}
+}
+
+// checkSpaceLimits checks each member's quota and reserve ([2]int64) in
+// `cairn --json node space`, and the usage it shows.
+func checkSpaceLimits(t *testing.T, cluster string, want map[string][2]int64) {
+	t.Helper()
+	out, errOut, code := runCLI(t, "", cluster, "--json", "node", "space")
+	if code != 0 {
+		t.Fatalf("--json node space: exit %d: %s%s", code, out, errOut)
+	}
+	var rows []spaceRow
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("--json node space: %v: %s", err, out)
+	}
+	if len(rows) != len(want) {
+		t.Fatalf("--json node space: %d rows, want %d: %s", len(rows), len(want), out)
+	}
+	for _, r := range rows {
+		w, ok := want[r.Member]
+		if !ok || !r.OK || r.QuotaBackendBytes != w[0] || r.MinFreeBytes != w[1] ||
+			r.StoreBytes <= 0 || r.StoreInUseBytes <= 0 || r.StoreInUseBytes > r.StoreBytes || r.FreeBytes <= 0 {
+			t.Fatalf("--json node space: row %+v, want quota %d, reserve %d", r, w[0], w[1])
+		}
 	}
 }
 

@@ -119,3 +119,63 @@ func printMembers(c *cli.Context, m *api.MembersResponse) error {
 	}
 	return tw.Flush()
 }
+
+// The member selection of the commands that act on each member in turn
+// (defrag, node space): --member ID for one, --all (the default) for
+// every member.
+
+func memberFlag(usage string) cli.Flag { return &cli.StringFlag{Name: "member", Usage: usage} }
+func allFlag(usage string) cli.Flag    { return &cli.BoolFlag{Name: "all", Usage: usage} }
+
+// checkMemberFlags refuses arguments and a bad --member or --all (usage
+// errors) for the command named name.
+func checkMemberFlags(c *cli.Context, name string) error {
+	if c.NArg() > 0 {
+		return usageError("%s takes no arguments (use --member ID)", name)
+	}
+	if c.IsSet("member") && c.Bool("all") {
+		return usageError("%s: --member and --all are exclusive", name)
+	}
+	if c.IsSet("member") && c.String("member") == "" {
+		return usageError("%s: --member needs a member id", name)
+	}
+	return nil
+}
+
+// selectMembers returns the members to act on in order: only member id
+// when given (client.ErrNotFound when there is none), else every member
+// as the cluster lists them, with the leader last when leaderLast.
+func selectMembers(ctx context.Context, cl *client.Client, id string, leaderLast bool) ([]api.Member, error) {
+	mr, err := cl.Members(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return memberOrder(mr.Members, id, leaderLast)
+}
+
+func memberOrder(members []api.Member, id string, leaderLast bool) ([]api.Member, error) {
+	if id != "" {
+		for _, m := range members {
+			if m.ID == id {
+				return []api.Member{m}, nil
+			}
+		}
+		return nil, fmt.Errorf("%w: no member %q", client.ErrNotFound, id)
+	}
+	if !leaderLast {
+		return members, nil
+	}
+	var out []api.Member
+	var leader *api.Member
+	for i, m := range members {
+		if m.Leader {
+			leader = &members[i]
+			continue
+		}
+		out = append(out, m)
+	}
+	if leader != nil {
+		out = append(out, *leader)
+	}
+	return out, nil
+}

@@ -16,7 +16,8 @@ import (
 )
 
 // nodeCommands is `cairn node`: run and recover are here, the membership
-// commands in member.go, status and health in status.go.
+// commands in member.go, status and health in status.go, space in
+// space.go.
 func nodeCommands() []*cli.Command {
 	return []*cli.Command{{
 		Name:  "node",
@@ -52,7 +53,7 @@ Example:
 				},
 			},
 			repairCommand(), // integrity.go
-		}, memberCommands(), statusCommands()),
+		}, memberCommands(), statusCommands(), []*cli.Command{nodeSpaceCommand()}),
 	}}
 }
 

@@ -39,12 +39,9 @@ func statusCommands() []*cli.Command {
 					for _, a := range st.Alarms {
 						fmt.Fprintf(tw, "alarm\t%s since %s: %s\n", a.Type, a.Since.Format(time.RFC3339), a.Message)
 					}
-					quota := "none"
-					if st.QuotaBytes > 0 {
-						quota = bytesize.Format(st.QuotaBytes)
-					}
-					fmt.Fprintf(tw, "store\t%s (%s in use, quota %s)\nfree disk\t%s\n",
-						bytesize.Format(st.StoreBytes), bytesize.Format(st.StoreInUseBytes), quota, bytesize.Format(st.FreeBytes))
+					quota := limitText(st.QuotaBytes)
+					fmt.Fprintf(tw, "store\t%s (%s in use, quota %s)\nfree disk\t%s (reserve %s)\n",
+						bytesize.Format(st.StoreBytes), bytesize.Format(st.StoreInUseBytes), quota, bytesize.Format(st.FreeBytes), limitText(st.MinFreeBytes))
 					return tw.Flush()
 				})
 			},
