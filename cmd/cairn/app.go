@@ -107,7 +107,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, c := range app.Commands {
 		setUsageErrors(c, &unknown)
 	}
-	if err := app.RunContext(ctx, args); err != nil {
+	if err := app.RunContext(ctx, reorderArgs(app, args)); err != nil { // flags anywhere: args.go
 		return err
 	}
 	if unknown != "" {
