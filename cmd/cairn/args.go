@@ -1,6 +1,7 @@
 package main
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 
@@ -24,7 +25,11 @@ import (
 //   - `-` alone is a positional argument (standard input), and so is a
 //     word like `-1` or `-2.5` that is a number and no flag's name.
 //   - A word that looks like a flag but that no level defines stays a flag
-//     of the innermost command, where urfave reports it (exit 2).
+//     of the innermost command, where urfave reports it (exit 2). A flag
+//     that needs a value and has none ends the line at its level, so that
+//     urfave says so.
+//   - With --help or -h the positional arguments are dropped: help is for
+//     the command, and urfave would take an argument for a command name.
 //
 // Positional arguments keep their order. When one of them begins with `-`,
 // `--` is put before them so that urfave takes them as arguments.
@@ -112,7 +117,15 @@ func reorderArgs(app *cli.App, args []string) []string {
 				at = levels[len(levels)-1] // urfave reports it
 			}
 			at.words = append(at.words, w)
-			if at.flags[name] && !inline && i+1 < len(rest) {
+			if at.flags[name] && !inline {
+				if i+1 == len(rest) {
+					// No value: the flag ends the line at its level, where
+					// urfave says it needs one.
+					for levels[len(levels)-1] != at {
+						levels = levels[:len(levels)-1]
+					}
+					return joinLevels(args[0], levels, nil, false)
+				}
 				i++
 				at.words = append(at.words, rest[i])
 			}
@@ -132,6 +145,18 @@ func reorderArgs(app *cli.App, args []string) []string {
 	return joinLevels(args[0], levels, positional, false)
 }
 
+// help reports a help flag given at any level.
+func help(levels []*argLevel) bool {
+	for _, l := range levels {
+		for _, w := range l.words {
+			if name, _, ok := flagName(w); ok && slices.Contains(cli.HelpFlag.Names(), name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // findCommand returns the command of commands named name (or one of its
 // aliases), or nil.
 func findCommand(commands []*cli.Command, name string) *cli.Command {
@@ -147,6 +172,10 @@ func findCommand(commands []*cli.Command, name string) *cli.Command {
 // line; dashdash puts `--` before the positional arguments, as does one of
 // them beginning with `-`.
 func joinLevels(prog string, levels []*argLevel, positional []string, dashdash bool) []string {
+	if help(levels) {
+		// Help for the command, not for a command named by an argument.
+		positional, dashdash = nil, false
+	}
 	out := []string{prog}
 	for _, l := range levels {
 		if l.name != "" {

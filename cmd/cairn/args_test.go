@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -65,7 +68,14 @@ func TestReorderArgs(t *testing.T) {
 		{"get k --bogus", "get --bogus k"},
 		{"--bogus get k", "--bogus get k"},
 		// Help, and no command at all.
-		{"get k --help", "get --help k"},
+		{"get k --help", "get --help"},
+		{"user add ann -h --password-stdin", "user add -h --password-stdin"},
+		{"--help get k", "--help get"},
+		{"put -- k --help", "put -- k --help"}, // after --, --help is a value
+		// A flag without its value ends the line at its level.
+		{"get k --consistency", "get --consistency"},
+		{"get k --cluster", "--cluster"},
+		{"--json get k --timeout", "--json --timeout"},
 		{"node -h", "node -h"},
 		{"help get", "help get"},
 		{"", ""},
@@ -75,6 +85,34 @@ func TestReorderArgs(t *testing.T) {
 		got := strings.Join(reorderArgs(argsTestApp(), in)[1:], " ")
 		if got != tc.want {
 			t.Errorf("%q: got %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestRunFlagsAnywhere runs the CLI in-process where no cluster is needed:
+// help after the arguments, an unknown flag after them (exit 2), and --
+// that makes a flag-like word an argument.
+func TestRunFlagsAnywhere(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"get", "k", "--help"}, 0, "cairn get"},
+		{[]string{"user", "add", "ann", "--help"}, 0, "password-stdin"},
+		{[]string{"get", "k", "--bogus"}, 2, "bogus"},
+		{[]string{"get", "k", "--consistency"}, 2, "flag needs an argument: -consistency"},
+		{[]string{"get", "k", "--cluster"}, 2, "flag needs an argument: -cluster"},
+		{[]string{"put", "--", "k", "--if-absent", "x"}, 2, "put takes"},
+		{[]string{"get", "k", "--cluster", ""}, 2, "--cluster is empty"},
+	} {
+		var out bytes.Buffer
+		err := Run(context.Background(), append([]string{"cairn"}, tc.args...), &out, &out)
+		if err != nil {
+			fmt.Fprint(&out, err)
+		}
+		if code := exitCode(err); code != tc.code || !strings.Contains(out.String(), tc.out) {
+			t.Errorf("%q: exit %d, want %d; output %q should contain %q", tc.args, code, tc.code, out.String(), tc.out)
 		}
 	}
 }
