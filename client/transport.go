@@ -131,6 +131,7 @@ type reach struct {
 	tried []string          // endpoints that failed, in order
 	why   map[string]string // the last reason each failed
 	noted bool              // SlowCallNote was called
+	own   int               // failures not caused by the call's context ending
 }
 
 // newReach starts following a call.

@@ -48,8 +48,17 @@ func (r *reach) note(ep string, ae *attemptError) {
 	}
 	if _, ok := r.why[ep]; !ok {
 		r.tried = append(r.tried, ep)
+	} else if ae.cut || ae.unreached {
+		// Cut short by the call's end: the earlier reason says more.
+		if !ae.cut {
+			r.own++
+		}
+		return
 	}
 	r.why[ep] = failureReason(ae)
+	if !ae.cut {
+		r.own++
+	}
 }
 
 // reasons lists the endpoints tried, each with why it failed last.
@@ -118,9 +127,10 @@ func failureReason(ae *attemptError) string {
 
 // ctxEndedUnanswered is the error of a call whose context ended before any
 // endpoint answered, naming the endpoints tried and why they failed, or
-// nil when some endpoint answered or none was tried.
+// nil when some endpoint answered or none failed on its own (only the
+// context cut attempts short: ctxEndedError says ErrTimeout).
 func (r *reach) ctxEndedUnanswered(ctx context.Context) error {
-	if r.answered || len(r.tried) == 0 {
+	if r.answered || r.own == 0 {
 		return nil
 	}
 	return fmt.Errorf("%w: no member answered within %s (tried %s) (%w)",
