@@ -102,6 +102,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			[]*cli.Command{benchCommand()},   // bench.go
 			[]*cli.Command{certCommand()},    // cert.go
 			authCommands(),                   // auth.go: auth, user, role
+			[]*cli.Command{versionCommand()}, // version.go
 		),
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
