@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -69,5 +71,30 @@ func TestUnreachableClusterExits(t *testing.T) {
 				t.Errorf("stderr %q: a note on a pipe", errOut)
 			}
 		})
+	}
+}
+
+// The example of docs/cli.md, "Unreachable cluster", run as written, says
+// what the doc shows.
+func TestUnreachableClusterDocExample(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	doc, err := os.ReadFile("../../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const example = "cairn --cluster http://127.0.0.1:9999 --timeout 2s get hello"
+	const shown = "cairn: client: unavailable: no member answered within 2s (tried http://127.0.0.1:9999: connection refused)"
+	if !strings.Contains(string(doc), "\n"+example+"\n") || !strings.Contains(string(doc), "\n"+shown+"\n") {
+		t.Fatalf("docs/cli.md no longer shows %q and its message", example)
+	}
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:9999", time.Second); err == nil {
+		c.Close()
+		t.Skip("something listens on 127.0.0.1:9999")
+	}
+	_, errOut, code := runCLIWithin(t, 30*time.Second, nil, strings.Fields(example)[1:]...)
+	if code != exitUnavailable || strings.TrimSpace(errOut) != shown {
+		t.Fatalf("%s: exit %d, stderr %q; want %d and %q", example, code, errOut, exitUnavailable, shown)
 	}
 }
