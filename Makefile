@@ -80,8 +80,16 @@ bench:
 bench-cluster:
 	bash scripts/bench-cluster.sh
 
+# The build's version, commit and date, shown by `cairn version` and GET
+# /version (internal/buildinfo); without git, what the toolchain recorded.
+BUILD_VERSION ?= $(shell git describe --tags --dirty 2>/dev/null)
+BUILD_COMMIT  ?= $(shell git rev-parse HEAD 2>/dev/null)
+BUILD_DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
+BUILDINFO     := github.com/cairn-db/cairn/internal/buildinfo
+BUILD_LDFLAGS := -X $(BUILDINFO).version=$(BUILD_VERSION) -X $(BUILDINFO).commit=$(BUILD_COMMIT) -X $(BUILDINFO).date=$(BUILD_DATE)
+
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/cairn ./cmd/cairn
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(BUILD_LDFLAGS)' -o bin/cairn ./cmd/cairn
 
 # CAIRN_CHAOS_DURATION (e.g. 5m) reaches the tests through the environment,
 # whether it is exported or given on the command line (make chaos CAIRN_CHAOS_DURATION=5m).

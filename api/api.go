@@ -617,3 +617,24 @@ type RoleInfo struct {
 type AuthChangeResponse struct {
 	Revision uint64 `json:"revision"`
 }
+
+// VersionResponse is the body of GET /version: the build of the member
+// that answered (or, in `cairn version --json`, of the command-line tool).
+type VersionResponse struct {
+	// Version is the release ("v1.2.0") or "devel" for a build from a
+	// checkout without a release version.
+	Version string `json:"version"`
+	// Commit is the git commit built, "" when unknown; Modified says the
+	// checkout had uncommitted changes.
+	Commit   string `json:"commit,omitempty"`
+	Modified bool   `json:"modified,omitempty"`
+	// CommitTime is the commit's time and BuildDate the build's (RFC
+	// 3339), each "" when unknown.
+	CommitTime string `json:"commit_time,omitempty"`
+	BuildDate  string `json:"build_date,omitempty"`
+	// GoVersion is the Go release that built it; Platform is GOOS/GOARCH.
+	GoVersion string `json:"go_version"`
+	Platform  string `json:"platform"`
+	// Node is the id of the member that answered (empty for the tool).
+	Node string `json:"node,omitempty"`
+}

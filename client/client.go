@@ -516,6 +516,24 @@ func (c *Client) Status(ctx context.Context, endpoint string) (*api.StatusRespon
 	return &st, nil
 }
 
+// Version returns the build of one member (GET /version): endpoint's, or
+// any member's when endpoint is "", asked as Status asks.
+func (c *Client) Version(ctx context.Context, endpoint string) (*api.VersionResponse, error) {
+	cl, err := c.nodeCall(endpoint, "/version")
+	if err != nil {
+		return nil, err
+	}
+	rep, err := c.do(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	var v api.VersionResponse
+	if err := rep.decode(&v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
 // Health asks a node whether it is ready to serve (GET /readyz): a
 // member that knows a leader and has applied what it knows to be
 // committed. endpoint "" asks any node.

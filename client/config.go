@@ -30,6 +30,25 @@ type Config struct {
 	ReadYourWrites bool
 	// MaxBackoff caps the delay between retries.
 	MaxBackoff time.Duration
+	// UnreachableTimeout, when positive, ends a call with ErrUnavailable
+	// when no endpoint has sent it an HTTP answer (of any status) for
+	// that long since the call began: every endpoint refused the
+	// connection, could not be resolved, or did not answer. The error
+	// names each endpoint tried and why it failed. It bounds only that
+	// phase: once a member has answered (even not_leader or
+	// unavailable), the call is retried until its context ends, and a
+	// stream whose headers have arrived (a restore, a watch) is not cut
+	// off. For Watch it bounds the first connection only. Zero (the
+	// default): calls are retried until their context ends.
+	UnreachableTimeout time.Duration
+	// SlowCallNote, when set, is called once in a call that has been
+	// retrying for SlowCallAfter, with a short note of what it waits for
+	// and why each endpoint tried failed ("waiting for a leader
+	// (http://n1:8001: connection refused, http://n2:8001: not_leader)").
+	// It is called from the calling goroutine. The command-line tool
+	// prints it on a terminal.
+	SlowCallNote  func(note string)
+	SlowCallAfter time.Duration
 	// HTTPClient sends the requests; nil uses a client of the package's
 	// own. Its Timeout should be zero or at least RequestTimeout. It is
 	// used as is: the TLS fields below configure only the package's own
@@ -85,6 +104,7 @@ func DefaultConfig() Config {
 	return Config{
 		RequestTimeout: 10 * time.Second,
 		MaxBackoff:     2 * time.Second,
+		SlowCallAfter:  2 * time.Second,
 	}
 }
 
@@ -101,6 +121,9 @@ func (c Config) Validate() error {
 	}
 	if c.RequestTimeout <= 0 {
 		return fmt.Errorf("%w: request timeout must be positive", ErrInvalidConfig)
+	}
+	if c.UnreachableTimeout < 0 {
+		return fmt.Errorf("%w: unreachable timeout must not be negative", ErrInvalidConfig)
 	}
 	if c.MaxBackoff <= 0 {
 		return fmt.Errorf("%w: max backoff must be positive", ErrInvalidConfig)

@@ -32,6 +32,14 @@
 // Answers that are definite are never retried: bad request (400), not
 // found (404), conflict (409), compacted (410), too large (413).
 //
+// With Config.UnreachableTimeout, a call that no endpoint has answered at
+// all (connection refused, unknown host, no HTTP answer) for that long
+// ends with ErrUnavailable, whose message names each endpoint tried and
+// why it failed; once any member answers, the call is retried until ctx
+// ends as above. Config.SlowCallNote hears, once a call, that a call has
+// been retrying for Config.SlowCallAfter (the CLI prints it on a
+// terminal).
+//
 // # Reads
 //
 // Reads are linearizable by default (served by the leader after a read

@@ -12,6 +12,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -65,6 +66,10 @@ type call struct {
 	unbounded bool
 	// noAuth sends the call without a token (authentication itself).
 	noAuth bool
+	// answerBy, when not zero, is when an attempt that has no answer's
+	// headers yet is given up (the call's unreachable phase ends; see
+	// reach.limit). Set by do before each attempt.
+	answerBy time.Time
 }
 
 // reply is a successful (2xx) answer.
@@ -105,6 +110,11 @@ type attemptError struct {
 	// corrupt: the endpoint's data is damaged (code corrupt): the request
 	// was not served there, and asking it again is pointless.
 	corrupt bool
+	// unreached: the call's unreachable phase ended during the attempt
+	// (call.answerBy).
+	unreached bool
+	// cause: the transport's own error, when there was no answer.
+	cause error
 }
 
 // reach follows which endpoints one call could not reach, so that TLS
@@ -114,6 +124,19 @@ type reach struct {
 	unreached map[string]bool // endpoints that failed without answering
 	answered  bool            // some endpoint answered
 	tlsErr    error           // the last ErrTLS
+
+	// The call's unreachable phase (unreachable.go).
+	start time.Time
+	bound time.Duration     // Config.UnreachableTimeout
+	tried []string          // endpoints that failed, in order
+	why   map[string]string // the last reason each failed
+	noted bool              // SlowCallNote was called
+	own   int               // failures not caused by the call's context ending
+}
+
+// newReach starts following a call.
+func (c *Client) newReach() reach {
+	return reach{start: time.Now(), bound: c.cfg.UnreachableTimeout}
 }
 
 // failed records that the attempt at ep failed with ae and returns the
@@ -122,6 +145,7 @@ type reach struct {
 // ErrTLS, or when no endpoint has answered, at least one failed with
 // ErrTLS and every known endpoint has been tried.
 func (r *reach) failed(c *Client, ep string, ae *attemptError, pinned bool) error {
+	r.note(ep, ae)
 	switch {
 	case ae.tls:
 		if r.tlsFailed == nil {
@@ -170,31 +194,50 @@ func (r *reach) failed(c *Client, ep string, ae *attemptError, pinned bool) erro
 func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
 	backoff := initialBackoff
 	var last *attemptError // the last attempt that failed on its own
-	var r reach
+	r := c.newReach()
 	reauthed := false
 	for attempt := 1; ; attempt++ {
 		if c.closed.Load() {
 			return nil, ErrClosed
 		}
-		tok, err := c.callToken(ctx, cl)
+		bctx, bcancel := r.bounded(ctx)
+		tok, err := c.callToken(bctx, cl)
 		if err != nil {
+			bcancel()
+			if ctx.Err() == nil && r.expired() {
+				return nil, r.unreachableError()
+			}
 			return nil, err
 		}
 		ep := cl.endpoint
 		if ep == "" {
-			ep = c.pick(ctx, cl.route, r.tlsFailed)
+			ep = c.pick(bctx, cl.route, &r)
 		}
+		bcancel()
+		if r.expired() {
+			return nil, r.unreachableError()
+		}
+		cl.answerBy = r.limit()
 		rep, ae := c.attempt(ctx, ep, cl, tok)
 		if ae == nil {
 			c.markOK(ep)
 			return rep, nil
 		}
 		if ctx.Err() != nil {
+			if !ae.cut {
+				r.note(ep, ae)
+			}
+			if err := r.ctxEndedUnanswered(ctx); err != nil {
+				return nil, err
+			}
 			return nil, ctxEndedError(ctx, ep, ae, last)
 		}
 		last = ae
 		if err := r.failed(c, ep, ae, cl.endpoint != ""); err != nil {
 			return nil, err
+		}
+		if r.expired() {
+			return nil, r.unreachableError()
 		}
 		if ae.unauth && c.auth != nil && !cl.noAuth && !reauthed {
 			// The token expired or was revoked (or auth was enabled since
@@ -214,13 +257,20 @@ func (c *Client) do(ctx context.Context, cl *call) (*reply, error) {
 		if ae.tls {
 			continue // another endpoint, at once
 		}
+		r.slowNote(c)
 		d := backoff/2 + rand.N(backoff/2+1)
+		if l := r.limit(); !l.IsZero() {
+			d = min(d, time.Until(l))
+		}
 		c.log.Debug("cairn client: retrying", "method", cl.method, "path", cl.path, "endpoint", ep,
 			"attempt", attempt, "delay", d, "err", ae.err)
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			if err := r.ctxEndedUnanswered(ctx); err != nil {
+				return nil, err
+			}
 			return nil, fmt.Errorf("%w (%w)", ae.err, ctx.Err())
 		case <-t.C:
 		}
@@ -272,7 +322,11 @@ func (c *Client) attempt(ctx context.Context, ep string, cl *call, tok string) (
 		req.Header.Set(api.HeaderIdempotencyKey, cl.idemKey)
 	}
 	setToken(req, tok)
-	resp, err := c.hc.Do(req)
+	resp, err := c.doBy(req, cl.answerBy, cancel)
+	if errors.Is(err, errNoAnswer) {
+		c.markFailed(ep)
+		return nil, &attemptError{err: fmt.Errorf("%w: %s: no answer", ErrUnavailable, ep), unreached: true, ambiguous: true}
+	}
 	if err != nil {
 		return nil, c.transportError(ctx, ep, err)
 	}
@@ -327,10 +381,37 @@ func (c *Client) transportError(ctx context.Context, ep string, err error) *atte
 		return &attemptError{err: terr, tls: true, safe: true}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
-		return &attemptError{err: fmt.Errorf("%w: %s: no answer within %s", ErrTimeout, ep, c.cfg.RequestTimeout), ambiguous: true}
+		return &attemptError{err: fmt.Errorf("%w: %s: no answer within %s", ErrTimeout, ep, c.cfg.RequestTimeout), ambiguous: true, cause: err}
 	}
 	return &attemptError{err: fmt.Errorf("%w: %s: %w", ErrUnavailable, ep, err),
-		safe: errors.Is(err, syscall.ECONNREFUSED), ambiguous: true}
+		safe: errors.Is(err, syscall.ECONNREFUSED), ambiguous: true, cause: err}
+}
+
+// errNoAnswer: doBy gave up waiting for the answer's headers.
+var errNoAnswer = errors.New("no answer")
+
+// doBy sends req and gives up (cancel, errNoAnswer) when the answer's
+// headers have not arrived by `by` (zero: no limit). Once they have, the
+// body may take as long as the request's context allows.
+func (c *Client) doBy(req *http.Request, by time.Time, cancel context.CancelFunc) (*http.Response, error) {
+	if by.IsZero() {
+		return c.hc.Do(req)
+	}
+	var state atomic.Int32 // 0 waiting, 1 answered, 2 given up
+	t := time.AfterFunc(time.Until(by), func() {
+		if state.CompareAndSwap(0, 2) {
+			cancel()
+		}
+	})
+	defer t.Stop()
+	resp, err := c.hc.Do(req)
+	if !state.CompareAndSwap(0, 1) {
+		if resp != nil {
+			_ = resp.Body.Close()
+		}
+		return nil, errNoAnswer
+	}
+	return resp, err
 }
 
 func parseRevision(h http.Header) uint64 {
@@ -420,9 +501,14 @@ func (c *Client) markOK(ep string) {
 
 // pick chooses the node for a request, discovering members first when
 // needed. It avoids the endpoints in exclude (those that failed the call
-// with ErrTLS) while there are others.
-func (c *Client) pick(ctx context.Context, r route, exclude map[string]bool) string {
-	c.maybeDiscover(ctx)
+// with ErrTLS) while there are others. Discovery's failures are noted in
+// rc when not nil.
+func (c *Client) pick(ctx context.Context, r route, rc *reach) string {
+	var exclude map[string]bool
+	if rc != nil {
+		exclude = rc.tlsFailed
+	}
+	c.maybeDiscover(ctx, rc)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := time.Now()
@@ -469,7 +555,7 @@ func (c *Client) nextLocked(now time.Time, exclude map[string]bool) string {
 
 // maybeDiscover refreshes the member list when it is unknown or suspect,
 // at most every discoverEvery, one caller at a time.
-func (c *Client) maybeDiscover(ctx context.Context) {
+func (c *Client) maybeDiscover(ctx context.Context, rc *reach) {
 	c.mu.Lock()
 	need := c.needDiscover && time.Since(c.lastDiscover) >= discoverEvery
 	c.mu.Unlock()
@@ -506,6 +592,9 @@ func (c *Client) maybeDiscover(ctx context.Context) {
 		rep, ae := c.attempt(ctx, ep, &call{method: http.MethodGet, path: "/v1/cluster/members"}, c.currentToken())
 		if ae != nil {
 			c.log.Debug("cairn client: discovery failed", "endpoint", ep, "err", ae.err)
+			if rc != nil {
+				rc.discoveryFailed(ep, ae)
+			}
 			switch {
 			case errors.Is(ae.err, ErrPermissionDenied):
 				// The member list is not for this user (it needs admin

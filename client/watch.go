@@ -101,7 +101,7 @@ func (c *Client) Watch(ctx context.Context, prefix string, fromRevision uint64, 
 		return nil, fmt.Errorf("%w: Watch takes no read options but Endpoint", ErrBadRequest)
 	}
 	w := &watch{c: c, prefix: prefix, next: fromRevision, endpoint: o.endpoint}
-	s, err := w.connect(ctx)
+	s, err := w.connect(ctx, true)
 	if err != nil {
 		return nil, err
 	}
@@ -138,36 +138,59 @@ func (s *watchStream) close() {
 }
 
 // connect opens a stream at w.next, retrying members with backoff until
-// one accepts, a definite error, or ctx ends.
-func (w *watch) connect(ctx context.Context) (*watchStream, error) {
+// one accepts, a definite error, or ctx ends; with first, also until
+// Config.UnreachableTimeout passes with no member answering (a reconnect
+// of a running watch waits for the cluster to come back).
+func (w *watch) connect(ctx context.Context, first bool) (*watchStream, error) {
 	c := w.c
 	backoff := initialBackoff
 	var last *attemptError // as in Client.do
-	var r reach
+	r := c.newReach()
+	if !first {
+		r.bound = 0
+	}
 	reauthed := false
 	for {
 		if c.closed.Load() {
 			return nil, ErrClosed
 		}
-		tok, err := c.callToken(ctx, &call{})
+		bctx, bcancel := r.bounded(ctx)
+		tok, err := c.callToken(bctx, &call{})
 		if err != nil {
+			bcancel()
+			if ctx.Err() == nil && r.expired() {
+				return nil, r.unreachableError()
+			}
 			return nil, err
 		}
 		ep := w.endpoint
 		if ep == "" {
-			ep = c.pick(ctx, routeSpread, r.tlsFailed)
+			ep = c.pick(bctx, routeSpread, &r)
 		}
-		s, ae := w.open(ctx, ep, tok)
+		bcancel()
+		if r.expired() {
+			return nil, r.unreachableError()
+		}
+		s, ae := w.open(ctx, ep, tok, r.limit())
 		if ae == nil {
 			c.markOK(ep)
 			return s, nil
 		}
 		if ctx.Err() != nil {
+			if !ae.cut {
+				r.note(ep, ae)
+			}
+			if err := r.ctxEndedUnanswered(ctx); err != nil {
+				return nil, err
+			}
 			return nil, ctxEndedError(ctx, ep, ae, last)
 		}
 		last = ae
 		if err := r.failed(c, ep, ae, w.endpoint != ""); err != nil {
 			return nil, err
+		}
+		if r.expired() {
+			return nil, r.unreachableError()
 		}
 		if ae.unauth && c.auth != nil && !reauthed {
 			reauthed = true // as in Client.do: one new token, one more try
@@ -180,9 +203,16 @@ func (w *watch) connect(ctx context.Context) (*watchStream, error) {
 		if ae.tls {
 			continue // another endpoint, at once
 		}
+		r.slowNote(c)
 		d := backoff/2 + rand.N(backoff/2+1)
+		if l := r.limit(); !l.IsZero() {
+			d = min(d, time.Until(l))
+		}
 		c.log.Debug("cairn client: watch reconnecting", "endpoint", ep, "from", w.next, "delay", d, "err", ae.err)
 		if !sleepCtx(ctx, d) {
+			if err := r.ctxEndedUnanswered(ctx); err != nil {
+				return nil, err
+			}
 			return nil, fmt.Errorf("%w (%w)", ae.err, ctx.Err())
 		}
 		backoff = min(2*backoff, c.cfg.MaxBackoff)
@@ -191,8 +221,9 @@ func (w *watch) connect(ctx context.Context) (*watchStream, error) {
 
 // open sends one watch request to ep with token tok (none when "") and
 // reads the stream's first line (a progress event), which fixes the start
-// when w.next is 0.
-func (w *watch) open(ctx context.Context, ep, tok string) (*watchStream, *attemptError) {
+// when w.next is 0. Without a first line by answerBy (when not zero), the
+// attempt fails as unreached.
+func (w *watch) open(ctx context.Context, ep, tok string, answerBy time.Time) (*watchStream, *attemptError) {
 	c := w.c
 	q := url.Values{"progress_interval": {watchProgressInterval.String()}}
 	if w.prefix != "" {
@@ -204,10 +235,17 @@ func (w *watch) open(ctx context.Context, ep, tok string) (*watchStream, *attemp
 	sctx, cancel := context.WithCancel(ctx)
 	// Until the first line, the request's timeout applies; after it, the
 	// idle timeout.
-	idle := time.AfterFunc(c.cfg.RequestTimeout, cancel)
+	first := c.cfg.RequestTimeout
+	if !answerBy.IsZero() {
+		first = min(first, time.Until(answerBy))
+	}
+	idle := time.AfterFunc(first, cancel)
 	fail := func(ae *attemptError) (*watchStream, *attemptError) {
 		idle.Stop()
 		cancel()
+		if ctx.Err() == nil && !answerBy.IsZero() && !time.Now().Before(answerBy) && !ae.answered {
+			ae.unreached = true
+		}
 		return nil, ae
 	}
 	req, err := http.NewRequestWithContext(sctx, http.MethodGet, ep+"/v1/watch?"+q.Encode(), nil)
@@ -380,7 +418,7 @@ func (w *watch) run(ctx context.Context, s *watchStream, ch chan<- WatchEvent) {
 			}
 			backoff = min(2*backoff, c.cfg.MaxBackoff)
 		}
-		ns, err := w.connect(ctx)
+		ns, err := w.connect(ctx, false)
 		if err != nil {
 			if ctx.Err() == nil {
 				select {

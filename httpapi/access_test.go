@@ -301,6 +301,7 @@ func TestAccessEveryRoute(t *testing.T) {
 		{"PUT", "/v1/auth/roles/r-b/permissions", `{"key":"c/","prefix":true,"access":"read"}`, guarded, "ops", 200},
 		{"DELETE", "/v1/auth/roles/r-b/permissions?key=b/&prefix=true", "", guarded, "ops", 200},
 		{"GET", "/healthz", "", open, "", 200},
+		{"GET", "/version", "", open, "", 200},
 		{"GET", "/readyz", "", open, "", 200},
 		{"GET", "/metrics", "", open, "", 200},
 		{"GET", "/v1/status", "", open, "", 200},

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/internal/buildinfo"
 )
 
 func (h *handler) compact(w http.ResponseWriter, r *http.Request) error {
@@ -168,6 +169,17 @@ func (h *handler) transfer(w http.ResponseWriter, r *http.Request) error {
 	}
 	resp, err := h.svc.TransferLeadership(ctx, req.ID)
 	return answerMembers(w, resp, err)
+}
+
+// version answers the member's build (api.VersionResponse). It is open,
+// like /healthz: a release and commit help an attacker no more than the
+// Server header of most services, and operators need them before any
+// credentials work (a rolling upgrade, a support request).
+func (h *handler) version(w http.ResponseWriter, _ *http.Request) error {
+	v := buildinfo.Get()
+	v.Node = h.svc.ID()
+	writeJSON(w, http.StatusOK, v)
+	return nil
 }
 
 func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) error {

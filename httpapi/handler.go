@@ -190,6 +190,7 @@ func (h *handler) routes() []route {
 		{"POST " + ForwardAuthPath, ruleMembers, h.forwardedAuth},
 		{"GET " + StateHashPath, ruleMembers, h.stateHash},
 		{"GET /healthz", ruleOpen, h.healthz},
+		{"GET /version", ruleOpen, h.version},
 		{"GET /readyz", ruleOpen, h.readyz},
 		{"GET /metrics", ruleOpen, func(w http.ResponseWriter, r *http.Request) error {
 			metrics.ServeHTTP(w, r)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http/httptest"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -322,6 +323,13 @@ func TestRoutes(t *testing.T) {
 		{name: "transfer to any", method: "POST", target: "/v1/cluster/leadership", status: 200, check: wantAdmin("transfer ")},
 		{name: "transfer malformed", method: "POST", target: "/v1/cluster/leadership", body: `[1]`, status: 400, code: api.CodeBadRequest},
 		{name: "healthz", method: "GET", target: "/healthz", status: 200},
+		{name: "version", method: "GET", target: "/version", status: 200, check: func(t *testing.T, f *fakeService, rec *httptest.ResponseRecorder) {
+			var v api.VersionResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil || v.Version == "" || v.GoVersion != runtime.Version() ||
+				v.Platform != runtime.GOOS+"/"+runtime.GOARCH || v.Node != f.ID() {
+				t.Fatalf("answer %q (%v)", rec.Body, err)
+			}
+		}},
 		{name: "readyz", method: "GET", target: "/readyz", status: 200},
 		{name: "readyz not ready", method: "GET", target: "/readyz", setup: func(f *fakeService) { f.readyErr = ErrNoLeader }, status: 503, code: api.CodeUnavailable},
 		{name: "metrics", method: "GET", target: "/metrics", status: 200, check: func(t *testing.T, _ *fakeService, rec *httptest.ResponseRecorder) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -57,7 +58,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				Value:   defaultCluster,
 			},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of tables"},
-			&cli.DurationFlag{Name: "timeout", Usage: "overall time limit of the command (0: none)", EnvVars: []string{"CAIRN_TIMEOUT"}},
+			&cli.DurationFlag{
+				Name: "timeout",
+				Usage: "overall time limit of the command (0: none); without it, a command gives up after " +
+					defaultUnreachable.String() + " when no member answers, and waits as long as needed once one does",
+				EnvVars: []string{"CAIRN_TIMEOUT"},
+			},
 			&cli.StringFlag{
 				Name:    "cacert",
 				Usage:   "PEM bundle of the CAs that sign the members' certificates, for https:// endpoints (default: the system's roots)",
@@ -96,6 +102,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			[]*cli.Command{benchCommand()},   // bench.go
 			[]*cli.Command{certCommand()},    // cert.go
 			authCommands(),                   // auth.go: auth, user, role
+			[]*cli.Command{versionCommand()}, // version.go
 		),
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
@@ -183,8 +190,15 @@ func boolFlag(c *cli.Context, name string) bool {
 
 func jsonFlag() cli.Flag { return &cli.BoolFlag{Name: "json", Usage: "print JSON"} }
 
+// defaultUnreachable is how long a command waits for any member to answer
+// when --timeout is not given (client.Config.UnreachableTimeout).
+const defaultUnreachable = 10 * time.Second
+
 // clientConfig returns the client configuration of the global flags:
-// --cluster, --cacert, --cert, --key and --user.
+// --cluster, --cacert, --cert, --key, --user and --timeout (which, when
+// given, also bounds the wait for a member to answer, else
+// defaultUnreachable does). On a terminal, a call that has been retrying
+// for a while says so on stderr (client.Config.SlowCallNote).
 //
 // They are read from the app's own flags: a command may have a flag of the
 // same name (`role grant --key K`).
@@ -201,6 +215,13 @@ func clientConfig(c *cli.Context) (client.Config, error) {
 		return cfg, usageError("--cluster is empty")
 	}
 	cfg.CAFile, cfg.CertFile, cfg.KeyFile = global.String("cacert"), global.String("cert"), global.String("key")
+	cfg.UnreachableTimeout = defaultUnreachable
+	if global.IsSet("timeout") {
+		cfg.UnreachableTimeout = max(global.Duration("timeout"), 0) // 0: wait as long as it takes
+	}
+	if f, ok := global.App.ErrWriter.(*os.File); ok && isTerminal(f) {
+		cfg.SlowCallNote = func(note string) { fmt.Fprintf(f, "cairn: %s\n", note) }
+	}
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return cfg, usageError("--cert and --key go together (CAIRN_CERT, CAIRN_KEY): give both or neither")
 	}
