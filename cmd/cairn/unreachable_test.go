@@ -86,7 +86,7 @@ func TestUnreachableClusterDocExample(t *testing.T) {
 	}
 	const example = "cairn --cluster http://127.0.0.1:9999 --timeout 2s get hello"
 	const shown = "cairn: client: unavailable: no member answered within 2s (tried http://127.0.0.1:9999: connection refused)"
-	if !strings.Contains(string(doc), "\n"+example+"\n") || !strings.Contains(string(doc), "\n"+shown+"\n") {
+	if !strings.Contains(string(doc), "\n"+example+"   # exit 5\n") || !strings.Contains(string(doc), "\n"+shown+"\n") {
 		t.Fatalf("docs/cli.md no longer shows %q and its message", example)
 	}
 	if c, err := net.DialTimeout("tcp", "127.0.0.1:9999", time.Second); err == nil {
