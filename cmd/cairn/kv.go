@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
@@ -125,7 +126,7 @@ func kvCommands() []*cli.Command {
 					}
 					_, err = c.App.Writer.Write(kv.Value)
 					if err == nil && len(kv.Value) > 0 && kv.Value[len(kv.Value)-1] != '\n' {
-						if f, ok := c.App.Writer.(*os.File); ok && isTerminal(f) {
+						if isTerminal(c.App.Writer) {
 							_, err = fmt.Fprintln(c.App.Writer)
 						}
 					}
@@ -210,8 +211,9 @@ func kvCommands() []*cli.Command {
 	}
 }
 
-// isTerminal reports whether f is a character device (a terminal).
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+// isTerminal reports whether w is a terminal: an *os.File whose
+// descriptor term.IsTerminal accepts. A variable so tests can pretend.
+var isTerminal = func(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
