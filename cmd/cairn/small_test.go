@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,5 +64,33 @@ func TestGetNewlineOnTerminal(t *testing.T) {
 	setTerminal(t, true)
 	if out, _, _ := runIn(t, nil, cl, "get", "k"); out != "v\n" {
 		t.Errorf("terminal: %q, want %q", out, "v\n")
+	}
+}
+
+// TestReplayedWriteSaysSo: a write whose idempotency key was used before
+// says `replayed` in text mode, for put, del and txn.
+func TestReplayedWriteSaysSo(t *testing.T) {
+	cl := startOneNode(t)
+	out, e, code := runIn(t, nil, cl, "put", "--idempotency-key", "k1", "a", "one")
+	if code != 0 || strings.Contains(out, "replayed") {
+		t.Fatalf("first put: %q %s exit %d", out, e, code)
+	}
+	out, _, code = runIn(t, nil, cl, "put", "--idempotency-key", "k1", "a", "two")
+	if code != 0 || !strings.HasPrefix(out, "revision ") ||
+		!strings.Contains(out, "(replayed: an earlier write with this idempotency key; this one's value was not written)") {
+		t.Errorf("replayed put: %q exit %d", out, code)
+	}
+	if got, _, _ := runIn(t, nil, cl, "get", "a"); got != "one" {
+		t.Errorf("value after the replay %q", got)
+	}
+	for _, args := range [][]string{{"del", "--idempotency-key", "k2", "a"}, {"del", "--idempotency-key", "k2", "a"}} {
+		out, _, _ = runIn(t, nil, append([]string{cl}, args...)...)
+	}
+	if !strings.Contains(out, "(replayed: an earlier write with this idempotency key; this one was not applied)") {
+		t.Errorf("replayed del: %q", out)
+	}
+	out, _, _ = runIn(t, nil, cl, "--json", "put", "--idempotency-key", "k1", "a", "three")
+	if strings.Contains(out, "(replayed:") || !strings.Contains(strings.ToLower(out), `"replayed": true`) {
+		t.Errorf("--json: %q", out)
 	}
 }
