@@ -87,7 +87,7 @@ func kvCommands() []*cli.Command {
 				value := []byte(c.Args().Get(1))
 				if c.Args().Get(1) == "-" {
 					var err error
-					if value, err = io.ReadAll(os.Stdin); err != nil {
+					if value, err = io.ReadAll(stdinReader); err != nil {
 						return err
 					}
 				}

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +39,11 @@ func runIn(t *testing.T, stdin io.Reader, args ...string) (string, string, int) 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var out, errOut bytes.Buffer
-	_ = stdin // STDIN
+	if stdin != nil {
+		old := stdinReader
+		stdinReader = stdin
+		defer func() { stdinReader = old }()
+	}
 	err := Run(ctx, append([]string{"cairn"}, args...), &out, &errOut)
 	return out.String(), errOut.String(), exitCode(err)
 }
@@ -92,5 +98,45 @@ func TestReplayedWriteSaysSo(t *testing.T) {
 	out, _, _ = runIn(t, nil, cl, "--json", "put", "--idempotency-key", "k1", "a", "three")
 	if strings.Contains(out, "(replayed:") || !strings.Contains(strings.ToLower(out), `"replayed": true`) {
 		t.Errorf("--json: %q", out)
+	}
+}
+
+// TestTxnDashReadsStdin: `cairn txn -` reads standard input as `-f -`
+// does, and `cairn txn FILE` reads the file.
+func TestTxnDashReadsStdin(t *testing.T) {
+	cl := startOneNode(t)
+	txn := func(key string) string {
+		return `{"operations":[{"op":"put","key":"` + key + `","value":"aGk="}]}`
+	}
+	if out, e, code := runIn(t, strings.NewReader(txn("a")), cl, "txn", "-"); code != 0 || !strings.HasPrefix(out, "revision ") {
+		t.Fatalf("txn -: %q %s exit %d", out, e, code)
+	}
+	if out, e, code := runIn(t, strings.NewReader(txn("b")), cl, "txn", "-f", "-"); code != 0 || !strings.HasPrefix(out, "revision ") {
+		t.Fatalf("txn -f -: %q %s exit %d", out, e, code)
+	}
+	file := filepath.Join(t.TempDir(), "t.json")
+	if err := os.WriteFile(file, []byte(txn("c")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, e, code := runIn(t, nil, cl, "txn", file); code != 0 || !strings.HasPrefix(out, "revision ") {
+		t.Fatalf("txn FILE: %q %s exit %d", out, e, code)
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		if got, _, _ := runIn(t, nil, cl, "get", k); got != "hi" {
+			t.Errorf("%s = %q", k, got)
+		}
+	}
+	if _, _, code := runIn(t, nil, cl, "txn", "-f", file, "-"); code != exitUsage {
+		t.Errorf("txn -f FILE -: exit %d, want %d", code, exitUsage)
+	}
+	if _, _, code := runIn(t, nil, cl, "txn", "a", "b"); code != exitUsage {
+		t.Errorf("txn a b: exit %d, want %d", code, exitUsage)
+	}
+	// A replayed txn says so too.
+	for i := 0; i < 2; i++ {
+		out, _, _ := runIn(t, strings.NewReader(txn("d")), cl, "txn", "--idempotency-key", "t1", "-")
+		if replayed := strings.Contains(out, "(replayed: an earlier write with this idempotency key; this one was not applied)"); replayed != (i == 1) {
+			t.Errorf("txn %d: %q", i, out)
+		}
 	}
 }
