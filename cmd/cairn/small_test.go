@@ -140,3 +140,34 @@ func TestTxnDashReadsStdin(t *testing.T) {
 		}
 	}
 }
+
+// TestVerifyBackupArguments: verify takes backup files as arguments, after
+// --backup or alone, as restore does.
+func TestVerifyBackupArguments(t *testing.T) {
+	cl := startOneNode(t)
+	dir := t.TempDir()
+	full, inc := filepath.Join(dir, "full.bak"), filepath.Join(dir, "inc.bak")
+	runIn(t, nil, cl, "put", "a", "1")
+	if out, e, code := runIn(t, nil, cl, "backup", "-q", "-o", full); code != 0 {
+		t.Fatalf("backup: %s%s", out, e)
+	}
+	runIn(t, nil, cl, "put", "b", "2")
+	if out, e, code := runIn(t, nil, cl, "backup", "-q", "-o", inc, "--since-backup", full); code != 0 {
+		t.Fatalf("incremental backup: %s%s", out, e)
+	}
+	for _, args := range [][]string{
+		{"verify", "--backup", full, inc},
+		{"verify", full, inc},
+		{"verify", "--backup", full, "--backup", inc},
+		{"verify", "--compare", full, inc},
+	} {
+		out, e, code := runIn(t, nil, append([]string{cl}, args...)...)
+		if code != 0 || !strings.Contains(out, "backup "+full) || !strings.Contains(out, "backup "+inc) {
+			t.Errorf("%v: exit %d\n%s%s", args, code, out, e)
+		}
+	}
+	out, _, code := runIn(t, nil, cl, "verify", full, filepath.Join(dir, "missing.bak"))
+	if code == 0 || !strings.Contains(out, "missing.bak") {
+		t.Errorf("a missing file: exit %d\n%s", code, out)
+	}
+}
