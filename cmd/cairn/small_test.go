@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/internal/testnet"
 	"github.com/cairn-db/cairn/node"
 )
@@ -169,5 +170,52 @@ func TestVerifyBackupArguments(t *testing.T) {
 	out, _, code := runIn(t, nil, cl, "verify", full, filepath.Join(dir, "missing.bak"))
 	if code == 0 || !strings.Contains(out, "missing.bak") {
 		t.Errorf("a missing file: exit %d\n%s", code, out)
+	}
+}
+
+func TestEvenVotersWarning(t *testing.T) {
+	members := func(roles ...string) *api.MembersResponse {
+		m := &api.MembersResponse{}
+		for _, r := range roles {
+			m.Members = append(m.Members, api.Member{Role: r})
+		}
+		return m
+	}
+	v, nv := api.RoleVoter, api.RoleNonvoter
+	for _, tc := range []struct {
+		m    *api.MembersResponse
+		want string
+	}{
+		{members(v), ""},
+		{members(v, v, v), ""},
+		{members(v, v, v, nv), ""},
+		{members(v, v), "2 voters, an even number: a majority of 2 is 2, so it survives 0 voter failure(s), no more than with 1 voters"},
+		{members(v, v, v, v, nv), "4 voters, an even number: a majority of 4 is 3, so it survives 1 voter failure(s), no more than with 3 voters"},
+	} {
+		got := evenVotersWarning(tc.m)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("%d members: %q, want %q", len(tc.m.Members), got, tc.want)
+		}
+	}
+}
+
+// TestPromoteWarnsOnEvenVoters: promoting the second voter of a cluster
+// warns on stderr and still exits 0.
+func TestPromoteWarnsOnEvenVoters(t *testing.T) {
+	cl := startOneNode(t)
+	cfg := node.DefaultConfig()
+	cfg.ID, cfg.DataDir, cfg.NonVoter = "s2", t.TempDir(), true
+	cfg.RaftAddr, cfg.HTTPAddr = testnet.FreeAddr(t), testnet.FreeAddr(t)
+	cfg.Join = []string{strings.TrimPrefix(cl, "--cluster=")}
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+	n2, err := node.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n2.Close(context.Background()) })
+	poll(t, "s2 ready", 20*time.Second, n2.Ready)
+	out, errOut, code := runIn(t, nil, cl, "node", "promote", "s2")
+	if code != 0 || !strings.Contains(errOut, "warning: the cluster now has 2 voters, an even number") || strings.Contains(out, "warning") {
+		t.Errorf("promote: exit %d\nstdout %s\nstderr %s", code, out, errOut)
 	}
 }
