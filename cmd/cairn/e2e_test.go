@@ -190,6 +190,24 @@ func TestDevQuickStart(t *testing.T) {
 	if !strings.Contains(out.String(), "3-node cluster running") {
 		t.Fatalf("dev did not print its endpoints:\n%s", out.String())
 	}
+	// The banner's commands work as printed (here: the binary's path and
+	// --cluster, the ports not being the default ones).
+	banner := out.String()
+	_, try, ok := strings.Cut(banner, "Try, in another terminal (in this directory):\n")
+	try, _, _ = strings.Cut(try, "\n\n")
+	if !ok || len(strings.Split(try, "\n")) != 3 {
+		t.Fatalf("no commands to try in the banner:\n%s", banner)
+	}
+	for _, line := range strings.Split(try, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, binary(t)+" --cluster ") {
+			t.Errorf("banner command %q does not name this binary and cluster", line)
+		}
+		o, err := exec.Command("sh", "-c", line).CombinedOutput()
+		if err != nil {
+			t.Errorf("banner command %q: %v\n%s", line, err, o)
+		}
+	}
 }
 
 // consecutivePorts finds n consecutive free ports on 127.0.0.1 and returns

@@ -219,3 +219,23 @@ func TestPromoteWarnsOnEvenVoters(t *testing.T) {
 		t.Errorf("promote: exit %d\nstdout %s\nstderr %s", code, out, errOut)
 	}
 }
+
+func TestDevSelf(t *testing.T) {
+	def := strings.Split(defaultCluster, ",")
+	other := []string{"http://127.0.0.1:9001", "http://127.0.0.1:9002"}
+	for _, tc := range []struct {
+		argv0 string
+		urls  []string
+		want  string
+	}{
+		{"/tmp/go-build3891688252/b001/exe/cairn", def, "go run ./cmd/cairn"},
+		{"cairn", def, "cairn"},
+		{"./bin/cairn", def, "./bin/cairn"},
+		{"/opt/my tools/cairn", def, "'/opt/my tools/cairn'"},
+		{"cairn", other, "cairn --cluster http://127.0.0.1:9001,http://127.0.0.1:9002"},
+	} {
+		if got := devSelf(tc.argv0, tc.urls); got != tc.want {
+			t.Errorf("devSelf(%q) = %q, want %q", tc.argv0, got, tc.want)
+		}
+	}
+}
