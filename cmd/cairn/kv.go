@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -149,15 +150,20 @@ func kvCommands() []*cli.Command {
 				}
 				return withClient(c, func(ctx context.Context, cl *client.Client) error {
 					var res *client.WriteResult
+					key := c.Args().Get(0)
 					if c.Bool("prefix") {
-						res, err = cl.DeletePrefix(ctx, c.Args().Get(0), opts...)
+						res, err = cl.DeletePrefix(ctx, key, opts...)
 					} else {
-						res, err = cl.Delete(ctx, c.Args().Get(0), opts...)
+						res, err = cl.Delete(ctx, key, opts...)
 					}
 					if err != nil {
 						return err
 					}
-					return printWrite(c, res)
+					if boolFlag(c, "json") || res.Replayed {
+						return printWrite(c, res)
+					}
+					_, err = fmt.Fprintf(c.App.Writer, "revision %d%s\n", res.Revision, deletedNote(ctx, cl, key, c.Bool("prefix"), res.Revision))
+					return err
 				})
 			},
 		},
@@ -216,4 +222,38 @@ func kvCommands() []*cli.Command {
 var isTerminal = func(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// deletedNote says what a delete committed at rev deleted. The write's
+// answer does not tell (a delete of a missing key commits a revision that
+// changes nothing), so it reads the state just before, at rev-1, which is
+// the state the delete applied to. When that read fails (history compacted
+// past it, no read access) the note is left out.
+func deletedNote(ctx context.Context, cl *client.Client, key string, prefix bool, rev uint64) string {
+	if !prefix {
+		switch _, err := cl.Get(ctx, key, client.AtRevision(rev-1)); {
+		case rev <= 1 || errors.Is(err, client.ErrNotFound):
+			return fmt.Sprintf(" (nothing deleted: %s did not exist)", key)
+		case err != nil:
+			return ""
+		}
+		return fmt.Sprintf(" (deleted %s)", key)
+	}
+	n := 0
+	if rev > 1 {
+		it := cl.List(ctx, key, client.AtRevision(rev-1))
+		for it.Next() {
+			n++
+		}
+		if it.Err() != nil {
+			return ""
+		}
+	}
+	switch n {
+	case 0:
+		return fmt.Sprintf(" (nothing deleted: no key under %s)", key)
+	case 1:
+		return fmt.Sprintf(" (deleted 1 key under %s)", key)
+	}
+	return fmt.Sprintf(" (deleted %d keys under %s)", n, key)
 }

@@ -239,3 +239,28 @@ func TestDevSelf(t *testing.T) {
 		}
 	}
 }
+
+// TestDelSaysWhatItDeleted: del says whether it deleted the key (or how
+// many keys under the prefix); the bare revision stays the line's start.
+func TestDelSaysWhatItDeleted(t *testing.T) {
+	cl := startOneNode(t)
+	for _, k := range []string{"a", "u/1", "u/2", "u/3"} {
+		runIn(t, nil, cl, "put", k, "v")
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"del", "a"}, "(deleted a)"},
+		{[]string{"del", "a"}, "(nothing deleted: a did not exist)"},
+		{[]string{"del", "never"}, "(nothing deleted: never did not exist)"},
+		{[]string{"del", "u/1"}, "(deleted u/1)"},
+		{[]string{"del", "--prefix", "u/"}, "(deleted 2 keys under u/)"},
+		{[]string{"del", "--prefix", "u/"}, "(nothing deleted: no key under u/)"},
+	} {
+		out, e, code := runIn(t, nil, append([]string{cl}, tc.args...)...)
+		if code != 0 || !strings.HasPrefix(out, "revision ") || !strings.HasSuffix(out, " "+tc.want+"\n") {
+			t.Errorf("%v: %q, want %q (exit %d, %s)", tc.args, out, tc.want, code, e)
+		}
+	}
+}
