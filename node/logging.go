@@ -47,7 +47,8 @@ func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...in
 }
 
 // readableArgs renders hclog.Fmt values (raft formats its server lists
-// with them: hclog.Fmt("%+v", servers)) as text, and raft server lists as
+// with them: hclog.Fmt("%+v", servers)) as text, and raft servers (a
+// replication's peer) and server lists as
 // `n1=127.0.0.1:7001 (voter), n2=... (nonvoter)` instead of Go's
 // `[{Suffrage:Voter ID:n1 Address:127.0.0.1:7001} ...]`.
 func readableArgs(args []any) []any {
@@ -86,6 +87,8 @@ func readableArg(a any) (string, bool) {
 		return fmt.Sprint(v...), true
 	case []raft.Server:
 		return serverList(v), true
+	case raft.Server:
+		return serverList([]raft.Server{v}), true
 	case raft.Configuration:
 		return serverList(v.Servers), true
 	}

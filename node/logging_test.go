@@ -23,10 +23,12 @@ func TestRaftServerListsReadable(t *testing.T) {
 	l.Info("updating configuration", "command", "AddNonvoter", "servers", hclog.Fmt("%+v", servers))
 	l.Info("initial configuration", "index", 1, "servers", hclog.Fmt("%+v", []raft.Server(nil)))
 	l.Info("other", "n", hclog.Fmt("%d items", 3))
+	l.Warn("appendEntries rejected, sending older logs", "peer", servers[1], "next", 1)
 	out := buf.String()
 	for _, want := range []string{
 		`servers="n1=127.0.0.1:7001 (voter), n2=127.0.0.1:7002 (nonvoter)"`,
 		`servers=(none)`,
+		`peer="n2=127.0.0.1:7002 (nonvoter)" next=1`,
 		`n="3 items"`,
 		`command=AddNonvoter`,
 	} {
