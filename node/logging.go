@@ -7,24 +7,32 @@ import (
 	"log"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
 // hclogAdapter returns an hclog.Logger (the logger raft takes) whose
-// output goes to l.
-func hclogAdapter(l *slog.Logger, name string) hclog.Logger {
+// output goes to l. Once closing is true (nil: never), raft's warnings and
+// errors are logged at debug level: while members shut down, raft reports
+// their connections closing under it ("failed to decode incoming command
+// … use of closed network connection", failed heartbeats to a peer that
+// stopped first), which is no fault.
+func hclogAdapter(l *slog.Logger, name string, closing *atomic.Bool) hclog.Logger {
 	il := hclog.NewInterceptLogger(&hclog.LoggerOptions{
 		Name:   name,
 		Level:  hclog.Debug,
 		Output: io.Discard,
 	})
-	il.RegisterSink(&slogSink{l: l})
+	il.RegisterSink(&slogSink{l: l, closing: closing})
 	return il
 }
 
-type slogSink struct{ l *slog.Logger }
+type slogSink struct {
+	l       *slog.Logger
+	closing *atomic.Bool
+}
 
 // Accept implements hclog.SinkAdapter.
 func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...interface{}) {
@@ -38,6 +46,9 @@ func (s *slogSink) Accept(name string, level hclog.Level, msg string, args ...in
 		lv = slog.LevelWarn
 	default:
 		lv = slog.LevelError
+	}
+	if lv > slog.LevelInfo && s.closing != nil && s.closing.Load() {
+		lv = slog.LevelDebug
 	}
 	ctx := context.Background()
 	if !s.l.Enabled(ctx, lv) {

@@ -157,6 +157,10 @@ func TestDevQuickStart(t *testing.T) {
 			if err != nil {
 				t.Errorf("cairn dev after Ctrl-C: %v\n%s", err, out.String())
 			}
+			// A clean shutdown logs no error (dev logs errors only).
+			if strings.Contains(out.String(), "level=ERROR") {
+				t.Errorf("cairn dev logged errors:\n%s", out.String())
+			}
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
 			t.Errorf("cairn dev did not stop on Ctrl-C\n%s", out.String())
