@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -92,7 +93,10 @@ type Node struct {
 	wg     sync.WaitGroup
 
 	closeOnce sync.Once
-	closeErr  error
+	// closing is set by ShuttingDown (and Close): raft's warnings and
+	// errors are debug from then on (hclogAdapter).
+	closing  atomic.Bool
+	closeErr error
 }
 
 // Open files and directories under DataDir.
@@ -236,7 +240,7 @@ func (n *Node) openRaft() error {
 		return fmt.Errorf("node: log cache: %w", err)
 	}
 	n.logCache = logs
-	hl := hclogAdapter(n.log, "raft")
+	hl := hclogAdapter(n.log, "raft", &n.closing)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(cfg.DataDir, snapDir), retainSnp, hl)
 	if err != nil {
 		return fmt.Errorf("node: snapshot store: %w", err)
@@ -378,6 +382,7 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // in-flight ones finish (bounded by ctx and ShutdownTimeout), stops raft
 // and closes the stores. Calling it again returns the first result.
 func (n *Node) Close(ctx context.Context) error {
+	n.ShuttingDown()
 	n.closeOnce.Do(func() {
 		if n.httpSrv != nil {
 			sctx, cancel := context.WithTimeout(ctx, n.cfg.ShutdownTimeout)
@@ -390,6 +395,14 @@ func (n *Node) Close(ctx context.Context) error {
 	})
 	return n.closeErr
 }
+
+// ShuttingDown tells the node that it is about to be closed; Close calls
+// it first. From then on the warnings and errors that raft logs, which
+// members closing at the same time cause (connections closed under a
+// read, heartbeats to a member that stopped first), are logged at debug
+// level, so that a clean shutdown logs no error. A process that closes
+// several members (cairn dev) calls it on each before closing any.
+func (n *Node) ShuttingDown() { n.closing.Store(true) }
 
 // closeResources stops background work, raft and the stores. It is safe on
 // a partly opened node.

@@ -49,7 +49,7 @@ func Recover(ctx context.Context, dataDir, id string, servers []raft.Server, log
 		return fmt.Errorf("node: recover: raft log store: %w", err)
 	}
 	defer store.Close()
-	hl := hclogAdapter(logger, "raft")
+	hl := hclogAdapter(logger, "raft", nil)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(dataDir, snapDir), retainSnp, hl)
 	if err != nil {
 		return fmt.Errorf("node: recover: snapshot store: %w", err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -23,7 +24,9 @@ func devCommand() *cli.Command {
 Example:
    cairn dev                 # in one terminal
    cairn put hello world     # in another
-   cairn get hello`,
+   cairn get hello
+The banner prints these commands as this one was started (go run
+./cmd/cairn under go run), with --cluster when the ports are not 8001...`,
 		Flags: []cli.Flag{
 			&cli.IntFlag{Name: "nodes", Value: 3, Usage: "number of members"},
 			&cli.StringFlag{Name: "data-dir", Value: ".cairn-dev", Usage: "directory holding each member's data"},
@@ -62,16 +65,41 @@ Example:
 				urls = append(urls, "http://"+cfg.HTTPAddr)
 			}
 			out := c.App.Writer
+			self := devSelf(os.Args[0], urls)
 			return runNodes(c.Context, cfgs, func([]*node.Node) {
 				fmt.Fprintf(out, "cairn dev: %d-node cluster running, data in %s\n", n, dir)
 				for i, u := range urls {
 					fmt.Fprintf(out, "  %s  http %s  raft %s\n", cfgs[i].ID, u, cfgs[i].RaftAddr)
 				}
-				fmt.Fprintf(out, "\nTry, in another terminal:\n  cairn put hello world\n  cairn get hello\n  cairn node list\n\nCtrl-C stops the cluster.\n")
+				fmt.Fprintf(out, "\nTry, in another terminal (in this directory):\n  %[1]s put hello world\n  %[1]s get hello\n  %[1]s node list\n\nCtrl-C stops the cluster.\n", self)
 				if f, ok := out.(*os.File); ok {
 					_ = f.Sync()
 				}
 			})
 		},
 	}
+}
+
+// devSelf is how the banner of `cairn dev` writes the command line that
+// reaches this cluster, as the user started this one: `go run ./cmd/cairn`
+// under go run (README's quick start), the bare name when found on the
+// PATH, else the path as given; with --cluster when the ports are not the
+// default ones.
+func devSelf(argv0 string, urls []string) string {
+	var self string
+	switch {
+	case strings.Contains(argv0, "go-build") && filepath.Base(filepath.Dir(argv0)) == "exe":
+		self = "go run ./cmd/cairn"
+	case !strings.ContainsRune(argv0, filepath.Separator):
+		self = argv0
+	default:
+		self = argv0
+		if strings.ContainsAny(self, " \t'\"\\$`") {
+			self = "'" + strings.ReplaceAll(self, "'", `'\''`) + "'"
+		}
+	}
+	if c := strings.Join(urls, ","); c != defaultCluster {
+		self += " --cluster " + c
+	}
+	return self
 }

@@ -157,6 +157,10 @@ func TestDevQuickStart(t *testing.T) {
 			if err != nil {
 				t.Errorf("cairn dev after Ctrl-C: %v\n%s", err, out.String())
 			}
+			// A clean shutdown logs no error (dev logs errors only).
+			if strings.Contains(out.String(), "level=ERROR") {
+				t.Errorf("cairn dev logged errors:\n%s", out.String())
+			}
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
 			t.Errorf("cairn dev did not stop on Ctrl-C\n%s", out.String())
@@ -189,6 +193,24 @@ func TestDevQuickStart(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "3-node cluster running") {
 		t.Fatalf("dev did not print its endpoints:\n%s", out.String())
+	}
+	// The banner's commands work as printed (here: the binary's path and
+	// --cluster, the ports not being the default ones).
+	banner := out.String()
+	_, try, ok := strings.Cut(banner, "Try, in another terminal (in this directory):\n")
+	try, _, _ = strings.Cut(try, "\n\n")
+	if !ok || len(strings.Split(try, "\n")) != 3 {
+		t.Fatalf("no commands to try in the banner:\n%s", banner)
+	}
+	for _, line := range strings.Split(try, "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, binary(t)+" --cluster ") {
+			t.Errorf("banner command %q does not name this binary and cluster", line)
+		}
+		o, err := exec.Command("sh", "-c", line).CombinedOutput()
+		if err != nil {
+			t.Errorf("banner command %q: %v\n%s", line, err, o)
+		}
 	}
 }
 

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
+	"golang.org/x/term"
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
@@ -86,7 +88,7 @@ func kvCommands() []*cli.Command {
 				value := []byte(c.Args().Get(1))
 				if c.Args().Get(1) == "-" {
 					var err error
-					if value, err = io.ReadAll(os.Stdin); err != nil {
+					if value, err = io.ReadAll(stdinReader); err != nil {
 						return err
 					}
 				}
@@ -125,7 +127,7 @@ func kvCommands() []*cli.Command {
 					}
 					_, err = c.App.Writer.Write(kv.Value)
 					if err == nil && len(kv.Value) > 0 && kv.Value[len(kv.Value)-1] != '\n' {
-						if f, ok := c.App.Writer.(*os.File); ok && isTerminal(f) {
+						if isTerminal(c.App.Writer) {
 							_, err = fmt.Fprintln(c.App.Writer)
 						}
 					}
@@ -148,15 +150,20 @@ func kvCommands() []*cli.Command {
 				}
 				return withClient(c, func(ctx context.Context, cl *client.Client) error {
 					var res *client.WriteResult
+					key := c.Args().Get(0)
 					if c.Bool("prefix") {
-						res, err = cl.DeletePrefix(ctx, c.Args().Get(0), opts...)
+						res, err = cl.DeletePrefix(ctx, key, opts...)
 					} else {
-						res, err = cl.Delete(ctx, c.Args().Get(0), opts...)
+						res, err = cl.Delete(ctx, key, opts...)
 					}
 					if err != nil {
 						return err
 					}
-					return printWrite(c, res)
+					if boolFlag(c, "json") || res.Replayed {
+						return printWrite(c, res)
+					}
+					_, err = fmt.Fprintf(c.App.Writer, "revision %d%s\n", res.Revision, deletedNote(ctx, cl, key, c.Bool("prefix"), res.Revision))
+					return err
 				})
 			},
 		},
@@ -210,8 +217,43 @@ func kvCommands() []*cli.Command {
 	}
 }
 
-// isTerminal reports whether f is a character device (a terminal).
-func isTerminal(f *os.File) bool {
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+// isTerminal reports whether w is a terminal: an *os.File whose
+// descriptor term.IsTerminal accepts. A variable so tests can pretend.
+var isTerminal = func(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// deletedNote says what a delete committed at rev deleted. The write's
+// answer does not tell (a delete of a missing key commits a revision that
+// changes nothing), so it reads the state just before, at rev-1, which is
+// the state the delete applied to. When that read fails (history compacted
+// past it, no read access) the note is left out.
+func deletedNote(ctx context.Context, cl *client.Client, key string, prefix bool, rev uint64) string {
+	if !prefix {
+		switch _, err := cl.Get(ctx, key, client.AtRevision(rev-1)); {
+		case rev <= 1 || errors.Is(err, client.ErrNotFound):
+			return fmt.Sprintf(" (nothing deleted: %s did not exist)", key)
+		case err != nil:
+			return ""
+		}
+		return fmt.Sprintf(" (deleted %s)", key)
+	}
+	n := 0
+	if rev > 1 {
+		it := cl.List(ctx, key, client.AtRevision(rev-1))
+		for it.Next() {
+			n++
+		}
+		if it.Err() != nil {
+			return ""
+		}
+	}
+	switch n {
+	case 0:
+		return fmt.Sprintf(" (nothing deleted: no key under %s)", key)
+	case 1:
+		return fmt.Sprintf(" (deleted 1 key under %s)", key)
+	}
+	return fmt.Sprintf(" (deleted %d keys under %s)", n, key)
 }

@@ -48,6 +48,9 @@ func memberCommands() []*cli.Command {
 					if err != nil {
 						return err
 					}
+					if !req.NonVoter {
+						warnEvenVoters(c, m)
+					}
 					return printMembers(c, m)
 				})
 			},
@@ -59,7 +62,7 @@ func memberCommands() []*cli.Command {
 		memberCommand("promote", "make a non-voter a voter",
 			"cairn node promote n4", func(ctx context.Context, cl *client.Client, id string) (*api.MembersResponse, error) {
 				return cl.Promote(ctx, id)
-			}),
+			}, warnEvenVoters),
 		{
 			Name: "transfer-leadership", Usage: "hand leadership to a member (or to any voter)", ArgsUsage: "[ID]",
 			Description: "Example:\n   cairn node transfer-leadership n2\n   cairn node transfer-leadership",
@@ -80,7 +83,10 @@ func memberCommands() []*cli.Command {
 	}
 }
 
-func memberCommand(name, usage, example string, fn func(context.Context, *client.Client, string) (*api.MembersResponse, error)) *cli.Command {
+// memberCommand is a command that changes member ID and prints the
+// members; after, if given, looks at the result first (a warning).
+func memberCommand(name, usage, example string, fn func(context.Context, *client.Client, string) (*api.MembersResponse, error),
+	after ...func(*cli.Context, *api.MembersResponse)) *cli.Command {
 	return &cli.Command{
 		Name: name, Usage: usage, ArgsUsage: "ID",
 		Description: "Example:\n   " + example,
@@ -94,10 +100,37 @@ func memberCommand(name, usage, example string, fn func(context.Context, *client
 				if err != nil {
 					return err
 				}
+				for _, f := range after {
+					f(c, m)
+				}
 				return printMembers(c, m)
 			})
 		},
 	}
+}
+
+// warnEvenVoters warns on stderr when the cluster now has an even number
+// of voters: a majority of 2k is k+1, so 2k voters survive k-1 failures,
+// no more than 2k-1 do, while every write waits for one more of them.
+func warnEvenVoters(c *cli.Context, m *api.MembersResponse) {
+	if w := evenVotersWarning(m); w != "" {
+		fmt.Fprintln(c.App.ErrWriter, w)
+	}
+}
+
+func evenVotersWarning(m *api.MembersResponse) string {
+	n := 0
+	for _, x := range m.Members {
+		if x.Role == api.RoleVoter {
+			n++
+		}
+	}
+	if n == 0 || n%2 != 0 {
+		return ""
+	}
+	return fmt.Sprintf("warning: the cluster now has %d voters, an even number: a majority of %d is %d, so it survives %d voter failure(s), "+
+		"no more than with %d voters, and each write waits for one more voter; add or promote another voter to survive %d",
+		n, n, n/2+1, n/2-1, n-1, n/2)
 }
 
 func printMembers(c *cli.Context, m *api.MembersResponse) error {

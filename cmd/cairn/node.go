@@ -203,6 +203,11 @@ func nodeRunCommand() *cli.Command {
 func runNodes(ctx context.Context, cfgs []node.Config, started func([]*node.Node)) error {
 	var nodes []*node.Node
 	closeAll := func() error {
+		// Every member first, so that none logs the others' closing as
+		// errors (failed heartbeats to a member closed before it).
+		for _, n := range nodes {
+			n.ShuttingDown()
+		}
 		var first error
 		for i := len(nodes) - 1; i >= 0; i-- {
 			cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -31,6 +31,20 @@ func printWrite(c *cli.Context, res *client.WriteResult) error {
 	if boolFlag(c, "json") {
 		return printJSON(c.App.Writer, res)
 	}
-	_, err := fmt.Fprintf(c.App.Writer, "revision %d\n", res.Revision)
+	_, err := fmt.Fprintf(c.App.Writer, "revision %d%s\n", res.Revision, replayedNote(c, res))
 	return err
+}
+
+// replayedNote is the text-mode note of a write the server answered from
+// its idempotency table: the stored result of an earlier write with the
+// same key, this one not applied (for a put, its value not written).
+func replayedNote(c *cli.Context, res *client.WriteResult) string {
+	if !res.Replayed {
+		return ""
+	}
+	this := "this one was not applied"
+	if c.Command != nil && c.Command.Name == "put" {
+		this = "this one's value was not written"
+	}
+	return " (replayed: an earlier write with this idempotency key; " + this + ")"
 }

@@ -14,8 +14,9 @@ import (
 
 func txnCommand() *cli.Command {
 	return &cli.Command{
-		Name: "txn", Usage: "commit a transaction given as JSON", ArgsUsage: " ",
-		Description: `Reads a JSON transaction from -f FILE, or stdin with -f - (the default).
+		Name: "txn", Usage: "commit a transaction given as JSON", ArgsUsage: "[FILE|-]",
+		Description: `Reads a JSON transaction from FILE (or -f FILE), or stdin with - (the
+default).
 Example:
    echo '{"preconditions":[{"key":"a","type":"absent"}],
           "operations":[{"op":"put","key":"a","value":"aGk="}]}' | cairn txn
@@ -26,11 +27,17 @@ Values are base64. See docs/api.md for the format.`,
 			jsonFlag(),
 		},
 		Action: func(c *cli.Context) error {
-			if c.NArg() > 0 {
-				return usageError("txn takes no arguments; give the JSON with -f FILE or on stdin")
+			f := c.String("file")
+			switch {
+			case c.NArg() > 1:
+				return usageError("txn takes at most one FILE (- for stdin)")
+			case c.NArg() == 1 && c.IsSet("file"):
+				return usageError("txn: give the FILE as an argument or with -f, not both")
+			case c.NArg() == 1:
+				f = c.Args().First()
 			}
-			var in io.Reader = os.Stdin
-			if f := c.String("file"); f != "-" {
+			in := stdinReader
+			if f != "-" {
 				fh, err := os.Open(f)
 				if err != nil {
 					return usageError("%v", err)
@@ -88,3 +95,6 @@ Values are base64. See docs/api.md for the format.`,
 		},
 	}
 }
+
+// stdinReader is standard input (a variable for tests).
+var stdinReader io.Reader = os.Stdin

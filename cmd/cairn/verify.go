@@ -20,22 +20,23 @@ var errDiffer = errors.New("copies differ")
 
 func verifyCommand() *cli.Command {
 	return &cli.Command{
-		Name: "verify", Usage: "prove members (and backups) identical by their chain and state hashes", ArgsUsage: " ",
+		Name: "verify", Usage: "prove members (and backups) identical by their chain and state hashes", ArgsUsage: "[BACKUP...]",
 		Description: `Compares every member's chain hash (its history) and state hash (its
 object state) at a common revision; exit 0 if and only if all agree. A
 member that differs from the most common pair, or cannot answer (corrupt,
 unreachable), is marked not OK. --deep makes each member recompute its
 chain, check every stored version's checksum and recompute its state hash
-at its own revision (shown in the note). --backup checks backup files
-offline; with --compare also against the live cluster's chain and state
-hash at each backup's revision.
+at its own revision (shown in the note). Backup files, given as arguments
+or with --backup, are checked offline instead; with --compare also against
+the live cluster's chain and state hash at each backup's revision.
 Example:
    cairn verify --deep
+   cairn verify --compare full.bak inc1.bak
    cairn verify --backup full.bak --backup inc1.bak --compare`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "deep", Usage: "each member recomputes its chain and state hash and checks its stored versions"},
-			&cli.StringSliceFlag{Name: "backup", Usage: "backup file to check offline (repeatable)"},
-			&cli.BoolFlag{Name: "compare", Usage: "with --backup: also compare with the live cluster"},
+			&cli.StringSliceFlag{Name: "backup", Usage: "backup file to check offline (repeatable; files may also be given as arguments)"},
+			&cli.BoolFlag{Name: "compare", Usage: "with backup files: also compare them with the live cluster"},
 			jsonFlag(),
 		},
 		Action: verifyAction,
@@ -88,12 +89,11 @@ type verifyRow struct {
 }
 
 func verifyAction(c *cli.Context) error {
-	if c.NArg() > 0 {
-		return usageError("verify takes no arguments")
-	}
 	var rows []verifyRow
 	var bad bool
-	files := c.StringSlice("backup")
+	// Backup files: --backup FILE (repeatable) and the arguments, as
+	// restore takes them.
+	files := append(c.StringSlice("backup"), c.Args().Slice()...)
 	for _, p := range files {
 		h, err := node.VerifyBackupFile(c.Context, p)
 		row := verifyRow{What: "backup " + p, Revision: h.Revision, Hash: h.Hash, StateHash: h.StateHash, OK: err == nil}
