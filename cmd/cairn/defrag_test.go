@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -19,26 +18,12 @@ import (
 // blocks in the section of a docs page titled title.
 func sectionExamples(t *testing.T, page, title string) []string {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "..", "docs", page))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(string(data), "\n## "+title+"\n")
-	if !ok {
-		t.Fatalf("docs/%s has no section %q", page, title)
-	}
-	section, _, _ = strings.Cut(section, "\n## ")
 	var lines []string
-	in := false
-	for _, l := range strings.Split(section, "\n") {
-		switch {
-		case strings.HasPrefix(l, "```"):
-			in = !in && strings.TrimSpace(l) == "```sh"
-		case in:
-			lines = append(lines, l)
+	for _, e := range shExamples(t, filepath.Join("docs", page)) {
+		if e.section == title {
+			lines = append(lines, e.text)
 		}
 	}
-	lines = stripComments(lines)
 	if len(lines) == 0 {
 		t.Fatalf("docs/%s, %s: no examples", page, title)
 	}

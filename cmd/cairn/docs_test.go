@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -37,50 +36,17 @@ type docCommand struct {
 }
 
 // docCommands returns the commands of the ```sh blocks of a markdown
-// page: comments and blank lines dropped, continuation lines joined.
+// page (a path relative to this directory): comments and blank lines
+// dropped, continuation lines joined.
 func docCommands(t *testing.T, path string) []docCommand {
 	t.Helper()
-	f, err := os.Open(path)
+	page, err := filepath.Rel(filepath.Join("..", ".."), path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var (
-		out     []docCommand
-		inBlock bool
-		pending string
-		start   int
-	)
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
-		trimmed := strings.TrimSpace(line)
-		if strings.HasPrefix(trimmed, "```") {
-			inBlock = !inBlock && trimmed == "```sh"
-			continue
-		}
-		if !inBlock {
-			continue
-		}
-		if i := strings.Index(line, "  #"); i >= 0 {
-			line = line[:i]
-		}
-		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if pending == "" {
-			start = n
-		}
-		if strings.HasSuffix(line, "\\") {
-			pending += strings.TrimSuffix(line, "\\") + " "
-			continue
-		}
-		out = append(out, docCommand{line: start, args: strings.Fields(pending + line)})
-		pending = ""
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatal(err)
+	var out []docCommand
+	for _, e := range shExamples(t, page) {
+		out = append(out, docCommand{line: e.line, args: strings.Fields(e.text)})
 	}
 	if len(out) == 0 {
 		t.Fatalf("%s has no sh commands", path)
