@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"strings"
@@ -25,14 +24,7 @@ func runCLIEnv(t *testing.T, env []string, stdin string, args ...string) (string
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &errb, strings.NewReader(stdin)
 	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return out.String(), errb.String(), ee.ExitCode()
-	case err != nil:
-		t.Fatalf("run cairn %v: %v", args, err)
-	}
-	return out.String(), errb.String(), 0
+	return out.String(), errb.String(), processExit(t, err, args)
 }
 
 // TestAuthEndToEnd drives access control through the binary against a

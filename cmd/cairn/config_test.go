@@ -105,14 +105,7 @@ func runEnv(t *testing.T, env []string, args ...string) (string, string, int) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return out.String(), errb.String(), ee.ExitCode()
-	case err != nil:
-		t.Fatalf("run cairn %v: %v", args, err)
-	}
-	return out.String(), errb.String(), 0
+	return out.String(), errb.String(), processExit(t, err, args)
 }
 
 // writeYAML writes a config file; every value is a double-quoted string

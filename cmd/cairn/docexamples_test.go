@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -192,12 +191,7 @@ func TestDocExamples(t *testing.T) {
 		err := cmd.Run()
 		cancel()
 		code := 0
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("%s: %v", e, err)
-		}
+		code = processExit(t, err, e)
 		if code != want {
 			t.Fatalf("%s: exit %d, want %d\n%s", e, code, want, out.String())
 		}

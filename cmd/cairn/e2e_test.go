@@ -62,14 +62,21 @@ func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &errb, strings.NewReader(stdin)
 	err := cmd.Run()
-	code := 0
+	return out.String(), errb.String(), processExit(t, err, args)
+}
+
+// processExit returns the exit status of a finished cairn process (0
+// when err is nil), and fails the test when it could not run at all.
+func processExit(t *testing.T, err error, what any) int {
+	t.Helper()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("run cairn %v: %v", args, err)
+		return ee.ExitCode()
 	}
-	return out.String(), errb.String(), code
+	if err != nil {
+		t.Fatalf("run cairn %v: %v", what, err)
+	}
+	return 0
 }
 
 func TestBinaryClusterCLIAndLeaderKill(t *testing.T) {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -26,14 +25,7 @@ func runCLIWithin(t *testing.T, d time.Duration, env []string, args ...string) (
 	if ctx.Err() != nil {
 		t.Fatalf("cairn %v still running after %s (a hang); stderr %q", args, d, errb.String())
 	}
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		return out.String(), errb.String(), ee.ExitCode()
-	case err != nil:
-		t.Fatalf("run cairn %v: %v", args, err)
-	}
-	return out.String(), errb.String(), 0
+	return out.String(), errb.String(), processExit(t, err, args)
 }
 
 // A command that reaches no member exits 5, naming the endpoints it tried
