@@ -125,6 +125,10 @@ func failureReason(ae *attemptError) string {
 	return err.Error()
 }
 
+// boundSlack is how close to the unreachable bound a context deadline
+// counts as the bound itself (ctxEndedUnanswered).
+const boundSlack = 250 * time.Millisecond
+
 // ctxEndedUnanswered is the error of a call whose context ended before any
 // endpoint answered, naming the endpoints tried and why they failed, or
 // nil when some endpoint answered or none failed on its own (only the
@@ -132,6 +136,12 @@ func failureReason(ae *attemptError) string {
 func (r *reach) ctxEndedUnanswered(ctx context.Context) error {
 	if r.answered || r.own == 0 {
 		return nil
+	}
+	if r.bound > 0 && errors.Is(ctx.Err(), context.DeadlineExceeded) && time.Since(r.start) >= r.bound-boundSlack {
+		// The context's deadline and the unreachable bound ended together
+		// (the CLI sets both from --timeout): one answer whichever
+		// fired first.
+		return r.unreachableError()
 	}
 	return fmt.Errorf("%w: no member answered within %s (tried %s) (%w)",
 		ErrUnavailable, time.Since(r.start).Round(100*time.Millisecond), r.reasons(), ctx.Err())
