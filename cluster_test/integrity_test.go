@@ -20,6 +20,7 @@ import (
 	"github.com/cairn-db/cairn/client"
 	"github.com/cairn-db/cairn/httpapi"
 	"github.com/cairn-db/cairn/internal/cluster"
+	"github.com/cairn-db/cairn/internal/testutil"
 	"github.com/cairn-db/cairn/node"
 )
 
@@ -71,24 +72,7 @@ func memberHashes(t *testing.T, c *Cluster, cl *client.Client, rev uint64) ([]*a
 // returns how many it flipped.
 func flipAll(t *testing.T, path string, value []byte) int {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for i := 0; ; {
-		j := bytes.Index(b[i:], value)
-		if j < 0 {
-			break
-		}
-		b[i+j+len(value)/2] ^= 0x01
-		i += j + len(value)
-		n++
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return n
+	return testutil.FlipBytes(t, path, value, 0x01)
 }
 
 // TestCorruptMemberRepaired: one byte of a key's current value flipped in

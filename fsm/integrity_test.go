@@ -17,31 +17,17 @@ import (
 
 	"github.com/hashicorp/raft"
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/cairn-db/cairn/internal/testutil"
 )
 
 // flipBytes flips one byte in every occurrence of pattern in the closed
 // file at path and returns how many it found.
 func flipBytes(t *testing.T, path string, pattern []byte) int {
 	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for i := 0; ; {
-		j := bytes.Index(b[i:], pattern)
-		if j < 0 {
-			break
-		}
-		b[i+j+len(pattern)/2] ^= 0x20
-		i += j + len(pattern)
-		n++
-	}
+	n := testutil.FlipBytes(t, path, pattern, 0x20)
 	if n == 0 {
 		t.Fatalf("pattern %q not found in %s", pattern, path)
-	}
-	if err := os.WriteFile(path, b, 0o600); err != nil {
-		t.Fatal(err)
 	}
 	return n
 }

@@ -98,14 +98,5 @@ func defragAction(c *cli.Context) error {
 			return err
 		}
 	}
-	failed := 0
-	for _, r := range rows {
-		if !r.OK {
-			failed++
-		}
-	}
-	if failed > 0 {
-		return fmt.Errorf("%w on %d of %d member(s)", errDefragFailed, failed, len(rows))
-	}
-	return nil
+	return failedOn(errDefragFailed, rows, func(r defragRow) bool { return r.OK })
 }

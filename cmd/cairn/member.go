@@ -212,3 +212,18 @@ func memberOrder(members []api.Member, id string, leaderLast bool) ([]api.Member
 	}
 	return out, nil
 }
+
+// failedOn returns err with how many of a per-member command's rows
+// failed (ok false), or nil when none did.
+func failedOn[T any](err error, rows []T, ok func(T) bool) error {
+	failed := 0
+	for _, r := range rows {
+		if !ok(r) {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%w on %d of %d member(s)", err, failed, len(rows))
+	}
+	return nil
+}

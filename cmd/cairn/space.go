@@ -129,16 +129,7 @@ func nodeSpaceAction(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	failed := 0
-	for _, r := range rows {
-		if !r.OK {
-			failed++
-		}
-	}
-	if failed > 0 {
-		return fmt.Errorf("%w on %d of %d member(s)", errSpaceFailed, failed, len(rows))
-	}
-	return nil
+	return failedOn(errSpaceFailed, rows, func(r spaceRow) bool { return r.OK })
 }
 
 func deref(p *int64) int64 {

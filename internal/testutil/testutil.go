@@ -5,6 +5,7 @@ package testutil
 
 import (
 	"bytes"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -79,4 +80,29 @@ func HasLine(s string, fragments ...string) bool {
 		}
 	}
 	return false
+}
+
+// FlipBytes XORs mask into the middle byte of every occurrence of pattern
+// in the (closed) file at path, as a damaged disk would, and returns how
+// many occurrences it changed.
+func FlipBytes(t TB, path string, pattern []byte, mask byte) int {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	n := 0
+	for i := 0; ; {
+		j := bytes.Index(b[i:], pattern)
+		if j < 0 {
+			break
+		}
+		b[i+j+len(pattern)/2] ^= mask
+		i += j + len(pattern)
+		n++
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatalf("%v", err)
+	}
+	return n
 }
