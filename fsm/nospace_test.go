@@ -15,18 +15,19 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/cairn-db/cairn/internal/testutil"
 )
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds, for at most 20 s.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+	testutil.WaitForEvery(t, what, 20*time.Second, time.Millisecond, func() error {
+		if !cond() {
+			return errors.New("not yet")
 		}
-		time.Sleep(time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func fastStallBackoff(t *testing.T) {
