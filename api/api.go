@@ -462,6 +462,81 @@ type StatusResponse struct {
 	QuotaBytes      int64 `json:"quota_bytes,omitempty"`
 	FreeBytes       int64 `json:"free_bytes,omitempty"`
 	MinFreeBytes    int64 `json:"min_free_bytes,omitempty"`
+	// Version is the member's build (VersionResponse.Version).
+	Version string `json:"version,omitempty"`
+	// Watchers is how many watch streams the member serves now.
+	Watchers int `json:"watchers"`
+	// LastScrub is the member's last scrub (periodic, after an unclean
+	// start, or asked for); nil when it has not scrubbed since it started.
+	LastScrub *ScrubSummary `json:"last_scrub,omitempty"`
+}
+
+// ScrubSummary is the outcome of a member's last scrub.
+type ScrubSummary struct {
+	Time     time.Time `json:"time"`
+	OK       bool      `json:"ok"`
+	Revision uint64    `json:"revision"`
+	// Error says what did not check out (OK is false).
+	Error string `json:"error,omitempty"`
+}
+
+// MemberStatus is one member in GET /v1/cluster/status: what the
+// configuration says of it and, when it answered, its own status.
+type MemberStatus struct {
+	ID       string `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	HTTPURL  string `json:"http_url,omitempty"`
+	Role     string `json:"role"`
+	Leader   bool   `json:"leader,omitempty"`
+	// Reachable says whether the member answered; Error says why not.
+	Reachable bool   `json:"reachable"`
+	Error     string `json:"error,omitempty"`
+	// Status is the member's GET /v1/status answer (nil when not
+	// reachable).
+	Status *StatusResponse `json:"status,omitempty"`
+	// Lag is how many revisions the member's applied revision is behind
+	// the leader's (0 for the leader, and when either is unknown).
+	Lag uint64 `json:"lag"`
+	// Health is "ready" when the member passes its readiness check
+	// (GET /readyz), else why it does not ("unreachable", "corrupt",
+	// "catching up", ...).
+	Health string `json:"health"`
+}
+
+// ClusterStatusResponse is GET /v1/cluster/status: every member of the
+// configuration, asked by the member that answered.
+type ClusterStatusResponse struct {
+	// Node is the member that gathered the answer.
+	Node   string `json:"node"`
+	Leader string `json:"leader,omitempty"`
+	// Term is the highest term a member reported.
+	Term    uint64         `json:"term"`
+	Members []MemberStatus `json:"members"`
+}
+
+// StatsPoint is one interval of a member's request statistics: the
+// requests it answered (whatever the outcome) in the interval ending at
+// Time, and their latencies in milliseconds. Reads are GET /v1/kv
+// (key and list) and history; writes are PUT and DELETE /v1/kv and POST
+// /v1/txn. A percentile is 0 when the interval had no such request.
+type StatsPoint struct {
+	Time       time.Time `json:"time"`
+	Writes     uint64    `json:"writes"`
+	Reads      uint64    `json:"reads"`
+	Errors     uint64    `json:"errors"`
+	WriteP50Ms float64   `json:"write_p50_ms"`
+	WriteP99Ms float64   `json:"write_p99_ms"`
+	ReadP50Ms  float64   `json:"read_p50_ms"`
+	ReadP99Ms  float64   `json:"read_p99_ms"`
+}
+
+// StatsResponse is GET /v1/stats: the member's request statistics over
+// the last minutes, kept by the member itself (no Prometheus needed),
+// oldest point first, one point per IntervalSeconds.
+type StatsResponse struct {
+	Node            string       `json:"node"`
+	IntervalSeconds int          `json:"interval_seconds"`
+	Points          []StatsPoint `json:"points"`
 }
 
 // Member roles.
