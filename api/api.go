@@ -110,6 +110,15 @@ const (
 	CodeTooManyRequests = "too_many_requests"
 	// CodeRequestTimeout cuts off a request whose body stalled.
 	CodeRequestTimeout = "request_timeout"
+	// CodeReadOnly refuses a client write on a standby cluster (a mirror
+	// of another cluster): it takes its data from its source only, until
+	// it is promoted.
+	CodeReadOnly = "read_only"
+	// CodeMirrorState refuses a mirror operation that the cluster's
+	// mirror state does not allow (promoting a primary, starting a mirror
+	// that is already following, promoting a filtered mirror, a source
+	// that would make a loop).
+	CodeMirrorState = "mirror_state"
 )
 
 // PathSegment escapes s (a key, a member, user or role name) as one
@@ -157,6 +166,8 @@ func Status(code string) int {
 		return http.StatusTooManyRequests
 	case CodeRequestTimeout:
 		return http.StatusRequestTimeout
+	case CodeReadOnly, CodeMirrorState:
+		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
 }
@@ -712,4 +723,110 @@ type VersionResponse struct {
 	Platform  string `json:"platform"`
 	// Node is the id of the member that answered (empty for the tool).
 	Node string `json:"node,omitempty"`
+}
+
+// Mirror states (MirrorStatus.State). A primary is writable; the others
+// are states of a standby, which is read-only.
+const (
+	MirrorPrimary   = "primary"
+	MirrorFollowing = "following"
+	MirrorStopped   = "stopped"
+	MirrorDiverged  = "diverged"
+	MirrorCompacted = "compacted"
+)
+
+// MirrorStartRequest makes the cluster a standby of a source cluster
+// (POST /v1/mirror/start). Sources are the source's members' HTTP URLs;
+// Include and Exclude, when given, make a filtered mirror (key prefixes).
+type MirrorStartRequest struct {
+	Sources []string `json:"sources"`
+	Include []string `json:"include,omitempty"`
+	Exclude []string `json:"exclude,omitempty"`
+}
+
+// MirrorStatus is a cluster's mirror state (GET /v1/mirror/status), as a
+// standby (State other than primary) and as a source (Checkpoints).
+type MirrorStatus struct {
+	// Node is the member that answered.
+	Node  string `json:"node"`
+	State string `json:"state"`
+	// Since is when State last changed.
+	Since time.Time `json:"since,omitempty"`
+	// Sources are the configured source URLs; Source is the one the
+	// standby's leader streams from now (empty when not connected or not
+	// the leader).
+	Sources         []string `json:"sources,omitempty"`
+	Source          string   `json:"source,omitempty"`
+	SourceClusterID string   `json:"source_cluster_id,omitempty"`
+	// Upstream lists the cluster ids above the source, nearest first
+	// (a mirror of a mirror).
+	Upstream []string `json:"upstream,omitempty"`
+	Filtered bool     `json:"filtered,omitempty"`
+	Include  []string `json:"include,omitempty"`
+	Exclude  []string `json:"exclude,omitempty"`
+	// Head is the standby's own head revision; SourceRevision the source
+	// revision it has applied up to (the resume point: Head itself for an
+	// unfiltered mirror); SourceHead the source's head as last heard.
+	Head           uint64 `json:"head"`
+	SourceRevision uint64 `json:"source_revision"`
+	SourceHead     uint64 `json:"source_head"`
+	// LagRevisions is SourceHead - SourceRevision; LagSeconds how far
+	// the last applied source transaction's time is behind the source
+	// head's time (0 when caught up).
+	LagRevisions uint64  `json:"lag_revisions"`
+	LagSeconds   float64 `json:"lag_seconds"`
+	// Message says why the mirror is diverged or compacted; LastError is
+	// the last error of the stream (a source that cannot be reached).
+	Message   string `json:"message,omitempty"`
+	LastError string `json:"last_error,omitempty"`
+	// DivergedFile is the incremental backup file, on the standby's
+	// leader, of the transactions it had after the point where its chain
+	// and the source's part (diverged).
+	DivergedFile string `json:"diverged_file,omitempty"`
+	// PromotedAt is the revision of the promotion record, when this
+	// cluster was promoted from a standby of PromotedFrom.
+	PromotedAt   uint64     `json:"promoted_at,omitempty"`
+	PromotedFrom string     `json:"promoted_from,omitempty"`
+	PromotedTime *time.Time `json:"promoted_time,omitempty"`
+	// Checkpoints are the mirrors of this cluster, as a source.
+	Checkpoints []MirrorCheckpoint `json:"checkpoints,omitempty"`
+}
+
+// MirrorCheckpoint is a registered mirror of this cluster: history after
+// Revision is kept for it (compaction does not pass Revision+1) until it
+// makes no progress for Window, when it is Released.
+type MirrorCheckpoint struct {
+	ID           string    `json:"id"`
+	Revision     uint64    `json:"revision"`
+	LastProgress time.Time `json:"last_progress"`
+	Window       string    `json:"window"`
+	Released     bool      `json:"released,omitempty"`
+}
+
+// MirrorCheckpointRequest is a standby's report of its progress to its
+// source (POST /v1/mirror/checkpoint): ID is the standby's cluster id,
+// Revision the source revision it has applied up to.
+type MirrorCheckpointRequest struct {
+	ID       string `json:"id"`
+	Revision uint64 `json:"revision"`
+}
+
+// MirrorStreamHeader is the first frame of GET /v1/mirror/stream: who
+// the source is and where the stream starts. PrevHash is the source's
+// chain hash at From-1 (zeros at 0), for the standby's safety check.
+type MirrorStreamHeader struct {
+	ClusterID       string    `json:"cluster_id"`
+	Upstream        []string  `json:"upstream,omitempty"`
+	From            uint64    `json:"from"`
+	PrevHash        string    `json:"prev_hash"`
+	Head            uint64    `json:"head"`
+	HeadTime        time.Time `json:"head_time"`
+	CompactRevision uint64    `json:"compact_revision"`
+}
+
+// MirrorHeartbeat is a stream frame sent when the source has nothing new
+// for a while: its head, so the standby knows its lag.
+type MirrorHeartbeat struct {
+	Head     uint64    `json:"head"`
+	HeadTime time.Time `json:"head_time"`
 }
