@@ -4,7 +4,7 @@
 #   make test-race   go test -race ./...      (needs cgo and a C compiler)
 #   make lint        gofmt, go vet, staticcheck (pinned in scripts/install-tools.sh)
 #   make tidy-check  fail if go.mod/go.sum are not tidy
-#   make fuzz        every fuzz target in $(FUZZ_PKGS) for $(FUZZTIME) each (./fsm ./auth ./httpapi ./client)
+#   make fuzz        every fuzz target in $(FUZZ_PKGS) for $(FUZZTIME) each (./fsm ./auth ./httpapi ./client ./internal/mirrorstream)
 #   make bench       benchmarks, with allocations
 #   make bench-cluster  cairn vs etcd 3.4, 3 members each on loopback (scripts/bench-cluster.sh;
 #                    BENCH_DURATION, BENCH_WARMUP, BENCH_ROUNDS, BENCH_WORKLOADS, BENCH_RAW_DIR, ...);
@@ -24,7 +24,7 @@
 GO        ?= go
 TOOLBIN   := $(shell bash scripts/install-tools.sh --print-bin)
 FUZZTIME  ?= 15s
-FUZZ_PKGS ?= ./fsm ./auth ./httpapi ./client
+FUZZ_PKGS ?= ./fsm ./auth ./httpapi ./client ./internal/mirrorstream
 BENCH     ?= .
 CHAOS_TIMEOUT ?= 30m
 SCALE_TIMEOUT ?= 60m
