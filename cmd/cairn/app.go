@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
 	"github.com/cairn-db/cairn/node"
 )
@@ -114,13 +115,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, c := range app.Commands {
 		setUsageErrors(c, &unknown)
 	}
-	if err := app.RunContext(ctx, reorderArgs(app, args)); err != nil { // flags anywhere: args.go
-		return err
+	line := reorderArgs(app, args) // flags anywhere: args.go
+	err := app.RunContext(ctx, line)
+	if err == nil && unknown != "" {
+		err = usageError("unknown command %q (see cairn --help)", unknown)
 	}
-	if unknown != "" {
-		return usageError("unknown command %q (see cairn --help)", unknown)
+	if err != nil && jsonRequested(app, line) {
+		err = &jsonModeError{err} // printed as JSON: jsonout.go
 	}
-	return nil
+	return err
 }
 
 func setUsageErrors(c *cli.Command, unknown *string) {
@@ -178,7 +181,29 @@ func exitCode(err error) int {
 	return exitError
 }
 
-// isSet reports a boolean flag set on the command or any parent.
+// errorCode maps an error to the API's error code that --json prints
+// (docs/cli.md, "JSON output"). It is the one place where the CLI's own
+// errors get codes; an error the server answered keeps the server's code,
+// and the client's sentinel errors have theirs (client.ErrorCode).
+func errorCode(err error) string {
+	switch {
+	case errors.Is(err, errUsage), errors.Is(err, node.ErrInvalidConfig), errors.Is(err, client.ErrInvalidConfig):
+		return api.CodeBadRequest
+	}
+	if code := client.ErrorCode(err); code != "" {
+		return code
+	}
+	switch {
+	case errors.Is(err, client.ErrTLS):
+		// No member could be reached over TLS (exit 5 as well).
+		return api.CodeUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return api.CodeTimeout
+	}
+	return api.CodeInternal
+}
+
+// boolFlag reports a boolean flag set on the command or any parent.
 func boolFlag(c *cli.Context, name string) bool {
 	for _, cc := range c.Lineage() {
 		if cc.IsSet(name) {
