@@ -87,24 +87,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				EnvVars: []string{"CAIRN_USER"},
 			},
 		},
-		// One file a group, named for it; the order here is the help's.
-		Commands: slices.Concat(
-			[]*cli.Command{devCommand()},     // dev.go
-			kvCommands(),                     // kv.go: put, get, del, ls
-			[]*cli.Command{txnCommand()},     // txn.go
-			historyCommands(),                // history.go: history, log
-			[]*cli.Command{compactCommand()}, // compact.go
-			watchCommands(),                  // watch.go
-			nodeCommands(),                   // node.go, member.go, status.go
-			backupCommands(),                 // backup.go: backup, restore
-			[]*cli.Command{verifyCommand()},  // verify.go
-			integrityCommands(),              // integrity.go: alarm, scrub
-			[]*cli.Command{defragCommand()},  // defrag.go
-			[]*cli.Command{benchCommand()},   // bench.go
-			[]*cli.Command{certCommand()},    // cert.go
-			authCommands(),                   // auth.go: auth, user, role
-			[]*cli.Command{versionCommand()}, // version.go
-		),
+		Commands: commands(),
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError("%v", err)
@@ -124,6 +107,28 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = &jsonModeError{err} // printed as JSON: jsonout.go
 	}
 	return err
+}
+
+// commands returns every command of the app, one file a group, named
+// for it; the order here is the help's.
+func commands() []*cli.Command {
+	return slices.Concat(
+		[]*cli.Command{devCommand()},     // dev.go
+		kvCommands(),                     // kv.go: put, get, del, ls
+		[]*cli.Command{txnCommand()},     // txn.go
+		historyCommands(),                // history.go: history, log
+		[]*cli.Command{compactCommand()}, // compact.go
+		watchCommands(),                  // watch.go
+		nodeCommands(),                   // node.go, member.go, status.go
+		backupCommands(),                 // backup.go: backup, restore
+		[]*cli.Command{verifyCommand()},  // verify.go
+		integrityCommands(),              // integrity.go: alarm, scrub
+		[]*cli.Command{defragCommand()},  // defrag.go
+		[]*cli.Command{benchCommand()},   // bench.go
+		[]*cli.Command{certCommand()},    // cert.go
+		authCommands(),                   // auth.go: auth, user, role
+		[]*cli.Command{versionCommand()}, // version.go
+	)
 }
 
 func setUsageErrors(c *cli.Command, unknown *string) {

@@ -46,11 +46,12 @@ func certCommand() *cli.Command {
 	daysFlag := func(def int) cli.Flag {
 		return &cli.IntFlag{Name: "days", Value: def, Usage: "validity in days"}
 	}
-	// What to do when the files exist (default: refuse).
+	// What to do when the files exist (default: refuse), and --json.
 	existFlags := func() []cli.Flag {
 		return []cli.Flag{
 			&cli.BoolFlag{Name: "if-missing", Usage: "when both files exist, keep them and exit 0 (one of them alone is still refused); for set-up steps that run again"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing files (each written to a temporary file and renamed over the old one); for rotation"},
+			jsonFlag(),
 		}
 	}
 	caFlags := func() []cli.Flag {
