@@ -58,7 +58,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				EnvVars: []string{"CAIRN_CLUSTER"},
 				Value:   defaultCluster,
 			},
-			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of tables"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts, in the HTTP API's names and shapes; errors as the API's error body on stderr"},
 			&cli.DurationFlag{
 				Name: "timeout",
 				Usage: "overall time limit of the command (0: none); without it, a command gives up after " +

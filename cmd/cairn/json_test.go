@@ -482,7 +482,11 @@ func TestJSONErrors(t *testing.T) {
 		// more checks the error beyond its code.
 		more func(t *testing.T, e api.Error)
 	}{
-		{"missing key", []string{cl, "get", "nosuch", "--json"}, exitNotFound, api.CodeNotFound, nil},
+		{"missing key", []string{cl, "get", "nosuch", "--json"}, exitNotFound, api.CodeNotFound, func(t *testing.T, e api.Error) {
+			if e.LeaderURL != "" { // the API names the leader for not_leader, unavailable and corrupt only
+				t.Errorf("leader_url %q in a not_found error", e.LeaderURL)
+			}
+		}},
 		{"global --json", []string{cl, "--json", "get", "nosuch"}, exitNotFound, api.CodeNotFound, nil},
 		{"usage: arguments", []string{cl, "get", "a", "b", "--json"}, exitUsage, api.CodeBadRequest, nil},
 		{"usage: unknown flag", []string{cl, "get", "--bogus", "a", "--json"}, exitUsage, api.CodeBadRequest, nil},

@@ -65,12 +65,17 @@ func jsonRequested(app *cli.App, line []string) bool {
 }
 
 // errorBody returns err as the API's error body: the server's code and
-// details when the server answered, else the code errorCode gives it.
+// details when the server answered, else the code errorCode gives it. The
+// message is the one printed without --json.
 func errorBody(err error) api.ErrorResponse {
 	e := api.Error{Code: errorCode(err), Message: err.Error()}
 	var ae *client.APIError
 	if errors.As(err, &ae) {
-		e.LeaderURL = ae.LeaderURL
+		switch ae.Code {
+		case api.CodeNotLeader, api.CodeUnavailable, api.CodeCorrupt:
+			// The codes whose body names the leader (api.Error).
+			e.LeaderURL = ae.LeaderURL
+		}
 	}
 	var ce *client.ConflictError
 	if errors.As(err, &ce) {
