@@ -307,6 +307,16 @@ func (c *Client) ListPage(ctx context.Context, prefix, startAfter string, limit 
 
 // History returns key's versions, newest first (at most Limit of them).
 func (c *Client) History(ctx context.Context, key string, opts ...ReadOption) ([]api.Version, error) {
+	hr, err := c.HistoryResponse(ctx, key, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return hr.Versions, nil
+}
+
+// HistoryResponse is History with the revision the read reflects: the
+// answer of GET /v1/history/{key} as the server gave it.
+func (c *Client) HistoryResponse(ctx context.Context, key string, opts ...ReadOption) (*api.HistoryResponse, error) {
 	o, err := c.readOpts(opts)
 	if err != nil {
 		return nil, err
@@ -326,7 +336,7 @@ func (c *Client) History(ctx context.Context, key string, opts ...ReadOption) ([
 	if err := rep.decode(&hr); err != nil {
 		return nil, err
 	}
-	return hr.Versions, nil
+	return &hr, nil
 }
 
 // Log returns committed transactions from revision from on, at most limit

@@ -133,37 +133,54 @@ func (e *CompactedError) Error() string { return e.Err.Error() }
 // Unwrap returns the underlying *APIError.
 func (e *CompactedError) Unwrap() error { return e.Err }
 
+// codeSentinels pairs each api error code with its sentinel error, in
+// both directions: sentinelFor reads it from code to sentinel, ErrorCode
+// from sentinel to code (the first pair of a sentinel is its code).
+var codeSentinels = []struct {
+	code string
+	err  error
+}{
+	{api.CodeNotFound, ErrNotFound},
+	{api.CodeCompacted, ErrCompacted},
+	{api.CodeConflict, ErrConflict},
+	{api.CodeBadRequest, ErrBadRequest},
+	{api.CodeMethod, ErrBadRequest},
+	{api.CodeTooLarge, ErrTooLarge},
+	{api.CodeFutureRevision, ErrFutureRevision},
+	{api.CodeUnavailable, ErrUnavailable},
+	{api.CodeCorrupt, ErrCorrupt},
+	{api.CodeTimeout, ErrTimeout},
+	{api.CodeNotLeader, ErrNotLeader},
+	{api.CodeInternal, ErrInternal},
+	{api.CodeNoSpace, ErrNoSpace},
+	{api.CodeUnauthenticated, ErrUnauthenticated},
+	{api.CodePermissionDenied, ErrPermissionDenied},
+}
+
+// ErrorCode returns the api error code of err: the code of the server's
+// answer when err carries one (an *APIError with a code), else the code
+// of the sentinel error err wraps (ErrNotFound: api.CodeNotFound, ...),
+// else "" (ErrInvalidConfig, ErrClosed and ErrTLS have no code, nor do
+// errors from outside the client).
+func ErrorCode(err error) string {
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Code != "" {
+		return ae.Code
+	}
+	for _, cs := range codeSentinels {
+		if errors.Is(err, cs.err) {
+			return cs.code
+		}
+	}
+	return ""
+}
+
 // sentinelFor maps an api error code to its sentinel error.
 func sentinelFor(code string, status int) error {
-	switch code {
-	case api.CodeNotFound:
-		return ErrNotFound
-	case api.CodeCompacted:
-		return ErrCompacted
-	case api.CodeConflict:
-		return ErrConflict
-	case api.CodeBadRequest, api.CodeMethod:
-		return ErrBadRequest
-	case api.CodeTooLarge:
-		return ErrTooLarge
-	case api.CodeFutureRevision:
-		return ErrFutureRevision
-	case api.CodeUnavailable:
-		return ErrUnavailable
-	case api.CodeCorrupt:
-		return ErrCorrupt
-	case api.CodeTimeout:
-		return ErrTimeout
-	case api.CodeNotLeader:
-		return ErrNotLeader
-	case api.CodeInternal:
-		return ErrInternal
-	case api.CodeNoSpace:
-		return ErrNoSpace
-	case api.CodeUnauthenticated:
-		return ErrUnauthenticated
-	case api.CodePermissionDenied:
-		return ErrPermissionDenied
+	for _, cs := range codeSentinels {
+		if cs.code == code {
+			return cs.err
+		}
 	}
 	// Not a cairn answer (a proxy, say): go by status.
 	switch status {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
 	"github.com/cairn-db/cairn/node"
 )
@@ -57,7 +58,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				EnvVars: []string{"CAIRN_CLUSTER"},
 				Value:   defaultCluster,
 			},
-			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts instead of tables"},
+			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts, in the HTTP API's names and shapes; errors as the API's error body on stderr"},
 			&cli.DurationFlag{
 				Name: "timeout",
 				Usage: "overall time limit of the command (0: none); without it, a command gives up after " +
@@ -86,24 +87,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				EnvVars: []string{"CAIRN_USER"},
 			},
 		},
-		// One file a group, named for it; the order here is the help's.
-		Commands: slices.Concat(
-			[]*cli.Command{devCommand()},     // dev.go
-			kvCommands(),                     // kv.go: put, get, del, ls
-			[]*cli.Command{txnCommand()},     // txn.go
-			historyCommands(),                // history.go: history, log
-			[]*cli.Command{compactCommand()}, // compact.go
-			watchCommands(),                  // watch.go
-			nodeCommands(),                   // node.go, member.go, status.go
-			backupCommands(),                 // backup.go: backup, restore
-			[]*cli.Command{verifyCommand()},  // verify.go
-			integrityCommands(),              // integrity.go: alarm, scrub
-			[]*cli.Command{defragCommand()},  // defrag.go
-			[]*cli.Command{benchCommand()},   // bench.go
-			[]*cli.Command{certCommand()},    // cert.go
-			authCommands(),                   // auth.go: auth, user, role
-			[]*cli.Command{versionCommand()}, // version.go
-		),
+		Commands: commands(),
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError("%v", err)
@@ -114,13 +98,37 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, c := range app.Commands {
 		setUsageErrors(c, &unknown)
 	}
-	if err := app.RunContext(ctx, reorderArgs(app, args)); err != nil { // flags anywhere: args.go
-		return err
+	line := reorderArgs(app, args) // flags anywhere: args.go
+	err := app.RunContext(ctx, line)
+	if err == nil && unknown != "" {
+		err = usageError("unknown command %q (see cairn --help)", unknown)
 	}
-	if unknown != "" {
-		return usageError("unknown command %q (see cairn --help)", unknown)
+	if err != nil && jsonRequested(app, line) {
+		err = &jsonModeError{err} // printed as JSON: jsonout.go
 	}
-	return nil
+	return err
+}
+
+// commands returns every command of the app, one file a group, named
+// for it; the order here is the help's.
+func commands() []*cli.Command {
+	return slices.Concat(
+		[]*cli.Command{devCommand()},     // dev.go
+		kvCommands(),                     // kv.go: put, get, del, ls
+		[]*cli.Command{txnCommand()},     // txn.go
+		historyCommands(),                // history.go: history, log
+		[]*cli.Command{compactCommand()}, // compact.go
+		watchCommands(),                  // watch.go
+		nodeCommands(),                   // node.go, member.go, status.go
+		backupCommands(),                 // backup.go: backup, restore
+		[]*cli.Command{verifyCommand()},  // verify.go
+		integrityCommands(),              // integrity.go: alarm, scrub
+		[]*cli.Command{defragCommand()},  // defrag.go
+		[]*cli.Command{benchCommand()},   // bench.go
+		[]*cli.Command{certCommand()},    // cert.go
+		authCommands(),                   // auth.go: auth, user, role
+		[]*cli.Command{versionCommand()}, // version.go
+	)
 }
 
 func setUsageErrors(c *cli.Command, unknown *string) {
@@ -178,7 +186,29 @@ func exitCode(err error) int {
 	return exitError
 }
 
-// isSet reports a boolean flag set on the command or any parent.
+// errorCode maps an error to the API's error code that --json prints
+// (docs/cli.md, "JSON output"). It is the one place where the CLI's own
+// errors get codes; an error the server answered keeps the server's code,
+// and the client's sentinel errors have theirs (client.ErrorCode).
+func errorCode(err error) string {
+	switch {
+	case errors.Is(err, errUsage), errors.Is(err, node.ErrInvalidConfig), errors.Is(err, client.ErrInvalidConfig):
+		return api.CodeBadRequest
+	}
+	if code := client.ErrorCode(err); code != "" {
+		return code
+	}
+	switch {
+	case errors.Is(err, client.ErrTLS):
+		// No member could be reached over TLS (exit 5 as well).
+		return api.CodeUnavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		return api.CodeTimeout
+	}
+	return api.CodeInternal
+}
+
+// boolFlag reports a boolean flag set on the command or any parent.
 func boolFlag(c *cli.Context, name string) bool {
 	for _, cc := range c.Lineage() {
 		if cc.IsSet(name) {

@@ -29,6 +29,7 @@ Example:
 				&cli.StringFlag{Name: "since-backup", Usage: "incremental: after the revision of this earlier backup file"},
 				&cli.StringFlag{Name: "endpoint", Usage: "member to copy from (default: any)"},
 				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
+				jsonFlag(),
 			},
 			Action: backupAction,
 		},
@@ -42,6 +43,7 @@ Example:
 			Flags: []cli.Flag{
 				&cli.StringFlag{Name: "data-dir", Usage: "empty data directory to create (required)"},
 				&cli.StringFlag{Name: "id", Usage: "id the restored node will run with (required)"},
+				jsonFlag(),
 			},
 			Action: func(c *cli.Context) error {
 				if c.NArg() < 1 || c.String("data-dir") == "" || c.String("id") == "" {
@@ -50,6 +52,9 @@ Example:
 				h, err := node.RestoreDataDir(c.Context, c.String("data-dir"), c.Args().First(), c.Args().Tail()...)
 				if err != nil {
 					return err
+				}
+				if boolFlag(c, "json") {
+					return printJSON(c.App.Writer, restoreOutput{Revision: h.Revision, Hash: h.Hash, DataDir: c.String("data-dir"), ID: c.String("id")})
 				}
 				fmt.Fprintf(c.App.Writer, "restored revision %d, chain hash %s, into %s\nstart it with:\n  cairn node run --bootstrap --id %s --data-dir %s ...\n",
 					h.Revision, h.Hash, c.String("data-dir"), c.String("id"), c.String("data-dir"))
@@ -116,6 +121,9 @@ func backupAction(c *cli.Context) error {
 		how := ""
 		if resumed {
 			how = " (resumed)"
+		}
+		if boolFlag(c, "json") {
+			return printJSON(c.App.Writer, backupOutput{File: out, Kind: h.Kind, Revision: h.Revision, Hash: h.Hash, Resumed: resumed})
 		}
 		fmt.Fprintf(c.App.Writer, "\n%s backup%s: revision %d, chain hash %s -> %s\n", h.Kind, how, h.Revision, h.Hash, out)
 		return nil
@@ -227,4 +235,24 @@ func joinIncremental(f *os.File, ph fsm.BackupHeader, last fsm.ChainPoint, rest 
 		return err
 	}
 	return out.Sync()
+}
+
+// backupOutput is `cairn backup --json`: the file written, its kind (full
+// or incremental), the revision and chain hash it ends at, and whether an
+// interrupted incremental was resumed.
+type backupOutput struct {
+	File     string `json:"file"`
+	Kind     string `json:"kind"`
+	Revision uint64 `json:"revision"`
+	Hash     string `json:"hash"`
+	Resumed  bool   `json:"resumed,omitempty"`
+}
+
+// restoreOutput is `cairn restore --json`: the revision and chain hash
+// restored, the data directory written and the id to run it with.
+type restoreOutput struct {
+	Revision uint64 `json:"revision"`
+	Hash     string `json:"hash"`
+	DataDir  string `json:"data_dir"`
+	ID       string `json:"id"`
 }

@@ -46,11 +46,12 @@ func certCommand() *cli.Command {
 	daysFlag := func(def int) cli.Flag {
 		return &cli.IntFlag{Name: "days", Value: def, Usage: "validity in days"}
 	}
-	// What to do when the files exist (default: refuse).
+	// What to do when the files exist (default: refuse), and --json.
 	existFlags := func() []cli.Flag {
 		return []cli.Flag{
 			&cli.BoolFlag{Name: "if-missing", Usage: "when both files exist, keep them and exit 0 (one of them alone is still refused); for set-up steps that run again"},
 			&cli.BoolFlag{Name: "force", Usage: "replace existing files (each written to a temporary file and renamed over the old one); for rotation"},
+			jsonFlag(),
 		}
 	}
 	caFlags := func() []cli.Flag {
@@ -284,8 +285,7 @@ func checkExisting(c *cli.Context, certFile, keyFile string) (keep bool, err err
 		}
 		switch len(have) {
 		case 2:
-			_, err := fmt.Fprintf(c.App.Writer, "kept %s\nkept %s\n", certFile, keyFile)
-			return true, err
+			return true, printPair(c, certFile, keyFile, true)
 		case 1:
 			return false, usageError("%s exists without its pair: refusing to write next to it (--if-missing keeps only a complete pair)", have[0])
 		}
@@ -324,14 +324,33 @@ func writePair(c *cli.Context, certFile string, certPEM []byte, keyFile string, 
 		if err := writeReplace(certFile, certPEM, certFileMode); err != nil {
 			return err
 		}
-		_, err := fmt.Fprintf(c.App.Writer, "%s\n%s\n", certFile, keyFile)
-		return err
+		return printPair(c, certFile, keyFile, false)
 	}
 	if err := writeNew(certFile, certPEM, certFileMode); err != nil {
 		return err
 	}
 	if err := writeNew(keyFile, keyPEM, keyFileMode); err != nil {
 		os.Remove(certFile)
+		return err
+	}
+	return printPair(c, certFile, keyFile, false)
+}
+
+// certPair is `cairn cert ... create --json`: the files of the pair, and
+// whether they were kept as they were (--if-missing) rather than written.
+type certPair struct {
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+	Kept     bool   `json:"kept"`
+}
+
+// printPair prints the files of a pair written or kept.
+func printPair(c *cli.Context, certFile, keyFile string, kept bool) error {
+	if boolFlag(c, "json") {
+		return printJSON(c.App.Writer, certPair{CertFile: certFile, KeyFile: keyFile, Kept: kept})
+	}
+	if kept {
+		_, err := fmt.Fprintf(c.App.Writer, "kept %s\nkept %s\n", certFile, keyFile)
 		return err
 	}
 	_, err := fmt.Fprintf(c.App.Writer, "%s\n%s\n", certFile, keyFile)

@@ -29,13 +29,14 @@ func historyCommands() []*cli.Command {
 					opts = append(opts, client.Limit(l))
 				}
 				return withClient(c, func(ctx context.Context, cl *client.Client) error {
-					vs, err := cl.History(ctx, c.Args().Get(0), opts...)
+					hr, err := cl.HistoryResponse(ctx, c.Args().Get(0), opts...)
 					if err != nil {
 						return err
 					}
 					if boolFlag(c, "json") {
-						return printJSON(c.App.Writer, vs)
+						return printJSON(c.App.Writer, hr) // as GET /v1/history/KEY
 					}
+					vs := hr.Versions
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					fmt.Fprintln(tw, "REVISION\tCREATE REV\tVALUE")
 					for _, v := range vs {
@@ -69,7 +70,7 @@ func historyCommands() []*cli.Command {
 						return err
 					}
 					if boolFlag(c, "json") {
-						return printJSON(c.App.Writer, res.Records)
+						return printJSON(c.App.Writer, res) // as GET /v1/log
 					}
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					// AUTH is the user the server authenticated (access

@@ -177,7 +177,7 @@ Example:
 					return err
 				}
 				if boolFlag(c, "json") {
-					return printJSON(c.App.Writer, res)
+					return printJSON(c.App.Writer, repairOutput{ID: c.String("id"), MovedTo: res.MovedTo, Moved: nonNil(res.Moved)})
 				}
 				moved := "nothing to move"
 				if res.MovedTo != "" {
@@ -189,4 +189,21 @@ Example:
 			})
 		},
 	}
+}
+
+// repairOutput is `cairn node repair --json`: the member removed, the
+// directory its damaged stores were moved to ("" when there was nothing
+// to move) and what was moved, relative to its data directory.
+type repairOutput struct {
+	ID      string   `json:"id"`
+	MovedTo string   `json:"moved_to"`
+	Moved   []string `json:"moved"`
+}
+
+// nonNil returns s, or an empty slice for nil (JSON [] rather than null).
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }

@@ -123,7 +123,7 @@ func kvCommands() []*cli.Command {
 						return err
 					}
 					if boolFlag(c, "json") {
-						return printJSON(c.App.Writer, kv)
+						return printJSON(c.App.Writer, keyValueResponse(kv))
 					}
 					_, err = c.App.Writer.Write(kv.Value)
 					if err == nil && len(kv.Value) > 0 && kv.Value[len(kv.Value)-1] != '\n' {
@@ -184,20 +184,19 @@ func kvCommands() []*cli.Command {
 				return withClient(c, func(ctx context.Context, cl *client.Client) error {
 					it := cl.List(ctx, c.Args().Get(0), opts...)
 					var kvs []client.KeyValue
+					more := false
 					for it.Next() {
-						kvs = append(kvs, it.KV())
 						if l := c.Int("limit"); l > 0 && len(kvs) == l {
+							more = true // one more key than --limit
 							break
 						}
+						kvs = append(kvs, it.KV())
 					}
 					if err := it.Err(); err != nil {
 						return err
 					}
 					if boolFlag(c, "json") {
-						if kvs == nil {
-							kvs = []client.KeyValue{}
-						}
-						return printJSON(c.App.Writer, kvs)
+						return printJSON(c.App.Writer, listResponse(it.Revision(), kvs, more, c.Bool("keys-only")))
 					}
 					tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
 					if c.Bool("keys-only") {
@@ -256,4 +255,22 @@ func deletedNote(ctx context.Context, cl *client.Client, key string, prefix bool
 		return fmt.Sprintf(" (deleted 1 key under %s)", key)
 	}
 	return fmt.Sprintf(" (deleted %d keys under %s)", n, key)
+}
+
+// listResponse is a listing in the HTTP API's shape (GET /v1/kv?prefix=P):
+// More when --limit left keys out, Next the start_after for the rest;
+// with --keys-only no values (as keys_only=true).
+func listResponse(rev uint64, kvs []client.KeyValue, more, keysOnly bool) api.ListResponse {
+	lr := api.ListResponse{Revision: rev, KVs: make([]api.KeyValue, 0, len(kvs)), More: more}
+	for _, kv := range kvs {
+		v := kv.Value
+		if keysOnly {
+			v = nil
+		}
+		lr.KVs = append(lr.KVs, api.KeyValue{Key: kv.Key, Value: v, CreateRevision: kv.CreateRevision, ModRevision: kv.ModRevision})
+	}
+	if more && len(kvs) > 0 {
+		lr.Next = kvs[len(kvs)-1].Key
+	}
+	return lr
 }

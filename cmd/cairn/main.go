@@ -10,12 +10,13 @@
 // Exit status: 0 success, 1 error, 2 usage (or a TLS file that does not
 // load, or --user without a password), 3 conflict, 4 not found, 5 cluster
 // unavailable, timeout or a TLS failure, 6 unauthenticated (bad
-// credentials, none given) or permission denied (docs/cli.md).
+// credentials, none given) or permission denied (docs/cli.md). With
+// --json, output is the HTTP API's JSON and an error is printed on stderr
+// as the API's error body (jsonout.go).
 package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,7 +28,7 @@ func main() {
 	stop()
 	if err != nil {
 		code := exitCode(err)
-		fmt.Fprintln(os.Stderr, "cairn:", err)
+		printError(os.Stderr, err) // JSON with --json
 		os.Exit(code)
 	}
 }

@@ -36,6 +36,7 @@ Example:
 					&cli.StringFlag{Name: "data-dir", Usage: "the stopped member's data directory (required)"},
 					&cli.StringFlag{Name: "id", Usage: "the member's id (required)"},
 					&cli.StringFlag{Name: "peers", Usage: "JSON list of the servers that form the cluster now (required)"},
+					jsonFlag(),
 				},
 				Action: func(c *cli.Context) error {
 					if c.String("data-dir") == "" || c.String("id") == "" || c.String("peers") == "" {
@@ -47,6 +48,9 @@ Example:
 					}
 					if err := node.Recover(c.Context, c.String("data-dir"), c.String("id"), servers, nil); err != nil {
 						return err
+					}
+					if boolFlag(c, "json") {
+						return printJSON(c.App.Writer, recoverOutput{ID: c.String("id"), Servers: len(servers)})
 					}
 					_, err = fmt.Fprintf(c.App.Writer, "recovered %s with %d server(s); start it without --bootstrap or --join\n", c.String("id"), len(servers))
 					return err
@@ -294,4 +298,11 @@ func parseDialMap(s string) (map[string]string, error) {
 		m[from] = to
 	}
 	return m, nil
+}
+
+// recoverOutput is `cairn node recover --json`: the member rewritten and
+// how many servers its membership now has.
+type recoverOutput struct {
+	ID      string `json:"id"`
+	Servers int    `json:"servers"`
 }
