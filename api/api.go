@@ -503,6 +503,14 @@ type MemberStatus struct {
 	Health string `json:"health"`
 }
 
+// MemberStatus.Health values other than a readiness check's reason.
+const (
+	// HealthReady: the member passes its readiness check.
+	HealthReady = "ready"
+	// HealthUnreachable: the member did not answer.
+	HealthUnreachable = "unreachable"
+)
+
 // ClusterStatusResponse is GET /v1/cluster/status: every member of the
 // configuration, asked by the member that answered.
 type ClusterStatusResponse struct {

@@ -94,6 +94,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			historyCommands(),                // history.go: history, log
 			[]*cli.Command{compactCommand()}, // compact.go
 			watchCommands(),                  // watch.go
+			clusterCommands(),                // status.go: status
 			nodeCommands(),                   // node.go, member.go, status.go
 			backupCommands(),                 // backup.go: backup, restore
 			[]*cli.Command{verifyCommand()},  // verify.go
