@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -159,7 +160,7 @@ func (n *Node) ClusterStatus(ctx context.Context) (api.ClusterStatusResponse, er
 			Role: p.member.Role, Leader: p.member.Leader, Status: p.status}
 		switch {
 		case p.status == nil:
-			m.Error, m.Health = p.err.Error(), api.HealthUnreachable
+			m.Error, m.Health = unreachableReason(p.err), api.HealthUnreachable
 		case p.readyErr != nil:
 			m.Reachable, m.Health = true, "readiness unknown: "+p.readyErr.Error()
 		case p.ready != nil:
@@ -181,6 +182,24 @@ func readyReason(err error) string {
 	var e *api.Error
 	if errors.As(err, &e) {
 		return e.Message
+	}
+	return err.Error()
+}
+
+// unreachableReason says why a member's status could not be had, without
+// the request's wrapping: the member's own error answer, the network's
+// error ("dial tcp ...: connection refused"), or that it did not answer
+// in time.
+func unreachableReason(err error) string {
+	var ae *api.Error
+	var ue *url.Error
+	switch {
+	case errors.As(err, &ae):
+		return ae.Message
+	case errors.Is(err, context.DeadlineExceeded):
+		return "no answer in time"
+	case errors.As(err, &ue):
+		return ue.Err.Error()
 	}
 	return err.Error()
 }

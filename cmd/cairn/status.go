@@ -180,7 +180,9 @@ func clusterTable(w io.Writer, cs *api.ClusterStatusResponse) error {
 		}
 	})
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tROLE\tTERM\tAPPLIED\tLAG\tLAST CONTACT\tHEALTH\tVERSION\tSTORE\tWATCHERS\tALARMS")
+	// HEALTH is last: a reason, or an unreachable member's error, may be
+	// long, and the last cell widens no column.
+	fmt.Fprintln(tw, "ID\tROLE\tTERM\tAPPLIED\tLAG\tLAST CONTACT\tVERSION\tSTORE\tWATCHERS\tALARMS\tHEALTH")
 	for _, m := range members {
 		role := m.Role
 		if m.Leader {
@@ -188,16 +190,20 @@ func clusterTable(w io.Writer, cs *api.ClusterStatusResponse) error {
 		}
 		st := m.Status
 		if st == nil {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t%s: %s\t-\t-\t-\t-\n", m.ID, role, orDash(m.Health), m.Error)
+			health := orDash(m.Health)
+			if m.Error != "" {
+				health += ": " + m.Error
+			}
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", m.ID, role, health)
 			continue
 		}
 		alarms := make([]string, 0, len(st.Alarms))
 		for _, a := range st.Alarms {
 			alarms = append(alarms, a.Type)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\t%s\n",
-			m.ID, role, st.Term, st.Revision, m.Lag, orDash(st.LastContact), m.Health, orDash(st.Version),
-			bytesize.Format(st.StoreBytes), st.Watchers, orDash(strings.Join(alarms, ",")))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n",
+			m.ID, role, st.Term, st.Revision, m.Lag, orDash(st.LastContact), orDash(st.Version),
+			bytesize.Format(st.StoreBytes), st.Watchers, orDash(strings.Join(alarms, ",")), orDash(m.Health))
 	}
 	return tw.Flush()
 }
