@@ -173,3 +173,36 @@ func TestNodeHealthEveryEndpoint(t *testing.T) {
 		t.Fatalf("one endpoint: exit %d: %q %s", code, out, errOut)
 	}
 }
+
+// TestVerifyMemberDown: `cairn verify` with a member stopped names the
+// member it could not reach, and does not say that copies differ; the
+// members it reached are OK.
+func TestVerifyMemberDown(t *testing.T) {
+	c := startInProc(t)
+	flag := "--cluster=" + strings.Join(c.URLs(), ",")
+	if _, errOut, code := runIn(t, nil, flag, "put", "k", "v"); code != 0 {
+		t.Fatalf("put: %d %s", code, errOut)
+	}
+	c.WaitConverged(t)
+	down := c.Followers(t)[0]
+	c.Stop(t, down)
+	id := c.Member(down).ID()
+	var out bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := Run(ctx, []string{"cairn", flag, "verify"}, &out, io.Discard)
+	if code := exitCode(err); code != exitError {
+		t.Fatalf("exit %d, want %d: %v\n%s", code, exitError, err, out.String())
+	}
+	if msg := err.Error(); msg != "could not reach "+id+" (the members reached agree)" {
+		t.Fatalf("error %q, want one naming %s and no copies that differ", msg, id)
+	}
+	if !testutil.HasLine(out.String(), id+" ", "false", "unreachable") {
+		t.Fatalf("no unreachable row for %s:\n%s", id, out.String())
+	}
+	for i := range 3 {
+		if i != down && !testutil.HasLine(out.String(), c.Member(i).ID()+" ", " true ") {
+			t.Fatalf("%s not OK:\n%s", c.Member(i).ID(), out.String())
+		}
+	}
+}
