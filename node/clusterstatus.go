@@ -30,10 +30,6 @@ const (
 	statusProbeWait  = 2 * time.Second
 )
 
-// errNoHTTPURL is why a member without a replicated HTTP address could
-// not be asked anything.
-var errNoHTTPURL = errors.New("no known HTTP address")
-
 // memberProbe is one member of the configuration and what it answered.
 type memberProbe struct {
 	member api.Member // the configuration's view: id, addresses, role, leader
@@ -85,7 +81,7 @@ func (n *Node) probe(ctx context.Context, wait time.Duration, ready bool) (strin
 			continue
 		}
 		if p.member.HTTPURL == "" {
-			p.err = errNoHTTPURL
+			p.err = errors.New("no known HTTP address")
 			continue
 		}
 		wg.Add(1)
