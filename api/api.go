@@ -19,6 +19,7 @@
 //	POST   /v1/verify                  VerifyResponse: this node recomputes its chain
 //	GET    /v1/status                  StatusResponse of the answering node
 //	GET    /v1/cluster/members         MembersResponse
+//	GET    /v1/cluster/status          ClusterStatusResponse: every member at a glance
 //	POST   /v1/cluster/members         JoinRequest (add a member)
 //	DELETE /v1/cluster/members/{id}    remove a member
 //	POST   /v1/cluster/members/{id}/promote   make a non-voter a voter
@@ -513,6 +514,14 @@ type MemberStatus struct {
 	// "catching up", ...).
 	Health string `json:"health"`
 }
+
+// MemberStatus.Health values other than a readiness check's reason.
+const (
+	// HealthReady: the member passes its readiness check.
+	HealthReady = "ready"
+	// HealthUnreachable: the member did not answer.
+	HealthUnreachable = "unreachable"
+)
 
 // ClusterStatusResponse is GET /v1/cluster/status: every member of the
 // configuration, asked by the member that answered.

@@ -457,6 +457,36 @@ func (c *Client) Members(ctx context.Context) (*api.MembersResponse, error) {
 	return &mr, nil
 }
 
+// ClusterStatus describes every member of the cluster (GET
+// /v1/cluster/status), as the leader sees it when one is known, else as
+// any member does: each member's own status when it answered, its lag
+// behind the leader and its health. An unreachable member is in the
+// answer (Reachable false, Error), not an error.
+func (c *Client) ClusterStatus(ctx context.Context) (*api.ClusterStatusResponse, error) {
+	return c.clusterStatus(ctx, &call{method: http.MethodGet, path: "/v1/cluster/status", route: routeLeader, retry: retryAmbiguous})
+}
+
+// ClusterStatusFrom is ClusterStatus as the member at endpoint sees it.
+func (c *Client) ClusterStatusFrom(ctx context.Context, endpoint string) (*api.ClusterStatusResponse, error) {
+	u, err := c.normalize(endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadRequest, err)
+	}
+	return c.clusterStatus(ctx, &call{method: http.MethodGet, path: "/v1/cluster/status", endpoint: u, retry: retrySafe, attempts: 1})
+}
+
+func (c *Client) clusterStatus(ctx context.Context, cl *call) (*api.ClusterStatusResponse, error) {
+	rep, err := c.do(ctx, cl)
+	if err != nil {
+		return nil, err
+	}
+	var cs api.ClusterStatusResponse
+	if err := rep.decode(&cs); err != nil {
+		return nil, err
+	}
+	return &cs, nil
+}
+
 // admin sends a membership change and returns the new member list.
 func (c *Client) admin(ctx context.Context, method, path string, in any, retry retryPolicy) (*api.MembersResponse, error) {
 	cl := &call{method: method, path: path, route: routeLeader, retry: retry}

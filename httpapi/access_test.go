@@ -87,6 +87,10 @@ func (r *recording) Members(ctx context.Context) (api.MembersResponse, error) {
 	r.note("Members")
 	return r.fakeService.Members(ctx)
 }
+func (r *recording) ClusterStatus(ctx context.Context) (api.ClusterStatusResponse, error) {
+	r.note("ClusterStatus")
+	return r.fakeService.ClusterStatus(ctx)
+}
 func (r *recording) Join(ctx context.Context, req api.JoinRequest) (api.MembersResponse, error) {
 	r.note("Join")
 	return r.fakeService.Join(ctx, req)
@@ -282,6 +286,7 @@ func TestAccessEveryRoute(t *testing.T) {
 		{"POST", "/v1/maintenance/defrag", "", guarded, "ops", 200},
 		{"PUT", "/v1/maintenance/space", `{"quota_backend_bytes":1073741824}`, guarded, "ops", 200},
 		{"GET", "/v1/cluster/members", "", guarded, "ops", 200},
+		{"GET", "/v1/cluster/status", "", guarded, "ops", 200},
 		{"DELETE", "/v1/cluster/members/n3", "", guarded, "ops", 200},
 		{"POST", "/v1/cluster/members/n3/promote", "", guarded, "ops", 200},
 		{"POST", "/v1/cluster/leadership", `{}`, guarded, "ops", 200},

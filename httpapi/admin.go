@@ -84,6 +84,21 @@ func (h *handler) members(w http.ResponseWriter, r *http.Request) error {
 	return answerMembers(w, resp, err)
 }
 
+// clusterStatus serves GET /v1/cluster/status: every member as the
+// answering member sees it (Service.ClusterStatus). It takes no
+// parameters and is never forwarded: any member can gather it.
+func (h *handler) clusterStatus(w http.ResponseWriter, r *http.Request) error {
+	if err := knownParams(r); err != nil {
+		return err
+	}
+	resp, err := h.svc.ClusterStatus(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
 func answerMembers(w http.ResponseWriter, resp api.MembersResponse, err error) error {
 	if err != nil {
 		return err
@@ -187,14 +202,15 @@ func (h *handler) healthz(w http.ResponseWriter, _ *http.Request) error {
 	return nil
 }
 
-// readyzWait is how long GET /readyz waits for the member to be ready
+// ReadyWait is how long GET /readyz waits for the member to be ready
 // before it answers 503 (Service.WaitReady): long enough for a member
 // under steady writes to apply what was committed a moment ago, short
-// enough for a probe's timeout.
-const readyzWait = 500 * time.Millisecond
+// enough for a probe's timeout. A member judging its own readiness for
+// GET /v1/cluster/status waits as long.
+const ReadyWait = 500 * time.Millisecond
 
 func (h *handler) readyz(w http.ResponseWriter, r *http.Request) error {
-	if err := h.svc.WaitReady(r.Context(), readyzWait); err != nil {
+	if err := h.svc.WaitReady(r.Context(), ReadyWait); err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, api.ErrorResponse{Error: api.Error{Code: api.CodeUnavailable, Message: err.Error()}})
 		return nil
 	}

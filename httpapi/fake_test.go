@@ -155,6 +155,25 @@ func (f *fakeService) Members(context.Context) (api.MembersResponse, error) {
 	return f.members, f.adminErr
 }
 
+// ClusterStatus answers the fake's members, each with the fake's own
+// status when it is this member, unreachable otherwise.
+func (f *fakeService) ClusterStatus(context.Context) (api.ClusterStatusResponse, error) {
+	if f.adminErr != nil {
+		return api.ClusterStatusResponse{}, f.adminErr
+	}
+	resp := api.ClusterStatusResponse{Node: f.id, Leader: f.members.Leader, Term: f.status.Term}
+	for _, m := range f.members.Members {
+		ms := api.MemberStatus{ID: m.ID, RaftAddr: m.RaftAddr, HTTPURL: m.HTTPURL, Role: m.Role, Leader: m.Leader,
+			Health: api.HealthUnreachable, Error: "not asked"}
+		if m.ID == f.id {
+			st := f.status
+			ms.Reachable, ms.Status, ms.Health, ms.Error = true, &st, api.HealthReady, ""
+		}
+		resp.Members = append(resp.Members, ms)
+	}
+	return resp, nil
+}
+
 func (f *fakeService) adminCall(ctx context.Context, what string) (api.MembersResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -164,6 +164,7 @@ func (h *handler) routes() []route {
 		{"PUT /v1/maintenance/space", ruleAdmin, h.spaceLimits},
 		{"GET /v1/status", ruleOpen, h.status},
 		{"GET /v1/cluster/members", ruleAdmin, h.members},
+		{"GET /v1/cluster/status", ruleAdmin, h.clusterStatus},
 		{"POST /v1/cluster/members", ruleJoin, h.join},
 		{"DELETE /v1/cluster/members/{id}", ruleAdmin, h.remove},
 		{"POST /v1/cluster/members/{id}/promote", ruleAdmin, h.promote},

@@ -312,6 +312,18 @@ func TestRoutes(t *testing.T) {
 			}
 		}},
 		{name: "members", method: "GET", target: "/v1/cluster/members", status: 200, check: wantMembers},
+		{name: "cluster status", method: "GET", target: "/v1/cluster/status", status: 200, check: func(t *testing.T, _ *fakeService, rec *httptest.ResponseRecorder) {
+			var cs api.ClusterStatusResponse
+			if err := json.Unmarshal(rec.Body.Bytes(), &cs); err != nil || cs.Node != "n1" || cs.Leader != "n1" || len(cs.Members) != 2 ||
+				!cs.Members[0].Reachable || cs.Members[0].Status == nil || cs.Members[0].Status.ID != "n1" || cs.Members[0].Health != api.HealthReady ||
+				cs.Members[1].Reachable || cs.Members[1].Health != api.HealthUnreachable {
+				t.Fatalf("answer %q (%v)", rec.Body, err)
+			}
+		}},
+		{name: "cluster status unknown parameter", method: "GET", target: "/v1/cluster/status?all=true", status: 400, code: api.CodeBadRequest},
+		{name: "cluster status failed", method: "GET", target: "/v1/cluster/status", setup: func(f *fakeService) { f.adminErr = ErrShuttingDown },
+			status: 503, code: api.CodeUnavailable},
+		{name: "cluster status wrong method", method: "POST", target: "/v1/cluster/status", status: 405, code: api.CodeMethod},
 		{name: "join", method: "POST", target: "/v1/cluster/members", body: `{"id":"n4","raft_addr":"h:1","http_url":"http://h:2","non_voter":true}`, status: 200,
 			check: wantAdmin("join n4 h:1 http://h:2 true")},
 		{name: "join malformed", method: "POST", target: "/v1/cluster/members", body: `{"id":4}`, status: 400, code: api.CodeBadRequest},

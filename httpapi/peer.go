@@ -172,6 +172,14 @@ func (p *Peer) Status(ctx context.Context, baseURL string) (api.StatusResponse, 
 	return out, err
 }
 
+// Ready asks the member at baseURL for its readiness check (GET /readyz,
+// which waits up to ReadyWait): nil when it is ready, else its answer, an
+// *api.Error (api.CodeUnavailable) whose message says why not, or the
+// failure to ask.
+func (p *Peer) Ready(ctx context.Context, baseURL string) error {
+	return p.call(ctx, http.MethodGet, baseURL, "/readyz", "", nil, false, nil)
+}
+
 // StateHash asks the member at baseURL for its chain hash and state hash
 // at rev (StateHashPath); the member waits a few seconds to apply rev.
 func (p *Peer) StateHash(ctx context.Context, baseURL string, rev uint64) (api.ChainResponse, error) {

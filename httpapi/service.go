@@ -104,6 +104,10 @@ type Service interface {
 	Status() (api.StatusResponse, error)
 	// Members lists the cluster's members as this member knows them.
 	Members(ctx context.Context) (api.MembersResponse, error)
+	// ClusterStatus describes every member of the configuration as this
+	// member sees it: each one's own status when it answers, its lag
+	// behind the leader and its readiness (GET /v1/cluster/status).
+	ClusterStatus(ctx context.Context) (api.ClusterStatusResponse, error)
 	// Join, Remove, Promote and TransferLeadership change the
 	// membership through the leader and return the members afterwards.
 	Join(ctx context.Context, req api.JoinRequest) (api.MembersResponse, error)

@@ -7,9 +7,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -213,58 +210,6 @@ func (n *Node) transferLeadership(id string) error {
 		return fmt.Errorf("%w: %q is not a voter", ErrBadRequest, id)
 	}
 	return mapRaftErr(n.wait(n.raft.LeadershipTransferToServer(s.ID, s.Address)))
-}
-
-// Members lists the raft configuration with each member's replicated HTTP
-// URL and, from the members that answer within a second, their progress.
-func (n *Node) Members(ctx context.Context) (api.MembersResponse, error) {
-	cf := n.raft.GetConfiguration()
-	if err := cf.Error(); err != nil {
-		return api.MembersResponse{}, mapRaftErr(err)
-	}
-	records, err := n.fsm.Members()
-	if err != nil {
-		return api.MembersResponse{}, err
-	}
-	urls := make(map[string]string, len(records))
-	for _, m := range records {
-		urls[m.ID] = m.HTTPAddr
-	}
-	lid, _ := n.LeaderInfo()
-	resp := api.MembersResponse{Leader: lid}
-	for _, s := range cf.Configuration().Servers {
-		m := api.Member{ID: string(s.ID), RaftAddr: string(s.Address), HTTPURL: urls[string(s.ID)],
-			Role: api.RoleVoter, Leader: string(s.ID) == lid}
-		if s.Suffrage != raft.Voter {
-			m.Role = api.RoleNonvoter
-		}
-		resp.Members = append(resp.Members, m)
-	}
-	slices.SortFunc(resp.Members, func(a, b api.Member) int { return strings.Compare(a.ID, b.ID) })
-	pctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	var wg sync.WaitGroup
-	for i := range resp.Members {
-		m := &resp.Members[i]
-		if m.ID == n.cfg.ID {
-			if st, err := n.Status(); err == nil {
-				m.Reachable, m.Revision, m.AppliedIndex, m.LastContact = true, st.Revision, st.AppliedIndex, st.LastContact
-			}
-			continue
-		}
-		if m.HTTPURL == "" {
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if st, err := n.peer.Status(pctx, m.HTTPURL); err == nil {
-				m.Reachable, m.Revision, m.AppliedIndex, m.LastContact = true, st.Revision, st.AppliedIndex, st.LastContact
-			}
-		}()
-	}
-	wg.Wait()
-	return resp, nil
 }
 
 // joinLoop asks the configured members to add this node until one

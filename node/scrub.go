@@ -40,28 +40,50 @@ import (
 // R (httpapi's stateHashWait, 5 s) and its state hash.
 const scrubPeerWait = 20 * time.Second
 
-// scrubStats are the scrub metrics.
+// scrubStats are the scrub metrics and the last scrub's outcome.
 type scrubStats struct {
 	mu     sync.Mutex
 	runs   uint64
 	failed uint64
 	last   time.Time
+	// summary is the last scrub's outcome (nil before the first).
+	summary *api.ScrubSummary
 }
 
-func (s *scrubStats) record(ok bool) {
+// record counts one scrub and keeps its outcome: resp, or err, a
+// failure to scrub.
+func (s *scrubStats) record(resp api.ScrubResponse, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	ok := err == nil && resp.OK
 	s.runs++
 	if !ok {
 		s.failed++
 	}
 	s.last = time.Now()
+	sum := &api.ScrubSummary{Time: s.last.UTC(), OK: ok, Revision: resp.Revision, Error: resp.Error}
+	if err != nil {
+		sum.Error = err.Error()
+	}
+	s.summary = sum
 }
 
 func (s *scrubStats) get() (runs, failed uint64, last time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.runs, s.failed, s.last
+}
+
+// lastScrub returns a copy of the last scrub's outcome (nil before the
+// first).
+func (s *scrubStats) lastScrub() *api.ScrubSummary {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.summary == nil {
+		return nil
+	}
+	c := *s.summary
+	return &c
 }
 
 // Scrub scrubs now (see above) and reports what it found. Scrubs run one
@@ -75,7 +97,7 @@ func (n *Node) Scrub(ctx context.Context) (api.ScrubResponse, error) {
 	}
 	defer func() { <-n.scrubMu }()
 	resp, err := n.scrub(ctx)
-	n.scrubs.record(err == nil && resp.OK)
+	n.scrubs.record(resp, err)
 	if err != nil {
 		n.log.Warn("scrub failed", "err", err)
 		return resp, err
@@ -320,38 +342,19 @@ func (n *Node) memberURLs() (raft.Configuration, map[string]string, error) {
 // two seconds are listed as unreachable).
 func (n *Node) Alarms(ctx context.Context) (api.AlarmsResponse, error) {
 	resp := api.AlarmsResponse{Alarms: n.alarmList()}
-	cf, urls, err := n.memberURLs()
+	_, probes, err := n.probe(ctx, alarmsProbeWait, false)
 	if err != nil {
 		return resp, err
 	}
-	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	for _, s := range cf.Servers {
-		id := string(s.ID)
-		if id == n.cfg.ID {
-			continue
+	for _, p := range probes {
+		switch {
+		case p.member.ID == n.cfg.ID:
+		case p.status == nil:
+			resp.Unreachable = append(resp.Unreachable, p.member.ID)
+		default:
+			resp.Alarms = append(resp.Alarms, p.status.Alarms...)
 		}
-		u := urls[id]
-		if u == "" {
-			resp.Unreachable = append(resp.Unreachable, id)
-			continue
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			st, err := n.peer.Status(pctx, u)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil {
-				resp.Unreachable = append(resp.Unreachable, id)
-				return
-			}
-			resp.Alarms = append(resp.Alarms, st.Alarms...)
-		}()
 	}
-	wg.Wait()
 	slices.SortFunc(resp.Alarms, func(a, b api.Alarm) int {
 		if c := strings.Compare(a.Member, b.Member); c != 0 {
 			return c

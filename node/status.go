@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/internal/buildinfo"
 )
 
 // Status describes this node.
@@ -29,6 +30,9 @@ func (n *Node) Status() (api.StatusResponse, error) {
 		s.Corrupt = err.Error()
 	}
 	s.Alarms = n.alarmList()
+	s.Version = buildinfo.Get().Version
+	s.Watchers = n.Watchers()
+	s.LastScrub = n.scrubs.lastScrub()
 	r := n.space.reading()
 	s.StoreBytes, s.StoreInUseBytes = r.usage.FileBytes, r.usage.InUseBytes
 	s.QuotaBytes, s.MinFreeBytes = n.space.quota.Load(), n.space.reserve.Load()

@@ -119,6 +119,7 @@ func commands() []*cli.Command {
 		historyCommands(),                // history.go: history, log
 		[]*cli.Command{compactCommand()}, // compact.go
 		watchCommands(),                  // watch.go
+		clusterCommands(),                // status.go: status
 		nodeCommands(),                   // node.go, member.go, status.go
 		backupCommands(),                 // backup.go: backup, restore
 		[]*cli.Command{verifyCommand()},  // verify.go

@@ -1,8 +1,8 @@
 // Command cairn is cairn's single binary: it runs cluster members
 // (`cairn node run`, `cairn dev`), reads and writes data (`put`, `get`,
-// `del`, `ls`, `txn`, `history`, `log`, `watch`), administers a cluster
-// (`cairn node join|remove|list|promote|transfer-leadership|status|health|
-// recover`), takes and checks backups (`backup`, `restore`, `verify`,
+// `del`, `ls`, `txn`, `history`, `log`, `watch`), shows the whole cluster
+// (`cairn status`), administers it (`cairn node join|remove|list|promote|
+// transfer-leadership|status|health|recover`), takes and checks backups (`backup`, `restore`, `verify`,
 // `compact`), measures it (`bench`), issues TLS certificates
 // (`cairn cert ca|member|client create`) and manages access control
 // (`cairn auth|user|role`, with the global `--user`).

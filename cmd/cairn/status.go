@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
 	"github.com/cairn-db/cairn/internal/bytesize"
 )
@@ -47,18 +53,157 @@ func statusCommands() []*cli.Command {
 			},
 		},
 		{
-			Name: "health", Usage: "exit 0 when a node is ready (member, leader known, caught up)",
-			Description: "Example (a container health check):\n   cairn node health --endpoint http://127.0.0.1:8001",
-			Flags:       []cli.Flag{&cli.StringFlag{Name: "endpoint", Value: "http://127.0.0.1:8001", Usage: "node to check"}},
-			Action: func(c *cli.Context) error {
-				return withClient(c, func(ctx context.Context, cl *client.Client) error {
-					if err := cl.Health(ctx, c.String("endpoint")); err != nil {
-						return err
-					}
-					_, err := fmt.Fprintln(c.App.Writer, "ready")
-					return err
-				})
-			},
+			Name: "health", Usage: "exit 0 when every node asked is ready (member, leader known, caught up)",
+			Description: `Asks each endpoint's readiness check (GET /readyz): the --endpoint URLs
+(repeatable or comma separated), else every --cluster URL. Prints one
+line per endpoint, "URL ready" or "URL not ready: REASON", and exits 5
+when any is not ready or cannot be reached.
+Example (a container health check):
+   cairn node health --endpoint http://127.0.0.1:8001`,
+			Flags:  []cli.Flag{&cli.StringSliceFlag{Name: "endpoint", Usage: "node to check (repeatable or comma separated; default: every --cluster URL)"}},
+			Action: healthAction,
 		},
 	}
+}
+
+// healthAction is `cairn node health`: every endpoint asked at once, one
+// line each in the order given; exit 5 when any is not ready.
+func healthAction(c *cli.Context) error {
+	var endpoints []string
+	for _, e := range c.StringSlice("endpoint") {
+		endpoints = append(endpoints, splitList(e)...)
+	}
+	if len(endpoints) == 0 {
+		cfg, err := clientConfig(c)
+		if err != nil {
+			return err
+		}
+		endpoints = cfg.Endpoints
+	}
+	return withClient(c, func(ctx context.Context, cl *client.Client) error {
+		errs := make([]error, len(endpoints))
+		var wg sync.WaitGroup
+		for i, ep := range endpoints {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = cl.Health(ctx, ep)
+			}()
+		}
+		wg.Wait()
+		var notReady []string
+		for i, ep := range endpoints {
+			if errs[i] == nil {
+				fmt.Fprintf(c.App.Writer, "%s ready\n", ep)
+				continue
+			}
+			if errors.Is(errs[i], client.ErrBadRequest) {
+				return fmt.Errorf("%w: --endpoint %q: %w", errUsage, ep, errs[i])
+			}
+			notReady = append(notReady, ep)
+			fmt.Fprintf(c.App.Writer, "%s not ready: %s\n", ep, notReadyReason(errs[i]))
+		}
+		if len(notReady) > 0 {
+			return fmt.Errorf("%w: %d of %d endpoints not ready (%s)", client.ErrUnavailable, len(notReady), len(endpoints), strings.Join(notReady, ", "))
+		}
+		return nil
+	})
+}
+
+// notReadyReason is why a readiness check failed: the member's own
+// reason when it answered, else why it could not be asked.
+func notReadyReason(err error) string {
+	var e *client.APIError
+	if errors.As(err, &e) && e.Message != "" {
+		return e.Message
+	}
+	return err.Error()
+}
+
+// clusterCommands are the top-level commands on the whole cluster:
+// `cairn status`.
+func clusterCommands() []*cli.Command {
+	return []*cli.Command{{
+		Name:  "status",
+		Usage: "show every member at a glance: role, term, revision, lag, health, version, store, watchers, alarms",
+		Description: `Asks one member (the leader when known, or --endpoint) for the whole
+cluster (GET /v1/cluster/status) and prints a row per member, the leader
+first. A member that did not answer is a row saying why. The exit status
+is 0 whenever the table could be gathered, whatever it shows: use
+"cairn node health" as the check.
+Example:
+   cairn status
+   cairn status --endpoint http://127.0.0.1:8002 --json`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "endpoint", Usage: "member to ask (default: the leader, else any member)"},
+			jsonFlag(),
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() != 0 {
+				return usageError("status takes no arguments (got %d)", c.NArg())
+			}
+			return withClient(c, func(ctx context.Context, cl *client.Client) error {
+				var cs *api.ClusterStatusResponse
+				var err error
+				if ep := c.String("endpoint"); ep != "" {
+					cs, err = cl.ClusterStatusFrom(ctx, ep)
+				} else {
+					cs, err = cl.ClusterStatus(ctx)
+				}
+				if err != nil {
+					return err
+				}
+				if boolFlag(c, "json") {
+					return printJSON(c.App.Writer, cs)
+				}
+				if cs.Leader == "" {
+					fmt.Fprintf(c.App.ErrWriter, "cairn: %s knows no leader\n", cs.Node)
+				}
+				return clusterTable(c.App.Writer, cs)
+			})
+		},
+	}}
+}
+
+// clusterTable prints `cairn status`'s table: the leader first, then the
+// members by id.
+func clusterTable(w io.Writer, cs *api.ClusterStatusResponse) error {
+	members := slices.Clone(cs.Members)
+	slices.SortStableFunc(members, func(a, b api.MemberStatus) int {
+		switch {
+		case a.Leader == b.Leader:
+			return strings.Compare(a.ID, b.ID)
+		case a.Leader:
+			return -1
+		default:
+			return 1
+		}
+	})
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	// HEALTH is last: a reason, or an unreachable member's error, may be
+	// long, and the last cell widens no column.
+	fmt.Fprintln(tw, "ID\tROLE\tTERM\tAPPLIED\tLAG\tLAST CONTACT\tVERSION\tSTORE\tWATCHERS\tALARMS\tHEALTH")
+	for _, m := range members {
+		role := m.Role
+		if m.Leader {
+			role += " (leader)"
+		}
+		st := m.Status
+		if st == nil {
+			health := orDash(m.Health)
+			if m.Error != "" {
+				health += ": " + m.Error
+			}
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", m.ID, role, health)
+			continue
+		}
+		alarms := make([]string, 0, len(st.Alarms))
+		for _, a := range st.Alarms {
+			alarms = append(alarms, a.Type)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n",
+			m.ID, role, st.Term, st.Revision, m.Lag, orDash(st.LastContact), orDash(st.Version),
+			bytesize.Format(st.StoreBytes), st.Watchers, orDash(strings.Join(alarms, ",")), orDash(m.Health))
+	}
+	return tw.Flush()
 }

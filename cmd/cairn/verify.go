@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -15,8 +16,15 @@ import (
 	"github.com/cairn-db/cairn/node"
 )
 
-// errDiffer means verify found copies that are not identical.
-var errDiffer = errors.New("copies differ")
+// Verify's failures (exit status 1).
+var (
+	// errDiffer means verify found copies that are not identical, or that
+	// could not be compared (corrupt, nothing applied yet).
+	errDiffer = errors.New("copies differ")
+	// errUnreached means verify could not reach a member: nothing says
+	// its copy differs, but nothing proves it identical.
+	errUnreached = errors.New("could not reach")
+)
 
 func verifyCommand() *cli.Command {
 	return &cli.Command{
@@ -91,6 +99,7 @@ type verifyRow struct {
 func verifyAction(c *cli.Context) error {
 	var rows []verifyRow
 	var bad bool
+	var unreached []string // members that did not answer
 	// Backup files: --backup FILE (repeatable) and the arguments, as
 	// restore takes them.
 	files := append(c.StringSlice("backup"), c.Args().Slice()...)
@@ -141,6 +150,7 @@ func verifyAction(c *cli.Context) error {
 		for _, m := range mr.Members {
 			if !m.Reachable || m.HTTPURL == "" {
 				rows = append(rows, verifyRow{What: m.ID, Note: "unreachable"})
+				unreached = append(unreached, m.ID)
 				bad = true
 				continue
 			}
@@ -168,6 +178,9 @@ func verifyAction(c *cli.Context) error {
 			}
 			if err != nil {
 				row.Note = err.Error()
+				if errors.Is(err, client.ErrUnavailable) || errors.Is(err, client.ErrTimeout) {
+					unreached = append(unreached, m.ID) // gone since it was listed
+				}
 			} else {
 				row.Hash, row.StateHash, row.OK = ch.Hash, ch.StateHash, true
 			}
@@ -230,7 +243,28 @@ func verifyAction(c *cli.Context) error {
 		}
 	}
 	if bad {
-		return errDiffer
+		return verifyFailure(rows, unreached)
 	}
 	return nil
+}
+
+// verifyFailure names what failed: the copies that differ (or could not
+// be compared) and the members that could not be reached, so that a
+// member that is down is not reported as a copy that differs.
+func verifyFailure(rows []verifyRow, unreached []string) error {
+	var differ []string
+	for _, r := range rows {
+		if !r.OK && !slices.Contains(unreached, r.What) {
+			differ = append(differ, r.What)
+		}
+	}
+	switch {
+	case len(differ) > 0 && len(unreached) > 0:
+		return fmt.Errorf("%w: %s; and %w %s", errDiffer, strings.Join(differ, ", "), errUnreached, strings.Join(unreached, ", "))
+	case len(differ) > 0:
+		return fmt.Errorf("%w: %s", errDiffer, strings.Join(differ, ", "))
+	case len(unreached) > 0:
+		return fmt.Errorf("%w %s (the members reached agree)", errUnreached, strings.Join(unreached, ", "))
+	}
+	return errDiffer
 }
