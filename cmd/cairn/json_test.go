@@ -254,6 +254,12 @@ func TestJSONOutputShapes(t *testing.T) {
 		{"node status", "", []string{"node", "status"}, func(t *testing.T, out string) {
 			decodeStrict[api.StatusResponse](t, "node status", out)
 		}},
+		{"status", "", []string{"status"}, func(t *testing.T, out string) {
+			cs := decodeStrict[api.ClusterStatusResponse](t, "status", out)
+			if len(cs.Members) != 1 || cs.Leader == "" || cs.Members[0].ID != cs.Leader || cs.Members[0].Status == nil {
+				t.Errorf("status %s", out)
+			}
+		}},
 		{"node space", "", []string{"node", "space"}, func(t *testing.T, out string) {
 			decodeStrict[[]spaceRow](t, "node space", out)
 		}},
