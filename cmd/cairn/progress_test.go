@@ -81,8 +81,10 @@ func TestProgressTerminalOnly(t *testing.T) {
 	}
 	commands := []command{
 		{
-			name:   "bench fill",
-			args:   func() []string { return []string{cluster, "bench", "--fill", "only", "--keys", "300", "--clients", "4"} },
+			name: "bench fill",
+			args: func() []string {
+				return []string{cluster, "bench", "--fill", "only", "--keys", "300", "--clients", "4"}
+			},
 			result: regexp.MustCompile(`^filled 300 keys in [0-9.]+s \([0-9]+ puts/s, 4 clients\)\n$`),
 			desc:   "fill",
 		},
