@@ -15,6 +15,7 @@ require (
 	github.com/urfave/cli/v2 v2.27.7
 	go.etcd.io/bbolt v1.5.0
 	golang.org/x/crypto v0.59.0
+	golang.org/x/mod v0.27.0
 	golang.org/x/term v0.48.0
 	google.golang.org/protobuf v1.36.12
 )
