@@ -178,8 +178,8 @@ func TestGoInstallLatest(t *testing.T) {
 		// then the usual proxies: the checksum database is asked through
 		// them (`go help module-auth`), as a user's go install asks it.
 		"GOPROXY=file://"+filepath.ToSlash(proxy)+","+goEnv(t, "GOPROXY"),
-		"GOFLAGS=-modcacherw", // so that the cleanup can remove it
-		"GONOSUMDB="+modulePath,   // no checksum database knows this version
+		"GOFLAGS=-modcacherw",   // so that the cleanup can remove it
+		"GONOSUMDB="+modulePath, // no checksum database knows this version
 		"GOTOOLCHAIN=local",
 		"GOBIN="+gobin,
 	)
