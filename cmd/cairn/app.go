@@ -89,22 +89,21 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		},
 		// One file a group, named for it; the order here is the help's.
 		Commands: slices.Concat(
-			[]*cli.Command{devCommand()},        // dev.go
-			kvCommands(),                        // kv.go: put, get, del, ls
-			[]*cli.Command{txnCommand()},        // txn.go
-			historyCommands(),                   // history.go: history, log
-			[]*cli.Command{compactCommand()},    // compact.go
-			watchCommands(),                     // watch.go
-			nodeCommands(),                      // node.go, member.go, status.go
-			backupCommands(),                    // backup.go: backup, restore
-			[]*cli.Command{verifyCommand()},     // verify.go
-			integrityCommands(),                 // integrity.go: alarm, scrub
-			[]*cli.Command{defragCommand()},     // defrag.go
-			[]*cli.Command{benchCommand()},      // bench.go
-			[]*cli.Command{certCommand()},       // cert.go
-			authCommands(),                      // auth.go: auth, user, role
-			[]*cli.Command{versionCommand()},    // version.go
-			[]*cli.Command{completionCommand()}, // completion.go
+			[]*cli.Command{devCommand()},     // dev.go
+			kvCommands(),                     // kv.go: put, get, del, ls
+			[]*cli.Command{txnCommand()},     // txn.go
+			historyCommands(),                // history.go: history, log
+			[]*cli.Command{compactCommand()}, // compact.go
+			watchCommands(),                  // watch.go
+			nodeCommands(),                   // node.go, member.go, status.go
+			backupCommands(),                 // backup.go: backup, restore
+			[]*cli.Command{verifyCommand()},  // verify.go
+			integrityCommands(),              // integrity.go: alarm, scrub
+			[]*cli.Command{defragCommand()},  // defrag.go
+			[]*cli.Command{benchCommand()},   // bench.go
+			[]*cli.Command{certCommand()},    // cert.go
+			authCommands(),                   // auth.go: auth, user, role
+			[]*cli.Command{versionCommand()}, // version.go
 		),
 		Before:               applyQuiet, // --quiet: progress.go
 		EnableBashCompletion: true,       // completion.go
@@ -115,6 +114,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		ExitErrHandler:  func(*cli.Context, error) {}, // main decides the status
 		CommandNotFound: func(_ *cli.Context, name string) { unknown = name },
 	}
+	app.Commands = append(app.Commands, completionCommand()) // completion.go, last in the help
 	for _, c := range app.Commands {
 		setUsageErrors(c, &unknown)
 	}
