@@ -138,7 +138,8 @@ complete -o default -o bashdefault -F _cairn_complete cairn
 // zshCompletion is `cairn completion zsh`.
 const zshCompletion = `
 #compdef cairn
-# cairn completion for zsh: source <(cairn completion zsh), after compinit
+# cairn completion for zsh: source <(cairn completion zsh), after compinit,
+# or save it as _cairn in a directory of $fpath
 _cairn() {
     local cur="${words[CURRENT]}" line
     local -a cands
@@ -156,5 +157,11 @@ _cairn() {
         _files
     fi
 }
-compdef _cairn cairn
+# Sourced, it registers _cairn; saved as _cairn in $fpath, the file is the
+# completion function's body and completes.
+if [[ "${funcstack[1]}" == _cairn ]]; then
+    _cairn "$@"
+else
+    compdef _cairn cairn
+fi
 `

@@ -164,38 +164,47 @@ func TestCompletionScripts(t *testing.T) {
 		}
 		checkShellCases(t, shellLine(t, []string{"bash", "--norc", "--noprofile"}, script.String()))
 	})
-	t.Run("zsh", func(t *testing.T) {
-		if _, err := exec.LookPath("zsh"); err != nil {
-			t.Skip("zsh is not installed (Debian: apt-get install zsh): the zsh completion script is not tested here")
+	// zsh: sourced as the docs say, and saved as _cairn in $fpath.
+	fpathDir := t.TempDir()
+	for _, load := range []struct{ name, lines string }{
+		{"zsh", "autoload -U compinit && compinit -u\nsource <(cairn completion zsh)\n"},
+		{"zsh-fpath", "cairn completion zsh > " + shellQuote(filepath.Join(fpathDir, "_cairn")) + "\nfpath=(" + shellQuote(fpathDir) + " $fpath)\nautoload -U compinit && compinit -u -D\n"},
+	} {
+		t.Run(load.name, func(t *testing.T) { checkZshScript(t, load.lines) })
+	}
+}
+
+// checkZshScript loads the zsh script with lines and checks the cases.
+func checkZshScript(t *testing.T, lines string) {
+	if _, err := exec.LookPath("zsh"); err != nil {
+		t.Skip("zsh is not installed (Debian: apt-get install zsh): the zsh completion script is not tested here")
+	}
+	var script strings.Builder
+	script.WriteString(lines)
+	script.WriteString(`[[ "${_comps[cairn]}" == _cairn ]] || { echo "not registered" >&2; exit 1 }` + "\n")
+	// Outside a completion widget compadd cannot run: this one prints
+	// the candidates it is given that the real one would show, those
+	// that begin with the word being completed.
+	script.WriteString(`compadd() { [[ "$1" == -- ]] && shift; local c; for c; do [[ "$c" == "${words[CURRENT]}"* ]] && print -r -- "$c"; done; return 0 }` + "\n")
+	script.WriteString(`_files() { print -r -- "<files>" }` + "\n")
+	for _, c := range completionCases {
+		words := strings.Split(c.line, " ")
+		script.WriteString("words=(")
+		for _, w := range words {
+			script.WriteString(shellQuote(w) + " ")
 		}
-		var script strings.Builder
-		script.WriteString("autoload -U compinit && compinit -u\n")
-		script.WriteString("source <(cairn completion zsh)\n")
-		script.WriteString(`[[ "${_comps[cairn]}" == _cairn ]] || { echo "not registered" >&2; exit 1 }` + "\n")
-		// Outside a completion widget compadd cannot run: this one prints
-		// the candidates it is given that the real one would show, those
-		// that begin with the word being completed.
-		script.WriteString(`compadd() { [[ "$1" == -- ]] && shift; local c; for c; do [[ "$c" == "${words[CURRENT]}"* ]] && print -r -- "$c"; done; return 0 }` + "\n")
-		script.WriteString(`_files() { print -r -- "<files>" }` + "\n")
-		for _, c := range completionCases {
-			words := strings.Split(c.line, " ")
-			script.WriteString("words=(")
-			for _, w := range words {
-				script.WriteString(shellQuote(w) + " ")
-			}
-			script.WriteString(")\n")
-			script.WriteString("CURRENT=" + strconv.Itoa(len(words)) + "\n")
-			script.WriteString("_cairn; echo '#END'\n")
-		}
-		// After a flag that takes a value: file names.
-		script.WriteString("words=(cairn backup -o ''); CURRENT=4; _cairn; echo '#END'\n")
-		out := shellLine(t, []string{"zsh", "-f"}, script.String())
-		parts := strings.Split(out, "#END\n")
-		checkShellCases(t, strings.Join(parts[:len(completionCases)], "#END\n")+"#END\n")
-		if got := strings.TrimSpace(parts[len(completionCases)]); got != "<files>" {
-			t.Errorf("cairn backup -o <TAB>: %q, want file names", got)
-		}
-	})
+		script.WriteString(")\n")
+		script.WriteString("CURRENT=" + strconv.Itoa(len(words)) + "\n")
+		script.WriteString("_cairn; echo '#END'\n")
+	}
+	// After a flag that takes a value: file names.
+	script.WriteString("words=(cairn backup -o ''); CURRENT=4; _cairn; echo '#END'\n")
+	out := shellLine(t, []string{"zsh", "-f"}, script.String())
+	parts := strings.Split(out, "#END\n")
+	checkShellCases(t, strings.Join(parts[:len(completionCases)], "#END\n")+"#END\n")
+	if got := strings.TrimSpace(parts[len(completionCases)]); got != "<files>" {
+		t.Errorf("cairn backup -o <TAB>: %q, want file names", got)
+	}
 }
 
 // checkShellCases splits a shell's output at the #END lines and checks

@@ -54,6 +54,9 @@ func newProgress(c *cli.Context, total int64, unit progressUnit, desc string) *p
 	if boolFlag(c, "quiet") || !isTerminal(c.App.ErrWriter) {
 		return nil
 	}
+	if total <= 0 {
+		total = -1 // nothing to count against: a spinner
+	}
 	opts := []progressbar.Option{
 		progressbar.OptionSetWriter(c.App.ErrWriter),
 		progressbar.OptionSetDescription(desc),
