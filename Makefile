@@ -13,6 +13,7 @@
 #                    over TLS with access control on (BENCH_CAIRN_AUTH=1),
 #                    without etcd (BENCH_NO_ETCD=1)
 #   make build       bin/cairn, statically linked
+#   make install     the same binary into $(go env GOBIN), else $(go env GOPATH)/bin
 #   make chaos       the chaos suite (cluster_test/chaos), CAIRN_CHAOS_DURATION passed through
 #   make chaos-inproc  the chaos scenarios in process only, -race (CAIRN_CHAOS_DURATION, default 5m)
 #   make scale       the scale soak (cluster_test/scale, CAIRN_SCALE=1; CAIRN_SCALE_* passed through)
@@ -37,7 +38,7 @@ DOCKER    ?= docker
 PROTOC    ?= protoc
 PROTO_SRC := fsm/fsmpb/command.proto
 
-.PHONY: all test test-race lint fmt-check vet staticcheck tidy-check fuzz bench bench-cluster build chaos image docker-test proto tools clean
+.PHONY: all test test-race lint fmt-check vet staticcheck tidy-check fuzz bench bench-cluster build install chaos image docker-test proto tools clean
 
 all: lint test build
 
@@ -90,6 +91,16 @@ BUILD_LDFLAGS := -X $(BUILDINFO).version=$(BUILD_VERSION) -X $(BUILDINFO).commit
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(BUILD_LDFLAGS)' -o bin/cairn ./cmd/cairn
+
+# Where `go install` puts binaries: GOBIN (from the environment or go env
+# -w), else the bin directory of the first GOPATH entry.
+INSTALL_DIR ?= $(or $(shell $(GO) env GOBIN),$(firstword $(subst :, ,$(shell $(GO) env GOPATH)))/bin)
+
+# The binary of `make build` (same flags, stamped with the version), put
+# where `go install` would put it.
+install:
+	mkdir -p '$(INSTALL_DIR)'
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(BUILD_LDFLAGS)' -o '$(INSTALL_DIR)/cairn' ./cmd/cairn
 
 # CAIRN_CHAOS_DURATION (e.g. 5m) reaches the tests through the environment,
 # whether it is exported or given on the command line (make chaos CAIRN_CHAOS_DURATION=5m).

@@ -442,6 +442,36 @@ func (f *FSM) applyRecords(recs []RawRecord) (st state, err error) {
 // chain and cluster id, but no raft position and no members: it is the
 // state of a new cluster's first node. path must not exist.
 func RestoreBackup(ctx context.Context, path string, full string, incrementals ...string) (BackupHeader, error) {
+	return RestoreBackupWith(ctx, path, RestoreOptions{}, full, incrementals...)
+}
+
+// RestoreOptions are the options of RestoreBackupWith.
+type RestoreOptions struct {
+	// Progress, when not nil, is given every byte read from the backup
+	// files, in order, as it is read (for a progress display). Its
+	// errors are ignored.
+	Progress io.Writer
+}
+
+// tee returns r, whose bytes also go to o.Progress when there is one.
+func (o RestoreOptions) tee(r io.Reader) io.Reader {
+	if o.Progress == nil {
+		return r
+	}
+	return io.TeeReader(r, progressWriter{o.Progress})
+}
+
+// progressWriter passes bytes on to w and never fails, so that a
+// progress display cannot stop a restore.
+type progressWriter struct{ w io.Writer }
+
+func (p progressWriter) Write(b []byte) (int, error) {
+	_, _ = p.w.Write(b)
+	return len(b), nil
+}
+
+// RestoreBackupWith is RestoreBackup with options.
+func RestoreBackupWith(ctx context.Context, path string, o RestoreOptions, full string, incrementals ...string) (BackupHeader, error) {
 	var head BackupHeader
 	if _, err := os.Stat(path); err == nil {
 		return head, fmt.Errorf("fsm: restore: %s already exists", path)
@@ -454,7 +484,8 @@ func RestoreBackup(ctx context.Context, path string, full string, incrementals .
 		return head, err
 	}
 	defer fh.Close()
-	h, err := ReadBackupHeader(fh)
+	in := o.tee(fh)
+	h, err := ReadBackupHeader(in)
 	if err != nil {
 		return head, fmt.Errorf("%s: %w", full, err)
 	}
@@ -464,7 +495,7 @@ func RestoreBackup(ctx context.Context, path string, full string, incrementals .
 	tmpPath := path + ".restoring"
 	_ = os.Remove(tmpPath)
 	recv := &FSM{cfg: Config{Path: tmpPath}}
-	tmp, err := recv.receiveSnapshot(bufio.NewReader(fh))
+	tmp, err := recv.receiveSnapshot(bufio.NewReader(in))
 	if err != nil {
 		return head, fmt.Errorf("%s: %w", full, err)
 	}
@@ -502,7 +533,7 @@ func RestoreBackup(ctx context.Context, path string, full string, incrementals .
 	}
 	head = h
 	for _, name := range incrementals {
-		ih, err := applyIncrementalFile(f, name)
+		ih, err := applyIncrementalFile(f, name, o)
 		if err != nil {
 			return head, err
 		}
@@ -548,13 +579,14 @@ func checkStateHash(ctx context.Context, f *FSM, name string, h BackupHeader) er
 	return nil
 }
 
-func applyIncrementalFile(f *FSM, name string) (BackupHeader, error) {
+func applyIncrementalFile(f *FSM, name string, o RestoreOptions) (BackupHeader, error) {
 	fh, err := os.Open(name)
 	if err != nil {
 		return BackupHeader{}, err
 	}
 	defer fh.Close()
-	h, err := ReadBackupHeader(fh)
+	in := o.tee(fh)
+	h, err := ReadBackupHeader(in)
 	if err != nil {
 		return h, fmt.Errorf("%s: %w", name, err)
 	}
@@ -580,7 +612,7 @@ func applyIncrementalFile(f *FSM, name string) (BackupHeader, error) {
 		batch = batch[:0]
 		return err
 	}
-	err = ReadIncremental(fh, h, func(r RawRecord) error {
+	err = ReadIncremental(in, h, func(r RawRecord) error {
 		batch = append(batch, r)
 		if len(batch) == 256 {
 			return flush()

@@ -15,14 +15,15 @@ import (
 // (fsm.ErrStateMismatch when the restored state differs).
 // `cairn node run --bootstrap` then starts it as a new single-node cluster
 // with the backup's data, revisions and chain head; other nodes join it.
-// The directory must not hold a node's state already.
-func RestoreDataDir(ctx context.Context, dir, full string, incrementals ...string) (fsm.BackupHeader, error) {
+// The directory must not hold a node's state already. o.Progress, when
+// set, is given the bytes of the files as they are read.
+func RestoreDataDir(ctx context.Context, dir string, o fsm.RestoreOptions, full string, incrementals ...string) (fsm.BackupHeader, error) {
 	for _, name := range []string{fsmFile, raftFile, snapDir} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 			return fsm.BackupHeader{}, fmt.Errorf("%w: %s already holds %s; restore into an empty directory", ErrBadRequest, dir, name)
 		}
 	}
-	return fsm.RestoreBackup(ctx, filepath.Join(dir, fsmFile), full, incrementals...)
+	return fsm.RestoreBackupWith(ctx, filepath.Join(dir, fsmFile), o, full, incrementals...)
 }
 
 // VerifyBackupFile checks a backup file offline (see fsm.VerifyBackupFile):

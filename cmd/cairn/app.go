@@ -59,6 +59,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				Value:   defaultCluster,
 			},
 			&cli.BoolFlag{Name: "json", Usage: "print JSON for scripts, in the HTTP API's names and shapes; errors as the API's error body on stderr"},
+			quietFlag(), // progress.go
 			&cli.DurationFlag{
 				Name: "timeout",
 				Usage: "overall time limit of the command (0: none); without it, a command gives up after " +
@@ -87,7 +88,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				EnvVars: []string{"CAIRN_USER"},
 			},
 		},
-		Commands: commands(),
+		Commands:             commands(),
+		Before:               applyQuiet, // --quiet: progress.go
+		EnableBashCompletion: true,       // completion.go
 		// Usage errors in flag parsing exit 2.
 		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
 			return usageError("%v", err)
@@ -98,7 +101,22 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	for _, c := range app.Commands {
 		setUsageErrors(c, &unknown)
 	}
-	line := reorderArgs(app, args) // flags anywhere: args.go
+	args, completing := completionArgs(args) // completion.go
+	line := reorderArgs(app, args)           // flags anywhere: args.go
+	if completing {
+		if slices.Contains(line, "--") {
+			return nil // only arguments after --: nothing to offer
+		}
+		last := ""
+		if len(args) > 1 {
+			last = args[len(args)-1]
+		}
+		app.BashComplete = func(c *cli.Context) { complete(c, last) }
+		for _, c := range app.Commands {
+			setCompletion(c, last)
+		}
+		line = append(line, completeFlag)
+	}
 	err := app.RunContext(ctx, line)
 	if err == nil && unknown != "" {
 		err = usageError("unknown command %q (see cairn --help)", unknown)
@@ -113,22 +131,23 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 // for it; the order here is the help's.
 func commands() []*cli.Command {
 	return slices.Concat(
-		[]*cli.Command{devCommand()},     // dev.go
-		kvCommands(),                     // kv.go: put, get, del, ls
-		[]*cli.Command{txnCommand()},     // txn.go
-		historyCommands(),                // history.go: history, log
-		[]*cli.Command{compactCommand()}, // compact.go
-		watchCommands(),                  // watch.go
-		clusterCommands(),                // status.go: status
-		nodeCommands(),                   // node.go, member.go, status.go
-		backupCommands(),                 // backup.go: backup, restore
-		[]*cli.Command{verifyCommand()},  // verify.go
-		integrityCommands(),              // integrity.go: alarm, scrub
-		[]*cli.Command{defragCommand()},  // defrag.go
-		[]*cli.Command{benchCommand()},   // bench.go
-		[]*cli.Command{certCommand()},    // cert.go
-		authCommands(),                   // auth.go: auth, user, role
-		[]*cli.Command{versionCommand()}, // version.go
+		[]*cli.Command{devCommand()},        // dev.go
+		kvCommands(),                        // kv.go: put, get, del, ls
+		[]*cli.Command{txnCommand()},        // txn.go
+		historyCommands(),                   // history.go: history, log
+		[]*cli.Command{compactCommand()},    // compact.go
+		watchCommands(),                     // watch.go
+		clusterCommands(),                   // status.go: status
+		nodeCommands(),                      // node.go, member.go, status.go
+		backupCommands(),                    // backup.go: backup, restore
+		[]*cli.Command{verifyCommand()},     // verify.go
+		integrityCommands(),                 // integrity.go: alarm, scrub
+		[]*cli.Command{defragCommand()},     // defrag.go
+		[]*cli.Command{benchCommand()},      // bench.go
+		[]*cli.Command{certCommand()},       // cert.go
+		authCommands(),                      // auth.go: auth, user, role
+		[]*cli.Command{versionCommand()},    // version.go
+		[]*cli.Command{completionCommand()}, // completion.go
 	)
 }
 

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/urfave/cli/v2"
 
 	"github.com/cairn-db/cairn/client"
@@ -28,7 +27,6 @@ Example:
 				&cli.Uint64Flag{Name: "since", Usage: "incremental: transactions after this revision"},
 				&cli.StringFlag{Name: "since-backup", Usage: "incremental: after the revision of this earlier backup file"},
 				&cli.StringFlag{Name: "endpoint", Usage: "member to copy from (default: any)"},
-				&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress bar"},
 				jsonFlag(),
 			},
 			Action: backupAction,
@@ -49,7 +47,7 @@ Example:
 				if c.NArg() < 1 || c.String("data-dir") == "" || c.String("id") == "" {
 					return usageError("restore needs --data-dir, --id and at least the full backup file")
 				}
-				h, err := node.RestoreDataDir(c.Context, c.String("data-dir"), c.Args().First(), c.Args().Tail()...)
+				h, err := restoreWithProgress(c)
 				if err != nil {
 					return err
 				}
@@ -62,6 +60,25 @@ Example:
 			},
 		},
 	}
+}
+
+// restoreWithProgress restores the backup files of the arguments into
+// --data-dir; on a terminal it shows the bytes read of all the files.
+func restoreWithProgress(c *cli.Context) (fsm.BackupHeader, error) {
+	files := c.Args().Slice()
+	var total int64
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil {
+			total += st.Size()
+		}
+	}
+	bar := newProgress(c, total, progressBytes, "restore")
+	defer bar.Done()
+	var o fsm.RestoreOptions
+	if bar != nil {
+		o.Progress = bar
+	}
+	return node.RestoreDataDir(c.Context, c.String("data-dir"), o, files[0], files[1:]...)
 }
 
 func backupAction(c *cli.Context) error {
@@ -85,11 +102,13 @@ func backupAction(c *cli.Context) error {
 	}
 	return withClient(c, func(ctx context.Context, cl *client.Client) error {
 		tmp := out + ".partial"
-		var w io.Writer = io.Discard
-		if !c.Bool("quiet") {
-			bar := progressbar.DefaultBytes(-1, "backup")
-			defer bar.Close()
-			w = bar
+		// Bytes received, on a terminal only (progress.go): the size is
+		// not known before the stream ends.
+		bar := newProgress(c, -1, progressBytes, "backup")
+		defer bar.Done()
+		var w io.Writer = bar
+		if bar == nil {
+			w = io.Discard
 		}
 		resumed, err := resumeIncremental(ctx, cl, o, tmp, w)
 		if err != nil {
@@ -100,6 +119,7 @@ func backupAction(c *cli.Context) error {
 		}
 		if err == nil {
 			// The copy must check out before it takes the final name.
+			bar.Describe("backup (checking)")
 			_, err = node.VerifyBackupFile(ctx, tmp)
 		}
 		if err != nil {
@@ -114,6 +134,7 @@ func backupAction(c *cli.Context) error {
 		if err := os.Rename(tmp, out); err != nil {
 			return err
 		}
+		bar.Done()
 		h, err := node.VerifyBackupFile(ctx, out)
 		if err != nil {
 			return err
@@ -125,7 +146,7 @@ func backupAction(c *cli.Context) error {
 		if boolFlag(c, "json") {
 			return printJSON(c.App.Writer, backupOutput{File: out, Kind: h.Kind, Revision: h.Revision, Hash: h.Hash, Resumed: resumed})
 		}
-		fmt.Fprintf(c.App.Writer, "\n%s backup%s: revision %d, chain hash %s -> %s\n", h.Kind, how, h.Revision, h.Hash, out)
+		fmt.Fprintf(c.App.Writer, "%s backup%s: revision %d, chain hash %s -> %s\n", h.Kind, how, h.Revision, h.Hash, out)
 		return nil
 	})
 }

@@ -73,7 +73,7 @@ func TestBackupRestoreVerify(t *testing.T) {
 	if err := os.WriteFile(resumed+".partial", data1[:len(data1)*3/5], 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, errOut, code := runCLI(t, "", cluster, "backup", "-q", "--since-backup", full, "-o", resumed); code != 0 || !strings.Contains(out, "(resumed)") {
+	if out, errOut, code := runCLI(t, "", cluster, "backup", "--since-backup", full, "-o", resumed); code != 0 || !strings.Contains(out, "(resumed)") {
 		t.Fatalf("resumed backup: %d %s %s", code, out, errOut)
 	}
 	if _, err := os.Stat(resumed + ".partial"); !os.IsNotExist(err) {

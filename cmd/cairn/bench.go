@@ -147,7 +147,10 @@ func benchAction(c *cli.Context) error {
 	}
 	if fill == "only" || (fill == "auto" && op != "put") {
 		began := time.Now()
-		if err := benchFill(ctx, cls, clients, keys, key, value); err != nil {
+		bar := newProgress(c, int64(keys), progressItems, "fill") // keys written, on a terminal only
+		err := benchFill(ctx, cls, clients, keys, key, value, bar)
+		bar.Done()
+		if err != nil {
 			return fmt.Errorf("filling %d keys: %w", keys, err)
 		}
 		if fill == "only" {
@@ -289,7 +292,8 @@ func (t *rotateTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // benchFill writes every key once, with the benchmark's concurrency.
-func benchFill(ctx context.Context, cls []*client.Client, workers, keys int, key func(int) string, value []byte) error {
+// bar counts the keys written (nil: no display).
+func benchFill(ctx context.Context, cls []*client.Client, workers, keys int, key func(int) string, value []byte, bar *progress) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	var first atomic.Value
@@ -306,6 +310,7 @@ func benchFill(ctx context.Context, cls []*client.Client, workers, keys int, key
 					first.CompareAndSwap(nil, err)
 					return
 				}
+				bar.Add(1)
 			}
 		}(cls[w%len(cls)])
 	}

@@ -93,6 +93,10 @@ var docExamplesElsewhere = map[string]string{
 	// README.md
 	"go run ./cmd/cairn dev": "starts a cluster until Ctrl-C: TestDevQuickStart runs `cairn dev`",
 	"go test ./...":          "runs the tests themselves",
+	"go install github.com/cairn-db/cairn/cmd/cairn@latest": "needs the module from a proxy: TestGoInstallLatest serves this checkout as one",
+	"make install":                    "installs into GOBIN: TestMakeInstall, with GOBIN a temporary directory",
+	"source <(cairn completion bash)": "a shell's builtin: TestCompletionScripts runs it in bash and completes with it",
+	"source <(cairn completion zsh)":  "a shell's builtin: TestCompletionScripts runs it in zsh (when installed) and completes with it",
 	// docs/cli.md
 	"section TLS":             "needs the page's host names and certificates: TestCLITLSDocExamples (a TLS fake server), TestSecurityDocWalkthrough",
 	"section Users and roles": "prompts for passwords on a terminal: TestUsersAndRolesDocExamples (a fake console); TestAuthEndToEnd on a cluster",

@@ -160,6 +160,14 @@ func verifyAction(c *cli.Context) error {
 			live = append(live, m)
 		}
 		first := len(rows)
+		// --deep: each member verifies itself in one call (POST
+		// /v1/verify) that reports only when done, so the progress is
+		// members done of all, on a terminal only (progress.go).
+		var bar *progress
+		if c.Bool("deep") {
+			bar = newProgress(c, int64(len(live)), progressItems, "verify --deep")
+			defer bar.Done()
+		}
 		for _, m := range live {
 			row := verifyRow{What: m.ID, Revision: common}
 			if common == 0 && m.Revision == 0 && len(live) > 1 {
@@ -185,6 +193,7 @@ func verifyAction(c *cli.Context) error {
 				row.Hash, row.StateHash, row.OK = ch.Hash, ch.StateHash, true
 			}
 			if c.Bool("deep") && err == nil {
+				bar.Describe("verify --deep: " + m.ID)
 				vr, err := cl.VerifyNode(ctx, m.HTTPURL)
 				switch {
 				case err != nil:
@@ -201,7 +210,9 @@ func verifyAction(c *cli.Context) error {
 				}
 			}
 			rows = append(rows, row)
+			bar.Add(1)
 		}
+		bar.Done()
 		// The reference is the pair most members hold (the first on a tie),
 		// so that one damaged member is the one marked.
 		count := map[[2]string]int{}
