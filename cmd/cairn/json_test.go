@@ -279,7 +279,7 @@ func TestJSONOutputShapes(t *testing.T) {
 		{"defrag", "", []string{"defrag"}, func(t *testing.T, out string) {
 			decodeStrict[[]defragRow](t, "defrag", out)
 		}},
-		{"backup", "", []string{"backup", "-q", "-o", backupFile}, func(t *testing.T, out string) {
+		{"backup", "", []string{"backup", "-o", backupFile}, func(t *testing.T, out string) {
 			if b := decodeStrict[backupOutput](t, "backup", out); b.File != backupFile || b.Kind != "full" || b.Revision == 0 {
 				t.Errorf("backup %s", out)
 			}
