@@ -32,7 +32,8 @@ func FuzzDecodeCommand(f *testing.F) {
 			return
 		}
 		bodies := 0
-		for _, set := range []bool{c.Batch != nil, c.Compact != nil, c.SetMember != nil, c.RemoveMember != nil, c.SetClusterID != nil, c.Auth != nil} {
+		for _, set := range []bool{c.Batch != nil, c.Compact != nil, c.SetMember != nil, c.RemoveMember != nil, c.SetClusterID != nil, c.Auth != nil,
+			c.MirrorRecords != nil, c.MirrorControl != nil, c.MirrorCheckpoint != nil} {
 			if set {
 				bodies++
 			}
