@@ -638,7 +638,11 @@ func (a *applier) mirrorRecords(m *MirrorRecords) (*CommandResult, error) {
 		// Idempotency entries expire by the source's log time.
 		a.lastTime = max(a.lastTime, a.st.time)
 	}
-	ms.SourceHead, ms.SourceHeadTime = max(ms.SourceHead, m.SourceHead), m.SourceHeadTime
+	// The source head never goes back: a re-proposed older entry keeps
+	// the newer report.
+	if m.SourceHead >= ms.SourceHead {
+		ms.SourceHead, ms.SourceHeadTime = m.SourceHead, m.SourceHeadTime
+	}
 	ms.LastEntryTime = m.Time
 	if err := a.saveMirror(); err != nil {
 		return nil, err
