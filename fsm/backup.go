@@ -364,11 +364,14 @@ func readRecords(r io.Reader, h BackupHeader, fn func(RawRecord) error) (last Ra
 	}
 }
 
-// ApplyRecords replays transaction records (from an incremental backup or
-// a mirror) onto the state: each must be the next revision and its
-// recomputed chain hash must equal the recorded one; otherwise nothing of
-// the call is written. Records at or below the current revision must match
-// the stored hash and are skipped (overlapping backups).
+// ApplyRecords replays transaction records (from an incremental backup)
+// onto the state, outside raft: each must be the next revision, its
+// recomputed chain hash must equal the recorded one and its operations
+// must be ones apply can write; otherwise nothing of the call is written.
+// Records at or below the current revision must match the stored hash and
+// are skipped (overlapping backups). A standby's leader proposes a
+// mirror's records in MirrorRecords entries instead, which are checked and
+// written by the same code.
 func (f *FSM) ApplyRecords(recs []RawRecord) error {
 	if ce := f.corrupt.Load(); ce != nil {
 		return ce

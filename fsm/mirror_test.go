@@ -885,3 +885,66 @@ func TestMirrorStatePersistence(t *testing.T) {
 	}
 	r.mustCommit(ops(put("app/new", "writable")))
 }
+
+// Records that chain but hold what apply cannot write (an unknown
+// operation kind, an invalid key) are refused before anything is
+// written, by a MirrorRecords entry and by ApplyRecords alike.
+func TestMirrorRecordsInvalidOperations(t *testing.T) {
+	chained := func(prev Hash, rec Record) RawRecord {
+		canon := Canonical(&rec)
+		return RawRecord{Revision: rec.Revision, Hash: chainHash(prev, canon), Canonical: canon}
+	}
+	at := timeNs(1_700_000_000_000_000_000)
+	good := chained(Hash{}, Record{Revision: 1, Time: at, Ops: []Op{put("a", "1")}})
+	for name, op := range map[string]Op{
+		"unknown kind": {Kind: 9, Key: "b"},
+		"NUL in key":   {Kind: OpPut, Key: "b\x00c"},
+		"empty key":    {Kind: OpDelete},
+	} {
+		bad := chained(good.Hash, Record{Revision: 2, Time: at, Ops: []Op{op}})
+		tf := openTestFSM(t)
+		tf.startMirror(nil, nil)
+		if res := tf.mirrorRecords([]RawRecord{good, bad}, 2); !errors.Is(res.Err, ErrCorruptCommand) {
+			t.Errorf("%s: mirror records: %v, want ErrCorruptCommand", name, res.Err)
+		}
+		if err := tf.ApplyRecords([]RawRecord{good, bad}); !errors.Is(err, ErrCorruptCommand) {
+			t.Errorf("%s: apply records: %v, want ErrCorruptCommand", name, err)
+		}
+		if rev := tf.status().Revision; rev != 0 {
+			t.Fatalf("%s: revision %d after refusals", name, rev)
+		}
+		if tf.Corrupt() != nil {
+			t.Fatalf("%s: marked corrupt", name)
+		}
+	}
+}
+
+// A mode change takes effect for the entries after it in the same chunk
+// (one bbolt transaction); ReadOnly follows once the chunk commits.
+func TestMirrorModeWithinOneChunk(t *testing.T) {
+	tf := openTestFSM(t)
+	batch := func(key string) *Batch {
+		tf.clock = tf.clock.Add(time.Second)
+		return &Batch{Time: tf.clock, Txns: []Txn{ops(put(key, "v"))}}
+	}
+	start := &MirrorControl{Time: tf.clock, Start: &MirrorStart{Sources: []string{"http://s"}, SourceClusterID: "source"}}
+	res := tf.apply(tf.entry(Command{Batch: batch("before")}), tf.entry(Command{MirrorControl: start}),
+		tf.entry(Command{Batch: batch("after")}))
+	if r := res[0].(*BatchResult).Txns[0]; r.Err != nil || r.Revision != 1 {
+		t.Fatalf("batch before the start: %+v", r)
+	}
+	if r := res[2].(*BatchResult).Txns[0]; !errors.Is(r.Err, ErrReadOnly) {
+		t.Fatalf("batch after the start: %+v", r)
+	}
+	if !tf.ReadOnly() {
+		t.Fatal("not read-only after the chunk")
+	}
+	res = tf.apply(tf.entry(Command{MirrorControl: &MirrorControl{Time: tf.clock, Promote: &MirrorPromote{}}}),
+		tf.entry(Command{Batch: batch("promoted")}))
+	if r := res[1].(*BatchResult).Txns[0]; r.Err != nil || r.Revision != 3 {
+		t.Fatalf("batch after the promotion: %+v", r)
+	}
+	if tf.ReadOnly() {
+		t.Fatal("read-only after promotion")
+	}
+}
