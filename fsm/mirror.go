@@ -757,25 +757,65 @@ func (a *applier) checkFiltered(ms *MirrorState, recs []RawRecord) ([]Record, *s
 		if err != nil {
 			return nil, nil, err
 		}
+		src.Hash = r.Hash
 		prev = ChainPoint{Revision: r.Revision, Hash: r.Hash}
 		last = &sourcePoint{Revision: r.Revision, Hash: r.Hash, time: src.Time.UnixNano()}
-		ops := FilterOps(src.Ops, ms.Include, ms.Exclude)
-		if len(ops) == 0 {
+		rec, ok := filteredRecord(&src, next, ms.Include, ms.Exclude)
+		if !ok {
 			continue
 		}
-		meta := make(map[string]string, len(src.Meta)+2)
-		for k, v := range src.Meta {
-			meta[k] = v
-		}
-		// A record of a filtered standby's own source (cascading) names
-		// that source's source: the immediate source replaces it.
-		meta[MetaSourceRevision] = strconv.FormatUint(r.Revision, 10)
-		meta[MetaSourceHash] = r.Hash.String()
-		local = append(local, Record{Revision: next, Time: src.Time, User: src.User, Description: src.Description,
-			Meta: meta, IdempotencyKey: src.IdempotencyKey, Ops: ops, AuthUser: src.AuthUser})
+		local = append(local, rec)
 		next++
 	}
 	return local, last, nil
+}
+
+// filteredRecord is the record a filtered standby stores at revision rev
+// for the source record src (whose Hash must be set): src's time, users,
+// description, idempotency key and meta, its filtered operations, and the
+// meta entries naming it. ok is false when no operation is left (nothing
+// is stored).
+func filteredRecord(src *Record, rev uint64, include, exclude []string) (rec Record, ok bool) {
+	ops := FilterOps(src.Ops, include, exclude)
+	if len(ops) == 0 {
+		return Record{}, false
+	}
+	meta := make(map[string]string, len(src.Meta)+2)
+	for k, v := range src.Meta {
+		meta[k] = v
+	}
+	// A record of a filtered standby's own source (cascading) names that
+	// source's source: the immediate source replaces it.
+	meta[MetaSourceRevision] = strconv.FormatUint(src.Revision, 10)
+	meta[MetaSourceHash] = src.Hash.String()
+	return Record{Revision: rev, Time: src.Time, User: src.User, Description: src.Description,
+		Meta: meta, IdempotencyKey: src.IdempotencyKey, Ops: ops, AuthUser: src.AuthUser}, true
+}
+
+// CheckSourceRecord checks a filtered standby's record against the source
+// record it names (SourceOf), as read from the source (Hash set): the
+// source revision and hash it names, and every field and operation, must
+// be what the standby makes of that source record with these include and
+// exclude prefixes. A difference is ErrChainMismatch naming it.
+func CheckSourceRecord(local, source Record, include, exclude []string) error {
+	rev, hash, ok := SourceOf(local)
+	switch {
+	case !ok:
+		return fmt.Errorf("%w: record %d names no source record", ErrChainMismatch, local.Revision)
+	case rev != source.Revision || hash != source.Hash:
+		return fmt.Errorf("%w: record %d names source revision %d (%s), the source has %d (%s)",
+			ErrChainMismatch, local.Revision, rev, hash, source.Revision, source.Hash)
+	}
+	want, ok := filteredRecord(&source, local.Revision, include, exclude)
+	if !ok {
+		return fmt.Errorf("%w: record %d: source record %d has no operation this filter keeps", ErrChainMismatch, local.Revision, rev)
+	}
+	got := local
+	got.Hash = Hash{}
+	if !bytes.Equal(Canonical(&got), Canonical(&want)) {
+		return fmt.Errorf("%w: record %d differs from what source record %d gives", ErrChainMismatch, local.Revision, rev)
+	}
+	return nil
 }
 
 // mirrorCheckpoint applies a MirrorCheckpoint entry.

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -601,6 +603,9 @@ func TestMirrorFiltered(t *testing.T) {
 			t.Fatalf("local record %d: source %d %v (meta %v)", l.Revision, rev, ok, l.Meta)
 		}
 		s := srcRecs[rev-1]
+		if err := CheckSourceRecord(l, s, include, exclude); err != nil {
+			t.Fatalf("check against source: %v", err)
+		}
 		if s.Hash != hash {
 			t.Fatalf("local %d names source %d hash %s, source has %s", l.Revision, rev, hash, s.Hash)
 		}
@@ -621,6 +626,32 @@ func TestMirrorFiltered(t *testing.T) {
 	for _, s := range srcRecs {
 		if !seen[s.Revision] && len(FilterOps(s.Ops, include, exclude)) != 0 {
 			t.Fatalf("source record %d has included operations and no local record", s.Revision)
+		}
+	}
+	// CheckSourceRecord finds a local record that does not match its
+	// source record.
+	l, s := local[0], srcRecs[0]
+	if rev, _, _ := SourceOf(l); rev != s.Revision {
+		s = srcRecs[rev-1]
+	}
+	for name, mod := range map[string]func(l, s *Record){
+		"value":    func(l, s *Record) { l.Ops = []Op{put(l.Ops[0].Key, "changed")} },
+		"extra op": func(l, s *Record) { l.Ops = append(l.Ops, put("app/extra", "x")) },
+		"time":     func(l, s *Record) { l.Time = l.Time.Add(time.Nanosecond) },
+		"user":     func(l, s *Record) { l.User += "x" },
+		"meta": func(l, s *Record) {
+			l.Meta = map[string]string{MetaSourceRevision: l.Meta[MetaSourceRevision], MetaSourceHash: l.Meta[MetaSourceHash], "x": "y"}
+		},
+		"source hash": func(l, s *Record) { s.Hash[0] ^= 1 },
+		"source rev":  func(l, s *Record) { s.Revision++ },
+		"filter":      func(l, s *Record) { s.Ops = []Op{put("other/1", "v")} },
+	} {
+		lc, sc := l, s
+		lc.Ops, sc.Ops = slices.Clone(l.Ops), slices.Clone(s.Ops)
+		lc.Meta = maps.Clone(l.Meta)
+		mod(&lc, &sc)
+		if err := CheckSourceRecord(lc, sc, include, exclude); !errors.Is(err, ErrChainMismatch) {
+			t.Errorf("%s: %v, want ErrChainMismatch", name, err)
 		}
 	}
 	if _, _, ok := SourceOf(Record{Meta: map[string]string{MetaSourceRevision: "x", MetaSourceHash: last.Hash.String()}}); ok {
