@@ -667,6 +667,9 @@ func (a *applier) checkVerbatim(recs []RawRecord) ([]verbatim, error) {
 	var out []verbatim
 	txns := a.tx.Bucket(bucketTxns)
 	for _, r := range recs {
+		if r.Revision == 0 {
+			return nil, fmt.Errorf("%w: a record at revision 0", ErrCorruptCommand)
+		}
 		if r.Revision <= a.st.revision {
 			if stored := txns.Get(u64(r.Revision)); len(stored) >= 32 && !bytes.Equal(stored[:32], r.Hash[:]) {
 				return nil, fmt.Errorf("%w: revision %d overlaps with a different hash", ErrChainMismatch, r.Revision)
@@ -698,9 +701,9 @@ func (a *applier) writeVerbatim(recs []verbatim) error {
 }
 
 // checkNext checks that r continues the chain at prev (the next revision,
-// its recorded hash the recomputed one) and decodes it, refusing
-// operations apply cannot write (an unknown kind, an invalid key). It
-// reads and writes nothing.
+// its recorded hash the recomputed one) and decodes it, refusing bytes
+// that are not in canonical form and operations apply cannot write (an
+// unknown kind, an invalid key). It reads and writes nothing.
 func checkNext(prev ChainPoint, r RawRecord) (Record, error) {
 	if r.Revision != prev.Revision+1 {
 		return Record{}, fmt.Errorf("%w: record %d after revision %d leaves a gap", ErrChainMismatch, r.Revision, prev.Revision)
@@ -714,6 +717,12 @@ func checkNext(prev ChainPoint, r RawRecord) (Record, error) {
 	}
 	if rec.Revision != r.Revision {
 		return Record{}, fmt.Errorf("%w: record %d holds revision %d", ErrCorruptCommand, r.Revision, rec.Revision)
+	}
+	// One record, one encoding: bytes that decode but are not what
+	// Canonical writes (meta out of order or repeated) are not a record
+	// any cairn wrote.
+	if !bytes.Equal(Canonical(&rec), r.Canonical) {
+		return Record{}, fmt.Errorf("%w: record %d is not in canonical form", ErrCorruptCommand, r.Revision)
 	}
 	for _, o := range rec.Ops {
 		if o.Kind != OpPut && o.Kind != OpDelete && o.Kind != OpDeletePrefix {
