@@ -492,6 +492,14 @@ func (a *applier) mirrorControl(c *MirrorControl) (*CommandResult, error) {
 			return refuse(fmt.Errorf("%w: this store mirrored %s; a %s mirror needs an empty store (revision %d)",
 				ErrMirrorState, filterWord(ms.Filtered), filterWord(filtered), a.st.revision))
 		}
+		// A filter changed on the way would leave what the old one skipped
+		// missing (and the records it made unverifiable against the new
+		// one): a different filter starts on an empty store.
+		if mirrored && filtered && ms.Filtered && a.st.revision != 0 &&
+			(!slices.Equal(s.Include, ms.Include) || !slices.Equal(s.Exclude, ms.Exclude)) {
+			return refuse(fmt.Errorf("%w: this store mirrored with include %q exclude %q; another filter needs an empty store (revision %d)",
+				ErrMirrorState, ms.Include, ms.Exclude, a.st.revision))
+		}
 		if filtered && ms.Filtered && s.SourceClusterID == ms.SourceClusterID && s.SourceRevision < ms.SourceRevision {
 			return refuse(fmt.Errorf("%w: a filtered mirror of %s at source revision %d cannot resume at %d (its records would be applied twice)",
 				ErrMirrorState, ms.SourceClusterID, ms.SourceRevision, s.SourceRevision))

@@ -515,8 +515,15 @@ func TestMirrorStartFilterChange(t *testing.T) {
 	ms := ft.mirrorState()
 	resume := MirrorStart{Sources: []string{"http://s"}, SourceClusterID: "source", Include: []string{"app/", "zzz"},
 		SourceRevision: ms.SourceRevision, SourceHash: ms.SourceHash}
+	if res := ft.control(MirrorControl{Start: &resume}); !errors.Is(res.Err, ErrMirrorState) {
+		t.Fatalf("filtered resume with another filter: %v", res.Err)
+	}
+	resume.Include = []string{"app/"}
 	if res := ft.control(MirrorControl{Start: &resume}); res.Err != nil {
-		t.Fatalf("filtered resume with a new filter: %v", res.Err)
+		t.Fatalf("filtered resume: %v", res.Err)
+	}
+	if got := ft.mirrorState(); got.SourceRevision != ms.SourceRevision || got.Mode != MirrorFollowing {
+		t.Fatalf("resumed at %d, want %d", got.SourceRevision, ms.SourceRevision)
 	}
 }
 
