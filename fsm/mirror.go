@@ -96,6 +96,30 @@ type MirrorState struct {
 // ReadOnlyMode reports whether m is a standby mode (any but MirrorNone).
 func (m MirrorMode) ReadOnlyMode() bool { return m != MirrorNone }
 
+// LagRevisions is how many source revisions the standby has yet to apply
+// as of the source head last reported: SourceHead - SourceRevision, 0
+// when caught up.
+func (ms *MirrorState) LagRevisions() uint64 {
+	if ms.SourceHead <= ms.SourceRevision {
+		return 0
+	}
+	return ms.SourceHead - ms.SourceRevision
+}
+
+// LagTime is how far behind the standby is in the source's time: the
+// source head's time less the time of the last source record applied, 0
+// when caught up. ok is false while it cannot be told (behind, and no
+// record applied yet or no head time reported).
+func (ms *MirrorState) LagTime() (lag time.Duration, ok bool) {
+	if ms.LagRevisions() == 0 {
+		return 0, true
+	}
+	if ms.LastApplied.IsZero() || ms.SourceHeadTime.IsZero() {
+		return 0, false
+	}
+	return max(ms.SourceHeadTime.Sub(ms.LastApplied), 0), true
+}
+
 // MirrorRecords is a log entry carrying source records to a following
 // standby. Records are the source's RawRecords in revision order
 // (Revision is read from the canonical bytes when decoded).

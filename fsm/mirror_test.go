@@ -986,3 +986,36 @@ func TestMirrorModeWithinOneChunk(t *testing.T) {
 		t.Fatal("read-only after promotion")
 	}
 }
+
+func TestMirrorLag(t *testing.T) {
+	src := openTestFSM(t)
+	fillSource(src, 10)
+	recs := src.rawAll()
+	srcLog := src.logAll()
+	tf := openTestFSM(t)
+	tf.startMirror(nil, nil)
+	if res := tf.commandResult(Command{MirrorRecords: &MirrorRecords{SourceHead: 10,
+		SourceHeadTime: srcLog[9].Time, Time: tf.clock}}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	ms := tf.mirrorState()
+	if n := ms.LagRevisions(); n != 10 {
+		t.Fatalf("lag %d revisions, want 10", n)
+	}
+	if _, ok := ms.LagTime(); ok {
+		t.Fatal("a lag in time with nothing applied")
+	}
+	if res := tf.commandResult(Command{MirrorRecords: &MirrorRecords{Records: recs[:4], SourceHead: 10,
+		SourceHeadTime: srcLog[9].Time, Time: tf.clock}}); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	ms = tf.mirrorState()
+	if lag, ok := ms.LagTime(); ms.LagRevisions() != 6 || !ok || lag != srcLog[9].Time.Sub(srcLog[3].Time) {
+		t.Fatalf("lag %d revisions, %v %v", ms.LagRevisions(), lag, ok)
+	}
+	feed(t, tf, recs[4:], []int{6})
+	ms = tf.mirrorState()
+	if lag, ok := ms.LagTime(); ms.LagRevisions() != 0 || !ok || lag != 0 {
+		t.Fatalf("caught up, yet lag %d revisions, %v %v", ms.LagRevisions(), lag, ok)
+	}
+}
