@@ -43,7 +43,11 @@ func EncodeCommand(c Command) ([]byte, error) {
 	}
 	if c.MirrorRecords != nil {
 		n++
-		pb.Body = &fsmpb.Command_MirrorRecords{MirrorRecords: mirrorRecordsToPB(c.MirrorRecords)}
+		mr, err := mirrorRecordsToPB(c.MirrorRecords)
+		if err != nil {
+			return nil, err
+		}
+		pb.Body = &fsmpb.Command_MirrorRecords{MirrorRecords: mr}
 	}
 	if c.MirrorControl != nil {
 		n++
@@ -227,17 +231,23 @@ func fromUnixNano(ns int64) time.Time {
 	return time.Unix(0, ns).UTC()
 }
 
-func mirrorRecordsToPB(m *MirrorRecords) *fsmpb.MirrorRecords {
+// mirrorRecordsToPB encodes each record as its hash and canonical bytes;
+// the revision travels inside the canonical bytes, so a record whose
+// Revision disagrees with them is refused.
+func mirrorRecordsToPB(m *MirrorRecords) (*fsmpb.MirrorRecords, error) {
 	pb := &fsmpb.MirrorRecords{SourceHead: m.SourceHead, SourceHeadTimeUnixNano: unixNano(m.SourceHeadTime),
 		TimeUnixNano: unixNano(m.Time)}
 	if len(m.Records) > 0 {
 		pb.Records = make([][]byte, len(m.Records))
 		for i, r := range m.Records {
+			if len(r.Canonical) < 9 || getU64(r.Canonical[1:9]) != r.Revision {
+				return nil, fmt.Errorf("%w: record %d: its canonical bytes do not hold its revision", ErrInvalidMirror, r.Revision)
+			}
 			b := make([]byte, 0, len(r.Hash)+len(r.Canonical))
 			pb.Records[i] = append(append(b, r.Hash[:]...), r.Canonical...)
 		}
 	}
-	return pb
+	return pb, nil
 }
 
 // mirrorRecordsFromPB splits each record into its hash and canonical

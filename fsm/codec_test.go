@@ -111,6 +111,22 @@ func TestCommandRoundTrip(t *testing.T) {
 	}
 }
 
+func TestEncodeMirrorCommandsRefused(t *testing.T) {
+	r := sampleRaw(5, "a")
+	r.Revision = 6
+	for name, c := range map[string]Command{
+		"record revision":   {MirrorRecords: &MirrorRecords{Records: []RawRecord{r}}},
+		"short record":      {MirrorRecords: &MirrorRecords{Records: []RawRecord{{Revision: 1, Canonical: []byte{1}}}}},
+		"no operation":      {MirrorControl: &MirrorControl{}},
+		"two operations":    {MirrorControl: &MirrorControl{Stop: &MirrorStop{}, Promote: &MirrorPromote{}}},
+		"two command kinds": {MirrorControl: &MirrorControl{Stop: &MirrorStop{}}, MirrorCheckpoint: &MirrorCheckpoint{ID: "x"}},
+	} {
+		if _, err := EncodeCommand(c); err == nil {
+			t.Errorf("%s: encoded", name)
+		}
+	}
+}
+
 func TestEncodeCommandNeedsOneBody(t *testing.T) {
 	if _, err := EncodeCommand(Command{}); err == nil {
 		t.Fatal("a command without a body was encoded")
@@ -187,6 +203,32 @@ func TestDecodeCommandOutOfRangeKinds(t *testing.T) {
 		}
 		if f.Revision() != 0 {
 			t.Errorf("kind %d: committed", kind)
+		}
+	}
+}
+
+func TestDecodeMirrorCommandsRefused(t *testing.T) {
+	enc := func(pb *fsmpb.Command) []byte {
+		b, err := proto.Marshal(pb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append([]byte{CommandVersion}, b...)
+	}
+	cases := map[string]struct {
+		pb   *fsmpb.Command
+		want error
+	}{
+		"short record": {&fsmpb.Command{Body: &fsmpb.Command_MirrorRecords{MirrorRecords: &fsmpb.MirrorRecords{
+			Records: [][]byte{make([]byte, 40)}}}}, ErrCorruptCommand},
+		"source hash of 5 bytes": {&fsmpb.Command{Body: &fsmpb.Command_MirrorControl{MirrorControl: &fsmpb.MirrorControl{
+			Op: &fsmpb.MirrorControl_Start{Start: &fsmpb.MirrorStart{SourceHash: []byte("short")}}}}}, ErrCorruptCommand},
+		"no operation": {&fsmpb.Command{Body: &fsmpb.Command_MirrorControl{MirrorControl: &fsmpb.MirrorControl{
+			TimeUnixNano: 1}}}, ErrUnknownVersion},
+	}
+	for name, c := range cases {
+		if _, err := DecodeCommand(enc(c.pb)); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", name, err, c.want)
 		}
 	}
 }
