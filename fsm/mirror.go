@@ -708,6 +708,12 @@ func (a *applier) checkVerbatim(recs []RawRecord) ([]verbatim, error) {
 			}
 			continue
 		}
+		if r.Revision <= prev.Revision { // repeated within the entry
+			if out[r.Revision-a.st.revision-1].raw.Hash != r.Hash {
+				return nil, fmt.Errorf("%w: revision %d appears twice with different hashes", ErrChainMismatch, r.Revision)
+			}
+			continue
+		}
 		rec, err := checkNext(prev, r)
 		if err != nil {
 			return nil, err
@@ -785,6 +791,7 @@ func (a *applier) checkFiltered(ms *MirrorState, recs []RawRecord) ([]Record, *s
 	prev := ChainPoint{Revision: ms.SourceRevision, Hash: ms.SourceHash}
 	var local []Record
 	var last *sourcePoint
+	var checked []Hash // the hashes of the records checked in this entry
 	next := a.st.revision + 1
 	for _, r := range recs {
 		if r.Revision <= ms.SourceRevision {
@@ -794,6 +801,13 @@ func (a *applier) checkFiltered(ms *MirrorState, recs []RawRecord) ([]Record, *s
 			}
 			continue
 		}
+		if r.Revision <= prev.Revision { // repeated within the entry
+			if checked[r.Revision-ms.SourceRevision-1] != r.Hash {
+				return nil, nil, fmt.Errorf("%w: source revision %d appears twice with different hashes", ErrChainMismatch, r.Revision)
+			}
+			continue
+		}
+		checked = append(checked, r.Hash)
 		src, err := checkNext(prev, r)
 		if err != nil {
 			return nil, nil, err

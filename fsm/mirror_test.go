@@ -1019,3 +1019,29 @@ func TestMirrorLag(t *testing.T) {
 		t.Fatalf("caught up, yet lag %d revisions, %v %v", ms.LagRevisions(), lag, ok)
 	}
 }
+
+// A record repeated within one entry is skipped when it is the same
+// record and refused when it is not, filtered or not.
+func TestMirrorRecordsRepeatedInEntry(t *testing.T) {
+	src := openTestFSM(t)
+	fillSource(src, 6)
+	recs := src.rawAll()
+	other := openTestFSM(t)
+	other.mustCommit(ops(put("x", "1")))
+	for _, include := range [][]string{nil, {"app/"}} {
+		tf := openTestFSM(t)
+		tf.startMirror(include, nil)
+		if res := tf.mirrorRecords([]RawRecord{recs[0], recs[1], recs[1], recs[0], recs[2]}, 6); res.Err != nil || res.SourceRevision != 3 {
+			t.Fatalf("include %v: repeated records: %+v", include, res)
+		}
+		before := tf.status()
+		forged := recs[3]
+		forged.Hash = other.rawAll()[0].Hash
+		if res := tf.mirrorRecords([]RawRecord{recs[3], forged, recs[4]}, 6); !errors.Is(res.Err, ErrChainMismatch) {
+			t.Fatalf("include %v: a repeated revision with another hash: %v", include, res.Err)
+		}
+		if st := tf.status(); st.Head != before.Head {
+			t.Fatalf("include %v: the refused entry wrote", include)
+		}
+	}
+}
