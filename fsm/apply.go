@@ -439,9 +439,9 @@ func (a *applier) appendRecord(rec *Record, canon []byte, window time.Duration) 
 	return h, nil
 }
 
-// writeRecord (appendRecord's first half) applies a record's operations at its revision and stores
-// the record (canon, its canonical bytes) with its chain hash, advancing
-// revision, head and time.
+// writeRecord, appendRecord's first half, applies a record's operations
+// at its revision and stores the record (canon, its canonical bytes) with
+// its chain hash, advancing revision, head and time.
 func (a *applier) writeRecord(rec *Record, canon []byte) (Hash, error) {
 	for _, o := range rec.Ops {
 		var err error
