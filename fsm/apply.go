@@ -139,6 +139,7 @@ func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}, retry bool) (ce 
 	var committed, compacted bool
 	var st state
 	var newAuth *auth.State
+	var newMirror *MirrorState
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	if f.db == nil {
@@ -160,7 +161,7 @@ func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}, retry bool) (ce 
 		}()
 		err = f.db.Update(func(tx *bolt.Tx) error {
 			st = loadState(tx)
-			newAuth = nil
+			newAuth, newMirror = nil, nil
 			ce = nil
 			a := applier{tx: tx, st: &st, auth: f.authState.Load(), lenient: func(c *CorruptError) {
 				if ce == nil {
@@ -189,6 +190,9 @@ func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}, retry bool) (ce 
 			if a.authChanged {
 				newAuth = a.auth
 			}
+			if a.mirrorChanged {
+				newMirror = a.ms
+			}
 			failpoint("apply-before-commit") // a crash here discards the whole transaction
 			if commitHook != nil {
 				if err := commitHook(); err != nil {
@@ -211,6 +215,9 @@ func (f *FSM) tryChunk(logs []*raft.Log, results []interface{}, retry bool) (ce 
 	f.applied.Store(st.appliedIndex)
 	if newAuth != nil {
 		f.authState.Store(newAuth)
+	}
+	if newMirror != nil {
+		f.readOnly.Store(newMirror.Mode.ReadOnlyMode())
 	}
 	if committed {
 		f.revision.Store(st.revision)
@@ -254,6 +261,10 @@ type applier struct {
 	// lenient receives the corruption apply meets and goes on from (nil:
 	// corruption is an error, as in ApplyRecords).
 	lenient func(*CorruptError)
+	// ms is the mirror state as of the entry being applied (mirror loads
+	// it once); mirrorChanged is set when an entry changed it.
+	ms            *MirrorState
+	mirrorChanged bool
 }
 
 func (a *applier) command(data []byte) (interface{}, error) {
@@ -282,6 +293,12 @@ func (a *applier) command(data []byte) (interface{}, error) {
 		return &CommandResult{}, meta.Put(metaClusterID, []byte(cmd.SetClusterID.ID))
 	case cmd.Auth != nil:
 		return a.authChange(cmd.Auth)
+	case cmd.MirrorRecords != nil:
+		return a.mirrorRecords(cmd.MirrorRecords)
+	case cmd.MirrorControl != nil:
+		return a.mirrorControl(cmd.MirrorControl)
+	case cmd.MirrorCheckpoint != nil:
+		return a.mirrorCheckpoint(cmd.MirrorCheckpoint)
 	}
 	return &CommandResult{Err: fmt.Errorf("%w: empty command", ErrCorruptCommand)}, nil
 }
@@ -307,6 +324,21 @@ func (a *applier) batch(b *Batch) (*BatchResult, error) {
 		limits.IdempotencyWindow = DefaultIdempotencyWindow
 	}
 	limits.IdempotencyWindow = min(limits.IdempotencyWindow, MaxIdempotencyWindow)
+	ms, err := a.mirror()
+	if err != nil {
+		return nil, err
+	}
+	if ms.Mode.ReadOnlyMode() {
+		// A standby's history is its source's: nothing of a batch is
+		// applied, not even its time (log time follows the source's
+		// records).
+		res := &BatchResult{Txns: make([]TxnResult, len(b.Txns))}
+		at := time.Unix(0, a.clampTime(b.Time)).UTC()
+		for i := range res.Txns {
+			res.Txns[i] = TxnResult{Time: at, Err: ErrReadOnly}
+		}
+		return res, nil
+	}
 	// Log time advances with every batch, committed or not, so idempotency
 	// expiry never sees time step back.
 	now := a.clampTime(b.Time)
@@ -379,23 +411,37 @@ func (a *applier) txn(t *Txn, now int64, limits Limits) (TxnResult, error) {
 
 	rec := Record{Revision: a.st.revision + 1, Time: time.Unix(0, now).UTC(), User: t.User,
 		Description: t.Description, Meta: t.Meta, IdempotencyKey: t.IdempotencyKey, Ops: t.Ops, AuthUser: t.AuthUser}
-	h, err := a.writeRecord(&rec, Canonical(&rec))
+	h, err := a.appendRecord(&rec, Canonical(&rec), limits.IdempotencyWindow)
 	if err != nil {
 		return TxnResult{}, err
 	}
-	rev := rec.Revision
-	res := TxnResult{Revision: rev, Time: rec.Time, Hash: h}
-	if t.IdempotencyKey != "" {
-		if err := a.storeIdem(t.IdempotencyKey, now, limits, &res, nil); err != nil {
-			return TxnResult{}, err
-		}
-	}
-	return res, nil
+	return TxnResult{Revision: rec.Revision, Time: rec.Time, Hash: h}, nil
 }
 
-// writeRecord applies a record's operations at its revision and stores
-// the record (canon, its canonical bytes) with its chain hash, advancing
-// revision, head and time.
+// appendRecord is the one routine that appends a transaction record at
+// the head, whatever made it (a transaction, a backup or a mirror's
+// verbatim record, a filtered mirror's record, a promotion): it applies
+// the operations, stores the record and its chain hash (writeRecord), and
+// stores the idempotency entry of a record with a key (the committed
+// result, expiring window after the record's time), so a retry is
+// answered wherever the record went.
+func (a *applier) appendRecord(rec *Record, canon []byte, window time.Duration) (Hash, error) {
+	h, err := a.writeRecord(rec, canon)
+	if err != nil {
+		return Hash{}, err
+	}
+	if rec.IdempotencyKey != "" {
+		res := TxnResult{Revision: rec.Revision, Time: rec.Time, Hash: h}
+		if err := a.storeIdem(rec.IdempotencyKey, rec.Time.UnixNano(), Limits{IdempotencyWindow: window}, &res, nil); err != nil {
+			return Hash{}, err
+		}
+	}
+	return h, nil
+}
+
+// writeRecord, appendRecord's first half, applies a record's operations
+// at its revision and stores the record (canon, its canonical bytes) with
+// its chain hash, advancing revision, head and time.
 func (a *applier) writeRecord(rec *Record, canon []byte) (Hash, error) {
 	for _, o := range rec.Ops {
 		var err error
@@ -566,16 +612,26 @@ func (a *applier) compact(c *Compact) (*CommandResult, error) {
 	case c.Revision <= st.compactRev:
 		return &CommandResult{Err: &CompactedError{Requested: c.Revision, Oldest: st.compactRev}}, nil
 	}
+	// Whoever proposed it, compaction keeps what a live mirror checkpoint
+	// still needs (live as of the entry's own time, the same on every
+	// replica).
+	rev, err := a.compactLimit(c.Revision, c.Time)
+	if err != nil {
+		return nil, err
+	}
+	if rev <= st.compactRev {
+		return &CommandResult{CompactRevision: st.compactRev}, nil
+	}
 	var base Hash
-	if c.Revision > 1 {
-		rec := a.tx.Bucket(bucketTxns).Get(u64(c.Revision - 1))
+	if rev > 1 {
+		rec := a.tx.Bucket(bucketTxns).Get(u64(rev - 1))
 		if len(rec) < 32 {
-			return nil, fmt.Errorf("fsm: compact: record %d missing", c.Revision-1)
+			return nil, fmt.Errorf("fsm: compact: record %d missing", rev-1)
 		}
 		copy(base[:], rec)
 	}
-	st.compactRev, st.compactBase = c.Revision, base
+	st.compactRev, st.compactBase = rev, base
 	a.compacted = true
 	// Physical deletion restarts from the first history entry.
-	return &CommandResult{}, a.tx.Bucket(bucketMeta).Put(metaCompactCursor, []byte{cursorVersions})
+	return &CommandResult{CompactRevision: rev}, a.tx.Bucket(bucketMeta).Put(metaCompactCursor, []byte{cursorVersions})
 }

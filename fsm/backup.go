@@ -364,11 +364,14 @@ func readRecords(r io.Reader, h BackupHeader, fn func(RawRecord) error) (last Ra
 	}
 }
 
-// ApplyRecords replays transaction records (from an incremental backup or
-// a mirror) onto the state: each must be the next revision and its
-// recomputed chain hash must equal the recorded one; otherwise nothing of
-// the call is written. Records at or below the current revision must match
-// the stored hash and are skipped (overlapping backups).
+// ApplyRecords replays transaction records (from an incremental backup)
+// onto the state, outside raft: each must be the next revision, its
+// recomputed chain hash must equal the recorded one and its operations
+// must be ones apply can write; otherwise nothing of the call is written.
+// Records at or below the current revision must match the stored hash and
+// are skipped (overlapping backups). A standby's leader proposes a
+// mirror's records in MirrorRecords entries instead, which are checked and
+// written by the same code.
 func (f *FSM) ApplyRecords(recs []RawRecord) error {
 	if ce := f.corrupt.Load(); ce != nil {
 		return ce
@@ -399,35 +402,13 @@ func (f *FSM) applyRecords(recs []RawRecord) (st state, err error) {
 	err = f.db.Update(func(tx *bolt.Tx) error {
 		st = loadState(tx)
 		a := applier{tx: tx, st: &st}
-		for _, r := range recs {
-			if r.Revision <= st.revision {
-				stored := tx.Bucket(bucketTxns).Get(u64(r.Revision))
-				if len(stored) >= 32 && !bytes.Equal(stored[:32], r.Hash[:]) {
-					return fmt.Errorf("%w: revision %d overlaps with a different hash", ErrChainMismatch, r.Revision)
-				}
-				continue
-			}
-			if r.Revision != st.revision+1 {
-				return fmt.Errorf("%w: record %d after revision %d leaves a gap", ErrChainMismatch, r.Revision, st.revision)
-			}
-			rec, err := DecodeCanonical(r.Canonical)
-			if err != nil {
-				return err
-			}
-			h, err := a.writeRecord(&rec, r.Canonical)
-			if err != nil {
-				return err
-			}
-			if h != r.Hash {
-				return fmt.Errorf("%w: at revision %d: recorded %s, recomputed %s", ErrChainMismatch, r.Revision, r.Hash, h)
-			}
-			if rec.IdempotencyKey != "" {
-				res := TxnResult{Revision: rec.Revision, Time: rec.Time, Hash: h}
-				lim := Limits{IdempotencyWindow: DefaultIdempotencyWindow}
-				if err := a.storeIdem(rec.IdempotencyKey, rec.Time.UnixNano(), lim, &res, nil); err != nil {
-					return err
-				}
-			}
+		// The same check and write as a mirror's MirrorRecords entry.
+		checked, err := a.checkVerbatim(recs)
+		if err != nil {
+			return err
+		}
+		if err := a.writeVerbatim(checked); err != nil {
+			return err
 		}
 		return st.save(tx)
 	})
@@ -440,7 +421,11 @@ func (f *FSM) applyRecords(recs []RawRecord) (st state, err error) {
 // the file and revision) and the result is verified end to end before it
 // is renamed into place. The restored state keeps its data, revisions,
 // chain and cluster id, but no raft position and no members: it is the
-// state of a new cluster's first node. path must not exist.
+// state of a new cluster's first node. It is a primary: the mirror state
+// and the mirror checkpoints are cleared, so a backup of a standby
+// restores as a writable cluster that follows nothing until a mirror
+// start, and a backup of a source holds back no compaction for the old
+// cluster's mirrors. path must not exist.
 func RestoreBackup(ctx context.Context, path string, full string, incrementals ...string) (BackupHeader, error) {
 	return RestoreBackupWith(ctx, path, RestoreOptions{}, full, incrementals...)
 }
@@ -628,10 +613,14 @@ func applyIncrementalFile(f *FSM, name string, o RestoreOptions) (BackupHeader, 
 	return h, nil
 }
 
-// resetRaftPosition forgets the raft index and members of the cluster the
-// state came from, so a new cluster's log (from index 1) applies to it.
+// resetRaftPosition forgets the raft index, members, mirror state and
+// mirror checkpoints of the cluster the state came from, so a new
+// cluster's log (from index 1) applies to it.
 func (f *FSM) resetRaftPosition() error {
 	return f.update(func(tx *bolt.Tx) error {
+		if err := clearMirror(tx); err != nil {
+			return err
+		}
 		m := tx.Bucket(bucketMeta)
 		if err := m.Put(metaAppliedIndex, u64(0)); err != nil {
 			return err

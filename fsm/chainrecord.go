@@ -219,3 +219,27 @@ func (d *decoder) string() string {
 	d.b = d.b[n:]
 	return v
 }
+
+// fixed reads n bytes (a slice into the input).
+func (d *decoder) fixed(n int) []byte {
+	if d.err != nil || len(d.b) < n {
+		d.fail("bytes")
+		return nil
+	}
+	v := d.b[:n]
+	d.b = d.b[n:]
+	return v
+}
+
+// strings reads a uvarint count and that many strings (nil for none).
+func (d *decoder) strings() []string {
+	n := d.count()
+	if n == 0 {
+		return nil
+	}
+	out := make([]string, 0, n)
+	for i := 0; i < n && d.err == nil; i++ {
+		out = append(out, d.string())
+	}
+	return out
+}

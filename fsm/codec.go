@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
@@ -39,6 +40,28 @@ func EncodeCommand(c Command) ([]byte, error) {
 	if c.Auth != nil {
 		n++
 		pb.Body = &fsmpb.Command_Auth{Auth: &fsmpb.Auth{Change: c.Auth.Change}}
+	}
+	if c.MirrorRecords != nil {
+		n++
+		mr, err := mirrorRecordsToPB(c.MirrorRecords)
+		if err != nil {
+			return nil, err
+		}
+		pb.Body = &fsmpb.Command_MirrorRecords{MirrorRecords: mr}
+	}
+	if c.MirrorControl != nil {
+		n++
+		mc, err := mirrorControlToPB(c.MirrorControl)
+		if err != nil {
+			return nil, err
+		}
+		pb.Body = &fsmpb.Command_MirrorControl{MirrorControl: mc}
+	}
+	if c.MirrorCheckpoint != nil {
+		n++
+		m := c.MirrorCheckpoint
+		pb.Body = &fsmpb.Command_MirrorCheckpoint{MirrorCheckpoint: &fsmpb.MirrorCheckpoint{
+			Id: m.ID, Revision: m.Revision, TimeUnixNano: unixNano(m.Time), WindowNs: int64(m.Window), Remove: m.Remove}}
 	}
 	if n != 1 {
 		return nil, fmt.Errorf("%w: a command needs exactly one body, got %d", ErrInvalidTxn, n)
@@ -96,6 +119,31 @@ func DecodeCommand(data []byte) (Command, error) {
 			return Command{}, fmt.Errorf("%w: empty auth change", ErrCorruptCommand)
 		}
 		return Command{Auth: &AuthChange{Change: b.Auth.Change}}, nil
+	case *fsmpb.Command_MirrorRecords:
+		if b.MirrorRecords == nil {
+			return Command{}, fmt.Errorf("%w: empty mirror records", ErrCorruptCommand)
+		}
+		m, err := mirrorRecordsFromPB(b.MirrorRecords)
+		if err != nil {
+			return Command{}, err
+		}
+		return Command{MirrorRecords: m}, nil
+	case *fsmpb.Command_MirrorControl:
+		if b.MirrorControl == nil {
+			return Command{}, fmt.Errorf("%w: empty mirror control", ErrCorruptCommand)
+		}
+		m, err := mirrorControlFromPB(b.MirrorControl)
+		if err != nil {
+			return Command{}, err
+		}
+		return Command{MirrorControl: m}, nil
+	case *fsmpb.Command_MirrorCheckpoint:
+		m := b.MirrorCheckpoint
+		if m == nil {
+			return Command{}, fmt.Errorf("%w: empty mirror checkpoint", ErrCorruptCommand)
+		}
+		return Command{MirrorCheckpoint: &MirrorCheckpoint{ID: m.Id, Revision: m.Revision,
+			Time: fromUnixNano(m.TimeUnixNano), Window: time.Duration(m.WindowNs), Remove: m.Remove}}, nil
 	}
 	return Command{}, fmt.Errorf("%w: command has no known body (written by a newer version?)", ErrUnknownVersion)
 }
@@ -165,4 +213,124 @@ func kindFromPB(k int32) uint8 {
 		return 0
 	}
 	return uint8(k)
+}
+
+// unixNano is t in unix ns, 0 for the zero time (whose UnixNano is not
+// representable); fromUnixNano is its inverse.
+func unixNano(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromUnixNano(ns int64) time.Time {
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns).UTC()
+}
+
+// mirrorRecordsToPB encodes each record as its hash and canonical bytes;
+// the revision travels inside the canonical bytes, so a record whose
+// Revision disagrees with them is refused.
+func mirrorRecordsToPB(m *MirrorRecords) (*fsmpb.MirrorRecords, error) {
+	pb := &fsmpb.MirrorRecords{SourceHead: m.SourceHead, SourceHeadTimeUnixNano: unixNano(m.SourceHeadTime),
+		TimeUnixNano: unixNano(m.Time)}
+	if len(m.Records) > 0 {
+		pb.Records = make([][]byte, len(m.Records))
+		for i, r := range m.Records {
+			if len(r.Canonical) < 9 || getU64(r.Canonical[1:9]) != r.Revision {
+				return nil, fmt.Errorf("%w: record %d: its canonical bytes do not hold its revision", ErrInvalidMirror, r.Revision)
+			}
+			b := make([]byte, 0, len(r.Hash)+len(r.Canonical))
+			pb.Records[i] = append(append(b, r.Hash[:]...), r.Canonical...)
+		}
+	}
+	return pb, nil
+}
+
+// mirrorRecordsFromPB splits each record into its hash and canonical
+// bytes and reads its revision from the canonical bytes (version u8 |
+// revision u64 | ...); the rest is decoded, and the hash checked, when
+// the entry is applied.
+func mirrorRecordsFromPB(pb *fsmpb.MirrorRecords) (*MirrorRecords, error) {
+	m := &MirrorRecords{SourceHead: pb.SourceHead, SourceHeadTime: fromUnixNano(pb.SourceHeadTimeUnixNano),
+		Time: fromUnixNano(pb.TimeUnixNano)}
+	if len(pb.Records) > 0 {
+		m.Records = make([]RawRecord, len(pb.Records))
+		for i, b := range pb.Records {
+			if len(b) < 32+9 {
+				return nil, fmt.Errorf("%w: mirror record %d is %d bytes", ErrCorruptCommand, i, len(b))
+			}
+			r := RawRecord{Revision: getU64(b[33:41]), Canonical: b[32:]}
+			copy(r.Hash[:], b)
+			m.Records[i] = r
+		}
+	}
+	return m, nil
+}
+
+func mirrorControlToPB(m *MirrorControl) (*fsmpb.MirrorControl, error) {
+	pb := &fsmpb.MirrorControl{TimeUnixNano: unixNano(m.Time)}
+	n := 0
+	if s := m.Start; s != nil {
+		n++
+		st := &fsmpb.MirrorStart{Sources: s.Sources, Include: s.Include, Exclude: s.Exclude,
+			SourceClusterId: s.SourceClusterID, Upstream: s.Upstream, SourceRevision: s.SourceRevision}
+		if s.SourceHash != (Hash{}) {
+			st.SourceHash = bytes.Clone(s.SourceHash[:])
+		}
+		pb.Op = &fsmpb.MirrorControl_Start{Start: st}
+	}
+	if m.Stop != nil {
+		n++
+		pb.Op = &fsmpb.MirrorControl_Stop{Stop: &fsmpb.MirrorStop{}}
+	}
+	if s := m.SetState; s != nil {
+		n++
+		pb.Op = &fsmpb.MirrorControl_SetState{SetState: &fsmpb.MirrorSetState{State: string(s.State), Message: s.Message}}
+	}
+	if m.Promote != nil {
+		n++
+		pb.Op = &fsmpb.MirrorControl_Promote{Promote: &fsmpb.MirrorPromote{}}
+	}
+	if n != 1 {
+		return nil, fmt.Errorf("%w: a mirror control needs exactly one operation, got %d", ErrInvalidMirror, n)
+	}
+	return pb, nil
+}
+
+func mirrorControlFromPB(pb *fsmpb.MirrorControl) (*MirrorControl, error) {
+	m := &MirrorControl{Time: fromUnixNano(pb.TimeUnixNano)}
+	switch op := pb.Op.(type) {
+	case *fsmpb.MirrorControl_Start:
+		s := op.Start
+		if s == nil {
+			s = &fsmpb.MirrorStart{}
+		}
+		st := &MirrorStart{Sources: s.Sources, Include: s.Include, Exclude: s.Exclude,
+			SourceClusterID: s.SourceClusterId, Upstream: s.Upstream, SourceRevision: s.SourceRevision}
+		switch len(s.SourceHash) {
+		case 0:
+		case len(st.SourceHash):
+			copy(st.SourceHash[:], s.SourceHash)
+		default:
+			return nil, fmt.Errorf("%w: mirror start source hash of %d bytes", ErrCorruptCommand, len(s.SourceHash))
+		}
+		m.Start = st
+	case *fsmpb.MirrorControl_Stop:
+		m.Stop = &MirrorStop{}
+	case *fsmpb.MirrorControl_SetState:
+		s := op.SetState
+		if s == nil {
+			s = &fsmpb.MirrorSetState{}
+		}
+		m.SetState = &MirrorSetState{State: MirrorMode(s.State), Message: s.Message}
+	case *fsmpb.MirrorControl_Promote:
+		m.Promote = &MirrorPromote{}
+	default:
+		return nil, fmt.Errorf("%w: mirror control has no known operation (written by a newer version?)", ErrUnknownVersion)
+	}
+	return m, nil
 }

@@ -44,7 +44,27 @@ func sampleCommands() map[string]Command {
 		"remove":      {RemoveMember: &RemoveMember{ID: "n1"}},
 		"cluster id":  {SetClusterID: &SetClusterID{ID: "c-1"}},
 		"auth":        {Auth: &AuthChange{Change: sampleAuthChange()}},
+		"mirror records": {MirrorRecords: &MirrorRecords{
+			Records:    []RawRecord{sampleRaw(5, "a"), sampleRaw(6, "b")},
+			SourceHead: 9, SourceHeadTime: time.Unix(7, 8).UTC(), Time: time.Unix(9, 10).UTC()}},
+		"mirror records, none": {MirrorRecords: &MirrorRecords{SourceHead: 3}},
+		"mirror start": {MirrorControl: &MirrorControl{Time: time.Unix(11, 0).UTC(), Start: &MirrorStart{
+			Sources: []string{"http://a:1", "http://b:1"}, Include: []string{"i/"}, Exclude: []string{"i/x/"},
+			SourceClusterID: "src", Upstream: []string{"up1", "up2"}, SourceRevision: 17, SourceHash: Hash{1, 2, 3}}}},
+		"mirror stop":      {MirrorControl: &MirrorControl{Time: time.Unix(12, 0).UTC(), Stop: &MirrorStop{}}},
+		"mirror set state": {MirrorControl: &MirrorControl{SetState: &MirrorSetState{State: MirrorDiverged, Message: "hash differs at 4"}}},
+		"mirror promote":   {MirrorControl: &MirrorControl{Time: time.Unix(13, 0).UTC(), Promote: &MirrorPromote{}}},
+		"mirror checkpoint": {MirrorCheckpoint: &MirrorCheckpoint{ID: "standby", Revision: 40,
+			Time: time.Unix(14, 0).UTC(), Window: time.Hour}},
+		"mirror checkpoint removal": {MirrorCheckpoint: &MirrorCheckpoint{ID: "standby", Remove: true}},
 	}
+}
+
+// sampleRaw is a record at rev putting key, chained from a zero hash.
+func sampleRaw(rev uint64, key string) RawRecord {
+	rec := Record{Revision: rev, Time: time.Unix(int64(rev), 0).UTC(), Ops: []Op{put(key, "v")}}
+	canon := Canonical(&rec)
+	return RawRecord{Revision: rev, Hash: chainHash(Hash{}, canon), Canonical: canon}
 }
 
 // normalize makes empty byte slices nil, as decoding does.
@@ -91,6 +111,22 @@ func TestCommandRoundTrip(t *testing.T) {
 	}
 }
 
+func TestEncodeMirrorCommandsRefused(t *testing.T) {
+	r := sampleRaw(5, "a")
+	r.Revision = 6
+	for name, c := range map[string]Command{
+		"record revision":   {MirrorRecords: &MirrorRecords{Records: []RawRecord{r}}},
+		"short record":      {MirrorRecords: &MirrorRecords{Records: []RawRecord{{Revision: 1, Canonical: []byte{1}}}}},
+		"no operation":      {MirrorControl: &MirrorControl{}},
+		"two operations":    {MirrorControl: &MirrorControl{Stop: &MirrorStop{}, Promote: &MirrorPromote{}}},
+		"two command kinds": {MirrorControl: &MirrorControl{Stop: &MirrorStop{}}, MirrorCheckpoint: &MirrorCheckpoint{ID: "x"}},
+	} {
+		if _, err := EncodeCommand(c); err == nil {
+			t.Errorf("%s: encoded", name)
+		}
+	}
+}
+
 func TestEncodeCommandNeedsOneBody(t *testing.T) {
 	if _, err := EncodeCommand(Command{}); err == nil {
 		t.Fatal("a command without a body was encoded")
@@ -105,8 +141,8 @@ func TestDecodeCommandRefuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A body this build does not know (a newer command kind, field 9).
-	newer := append([]byte{CommandVersion}, protowire.AppendTag(nil, 9, protowire.BytesType)...)
+	// A body this build does not know (a newer command kind, field 10).
+	newer := append([]byte{CommandVersion}, protowire.AppendTag(nil, 10, protowire.BytesType)...)
 	newer = protowire.AppendBytes(newer, []byte{0x08, 0x01})
 
 	cases := []struct {
@@ -167,6 +203,32 @@ func TestDecodeCommandOutOfRangeKinds(t *testing.T) {
 		}
 		if f.Revision() != 0 {
 			t.Errorf("kind %d: committed", kind)
+		}
+	}
+}
+
+func TestDecodeMirrorCommandsRefused(t *testing.T) {
+	enc := func(pb *fsmpb.Command) []byte {
+		b, err := proto.Marshal(pb)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append([]byte{CommandVersion}, b...)
+	}
+	cases := map[string]struct {
+		pb   *fsmpb.Command
+		want error
+	}{
+		"short record": {&fsmpb.Command{Body: &fsmpb.Command_MirrorRecords{MirrorRecords: &fsmpb.MirrorRecords{
+			Records: [][]byte{make([]byte, 40)}}}}, ErrCorruptCommand},
+		"source hash of 5 bytes": {&fsmpb.Command{Body: &fsmpb.Command_MirrorControl{MirrorControl: &fsmpb.MirrorControl{
+			Op: &fsmpb.MirrorControl_Start{Start: &fsmpb.MirrorStart{SourceHash: []byte("short")}}}}}, ErrCorruptCommand},
+		"no operation": {&fsmpb.Command{Body: &fsmpb.Command_MirrorControl{MirrorControl: &fsmpb.MirrorControl{
+			TimeUnixNano: 1}}}, ErrUnknownVersion},
+	}
+	for name, c := range cases {
+		if _, err := DecodeCommand(enc(c.pb)); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", name, err, c.want)
 		}
 	}
 }

@@ -3,7 +3,7 @@
 //
 // Every node runs one FSM under hashicorp/raft. A log entry (see
 // EncodeCommand) carries a batch of transactions, a compaction, a
-// membership record or an access-control change. Applying a batch is deterministic: it reads no wall
+// membership record, an access-control change or a mirror entry. Applying a batch is deterministic: it reads no wall
 // clock, no randomness and no map iteration order, so replicas fed the same
 // log hold the same objects, revisions and hash chain.
 //
@@ -28,6 +28,12 @@
 //     permissions when the auth revision moved since its proposer checked
 //     them (ErrPermissionDenied). The authenticated user goes into the
 //     record and the chain.
+//   - Mirrors: a standby cluster applies its source's records
+//     (MirrorRecords), verbatim (the same chain) or filtered by key
+//     prefixes (its own chain, each record naming its source record),
+//     refuses client transactions (ErrReadOnly) until promoted
+//     (MirrorControl), and a source keeps the history its mirrors'
+//     checkpoints need from compaction (MirrorCheckpoint).
 //   - raft.BatchingFSM with one bbolt write transaction per batch, the
 //     applied raft index stored in that same transaction (entries at or
 //     below it are skipped on replay), streaming snapshots and an

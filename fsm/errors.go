@@ -73,6 +73,28 @@ var (
 	// ErrStateMismatch means a restored state's recomputed state hash
 	// differs from the one its backup recorded.
 	ErrStateMismatch = errors.New("fsm: state hash mismatch")
+	// ErrReadOnly means a transaction was refused because the cluster is
+	// a standby (its mirror mode is not MirrorNone): nothing was written,
+	// no revision consumed, no idempotency entry stored.
+	ErrReadOnly = errors.New("fsm: read-only: this cluster is a standby")
+	// ErrNotStandby means a MirrorRecords entry reached a cluster that is
+	// not following a source (mode other than MirrorFollowing).
+	ErrNotStandby = errors.New("fsm: not a following standby")
+	// ErrMirrorState means a mirror control operation is not allowed in
+	// the current mirror mode (or would resume a filtered mirror behind
+	// where it stands).
+	ErrMirrorState = errors.New("fsm: mirror operation not allowed in this mirror state")
+	// ErrMirrorFiltered means a filtered standby was asked to be promoted:
+	// it holds part of its source's history, not a copy of it.
+	ErrMirrorFiltered = errors.New("fsm: a filtered mirror cannot be promoted")
+	// ErrMirrorLoop means a mirror start names this cluster as its source
+	// or among the source's upstream clusters.
+	ErrMirrorLoop = errors.New("fsm: mirror loop")
+	// ErrInvalidMirror means a mirror entry is malformed: a start without
+	// a source or source cluster id, an invalid filter prefix, an unknown
+	// state, a checkpoint without an id or with a window that is not
+	// positive.
+	ErrInvalidMirror = errors.New("fsm: invalid mirror command")
 )
 
 // repairHint is the repair every corruption message names.

@@ -106,6 +106,11 @@ type FSM struct {
 	// changed it commits.
 	authState atomic.Pointer[auth.State]
 
+	// readOnly is whether the mirror mode is a standby's (ReadOnly):
+	// loaded by Open and Restore, updated after an apply that changed the
+	// mirror state commits.
+	readOnly atomic.Bool
+
 	waitMu  sync.Mutex
 	changed chan struct{} // closed and replaced after every commit
 
@@ -290,10 +295,15 @@ func (f *FSM) loadCounters() (err error) {
 		if err != nil {
 			return err
 		}
+		ms, err := loadMirror(tx)
+		if err != nil {
+			return err
+		}
 		st := loadState(tx)
 		f.revision.Store(st.revision)
 		f.applied.Store(st.appliedIndex)
 		f.authState.Store(as)
+		f.readOnly.Store(ms.Mode.ReadOnlyMode())
 		return nil
 	})
 }

@@ -19,6 +19,7 @@ import (
 //	idemexp  expires i64 | idempotency key -> (empty)
 //	members  member id                   -> uvarint-prefixed http addr, raft addr
 //	auth     "state"                     -> auth.Encode(access-control state)
+//	checkpoints standby cluster id       -> version u8 | revision u64 | last progress i64 | window i64
 //
 // Integers are big-endian so byte order is numeric order. Keys never hold
 // NUL, so "key | 0x00 | rev" sorts by key and then by revision, and a
@@ -51,12 +52,16 @@ var (
 	bucketIdemExp  = []byte("idemexp")
 	bucketMembers  = []byte("members")
 	bucketAuth     = []byte("auth")
+	// bucketCheckpoints holds, on a source, each registered mirror's
+	// checkpoint: standby cluster id -> checkpoint (mirror.go). Like auth,
+	// a store or snapshot without it (older than mirrors) has none.
+	bucketCheckpoints = []byte("checkpoints")
 
 	// requiredBuckets must exist in a snapshot; allBuckets are created by
 	// Open.
 	requiredBuckets = [][]byte{bucketMeta, bucketVersions, bucketTxns,
 		bucketIdem, bucketIdemExp, bucketMembers}
-	allBuckets = append(requiredBuckets[:len(requiredBuckets):len(requiredBuckets)], bucketAuth)
+	allBuckets = append(requiredBuckets[:len(requiredBuckets):len(requiredBuckets)], bucketAuth, bucketCheckpoints)
 
 	// bucketObjectsV1 is schema 1's index of current keys.
 	bucketObjectsV1 = []byte("objects")
@@ -75,6 +80,7 @@ var (
 	metaClusterID     = []byte("cluster_id")     // string: set once by SetClusterID
 	metaCompactCursor = []byte("compact_cursor") // physical compaction phase and position (compact.go); absent when done
 	metaMigrateCursor = []byte("migrate_cursor") // schema 2 -> 3 in progress: 'm' | the next versions key to convert; absent when done
+	metaMirror        = []byte("mirror")         // the mirror state (mirror.go, versioned); absent: a primary that never mirrored
 )
 
 // authStateKey is the auth bucket's one key.

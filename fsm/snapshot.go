@@ -179,7 +179,12 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		if err != nil {
 			return err
 		}
+		ms, err := loadMirror(tx)
+		if err != nil {
+			return err
+		}
 		f.authState.Store(as)
+		f.readOnly.Store(ms.Mode.ReadOnlyMode())
 		return nil
 	}); err != nil {
 		return fmt.Errorf("fsm: restore: %w", err)

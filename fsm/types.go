@@ -184,6 +184,11 @@ type Command struct {
 	RemoveMember *RemoveMember
 	SetClusterID *SetClusterID
 	Auth         *AuthChange
+	// MirrorRecords, MirrorControl and MirrorCheckpoint are the mirror
+	// entries (mirror.go).
+	MirrorRecords    *MirrorRecords
+	MirrorControl    *MirrorControl
+	MirrorCheckpoint *MirrorCheckpoint
 }
 
 // TxnResult is the outcome of one transaction.
@@ -217,6 +222,17 @@ type CommandResult struct {
 	// AuthRevision is, for an Auth command applied without error, the
 	// auth revision it produced.
 	AuthRevision uint64
+	// MirrorRevision is, for a MirrorRecords entry or a promotion applied
+	// without error, the cluster's own head revision after it.
+	MirrorRevision uint64
+	// SourceRevision is, for a MirrorRecords entry applied without error,
+	// the last source revision applied (the resume point).
+	SourceRevision uint64
+	// CompactRevision is, for a Compact entry applied without error, the
+	// oldest available revision after it: the requested one, or lower when
+	// a live mirror checkpoint held compaction back (unchanged when it
+	// held it back entirely).
+	CompactRevision uint64
 }
 
 // Hash is a SHA-256 chain hash.

@@ -145,6 +145,9 @@ type Command struct {
 	//	*Command_RemoveMember
 	//	*Command_SetClusterId
 	//	*Command_Auth
+	//	*Command_MirrorRecords
+	//	*Command_MirrorControl
+	//	*Command_MirrorCheckpoint
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -241,6 +244,33 @@ func (x *Command) GetAuth() *Auth {
 	return nil
 }
 
+func (x *Command) GetMirrorRecords() *MirrorRecords {
+	if x != nil {
+		if x, ok := x.Body.(*Command_MirrorRecords); ok {
+			return x.MirrorRecords
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMirrorControl() *MirrorControl {
+	if x != nil {
+		if x, ok := x.Body.(*Command_MirrorControl); ok {
+			return x.MirrorControl
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetMirrorCheckpoint() *MirrorCheckpoint {
+	if x != nil {
+		if x, ok := x.Body.(*Command_MirrorCheckpoint); ok {
+			return x.MirrorCheckpoint
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -269,6 +299,18 @@ type Command_Auth struct {
 	Auth *Auth `protobuf:"bytes,6,opt,name=auth,proto3,oneof"`
 }
 
+type Command_MirrorRecords struct {
+	MirrorRecords *MirrorRecords `protobuf:"bytes,7,opt,name=mirror_records,json=mirrorRecords,proto3,oneof"`
+}
+
+type Command_MirrorControl struct {
+	MirrorControl *MirrorControl `protobuf:"bytes,8,opt,name=mirror_control,json=mirrorControl,proto3,oneof"`
+}
+
+type Command_MirrorCheckpoint struct {
+	MirrorCheckpoint *MirrorCheckpoint `protobuf:"bytes,9,opt,name=mirror_checkpoint,json=mirrorCheckpoint,proto3,oneof"`
+}
+
 func (*Command_Batch) isCommand_Body() {}
 
 func (*Command_Compact) isCommand_Body() {}
@@ -280,6 +322,12 @@ func (*Command_RemoveMember) isCommand_Body() {}
 func (*Command_SetClusterId) isCommand_Body() {}
 
 func (*Command_Auth) isCommand_Body() {}
+
+func (*Command_MirrorRecords) isCommand_Body() {}
+
+func (*Command_MirrorControl) isCommand_Body() {}
+
+func (*Command_MirrorCheckpoint) isCommand_Body() {}
 
 // Limits are the apply-time limits the proposer stamps into the entry, so
 // every replica enforces the same ones.
@@ -876,11 +924,509 @@ func (x *Auth) GetChange() []byte {
 	return nil
 }
 
+// MirrorRecords carries committed transaction records of the source
+// cluster, proposed by a standby's leader. Each record is the source's
+// chain hash (32 bytes) followed by its canonical encoding, in revision
+// order. source_head and source_head_time_unix_nano are the source's head
+// as the leader last heard of it; time_unix_nano is the leader's clock.
+type MirrorRecords struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	Records                [][]byte               `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	SourceHead             uint64                 `protobuf:"varint,2,opt,name=source_head,json=sourceHead,proto3" json:"source_head,omitempty"`
+	SourceHeadTimeUnixNano int64                  `protobuf:"varint,3,opt,name=source_head_time_unix_nano,json=sourceHeadTimeUnixNano,proto3" json:"source_head_time_unix_nano,omitempty"`
+	TimeUnixNano           int64                  `protobuf:"varint,4,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *MirrorRecords) Reset() {
+	*x = MirrorRecords{}
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MirrorRecords) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MirrorRecords) ProtoMessage() {}
+
+func (x *MirrorRecords) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MirrorRecords.ProtoReflect.Descriptor instead.
+func (*MirrorRecords) Descriptor() ([]byte, []int) {
+	return file_fsm_fsmpb_command_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *MirrorRecords) GetRecords() [][]byte {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
+func (x *MirrorRecords) GetSourceHead() uint64 {
+	if x != nil {
+		return x.SourceHead
+	}
+	return 0
+}
+
+func (x *MirrorRecords) GetSourceHeadTimeUnixNano() int64 {
+	if x != nil {
+		return x.SourceHeadTimeUnixNano
+	}
+	return 0
+}
+
+func (x *MirrorRecords) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+// MirrorControl changes a cluster's mirror mode.
+type MirrorControl struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Op:
+	//
+	//	*MirrorControl_Start
+	//	*MirrorControl_Stop
+	//	*MirrorControl_SetState
+	//	*MirrorControl_Promote
+	Op            isMirrorControl_Op `protobuf_oneof:"op"`
+	TimeUnixNano  int64              `protobuf:"varint,5,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MirrorControl) Reset() {
+	*x = MirrorControl{}
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MirrorControl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MirrorControl) ProtoMessage() {}
+
+func (x *MirrorControl) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MirrorControl.ProtoReflect.Descriptor instead.
+func (*MirrorControl) Descriptor() ([]byte, []int) {
+	return file_fsm_fsmpb_command_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MirrorControl) GetOp() isMirrorControl_Op {
+	if x != nil {
+		return x.Op
+	}
+	return nil
+}
+
+func (x *MirrorControl) GetStart() *MirrorStart {
+	if x != nil {
+		if x, ok := x.Op.(*MirrorControl_Start); ok {
+			return x.Start
+		}
+	}
+	return nil
+}
+
+func (x *MirrorControl) GetStop() *MirrorStop {
+	if x != nil {
+		if x, ok := x.Op.(*MirrorControl_Stop); ok {
+			return x.Stop
+		}
+	}
+	return nil
+}
+
+func (x *MirrorControl) GetSetState() *MirrorSetState {
+	if x != nil {
+		if x, ok := x.Op.(*MirrorControl_SetState); ok {
+			return x.SetState
+		}
+	}
+	return nil
+}
+
+func (x *MirrorControl) GetPromote() *MirrorPromote {
+	if x != nil {
+		if x, ok := x.Op.(*MirrorControl_Promote); ok {
+			return x.Promote
+		}
+	}
+	return nil
+}
+
+func (x *MirrorControl) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+type isMirrorControl_Op interface {
+	isMirrorControl_Op()
+}
+
+type MirrorControl_Start struct {
+	Start *MirrorStart `protobuf:"bytes,1,opt,name=start,proto3,oneof"`
+}
+
+type MirrorControl_Stop struct {
+	Stop *MirrorStop `protobuf:"bytes,2,opt,name=stop,proto3,oneof"`
+}
+
+type MirrorControl_SetState struct {
+	SetState *MirrorSetState `protobuf:"bytes,3,opt,name=set_state,json=setState,proto3,oneof"`
+}
+
+type MirrorControl_Promote struct {
+	Promote *MirrorPromote `protobuf:"bytes,4,opt,name=promote,proto3,oneof"`
+}
+
+func (*MirrorControl_Start) isMirrorControl_Op() {}
+
+func (*MirrorControl_Stop) isMirrorControl_Op() {}
+
+func (*MirrorControl_SetState) isMirrorControl_Op() {}
+
+func (*MirrorControl_Promote) isMirrorControl_Op() {}
+
+// MirrorStart makes the cluster a standby following a source cluster.
+type MirrorStart struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Sources         []string               `protobuf:"bytes,1,rep,name=sources,proto3" json:"sources,omitempty"`
+	Include         []string               `protobuf:"bytes,2,rep,name=include,proto3" json:"include,omitempty"`
+	Exclude         []string               `protobuf:"bytes,3,rep,name=exclude,proto3" json:"exclude,omitempty"`
+	SourceClusterId string                 `protobuf:"bytes,4,opt,name=source_cluster_id,json=sourceClusterId,proto3" json:"source_cluster_id,omitempty"`
+	// upstream are the cluster ids above the source, nearest first.
+	Upstream []string `protobuf:"bytes,5,rep,name=upstream,proto3" json:"upstream,omitempty"`
+	// source_revision and source_hash are where a filtered standby resumes
+	// (the last source record it applied and its chain hash).
+	SourceRevision uint64 `protobuf:"varint,6,opt,name=source_revision,json=sourceRevision,proto3" json:"source_revision,omitempty"`
+	SourceHash     []byte `protobuf:"bytes,7,opt,name=source_hash,json=sourceHash,proto3" json:"source_hash,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *MirrorStart) Reset() {
+	*x = MirrorStart{}
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MirrorStart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MirrorStart) ProtoMessage() {}
+
+func (x *MirrorStart) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MirrorStart.ProtoReflect.Descriptor instead.
+func (*MirrorStart) Descriptor() ([]byte, []int) {
+	return file_fsm_fsmpb_command_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *MirrorStart) GetSources() []string {
+	if x != nil {
+		return x.Sources
+	}
+	return nil
+}
+
+func (x *MirrorStart) GetInclude() []string {
+	if x != nil {
+		return x.Include
+	}
+	return nil
+}
+
+func (x *MirrorStart) GetExclude() []string {
+	if x != nil {
+		return x.Exclude
+	}
+	return nil
+}
+
+func (x *MirrorStart) GetSourceClusterId() string {
+	if x != nil {
+		return x.SourceClusterId
+	}
+	return ""
+}
+
+func (x *MirrorStart) GetUpstream() []string {
+	if x != nil {
+		return x.Upstream
+	}
+	return nil
+}
+
+func (x *MirrorStart) GetSourceRevision() uint64 {
+	if x != nil {
+		return x.SourceRevision
+	}
+	return 0
+}
+
+func (x *MirrorStart) GetSourceHash() []byte {
+	if x != nil {
+		return x.SourceHash
+	}
+	return nil
+}
+
+// MirrorStop stops following; the cluster stays read-only.
+type MirrorStop struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MirrorStop) Reset() {
+	*x = MirrorStop{}
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MirrorStop) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MirrorStop) ProtoMessage() {}
+
+func (x *MirrorStop) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MirrorStop.ProtoReflect.Descriptor instead.
+func (*MirrorStop) Descriptor() ([]byte, []int) {
+	return file_fsm_fsmpb_command_proto_rawDescGZIP(), []int{14}
+}
+
+// MirrorSetState records what the follower found: state is "diverged" or
+// "compacted".
+type MirrorSetState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MirrorSetState) Reset() {
+	*x = MirrorSetState{}
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MirrorSetState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MirrorSetState) ProtoMessage() {}
+
+func (x *MirrorSetState) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MirrorSetState.ProtoReflect.Descriptor instead.
+func (*MirrorSetState) Descriptor() ([]byte, []int) {
+	return file_fsm_fsmpb_command_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MirrorSetState) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *MirrorSetState) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// MirrorPromote makes a standby writable, as a transaction in its chain.
+type MirrorPromote struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MirrorPromote) Reset() {
+	*x = MirrorPromote{}
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MirrorPromote) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MirrorPromote) ProtoMessage() {}
+
+func (x *MirrorPromote) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MirrorPromote.ProtoReflect.Descriptor instead.
+func (*MirrorPromote) Descriptor() ([]byte, []int) {
+	return file_fsm_fsmpb_command_proto_rawDescGZIP(), []int{16}
+}
+
+// MirrorCheckpoint is, on a source, how far a registered mirror has
+// applied; compaction does not pass a live one.
+type MirrorCheckpoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Revision      uint64                 `protobuf:"varint,2,opt,name=revision,proto3" json:"revision,omitempty"`
+	TimeUnixNano  int64                  `protobuf:"varint,3,opt,name=time_unix_nano,json=timeUnixNano,proto3" json:"time_unix_nano,omitempty"`
+	WindowNs      int64                  `protobuf:"varint,4,opt,name=window_ns,json=windowNs,proto3" json:"window_ns,omitempty"`
+	Remove        bool                   `protobuf:"varint,5,opt,name=remove,proto3" json:"remove,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MirrorCheckpoint) Reset() {
+	*x = MirrorCheckpoint{}
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MirrorCheckpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MirrorCheckpoint) ProtoMessage() {}
+
+func (x *MirrorCheckpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_fsm_fsmpb_command_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MirrorCheckpoint.ProtoReflect.Descriptor instead.
+func (*MirrorCheckpoint) Descriptor() ([]byte, []int) {
+	return file_fsm_fsmpb_command_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *MirrorCheckpoint) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *MirrorCheckpoint) GetRevision() uint64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *MirrorCheckpoint) GetTimeUnixNano() int64 {
+	if x != nil {
+		return x.TimeUnixNano
+	}
+	return 0
+}
+
+func (x *MirrorCheckpoint) GetWindowNs() int64 {
+	if x != nil {
+		return x.WindowNs
+	}
+	return 0
+}
+
+func (x *MirrorCheckpoint) GetRemove() bool {
+	if x != nil {
+		return x.Remove
+	}
+	return false
+}
+
 var File_fsm_fsmpb_command_proto protoreflect.FileDescriptor
 
 const file_fsm_fsmpb_command_proto_rawDesc = "" +
 	"\n" +
-	"\x17fsm/fsmpb/command.proto\x12\fcairn.fsm.v1\"\xdc\x02\n" +
+	"\x17fsm/fsmpb/command.proto\x12\fcairn.fsm.v1\"\xb7\x04\n" +
 	"\aCommand\x12+\n" +
 	"\x05batch\x18\x01 \x01(\v2\x13.cairn.fsm.v1.BatchH\x00R\x05batch\x121\n" +
 	"\acompact\x18\x02 \x01(\v2\x15.cairn.fsm.v1.CompactH\x00R\acompact\x128\n" +
@@ -888,7 +1434,10 @@ const file_fsm_fsmpb_command_proto_rawDesc = "" +
 	"set_member\x18\x03 \x01(\v2\x17.cairn.fsm.v1.SetMemberH\x00R\tsetMember\x12A\n" +
 	"\rremove_member\x18\x04 \x01(\v2\x1a.cairn.fsm.v1.RemoveMemberH\x00R\fremoveMember\x12B\n" +
 	"\x0eset_cluster_id\x18\x05 \x01(\v2\x1a.cairn.fsm.v1.SetClusterIDH\x00R\fsetClusterId\x12(\n" +
-	"\x04auth\x18\x06 \x01(\v2\x12.cairn.fsm.v1.AuthH\x00R\x04authB\x06\n" +
+	"\x04auth\x18\x06 \x01(\v2\x12.cairn.fsm.v1.AuthH\x00R\x04auth\x12D\n" +
+	"\x0emirror_records\x18\a \x01(\v2\x1b.cairn.fsm.v1.MirrorRecordsH\x00R\rmirrorRecords\x12D\n" +
+	"\x0emirror_control\x18\b \x01(\v2\x1b.cairn.fsm.v1.MirrorControlH\x00R\rmirrorControl\x12M\n" +
+	"\x11mirror_checkpoint\x18\t \x01(\v2\x1e.cairn.fsm.v1.MirrorCheckpointH\x00R\x10mirrorCheckpointB\x06\n" +
 	"\x04body\"b\n" +
 	"\x06Limits\x12$\n" +
 	"\x0emax_value_size\x18\x01 \x01(\rR\fmaxValueSize\x122\n" +
@@ -942,7 +1491,41 @@ const file_fsm_fsmpb_command_proto_rawDesc = "" +
 	"\fSetClusterID\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1e\n" +
 	"\x04Auth\x12\x16\n" +
-	"\x06change\x18\x01 \x01(\fR\x06changeB%Z#github.com/cairn-db/cairn/fsm/fsmpbb\x06proto3"
+	"\x06change\x18\x01 \x01(\fR\x06change\"\xac\x01\n" +
+	"\rMirrorRecords\x12\x18\n" +
+	"\arecords\x18\x01 \x03(\fR\arecords\x12\x1f\n" +
+	"\vsource_head\x18\x02 \x01(\x04R\n" +
+	"sourceHead\x12:\n" +
+	"\x1asource_head_time_unix_nano\x18\x03 \x01(\x03R\x16sourceHeadTimeUnixNano\x12$\n" +
+	"\x0etime_unix_nano\x18\x04 \x01(\x03R\ftimeUnixNano\"\x94\x02\n" +
+	"\rMirrorControl\x121\n" +
+	"\x05start\x18\x01 \x01(\v2\x19.cairn.fsm.v1.MirrorStartH\x00R\x05start\x12.\n" +
+	"\x04stop\x18\x02 \x01(\v2\x18.cairn.fsm.v1.MirrorStopH\x00R\x04stop\x12;\n" +
+	"\tset_state\x18\x03 \x01(\v2\x1c.cairn.fsm.v1.MirrorSetStateH\x00R\bsetState\x127\n" +
+	"\apromote\x18\x04 \x01(\v2\x1b.cairn.fsm.v1.MirrorPromoteH\x00R\apromote\x12$\n" +
+	"\x0etime_unix_nano\x18\x05 \x01(\x03R\ftimeUnixNanoB\x04\n" +
+	"\x02op\"\xed\x01\n" +
+	"\vMirrorStart\x12\x18\n" +
+	"\asources\x18\x01 \x03(\tR\asources\x12\x18\n" +
+	"\ainclude\x18\x02 \x03(\tR\ainclude\x12\x18\n" +
+	"\aexclude\x18\x03 \x03(\tR\aexclude\x12*\n" +
+	"\x11source_cluster_id\x18\x04 \x01(\tR\x0fsourceClusterId\x12\x1a\n" +
+	"\bupstream\x18\x05 \x03(\tR\bupstream\x12'\n" +
+	"\x0fsource_revision\x18\x06 \x01(\x04R\x0esourceRevision\x12\x1f\n" +
+	"\vsource_hash\x18\a \x01(\fR\n" +
+	"sourceHash\"\f\n" +
+	"\n" +
+	"MirrorStop\"@\n" +
+	"\x0eMirrorSetState\x12\x14\n" +
+	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\x0f\n" +
+	"\rMirrorPromote\"\x99\x01\n" +
+	"\x10MirrorCheckpoint\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
+	"\brevision\x18\x02 \x01(\x04R\brevision\x12$\n" +
+	"\x0etime_unix_nano\x18\x03 \x01(\x03R\ftimeUnixNano\x12\x1b\n" +
+	"\twindow_ns\x18\x04 \x01(\x03R\bwindowNs\x12\x16\n" +
+	"\x06remove\x18\x05 \x01(\bR\x06removeB%Z#github.com/cairn-db/cairn/fsm/fsmpbb\x06proto3"
 
 var (
 	file_fsm_fsmpb_command_proto_rawDescOnce sync.Once
@@ -957,22 +1540,29 @@ func file_fsm_fsmpb_command_proto_rawDescGZIP() []byte {
 }
 
 var file_fsm_fsmpb_command_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_fsm_fsmpb_command_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_fsm_fsmpb_command_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_fsm_fsmpb_command_proto_goTypes = []any{
-	(Precondition_Kind)(0), // 0: cairn.fsm.v1.Precondition.Kind
-	(Op_Kind)(0),           // 1: cairn.fsm.v1.Op.Kind
-	(*Command)(nil),        // 2: cairn.fsm.v1.Command
-	(*Limits)(nil),         // 3: cairn.fsm.v1.Limits
-	(*Batch)(nil),          // 4: cairn.fsm.v1.Batch
-	(*Txn)(nil),            // 5: cairn.fsm.v1.Txn
-	(*Precondition)(nil),   // 6: cairn.fsm.v1.Precondition
-	(*Op)(nil),             // 7: cairn.fsm.v1.Op
-	(*Compact)(nil),        // 8: cairn.fsm.v1.Compact
-	(*SetMember)(nil),      // 9: cairn.fsm.v1.SetMember
-	(*RemoveMember)(nil),   // 10: cairn.fsm.v1.RemoveMember
-	(*SetClusterID)(nil),   // 11: cairn.fsm.v1.SetClusterID
-	(*Auth)(nil),           // 12: cairn.fsm.v1.Auth
-	nil,                    // 13: cairn.fsm.v1.Txn.MetaEntry
+	(Precondition_Kind)(0),   // 0: cairn.fsm.v1.Precondition.Kind
+	(Op_Kind)(0),             // 1: cairn.fsm.v1.Op.Kind
+	(*Command)(nil),          // 2: cairn.fsm.v1.Command
+	(*Limits)(nil),           // 3: cairn.fsm.v1.Limits
+	(*Batch)(nil),            // 4: cairn.fsm.v1.Batch
+	(*Txn)(nil),              // 5: cairn.fsm.v1.Txn
+	(*Precondition)(nil),     // 6: cairn.fsm.v1.Precondition
+	(*Op)(nil),               // 7: cairn.fsm.v1.Op
+	(*Compact)(nil),          // 8: cairn.fsm.v1.Compact
+	(*SetMember)(nil),        // 9: cairn.fsm.v1.SetMember
+	(*RemoveMember)(nil),     // 10: cairn.fsm.v1.RemoveMember
+	(*SetClusterID)(nil),     // 11: cairn.fsm.v1.SetClusterID
+	(*Auth)(nil),             // 12: cairn.fsm.v1.Auth
+	(*MirrorRecords)(nil),    // 13: cairn.fsm.v1.MirrorRecords
+	(*MirrorControl)(nil),    // 14: cairn.fsm.v1.MirrorControl
+	(*MirrorStart)(nil),      // 15: cairn.fsm.v1.MirrorStart
+	(*MirrorStop)(nil),       // 16: cairn.fsm.v1.MirrorStop
+	(*MirrorSetState)(nil),   // 17: cairn.fsm.v1.MirrorSetState
+	(*MirrorPromote)(nil),    // 18: cairn.fsm.v1.MirrorPromote
+	(*MirrorCheckpoint)(nil), // 19: cairn.fsm.v1.MirrorCheckpoint
+	nil,                      // 20: cairn.fsm.v1.Txn.MetaEntry
 }
 var file_fsm_fsmpb_command_proto_depIdxs = []int32{
 	4,  // 0: cairn.fsm.v1.Command.batch:type_name -> cairn.fsm.v1.Batch
@@ -981,18 +1571,25 @@ var file_fsm_fsmpb_command_proto_depIdxs = []int32{
 	10, // 3: cairn.fsm.v1.Command.remove_member:type_name -> cairn.fsm.v1.RemoveMember
 	11, // 4: cairn.fsm.v1.Command.set_cluster_id:type_name -> cairn.fsm.v1.SetClusterID
 	12, // 5: cairn.fsm.v1.Command.auth:type_name -> cairn.fsm.v1.Auth
-	3,  // 6: cairn.fsm.v1.Batch.limits:type_name -> cairn.fsm.v1.Limits
-	5,  // 7: cairn.fsm.v1.Batch.txns:type_name -> cairn.fsm.v1.Txn
-	6,  // 8: cairn.fsm.v1.Txn.preconditions:type_name -> cairn.fsm.v1.Precondition
-	7,  // 9: cairn.fsm.v1.Txn.ops:type_name -> cairn.fsm.v1.Op
-	13, // 10: cairn.fsm.v1.Txn.meta:type_name -> cairn.fsm.v1.Txn.MetaEntry
-	0,  // 11: cairn.fsm.v1.Precondition.kind:type_name -> cairn.fsm.v1.Precondition.Kind
-	1,  // 12: cairn.fsm.v1.Op.kind:type_name -> cairn.fsm.v1.Op.Kind
-	13, // [13:13] is the sub-list for method output_type
-	13, // [13:13] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	13, // 6: cairn.fsm.v1.Command.mirror_records:type_name -> cairn.fsm.v1.MirrorRecords
+	14, // 7: cairn.fsm.v1.Command.mirror_control:type_name -> cairn.fsm.v1.MirrorControl
+	19, // 8: cairn.fsm.v1.Command.mirror_checkpoint:type_name -> cairn.fsm.v1.MirrorCheckpoint
+	3,  // 9: cairn.fsm.v1.Batch.limits:type_name -> cairn.fsm.v1.Limits
+	5,  // 10: cairn.fsm.v1.Batch.txns:type_name -> cairn.fsm.v1.Txn
+	6,  // 11: cairn.fsm.v1.Txn.preconditions:type_name -> cairn.fsm.v1.Precondition
+	7,  // 12: cairn.fsm.v1.Txn.ops:type_name -> cairn.fsm.v1.Op
+	20, // 13: cairn.fsm.v1.Txn.meta:type_name -> cairn.fsm.v1.Txn.MetaEntry
+	0,  // 14: cairn.fsm.v1.Precondition.kind:type_name -> cairn.fsm.v1.Precondition.Kind
+	1,  // 15: cairn.fsm.v1.Op.kind:type_name -> cairn.fsm.v1.Op.Kind
+	15, // 16: cairn.fsm.v1.MirrorControl.start:type_name -> cairn.fsm.v1.MirrorStart
+	16, // 17: cairn.fsm.v1.MirrorControl.stop:type_name -> cairn.fsm.v1.MirrorStop
+	17, // 18: cairn.fsm.v1.MirrorControl.set_state:type_name -> cairn.fsm.v1.MirrorSetState
+	18, // 19: cairn.fsm.v1.MirrorControl.promote:type_name -> cairn.fsm.v1.MirrorPromote
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_fsm_fsmpb_command_proto_init() }
@@ -1007,6 +1604,15 @@ func file_fsm_fsmpb_command_proto_init() {
 		(*Command_RemoveMember)(nil),
 		(*Command_SetClusterId)(nil),
 		(*Command_Auth)(nil),
+		(*Command_MirrorRecords)(nil),
+		(*Command_MirrorControl)(nil),
+		(*Command_MirrorCheckpoint)(nil),
+	}
+	file_fsm_fsmpb_command_proto_msgTypes[12].OneofWrappers = []any{
+		(*MirrorControl_Start)(nil),
+		(*MirrorControl_Stop)(nil),
+		(*MirrorControl_SetState)(nil),
+		(*MirrorControl_Promote)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1014,7 +1620,7 @@ func file_fsm_fsmpb_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_fsm_fsmpb_command_proto_rawDesc), len(file_fsm_fsmpb_command_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   12,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
