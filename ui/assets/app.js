@@ -17,6 +17,8 @@
   let lastAnnounced = '';
   let lastGood = null; // when the cluster status last loaded
   let signinShown = false;
+  // needSignin stops the refreshes until the user signs in.
+  let needSignin = false;
   // memoryToken keeps the token when sessionStorage refuses it.
   let memoryToken = '';
 
@@ -51,7 +53,7 @@
     const ctl = new AbortController();
     const t = setTimeout(() => ctl.abort(), TIMEOUT_MS);
     const headers = Object.assign({ 'Accept': 'application/json' }, (init && init.headers) || {});
-    const tok = token() || memoryToken;
+    const tok = currentToken();
     if (tok && !anonymous) {
       headers.Authorization = 'Bearer ' + tok;
     }
@@ -148,9 +150,16 @@
 
   // ---- sign-in -----------------------------------------------------------
 
+  function currentToken() {
+    return token() || memoryToken;
+  }
+
   function showSignin(message) {
+    needSignin = true;
+    clearTimeout(timer);
     $('signin').hidden = false;
     $('cluster').hidden = true;
+    $('traffic').hidden = true;
     $('signout').hidden = true;
     $('signin-error').textContent = message || '';
     announce(message || 'Access control is on: sign in to see the cluster.');
@@ -184,7 +193,9 @@
       return;
     }
     $('password').value = '';
+    $('signin-error').textContent = '';
     setToken(r.body.token);
+    needSignin = false;
     $('signin').hidden = true;
     signinShown = false;
     $('main').focus();
@@ -201,7 +212,7 @@
   function renderCluster(cs) {
     $('signin').hidden = true;
     $('cluster').hidden = false;
-    $('signout').hidden = !(token() || memoryToken);
+    $('signout').hidden = !currentToken();
     const members = cs.members || [];
     const reachable = members.filter((m) => m.reachable).length;
     const leader = members.find((m) => m.leader) || members.find((m) => m.id === cs.leader);
@@ -236,10 +247,10 @@
       }
       tr.appendChild(th);
       tr.appendChild(el('td', m.role));
-      tr.appendChild(el('td', s ? s.state + (m.leader ? ' (leader)' : '') : 'unknown'));
+      tr.appendChild(el('td', s ? s.state : 'unknown'));
       const health = el('td', m.health || (m.reachable ? 'unknown' : 'unreachable'), m.health === 'ready' ? 'ok' : 'bad');
       if (m.error) {
-        health.appendChild(el('span', ': ' + m.error, 'detail'));
+        health.appendChild(el('span', m.error, 'detail'));
       }
       tr.appendChild(health);
       tr.appendChild(el('td', s ? s.revision : 'unknown', 'num'));
@@ -249,7 +260,7 @@
       tr.appendChild(el('td', s ? bytes(s.store_bytes) : 'unknown', 'num'));
       tr.appendChild(el('td', s ? s.watchers : 'unknown', 'num'));
       const memberAlarms = (s && s.alarms) || [];
-      tr.appendChild(el('td', memberAlarms.length ? memberAlarms.map((a) => a.type).join(', ') : 'none', memberAlarms.length ? 'bad' : ''));
+      tr.appendChild(el('td', !s ? 'unknown' : memberAlarms.length ? memberAlarms.map((a) => a.type).join(', ') : 'none', memberAlarms.length ? 'bad' : ''));
       for (const a of memberAlarms) {
         alarms.push(a);
       }
@@ -291,7 +302,9 @@
 
   const W = 480;
   const H = 180;
-  const PAD = { l: 52, r: 10, t: 10, b: 28 };
+  const PAD = { l: 44, r: 10, t: 10, b: 28 };
+  // A plot spans at least this long, ending at its last point.
+  const MIN_WINDOW_MS = 5 * 60 * 1000;
 
   function niceMax(v) {
     if (!(v > 0)) {
@@ -306,10 +319,11 @@
     return 10 * p;
   }
 
-  // plot draws series ({name, cls, values}) over times (ms) into figure.
+  // plot draws series ({name, cls, values}) over times (ms) into figure:
+  // a line each, and a dot on its latest value.
   function plot(figure, id, title, unit, times, series, summary) {
     clear(figure);
-    figure.appendChild(el('figcaption', title, 'plot-title'));
+    figure.appendChild(el('figcaption', title + ' (' + unit + ')', 'plot-title'));
     let top = 0;
     for (const s of series) {
       for (const v of s.values) {
@@ -317,9 +331,9 @@
       }
     }
     top = niceMax(top);
-    const t0 = times.length ? times[0] : 0;
-    const t1 = times.length ? times[times.length - 1] : 1;
-    const span = Math.max(t1 - t0, 1);
+    const t1 = times.length ? times[times.length - 1] : Date.now();
+    const t0 = Math.min(times.length ? times[0] : t1, t1 - MIN_WINDOW_MS);
+    const span = t1 - t0;
     const x = (t) => PAD.l + ((t - t0) / span) * (W - PAD.l - PAD.r);
     const y = (v) => PAD.t + (1 - v / top) * (H - PAD.t - PAD.b);
 
@@ -334,7 +348,7 @@
       const v = top * f;
       g.appendChild(svg('line', { x1: PAD.l, x2: W - PAD.r, y1: y(v), y2: y(v), 'class': 'grid' }));
       const label = svg('text', { x: PAD.l - 6, y: y(v) + 4, 'text-anchor': 'end', 'class': 'axis' });
-      label.textContent = num(v, 1) + (f === 1 ? ' ' + unit : '');
+      label.textContent = num(v, 1);
       g.appendChild(label);
     }
     const minutes = Math.round(span / 60000);
@@ -350,6 +364,8 @@
       }
       const pts = s.values.map((v, i) => x(times[i]).toFixed(1) + ',' + y(v).toFixed(1)).join(' ');
       g.appendChild(svg('polyline', { points: pts, 'class': 'series ' + s.cls }));
+      const last = s.values.length - 1;
+      g.appendChild(svg('circle', { cx: x(times[last]).toFixed(1), cy: y(s.values[last]).toFixed(1), r: 3, 'class': 'dot ' + s.cls }));
     }
     figure.appendChild(g);
     const legend = el('ul', null, 'legend');
@@ -398,7 +414,7 @@
     const writes = pts.map((p) => p.writes / secs);
     const reads = pts.map((p) => p.reads / secs);
     const errors = pts.map((p) => p.errors / secs);
-    plot($('plot-rate'), 'rate', 'Request rate on ' + st.node, 'req/s', times, [
+    plot($('plot-rate'), 'rate', 'Request rate on ' + st.node, 'requests per second', times, [
       { name: 'writes per second', cls: 's1', values: writes },
       { name: 'reads per second', cls: 's2', values: reads },
       { name: 'failed per second', cls: 's3', values: errors },
@@ -420,6 +436,7 @@
   // ---- the loop --------------------------------------------------------------
 
   async function refresh() {
+    const sent = currentToken();
     let r;
     try {
       r = await call('/v1/cluster/status');
@@ -428,14 +445,20 @@
       announce('Cannot reach the member serving this page (' + location.host + '): ' + (e.name === 'AbortError' ? 'no answer in ' + TIMEOUT_MS / 1000 + ' s' : e.message) + '.' + since);
       return;
     }
+    if (currentToken() !== sent) {
+      return; // signed in or out meanwhile: this answer is for the old user
+    }
     if (r.status === 401) {
-      const had = token() || memoryToken;
       setToken('');
-      showSignin(had ? 'Your session ended (' + errorMessage(r) + '): sign in again.' : '');
+      showSignin(sent ? 'Your session ended (' + errorMessage(r) + '): sign in again.' : '');
       return;
     }
     if (r.status === 403) {
+      // Refreshing would only be refused again (and logged as such):
+      // stop until another user signs in.
+      needSignin = true;
       $('cluster').hidden = true;
+      $('traffic').hidden = true;
       $('signout').hidden = false;
       announce('This user may not see the cluster status (it needs an admin role): ' + errorMessage(r) + '. Sign out and sign in as another user.');
       return;
@@ -457,7 +480,7 @@
 
   function schedule() {
     clearTimeout(timer);
-    if (!paused) {
+    if (!paused && !needSignin) {
       timer = setTimeout(refreshNow, REFRESH_MS);
     }
   }
