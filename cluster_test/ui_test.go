@@ -424,6 +424,22 @@ func checkAccessibility(t *testing.T, b *browser) {
 			t.Errorf("no visible focus on %+v", f)
 		}
 	}
+
+	// Enter on the focused pause button stops the updates, and again
+	// starts them.
+	for _, want := range []string{"true", "false"} {
+		if err := b.do(chromedp.KeyEvent("\r")); err != nil {
+			t.Fatal(err)
+		}
+		var pressed struct{ Pressed, Status string }
+		if err := b.eval(`({Pressed: document.getElementById('pause').getAttribute('aria-pressed'),
+  Status: document.getElementById('status').textContent})`, &pressed); err != nil {
+			t.Fatal(err)
+		}
+		if pressed.Pressed != want || (want == "true" && pressed.Status != "Updates paused.") {
+			t.Errorf("pause button: %+v, want aria-pressed %s", pressed, want)
+		}
+	}
 }
 
 // TestStatusPageSignIn: with access control on, the page asks to sign in
