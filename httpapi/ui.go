@@ -1,10 +1,10 @@
 package httpapi
 
 import (
-	"bytes"
 	"errors"
 	"net/http"
-	"time"
+	"strconv"
+	"strings"
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/ui"
@@ -50,8 +50,10 @@ func (h *handler) stats(w http.ResponseWriter, r *http.Request) error {
 }
 
 // uiAsset answers GET /ui/{path...} (and GET /ui): the status page's
-// embedded files, with its security headers (ui.SetHeaders). The page's
-// data comes from the API, with the caller's credentials.
+// embedded files, with its security headers (ui.SetHeaders), whole (no
+// ranges: they are small), or 304 Not Modified when If-None-Match names
+// the file's ETag. The page's data comes from the API, with the caller's
+// credentials.
 func (h *handler) uiAsset(w http.ResponseWriter, r *http.Request) error {
 	a, err := ui.Open(r.PathValue("path"))
 	if err != nil {
@@ -59,8 +61,29 @@ func (h *handler) uiAsset(w http.ResponseWriter, r *http.Request) error {
 	}
 	hdr := w.Header()
 	ui.SetHeaders(hdr)
-	hdr.Set("Content-Type", a.ContentType)
 	hdr.Set("ETag", a.ETag)
-	http.ServeContent(w, r, a.Name, time.Time{}, bytes.NewReader(a.Content))
+	if etagMatches(r.Header.Get("If-None-Match"), a.ETag) {
+		w.WriteHeader(http.StatusNotModified)
+		return nil
+	}
+	hdr.Set("Content-Type", a.ContentType)
+	hdr.Set("Content-Length", strconv.Itoa(len(a.Content)))
+	w.WriteHeader(http.StatusOK)
+	if r.Method != http.MethodHead {
+		_, _ = w.Write(a.Content)
+	}
 	return nil
+}
+
+// etagMatches reports whether an If-None-Match header names etag (or is
+// "*"); weak tags compare by their opaque part, as RFC 9110 has it for
+// If-None-Match.
+func etagMatches(header, etag string) bool {
+	for _, t := range strings.Split(header, ",") {
+		t = strings.TrimPrefix(strings.TrimSpace(t), "W/")
+		if t == "*" || t == etag {
+			return true
+		}
+	}
+	return false
 }

@@ -62,8 +62,15 @@ func TestUIAssets(t *testing.T) {
 		if etag == "" {
 			t.Fatalf("GET %s: no ETag", c.target)
 		}
-		if rec := call(f, "GET", c.target, "", map[string]string{"If-None-Match": etag}); rec.Code != http.StatusNotModified || rec.Body.Len() != 0 {
-			t.Fatalf("GET %s If-None-Match: %d %q", c.target, rec.Code, rec.Body)
+		for _, inm := range []string{etag, `"x", W/` + etag, "*"} {
+			if rec := call(f, "GET", c.target, "", map[string]string{"If-None-Match": inm}); rec.Code != http.StatusNotModified || rec.Body.Len() != 0 {
+				t.Fatalf("GET %s If-None-Match %s: %d %q", c.target, inm, rec.Code, rec.Body)
+			}
+		}
+		for _, hdr := range []map[string]string{{"If-None-Match": `"other"`}, {"Range": "bytes=5-1"}} {
+			if rec := call(f, "GET", c.target, "", hdr); rec.Code != 200 || rec.Body.Len() == 0 {
+				t.Fatalf("GET %s %v: %d %q", c.target, hdr, rec.Code, rec.Body)
+			}
 		}
 		if rec := call(f, "HEAD", c.target, "", nil); rec.Code != 200 || rec.Body.Len() != 0 {
 			t.Fatalf("HEAD %s: %d %q", c.target, rec.Code, rec.Body)
