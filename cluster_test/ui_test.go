@@ -260,8 +260,7 @@ func memberIDs(c *Cluster) []string {
 func TestStatusPage(t *testing.T) {
 	b := newBrowser(t)
 	c := StartCluster(t, 3, nil)
-	leader := c.Leader(t)
-	page := c.Followers(t)[0]
+	page := c.Followers(t)[0] // the page's member: not the leader, which is killed
 	ids := memberIDs(c)
 	for i := range 20 {
 		// Retried: just after the election a follower's write can meet
@@ -301,7 +300,7 @@ func TestStatusPage(t *testing.T) {
 		}
 		return nil
 	})
-	leader = c.Index(leaderID)
+	leader := c.Index(leaderID)
 	// The writes above reach the plot once their 5-second interval ends.
 	b.waitState("the rate plot to show the writes", func(s pageState) error {
 		if !regexp.MustCompile(`^Writes: .*highest [0-9.]+ per second`).MatchString(s.RatePlot) {
