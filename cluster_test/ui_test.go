@@ -262,16 +262,38 @@ func TestStatusPage(t *testing.T) {
 	c := StartCluster(t, 3, nil)
 	page := c.Followers(t)[0] // the page's member: not the leader, which is killed
 	ids := memberIDs(c)
+	var writes, failed uint64
 	for i := range 20 {
 		// Retried: just after the election a follower's write can meet
 		// a leader that does not take forwarded writes yet.
 		waitFor(t, "a write through "+c.Member(page).ID(), waitConverge, func() error {
+			writes++
 			if r := c.Put(t, page, fmt.Sprintf("ui/%d", i), "v", ""); r.Code != http.StatusOK {
+				if r.Code >= 500 {
+					failed++
+				}
 				return fmt.Errorf("put: %s", r)
 			}
 			return nil
 		})
 	}
+	// The member counted each write, and nothing else, in its statistics.
+	waitFor(t, "GET /v1/stats to count the writes", waitPage, func() error {
+		var st api.StatsResponse
+		r := c.Do(t, page, "GET", "/v1/stats", nil, nil)
+		if err := json.Unmarshal(r.Body, &st); err != nil {
+			return fmt.Errorf("%v: %s", err, r)
+		}
+		var got api.StatsPoint
+		for _, p := range st.Points {
+			got.Writes, got.Reads, got.Errors = got.Writes+p.Writes, got.Reads+p.Reads, got.Errors+p.Errors
+		}
+		if st.Node != c.Member(page).ID() || st.IntervalSeconds != 5 || got.Writes != writes || got.Reads != 0 || got.Errors != failed {
+			return fmt.Errorf("stats of %s every %d s: %d writes, %d reads, %d errors; want %d writes, %d failed",
+				st.Node, st.IntervalSeconds, got.Writes, got.Reads, got.Errors, writes, failed)
+		}
+		return nil
+	})
 
 	if err := b.do(chromedp.Navigate(c.URL(page) + "/ui/")); err != nil {
 		t.Fatal(err)
