@@ -18,6 +18,7 @@
 //	GET    /v1/backup                  a full backup file (?since=R: incremental)
 //	POST   /v1/verify                  VerifyResponse: this node recomputes its chain
 //	GET    /v1/status                  StatusResponse of the answering node
+//	GET    /v1/stats                   StatsResponse: the answering node's request statistics
 //	GET    /v1/cluster/members         MembersResponse
 //	GET    /v1/cluster/status          ClusterStatusResponse: every member at a glance
 //	POST   /v1/cluster/members         JoinRequest (add a member)
@@ -29,6 +30,7 @@
 //	POST   /v1/maintenance/defrag      DefragResponse: this member gives back free pages
 //	PUT    /v1/maintenance/space       SpaceLimits -> SpaceLimits: change this member's quota and reserve until its next start
 //	GET    /healthz, /readyz, /metrics
+//	GET    /ui/                        the status page (HTML, CSS, JavaScript; docs/ui.md)
 //
 // Query parameters: writes to /v1/kv take if_revision=R, if_absent=true,
 // if_exists=true; reads take revision=R (read as of R), consistency=

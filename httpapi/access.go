@@ -28,7 +28,8 @@ type rule uint8
 
 const (
 	// ruleOpen: anyone (health, readiness, metrics, member status,
-	// authenticate, auth status: none of them shows a key).
+	// request statistics, the status page's files, authenticate, auth
+	// status: none of them shows a key).
 	ruleOpen rule = iota
 	// ruleMembers: the members-only routes, authenticated by member
 	// certificate as before access control (auth.go); no user.

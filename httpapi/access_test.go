@@ -83,6 +83,10 @@ func (r *recording) Status() (api.StatusResponse, error) {
 	r.note("Status")
 	return r.fakeService.Status()
 }
+func (r *recording) Stats() api.StatsResponse {
+	r.note("Stats")
+	return r.fakeService.Stats()
+}
 func (r *recording) Members(ctx context.Context) (api.MembersResponse, error) {
 	r.note("Members")
 	return r.fakeService.Members(ctx)
@@ -310,6 +314,10 @@ func TestAccessEveryRoute(t *testing.T) {
 		{"GET", "/readyz", "", open, "", 200},
 		{"GET", "/metrics", "", open, "", 200},
 		{"GET", "/v1/status", "", open, "", 200},
+		{"GET", "/v1/stats", "", open, "", 200},
+		{"GET", "/ui/", "", open, "", 200},
+		{"GET", "/ui", "", open, "", 200},
+		{"GET", "/ui/app.js", "", open, "", 200},
 		{"GET", "/v1/auth/status", "", open, "", 200},
 		{"POST", "/v1/auth/authenticate", `{"user":"root","password":"` + rootPassword + `"}`, open, "", 200},
 		{"POST", ForwardWritesPath, batchBody(t, "a/f"), members, "", 403},

@@ -11,6 +11,7 @@ import (
 	"github.com/cairn-db/cairn/auth"
 	"github.com/cairn-db/cairn/feed"
 	"github.com/cairn-db/cairn/fsm"
+	"github.com/cairn-db/cairn/ui"
 )
 
 // errorCode maps an error to its api code. It is the one place where
@@ -42,7 +43,7 @@ func errorCode(err error) string {
 		return api.CodeCorrupt
 	case errors.Is(err, fsm.ErrConflict):
 		return api.CodeConflict
-	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, ErrUnknownMember):
+	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, ErrUnknownMember), errors.Is(err, ui.ErrNotFound):
 		return api.CodeNotFound
 	case errors.Is(err, fsm.ErrCompacted):
 		return api.CodeCompacted

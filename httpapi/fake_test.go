@@ -43,6 +43,7 @@ type fakeService struct {
 	hub   *feed.Hub
 
 	status   api.StatusResponse
+	stats    api.StatsResponse
 	members  api.MembersResponse
 	adminErr error
 	admin    []string // "join n4", "remove n2", ...
@@ -150,6 +151,7 @@ func (f *fakeService) ReadIndex(ctx context.Context) (uint64, error) {
 
 func (f *fakeService) Store() Store                        { return f.store }
 func (f *fakeService) Status() (api.StatusResponse, error) { return f.status, f.adminErr }
+func (f *fakeService) Stats() api.StatsResponse            { return f.stats }
 
 func (f *fakeService) Members(context.Context) (api.MembersResponse, error) {
 	return f.members, f.adminErr

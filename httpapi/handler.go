@@ -55,6 +55,13 @@ type Options struct {
 	// refusal by access control with its reason (ReasonBadPassword, ...):
 	// node counts them in cairn_auth_failures_total{reason}.
 	AuthFailure func(reason string)
+	// Observe, if set, is called once per answered read or write (the
+	// routes of requestKinds: key reads, listings, history; puts,
+	// deletes, transactions) with its kind, how long it took from the
+	// access check to the answer, and whether it failed (an answer of
+	// 500 or more other than a client that went away): node keeps them
+	// for GET /v1/stats.
+	Observe func(kind RequestKind, took time.Duration, failed bool)
 }
 
 // DefaultTokenTTL is the lifetime of a bearer token when Options.TokenTTL
@@ -69,6 +76,7 @@ type handler struct {
 	tokenTTL      time.Duration
 	bcryptCost    int
 	onAuthFailure func(reason string)
+	observe       func(RequestKind, time.Duration, bool)
 	// bcrypt bounds the password checks and hashes running at once.
 	bcrypt chan struct{}
 	// watchSlots counts the open watch streams per client (watch.go).
@@ -88,7 +96,7 @@ func New(svc Service, opts Options) http.Handler {
 		ttl = DefaultTokenTTL
 	}
 	h := &handler{svc: svc, log: log, auth: opts.Members, mux: http.NewServeMux(),
-		tokenTTL: ttl, bcryptCost: cmp.Or(opts.BcryptCost, auth.BcryptCost), onAuthFailure: opts.AuthFailure, bcrypt: make(chan struct{}, maxBcrypt)}
+		tokenTTL: ttl, bcryptCost: cmp.Or(opts.BcryptCost, auth.BcryptCost), onAuthFailure: opts.AuthFailure, observe: opts.Observe, bcrypt: make(chan struct{}, maxBcrypt)}
 	routes := h.routes()
 	if opts.Pprof {
 		routes = append(routes, pprofRoutes()...)
@@ -96,8 +104,14 @@ func New(svc Service, opts Options) http.Handler {
 	h.served = make(map[string]bool, len(routes))
 	for _, rt := range routes {
 		fn, rl := rt.fn, rt.rule
+		kind, observed := requestKinds[rt.pattern]
+		observed = observed && h.observe != nil
 		h.served[rt.pattern] = true
 		h.mux.HandleFunc(rt.pattern, func(w http.ResponseWriter, req *http.Request) {
+			var start time.Time
+			if observed {
+				start = time.Now()
+			}
 			r, err := h.check(req, rl)
 			if err == nil {
 				err = fn(w, r)
@@ -110,6 +124,9 @@ func New(svc Service, opts Options) http.Handler {
 					err = fmt.Errorf("%w: %w", ErrCanceled, err)
 				}
 				h.writeError(w, err)
+			}
+			if observed {
+				h.observe(kind, time.Since(start), h.failed(err))
 			}
 		})
 	}
@@ -163,6 +180,7 @@ func (h *handler) routes() []route {
 		{"POST /v1/maintenance/defrag", ruleAdmin, h.defrag},
 		{"PUT /v1/maintenance/space", ruleAdmin, h.spaceLimits},
 		{"GET /v1/status", ruleOpen, h.status},
+		{"GET /v1/stats", ruleOpen, h.stats},
 		{"GET /v1/cluster/members", ruleAdmin, h.members},
 		{"GET /v1/cluster/status", ruleAdmin, h.clusterStatus},
 		{"POST /v1/cluster/members", ruleJoin, h.join},
@@ -193,6 +211,10 @@ func (h *handler) routes() []route {
 		{"GET /healthz", ruleOpen, h.healthz},
 		{"GET /version", ruleOpen, h.version},
 		{"GET /readyz", ruleOpen, h.readyz},
+		// The status page's files only: its data comes from the routes
+		// above, with the caller's credentials.
+		{"GET /ui", ruleOpen, h.uiAsset},
+		{"GET /ui/{path...}", ruleOpen, h.uiAsset},
 		{"GET /metrics", ruleOpen, func(w http.ResponseWriter, r *http.Request) error {
 			metrics.ServeHTTP(w, r)
 			return nil

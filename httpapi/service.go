@@ -102,6 +102,9 @@ type Service interface {
 
 	// Status describes the member.
 	Status() (api.StatusResponse, error)
+	// Stats returns the member's request statistics over the last
+	// minutes (GET /v1/stats).
+	Stats() api.StatsResponse
 	// Members lists the cluster's members as this member knows them.
 	Members(ctx context.Context) (api.MembersResponse, error)
 	// ClusterStatus describes every member of the configuration as this

@@ -25,6 +25,7 @@ import (
 	"github.com/cairn-db/cairn/fsm"
 	"github.com/cairn-db/cairn/httpapi"
 	"github.com/cairn-db/cairn/internal/coalesce"
+	"github.com/cairn-db/cairn/internal/reqstats"
 	"github.com/cairn-db/cairn/internal/tlsutil"
 )
 
@@ -82,6 +83,9 @@ type Node struct {
 	scrubMu chan struct{}
 	scrubs  scrubStats
 
+	// stats are the reads and writes the HTTP API answered (stats.go).
+	stats *reqstats.Recorder
+
 	// barrierTerm is the term in which this node, as leader, last
 	// completed a barrier; linearizable reads need it to equal the
 	// current term.
@@ -118,7 +122,8 @@ func New(cfg Config) (*Node, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), authFailures: newAuthFailures(),
-		alarms: newAlarms(cfg.ID), corruptCh: make(chan struct{}, 1), scrubMu: make(chan struct{}, 1)}
+		alarms: newAlarms(cfg.ID), corruptCh: make(chan struct{}, 1), scrubMu: make(chan struct{}, 1),
+		stats: reqstats.New(reqstats.Config{})}
 	n.space = newSpace(n)
 	switch {
 	case cfg.TLS() && cfg.Insecure:
@@ -170,6 +175,7 @@ func New(cfg Config) (*Node, error) {
 	n.fwd = n.newForwarder()
 	n.goRun(func() { n.fwd.Run(n.ctx) })
 	n.goRun(n.space.monitor)
+	n.goRun(func() { n.stats.Run(n.ctx) })
 	if cfg.SnapshotLogBytes > 0 {
 		n.goRun(n.snapshotByLogBytes)
 	}
@@ -332,7 +338,7 @@ func (n *Node) startHTTP() error {
 	}
 	n.httpURL = normalizeURL(adv, n.cfg.TLS())
 	opts := httpapi.Options{Log: n.log, TokenTTL: n.cfg.AuthTokenTTL, BcryptCost: n.cfg.BcryptCost, Pprof: n.cfg.EnablePprof,
-		AuthFailure: func(reason string) { n.authFailures.WithLabelValues(reason).Inc() }}
+		AuthFailure: func(reason string) { n.authFailures.WithLabelValues(reason).Inc() }, Observe: n.observeRequest}
 	if n.tls != nil {
 		opts.Members = memberAuthenticator(n.tls.peer)
 	}
