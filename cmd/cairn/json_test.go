@@ -254,6 +254,11 @@ func TestJSONOutputShapes(t *testing.T) {
 		{"node status", "", []string{"node", "status"}, func(t *testing.T, out string) {
 			decodeStrict[api.StatusResponse](t, "node status", out)
 		}},
+		{"node health", "", []string{"node", "health", "--endpoint", base}, func(t *testing.T, out string) {
+			if rows := decodeStrict[[]healthRow](t, "node health", out); len(rows) != 1 || !rows[0].Ready || rows[0].Endpoint != base {
+				t.Errorf("node health %s", out)
+			}
+		}},
 		{"status", "", []string{"status"}, func(t *testing.T, out string) {
 			cs := decodeStrict[api.ClusterStatusResponse](t, "status", out)
 			if len(cs.Members) != 1 || cs.Leader == "" || cs.Members[0].ID != cs.Leader || cs.Members[0].Status == nil {

@@ -60,7 +60,10 @@ line per endpoint, "URL ready" or "URL not ready: REASON", and exits 5
 when any is not ready or cannot be reached.
 Example (a container health check):
    cairn node health --endpoint http://127.0.0.1:8001`,
-			Flags:  []cli.Flag{&cli.StringSliceFlag{Name: "endpoint", Usage: "node to check (repeatable or comma separated; default: every --cluster URL)"}},
+			Flags: []cli.Flag{
+				&cli.StringSliceFlag{Name: "endpoint", Usage: "node to check (repeatable or comma separated; default: every --cluster URL)"},
+				jsonFlag(),
+			},
 			Action: healthAction,
 		},
 	}
@@ -92,22 +95,45 @@ func healthAction(c *cli.Context) error {
 		}
 		wg.Wait()
 		var notReady []string
+		rows := make([]healthRow, len(endpoints))
 		for i, ep := range endpoints {
+			rows[i] = healthRow{Endpoint: ep, Ready: errs[i] == nil}
 			if errs[i] == nil {
-				fmt.Fprintf(c.App.Writer, "%s ready\n", ep)
 				continue
 			}
 			if errors.Is(errs[i], client.ErrBadRequest) {
 				return fmt.Errorf("%w: --endpoint %q: %w", errUsage, ep, errs[i])
 			}
 			notReady = append(notReady, ep)
-			fmt.Fprintf(c.App.Writer, "%s not ready: %s\n", ep, notReadyReason(errs[i]))
+			rows[i].Reason, rows[i].Code = notReadyReason(errs[i]), client.ErrorCode(errs[i])
+		}
+		if boolFlag(c, "json") {
+			if err := printJSON(c.App.Writer, rows); err != nil {
+				return err
+			}
+		} else {
+			for _, r := range rows {
+				if r.Ready {
+					fmt.Fprintf(c.App.Writer, "%s ready\n", r.Endpoint)
+				} else {
+					fmt.Fprintf(c.App.Writer, "%s not ready: %s\n", r.Endpoint, r.Reason)
+				}
+			}
 		}
 		if len(notReady) > 0 {
 			return fmt.Errorf("%w: %d of %d endpoints not ready (%s)", client.ErrUnavailable, len(notReady), len(endpoints), strings.Join(notReady, ", "))
 		}
 		return nil
 	})
+}
+
+// healthRow is one endpoint in `cairn node health --json`: whether it is
+// ready and, when not, why and the API's error code.
+type healthRow struct {
+	Endpoint string `json:"endpoint"`
+	Ready    bool   `json:"ready"`
+	Reason   string `json:"reason,omitempty"`
+	Code     string `json:"code,omitempty"`
 }
 
 // notReadyReason is why a readiness check failed: the member's own
