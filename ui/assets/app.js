@@ -275,13 +275,84 @@
     }
     $('no-alarms').hidden = alarms.length > 0;
 
+    const mirror = renderMirror(leader && leader.status ? leader.status.mirror : null);
+
     lastGood = new Date();
     $('updated').textContent = 'Updated at ' + clock(lastGood) + '.';
     let text = 'Leader ' + (cs.leader || 'unknown') + ', term ' + cs.term + '; ' + reachable + ' of ' + members.length + ' members reachable';
     if (alarms.length) {
       text += '; ' + alarms.length + (alarms.length === 1 ? ' alarm' : ' alarms') + ' raised';
     }
+    if (mirror) {
+      text += '; ' + mirror;
+    }
     announce(text + '.');
+  }
+
+  // renderMirror shows the cluster's mirror state (as the leader applied
+  // it): as a standby (its source and lag) and as a source (its mirrors'
+  // checkpoints). The section stays hidden on a primary that has neither.
+  // It returns a sentence for the status line, or '' when hidden.
+  function renderMirror(m) {
+    const section = $('mirror');
+    const checkpoints = (m && m.checkpoints) || [];
+    const standby = m && m.state && m.state !== 'primary';
+    if (!m || (!standby && !checkpoints.length && !m.promoted_at)) {
+      section.hidden = true;
+      return '';
+    }
+    section.hidden = false;
+    const dl = $('mirror-summary');
+    clear(dl);
+    const row = (term, value, cls) => {
+      dl.appendChild(el('dt', term));
+      dl.appendChild(el('dd', String(value), cls));
+    };
+    row('State', m.state, standby && m.state !== 'following' ? 'bad' : '');
+    let sentence = '';
+    if (standby) {
+      row('Source', m.source ? m.source + ' (streaming)' : (m.sources || []).join(', ') || 'none');
+      if (m.source_cluster_id) {
+        row('Source cluster', m.source_cluster_id);
+      }
+      if (m.filtered) {
+        row('Filter', 'include ' + ((m.include || []).join(', ') || 'all') + '; exclude ' + ((m.exclude || []).join(', ') || 'none'));
+      }
+      row('Head', m.head);
+      row('Source head', m.source_head);
+      row('Lag', m.lag_revisions + ' revisions, ' + num(m.lag_seconds, 1) + ' s', m.lag_revisions > 0 ? 'bad' : 'ok');
+      sentence = 'standby ' + m.state + ', ' + m.lag_revisions + ' revisions behind its source';
+    }
+    if (m.message) {
+      row('Message', m.message, 'bad');
+    }
+    if (m.last_error) {
+      row('Last error', m.last_error, 'bad');
+    }
+    if (m.diverged_file) {
+      row('Diverged transactions', m.diverged_file);
+    }
+    if (m.promoted_at) {
+      row('Promoted', 'at revision ' + m.promoted_at + (m.promoted_time ? ', ' + clock(m.promoted_time) : '') + ', from ' + (m.promoted_from || 'unknown'));
+    }
+    $('checkpoints-wrap').hidden = checkpoints.length === 0;
+    const tbody = $('checkpoints').tBodies[0];
+    clear(tbody);
+    for (const cp of checkpoints) {
+      const tr = document.createElement('tr');
+      const th = el('th', cp.id);
+      th.scope = 'row';
+      tr.appendChild(th);
+      tr.appendChild(el('td', cp.revision, 'num'));
+      tr.appendChild(el('td', clock(cp.last_progress)));
+      tr.appendChild(el('td', cp.window));
+      tr.appendChild(el('td', cp.released ? 'no: released (no progress within its window)' : 'yes', cp.released ? 'bad' : 'ok'));
+      tbody.appendChild(tr);
+    }
+    if (checkpoints.length) {
+      sentence += (sentence ? '; ' : '') + checkpoints.length + (checkpoints.length === 1 ? ' mirror' : ' mirrors') + ' of this cluster';
+    }
+    return sentence;
   }
 
   function scrubCell(s) {
