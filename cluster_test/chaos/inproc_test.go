@@ -125,7 +125,12 @@ func TestChaosInProcPauseFreezesLeader(t *testing.T) {
 		}
 		return nil
 	})
-	if got := c.leader(); got != nl {
-		t.Fatalf("leader %s after resume, want %s", c.id(got), c.id(nl))
+	// The resumed member must not take leadership back. Another election
+	// among the others may follow on a loaded machine (a missed
+	// heartbeat), which is no fault of the pause.
+	if got := c.leader(); got == l {
+		t.Fatalf("the resumed %s leads again", c.id(got))
+	} else if got != nl {
+		t.Logf("leader %s after resume (%s before it): another election among the others", c.id(got), c.id(nl))
 	}
 }
