@@ -481,6 +481,10 @@ type StatusResponse struct {
 	// LastScrub is the member's last scrub (periodic, after an unclean
 	// start, or asked for); nil when it has not scrubbed since it started.
 	LastScrub *ScrubSummary `json:"last_scrub,omitempty"`
+	// Mirror is the cluster's mirror state as this member applied it
+	// (GET /v1/mirror/status): absent on a primary that never was a
+	// standby and has no mirrors.
+	Mirror *MirrorStatus `json:"mirror,omitempty"`
 }
 
 // ScrubSummary is the outcome of a member's last scrub.

@@ -115,6 +115,30 @@ func (r *recording) Subscribe(from uint64) (*feed.Subscription, error) {
 	r.note("Subscribe")
 	return r.fakeService.Subscribe(from)
 }
+func (r *recording) MirrorStream(ctx context.Context, from uint64, id string, sink MirrorSink) error {
+	r.note("MirrorStream")
+	return r.fakeService.MirrorStream(ctx, from, id, sink)
+}
+func (r *recording) MirrorCheckpoint(ctx context.Context, req api.MirrorCheckpointRequest) (api.MirrorCheckpoint, error) {
+	r.note("MirrorCheckpoint")
+	return r.fakeService.MirrorCheckpoint(ctx, req)
+}
+func (r *recording) MirrorStatus(ctx context.Context) (api.MirrorStatus, error) {
+	r.note("MirrorStatus")
+	return r.fakeService.MirrorStatus(ctx)
+}
+func (r *recording) MirrorStart(ctx context.Context, req api.MirrorStartRequest) (api.MirrorStatus, error) {
+	r.note("MirrorStart")
+	return r.fakeService.MirrorStart(ctx, req)
+}
+func (r *recording) MirrorStop(ctx context.Context) (api.MirrorStatus, error) {
+	r.note("MirrorStop")
+	return r.fakeService.MirrorStop(ctx)
+}
+func (r *recording) MirrorPromote(ctx context.Context) (api.MirrorStatus, error) {
+	r.note("MirrorPromote")
+	return r.fakeService.MirrorPromote(ctx)
+}
 func (r *recording) ChangeAuth(ctx context.Context, c auth.Change) (uint64, error) {
 	r.note("ChangeAuth")
 	return r.fakeService.ChangeAuth(ctx, c)
@@ -132,7 +156,8 @@ const (
 //   - alice: role rw-a (readwrite on prefix "a/");
 //   - bob: role r-b (read on prefix "b/") and r-c1 (read on key "c/1");
 //   - ghost: deleted after its token was issued;
-//   - certonly: no password.
+//   - certonly: no password;
+//   - mirror: role r-all (read on the whole keyspace: a mirror's user).
 //
 // and tokens for each (ghost's dead), an expired one for alice.
 type authFixture struct {
@@ -196,11 +221,15 @@ func newAuthFixture(t testing.TB) authFixture {
 			auth.Change{Kind: auth.AddUser, User: "ghost", PasswordHash: pw},
 			auth.Change{Kind: auth.GrantRole, User: "ghost", Role: auth.RootRole},
 			auth.Change{Kind: auth.AddUser, User: "certonly"},
+			auth.Change{Kind: auth.AddRole, Role: "r-all"},
+			auth.Change{Kind: auth.GrantPermission, Role: "r-all", Permission: auth.Permission{Key: "", Prefix: true, Access: auth.Read}},
+			auth.Change{Kind: auth.AddUser, User: "mirror", PasswordHash: pw},
+			auth.Change{Kind: auth.GrantRole, User: "mirror", Role: "r-all"},
 			auth.Change{Kind: auth.Enable, TokenKey: key},
 		)
 		now := time.Now()
 		tokens := map[string]string{}
-		for _, u := range []string{"root", "ops", "alice", "bob", "ghost"} {
+		for _, u := range []string{"root", "ops", "alice", "bob", "ghost", "mirror"} {
 			tok, _, err := st.IssueToken(u, now, time.Hour)
 			if err != nil {
 				t.Fatal(err)
@@ -305,6 +334,12 @@ func TestAccessEveryRoute(t *testing.T) {
 		{"DELETE", "/v1/auth/roles/r-b", "", guarded, "ops", 200},
 		{"PUT", "/v1/auth/roles/r-b/permissions", `{"key":"c/","prefix":true,"access":"read"}`, guarded, "ops", 200},
 		{"DELETE", "/v1/auth/roles/r-b/permissions?key=b/&prefix=true", "", guarded, "ops", 200},
+		{"GET", "/v1/mirror/stream?from=1&id=c2", "", guarded, "mirror", 200},
+		{"POST", "/v1/mirror/checkpoint", `{"id":"c2","revision":1}`, guarded, "mirror", 200},
+		{"GET", "/v1/mirror/status", "", guarded, "ops", 200},
+		{"POST", "/v1/mirror/start", `{"sources":["http://s:1"]}`, guarded, "ops", 200},
+		{"POST", "/v1/mirror/stop", "", guarded, "ops", 200},
+		{"POST", "/v1/mirror/promote", "", guarded, "ops", 200},
 		{"GET", "/healthz", "", open, "", 200},
 		{"GET", "/version", "", open, "", 200},
 		{"GET", "/readyz", "", open, "", 200},
