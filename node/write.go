@@ -48,6 +48,11 @@ func (n *Node) Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, error) {
 	if err := n.validateTxn(&t); err != nil {
 		return fsm.TxnResult{}, err
 	}
+	if n.fsm.ReadOnly() {
+		// Refused before it is proposed, on the member the client called
+		// (apply refuses it anyway): nothing is written.
+		return fsm.TxnResult{Err: fmt.Errorf("%w: it takes its data from its source only, until it is promoted (cairn mirror promote)", fsm.ErrReadOnly)}, nil
+	}
 	// Here on the member the client called and again on the leader, which
 	// a follower forwards the write to (space.go).
 	if err := n.space.check(&t, txnSize(&t)); err != nil {
