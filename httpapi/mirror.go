@@ -227,7 +227,8 @@ func (h *handler) readJSON(r *http.Request, v any) error {
 	return decodeStrict(body, v)
 }
 
-// noBody refuses query parameters and a body other than empty or {}.
+// noBody refuses query parameters and a body other than empty, {} or
+// null.
 func (h *handler) noBody(r *http.Request) error {
 	if err := knownParams(r); err != nil {
 		return err
@@ -236,7 +237,7 @@ func (h *handler) noBody(r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if s := strings.TrimSpace(string(body)); s != "" && s != "{}" {
+	if s := strings.TrimSpace(string(body)); s != "" && s != "{}" && s != "null" {
 		return badRequest("this route takes no body")
 	}
 	return nil

@@ -403,8 +403,12 @@ func (n *Node) followOnce(ctx context.Context, src string, ms fsm.MirrorState) (
 				"the source %s compacted its history past this standby's resume point %d (oldest revision there: %d): "+
 					"re-seed this cluster from a backup of the source (docs/mirror.md, Re-seeding)", ms.SourceClusterID, ms.SourceRevision, e.OldestRevision))
 		case api.CodeFutureRevision:
-			return false, n.diverge(ctx, src, ms, fmt.Sprintf("this standby is ahead of its source: it applied source revision %d, the source's head is behind it (%s)",
-				ms.SourceRevision, e.Message))
+			// A member that lags its own leader, or a source cluster
+			// behind this standby (restored from an older backup, or an
+			// old primary's new primary with fewer writes): another
+			// source, or this one later, may serve it.
+			return false, fmt.Errorf("source %s is behind this standby, which applied source revision %d (%s); if it stays so, the source lost history this standby has",
+				src, ms.SourceRevision, e.Message)
 		}
 		return false, fmt.Errorf("source %s: %s: %s", src, e.Code, e.Message)
 	}

@@ -23,6 +23,9 @@ const (
 	mirrorChunkRecords = 512
 	mirrorChunkBytes   = 1 << 20
 	mirrorHeartbeat    = time.Second
+	// mirrorCatchUpWait bounds how long a stream from beyond this
+	// member's head waits for it to apply that far.
+	mirrorCatchUpWait = 5 * time.Second
 )
 
 // MirrorStream writes the committed records from revision from to sink
@@ -33,6 +36,13 @@ const (
 func (n *Node) MirrorStream(ctx context.Context, from uint64, id string, sink httpapi.MirrorSink) error {
 	if err := n.corruptErr(); err != nil {
 		return err
+	}
+	if from > 1 {
+		// A member that lags its leader may not have applied what another
+		// member of its cluster already streamed: wait a little for it.
+		wctx, cancel := context.WithTimeout(ctx, mirrorCatchUpWait)
+		_ = n.fsm.WaitRevision(wctx, from-1)
+		cancel()
 	}
 	st, err := n.fsm.Status()
 	if err != nil {

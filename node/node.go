@@ -433,6 +433,11 @@ func (n *Node) closeResources() error {
 		n.batch.Drain(min(n.cfg.ShutdownTimeout, 5*time.Second))
 	}
 	n.cancel()
+	if n.mirrorClient != nil {
+		// Its keep-alive connections to a source cluster would hold that
+		// cluster's server goroutines until they time out.
+		n.mirrorClient.CloseIdleConnections()
+	}
 	if n.fsm != nil {
 		// An apply waiting for disk space would hold raft's shutdown
 		// until the disk had room: it gives up now (fsm.Stop).
