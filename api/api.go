@@ -293,6 +293,10 @@ type WriteResponse struct {
 	Time     time.Time `json:"time"`
 	// Hash is the chain hash at Revision, hex.
 	Hash string `json:"hash,omitempty"`
+	// CompactRevision is, in the answer to POST /v1/compact, the oldest
+	// available revision after it: the one asked for, or lower when a
+	// mirror's checkpoint held compaction back (docs/api.md, Mirrors).
+	CompactRevision uint64 `json:"compact_revision,omitempty"`
 	// Replayed is true when the idempotency key had been seen: the stored
 	// result is returned and nothing was written again.
 	Replayed bool `json:"replayed,omitempty"`

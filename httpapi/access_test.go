@@ -50,7 +50,7 @@ func (r *recording) Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, error)
 	r.note("Write")
 	return r.fakeService.Write(ctx, t)
 }
-func (r *recording) Compact(ctx context.Context, rev uint64) (uint64, error) {
+func (r *recording) Compact(ctx context.Context, rev uint64) (api.WriteResponse, error) {
 	r.note("Compact")
 	return r.fakeService.Compact(ctx, rev)
 }

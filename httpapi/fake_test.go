@@ -134,15 +134,15 @@ func (f *fakeService) SetSpaceLimits(_ context.Context, quota, reserve *int64) (
 	return api.SpaceLimits{QuotaBackendBytes: &q, MinFreeBytes: &r}, nil
 }
 
-func (f *fakeService) Compact(ctx context.Context, rev uint64) (uint64, error) {
+func (f *fakeService) Compact(ctx context.Context, rev uint64) (api.WriteResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.forwarded = append(f.forwarded, Forwarded(ctx))
 	if f.compactErr != nil {
-		return 0, f.compactErr
+		return api.WriteResponse{}, f.compactErr
 	}
 	f.compacted = append(f.compacted, rev)
-	return 9, nil
+	return api.WriteResponse{Revision: 9, CompactRevision: rev}, nil
 }
 
 func (f *fakeService) PrepareRead(_ context.Context, o ReadOptions) error {

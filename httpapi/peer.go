@@ -109,10 +109,10 @@ func (p *Peer) ReadIndex(ctx context.Context, leaderURL string) (uint64, error) 
 
 // Compact asks the leader to compact history before rev and returns its
 // revision afterwards.
-func (p *Peer) Compact(ctx context.Context, leaderURL string, rev uint64) (uint64, error) {
+func (p *Peer) Compact(ctx context.Context, leaderURL string, rev uint64) (api.WriteResponse, error) {
 	var out api.WriteResponse
 	err := p.callJSON(ctx, http.MethodPost, leaderURL, "/v1/compact", api.CompactRequest{Revision: rev}, true, &out)
-	return out.Revision, err
+	return out, err
 }
 
 // Join asks the member at baseURL to add a member. forwarded marks the

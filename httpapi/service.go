@@ -89,8 +89,10 @@ type Service interface {
 	// which the write may or may not have been applied.
 	Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, error)
 	// Compact compacts history before rev on every replica and returns
-	// the leader's revision after it.
-	Compact(ctx context.Context, rev uint64) (uint64, error)
+	// the leader's revision after it (Revision) and the oldest available
+	// revision (CompactRevision: lower than rev when a mirror's checkpoint
+	// held compaction back).
+	Compact(ctx context.Context, rev uint64) (api.WriteResponse, error)
 
 	// PrepareRead blocks until the member may serve a read with the
 	// given options from its local state (Store).

@@ -296,3 +296,61 @@ func TestMirrorDivergedExport(t *testing.T) {
 		t.Fatalf("export holds revisions %v, want %d..%d", revs, common+1, common+4)
 	}
 }
+
+// TestMirrorCheckpointHoldsCompaction: a standby's checkpoint on its
+// source holds compaction (manual and retention) at its resume point
+// while live, the answer saying where it stopped, and lets it pass once
+// the window went by without progress.
+func TestMirrorCheckpointHoldsCompaction(t *testing.T) {
+	src := startStandalone(t, "s1", func(c *Config) {
+		c.MirrorCheckpointWindow = time.Second
+		c.RetainRevisions = 1
+		c.RetentionInterval = time.Hour // the test asks retentionTarget itself
+	})
+	standby := startStandalone(t, "m1", func(c *Config) { c.MirrorReportInterval = 50 * time.Millisecond })
+	putN(t, src, "a", 20)
+	if code, body := do(t, "POST", standby.HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	waitFor(t, "caught up", 20*time.Second, caughtUp(src, standby))
+	held := src.fsm.Revision()
+	waitFor(t, "the checkpoint at the source's head", 10*time.Second, func() error {
+		if f := src.fsm.CompactionFloor(time.Now()); f != held+1 {
+			return fmt.Errorf("compaction floor %d, want %d", f, held+1)
+		}
+		return nil
+	})
+	// The standby stops: no more progress from now on.
+	if code, body := do(t, "POST", standby.HTTPURL()+"/v1/mirror/stop", ""); code != 200 {
+		t.Fatalf("stop: %d %s", code, body)
+	}
+	head := putN(t, src, "b", 20)
+	if target, err := src.retentionTarget(time.Now()); err != nil || target > held+1 {
+		t.Fatalf("retention target %d (%v) past the checkpoint's floor %d", target, err, held+1)
+	}
+	code, body := do(t, "POST", src.HTTPURL()+"/v1/compact", fmt.Sprintf(`{"revision":%d}`, head))
+	var wr api.WriteResponse
+	if code != 200 || json.Unmarshal([]byte(body), &wr) != nil || wr.CompactRevision > held+1 || wr.Revision != head {
+		t.Fatalf("compact while held: %d %s (floor %d)", code, body, held+1)
+	}
+	if _, _, err := src.fsm.RawLog(held+1, 1); err != nil {
+		t.Fatalf("the standby's next record is gone while its checkpoint is live: %v", err)
+	}
+	waitFor(t, "the checkpoint released after its window", 20*time.Second, func() error {
+		resp, err := src.Compact(context.Background(), head)
+		if err != nil {
+			return err
+		}
+		if resp.CompactRevision != head {
+			return fmt.Errorf("compacted to %d, want %d", resp.CompactRevision, head)
+		}
+		return nil
+	})
+	var released bool
+	for _, c := range mirrorStatusOf(t, src).Checkpoints {
+		released = released || c.Released
+	}
+	if !released {
+		t.Fatalf("checkpoints %+v: none released", mirrorStatusOf(t, src).Checkpoints)
+	}
+}

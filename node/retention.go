@@ -60,7 +60,7 @@ func (n *Node) retentionLoop() {
 		if err != nil || target == 0 {
 			continue
 		}
-		if err := n.compact(n.ctx, target); err != nil && !errors.Is(err, fsm.ErrCompacted) {
+		if _, err := n.compact(n.ctx, target); err != nil && !errors.Is(err, fsm.ErrCompacted) {
 			n.log.Warn("history retention: compaction failed", "revision", target, "err", err)
 			continue
 		}
