@@ -354,3 +354,55 @@ func TestMirrorCheckpointHoldsCompaction(t *testing.T) {
 		t.Fatalf("checkpoints %+v: none released", mirrorStatusOf(t, src).Checkpoints)
 	}
 }
+
+// TestMirrorFailback: after a standby's promotion, the old primary, with
+// no write since, becomes a standby of the new primary and follows it
+// through the promotion record (its chain matches up to there).
+func TestMirrorFailback(t *testing.T) {
+	a := startStandalone(t, "a1", nil)
+	b := startStandalone(t, "b1", nil)
+	putN(t, a, "a", 30)
+	if code, body := do(t, "POST", b.HTTPURL()+"/v1/mirror/start", `{"sources":["`+a.HTTPURL()+`"]}`); code != 200 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	waitFor(t, "caught up", 20*time.Second, caughtUp(a, b))
+	if code, body := do(t, "POST", b.HTTPURL()+"/v1/mirror/promote", ""); code != 200 {
+		t.Fatalf("promote: %d %s", code, body)
+	}
+	putN(t, b, "b", 10)
+	if code, body := do(t, "POST", a.HTTPURL()+"/v1/mirror/start", `{"sources":["`+b.HTTPURL()+`"]}`); code != 200 {
+		t.Fatalf("failback start: %d %s", code, body)
+	}
+	waitFor(t, "the old primary follows the new one", 20*time.Second, caughtUp(b, a))
+	if st := mirrorStatusOf(t, a); st.State != api.MirrorFollowing {
+		t.Fatalf("old primary: %+v", st)
+	}
+}
+
+// TestMirrorCompactedSource: a standby whose resume point the source has
+// compacted away stops as compacted, saying how to re-seed, and keeps
+// what it has.
+func TestMirrorCompactedSource(t *testing.T) {
+	src := startStandalone(t, "s1", nil)
+	standby := startStandalone(t, "m1", nil)
+	head := putN(t, src, "a", 20)
+	if _, err := src.Compact(context.Background(), head); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := do(t, "POST", standby.HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	waitFor(t, "compacted", 20*time.Second, func() error {
+		st := mirrorStatusOf(t, standby)
+		if st.State != api.MirrorCompacted {
+			return fmt.Errorf("state %s (%s)", st.State, st.LastError)
+		}
+		if !strings.Contains(st.Message, "re-seed") {
+			return fmt.Errorf("message %q says nothing of re-seeding", st.Message)
+		}
+		return nil
+	})
+	if r := standby.fsm.Revision(); r != 0 {
+		t.Fatalf("a compacted standby wrote %d revisions", r)
+	}
+}
