@@ -115,6 +115,14 @@ type Config struct {
 	// MirrorReportInterval is how often a standby's leader reports its
 	// progress (its checkpoint) to its source (default 5s).
 	MirrorReportInterval time.Duration
+	// MirrorCAFile, MirrorCertFile and MirrorKeyFile are how a standby's
+	// leader reaches a TLS source: the CA it trusts for the source's
+	// certificates (default: the system's) and a client certificate;
+	// MirrorUser and MirrorPassword the user it authenticates as when the
+	// source's access control is on (a role with read on the whole
+	// keyspace). Member-local: never replicated, the password never logged.
+	MirrorCAFile, MirrorCertFile, MirrorKeyFile string
+	MirrorUser, MirrorPassword                  string
 
 	// ShutdownTimeout bounds graceful shutdown of the HTTP server.
 	ShutdownTimeout time.Duration
@@ -376,6 +384,10 @@ func (c Config) Validate() error {
 		return bad("mirror checkpoint window %s must be positive", c.MirrorCheckpointWindow)
 	case c.MirrorMaxRate < 0:
 		return bad("mirror max rate %d must not be negative", c.MirrorMaxRate)
+	case (c.MirrorCertFile == "") != (c.MirrorKeyFile == ""):
+		return bad("mirror certificate and key go together")
+	case c.MirrorPassword != "" && c.MirrorUser == "":
+		return bad("a mirror password needs a mirror user")
 	case c.MirrorReportInterval <= 0:
 		return bad("mirror report interval %s must be positive", c.MirrorReportInterval)
 	case c.RetainAge < 0 || c.RetentionInterval <= 0:

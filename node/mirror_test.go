@@ -406,3 +406,9 @@ func TestMirrorCompactedSource(t *testing.T) {
 		t.Fatalf("a compacted standby wrote %d revisions", r)
 	}
 }
+
+func mirrorStart(sources ...string) api.MirrorStartRequest {
+	return api.MirrorStartRequest{Sources: sources}
+}
+
+func errorf(format string, args ...any) error { return fmt.Errorf(format, args...) }

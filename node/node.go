@@ -165,8 +165,11 @@ func New(cfg Config) (*Node, error) {
 	n.peer = httpapi.NewPeer(cfg.ID, n.client)
 	// A source is another cluster: its calls go through a transport of
 	// their own (not the member certificate's).
-	n.mirrorClient = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second,
-		DisableCompression: true, ResponseHeaderTimeout: 30 * time.Second}}
+	mc, err := newMirrorClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n.mirrorClient = mc
 	n.mirrorPeer = httpapi.NewPeer(cfg.ID, n.mirrorClient)
 	n.reads = readIndex{n: n, fetch: n.confirmLeadership}
 	n.remoteReads = readIndex{n: n, fetch: n.leaderReadIndex}
