@@ -66,6 +66,10 @@ func TestMirrorCLI(t *testing.T) {
 	if a.Hash != b.Hash || a.StateHash != b.StateHash || a.StateHash == "" {
 		t.Fatalf("standby differs from its source at %d: %+v vs %+v", srcHead.Revision, b, a)
 	}
+	// The same, with one command.
+	if out := run(0, dstFlag, "verify", "--source", strings.Join(src.URLs(), ",")); !strings.Contains(out, "identical to this cluster") {
+		t.Fatalf("verify --source: %s", out)
+	}
 	if got := run(0, dstFlag, "get", "k/39"); got != "v39" {
 		t.Fatalf("read on the standby: %q", got)
 	}
@@ -90,6 +94,12 @@ func TestMirrorCLI(t *testing.T) {
 		t.Fatalf("no promotion record after %d: %s", srcHead.Revision, out)
 	}
 	run(3, dstFlag, "mirror", "promote") // a primary: mirror_state
+	// The old primary, not fenced, takes a write: the two histories part
+	// at the promotion, and verify says so.
+	run(0, srcFlag, "--timeout=30s", "put", "split", "brain")
+	if out := run(1, dstFlag, "verify", "--source", strings.Join(src.URLs(), ",")); !strings.Contains(out, "chain differs") {
+		t.Fatalf("verify --source after a split: %s", out)
+	}
 }
 
 // statusOf is `node status --json` of the member at endpoint.
