@@ -405,8 +405,13 @@ func (n *Node) followOnce(ctx context.Context, src string, ms fsm.MirrorState) (
 		case api.CodeFutureRevision:
 			// A member that lags its own leader, or a source cluster
 			// behind this standby (restored from an older backup, or an
-			// old primary's new primary with fewer writes): another
-			// source, or this one later, may serve it.
+			// old primary's new primary with fewer writes). Where the two
+			// chains share a revision and differ there, they diverged,
+			// whatever the lag; otherwise another source, or this one
+			// later, may serve it.
+			if msg := n.behindSourceDiffers(ctx, src, ms); msg != "" {
+				return false, n.diverge(ctx, src, ms, msg)
+			}
 			return false, fmt.Errorf("source %s is behind this standby, which applied source revision %d (%s); if it stays so, the source lost history this standby has",
 				src, ms.SourceRevision, e.Message)
 		}
@@ -531,6 +536,28 @@ func (n *Node) followOnce(ctx context.Context, src string, ms fsm.MirrorState) (
 			return p.progressed, n.pipelineErr(ctx, src, err)
 		}
 	}
+}
+
+// behindSourceDiffers compares, for a source member whose head is behind
+// this standby's resume point, the chain hash at that head with this
+// standby's: a message saying how they differ, "" when they are equal or
+// cannot be compared (a filtered mirror, no answer).
+func (n *Node) behindSourceDiffers(ctx context.Context, src string, ms fsm.MirrorState) string {
+	if ms.Filtered {
+		return ""
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	st, err := n.mirrorPeer.Status(cctx, src)
+	cancel()
+	if err != nil || st.ClusterID != ms.SourceClusterID || st.Revision >= ms.SourceRevision {
+		return ""
+	}
+	own, err := n.fsm.HashAt(st.Revision)
+	if err != nil || own.Hash.String() == st.Hash {
+		return ""
+	}
+	return fmt.Sprintf("at revision %d, the source's head, this standby's chain hash is %s, the source's is %s (this standby is at %d)",
+		st.Revision, own.Hash, st.Hash, ms.SourceRevision)
 }
 
 // pipelineErr handles an error of a proposed entry: a chain mismatch (the

@@ -86,3 +86,85 @@ func BenchmarkMirrorCatchUp(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(head)/time.Since(start).Seconds(), "records/s")
 }
+
+// BenchmarkMirrorFollowWhileWriting measures the source's write rate
+// with 64 concurrent writers, without a standby and with one following
+// it, and for the mirrored run the largest lag seen (sampled every 10 ms)
+// and how long the standby takes to reach the source's head after the
+// last write: a standby keeps up when the lag stays bounded and the
+// source loses little throughput.
+//
+//	go test -run XXX -bench MirrorFollowWhileWriting -benchtime 20000x ./node/
+func BenchmarkMirrorFollowWhileWriting(b *testing.B) {
+	for _, mirrored := range []bool{false, true} {
+		b.Run(fmt.Sprint("mirrored=", mirrored), func(b *testing.B) {
+			src := benchMember(b, "s1")
+			ctx := context.Background()
+			var standby *Node
+			if mirrored {
+				standby = benchMember(b, "m1")
+				if _, err := standby.MirrorStart(ctx, api.MirrorStartRequest{Sources: []string{src.HTTPURL()}}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			var maxLag uint64
+			stopSampling := make(chan struct{})
+			var sampler sync.WaitGroup
+			if mirrored {
+				sampler.Add(1)
+				go func() {
+					defer sampler.Done()
+					tick := time.NewTicker(10 * time.Millisecond)
+					defer tick.Stop()
+					for {
+						select {
+						case <-stopSampling:
+							return
+						case <-tick.C:
+						}
+						if s, m := src.fsm.Revision(), standby.fsm.Revision(); s > m {
+							maxLag = max(maxLag, s-m)
+						}
+					}
+				}()
+			}
+			value := make([]byte, 100)
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			const writers = 64
+			for w := range writers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := w; i < b.N; i += writers {
+						res, err := src.Write(ctx, putTxn(fmt.Sprintf("k/%08d", i), value))
+						if err == nil {
+							err = res.Err
+						}
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
+			if !mirrored {
+				return
+			}
+			last := time.Now()
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+			defer cancel()
+			if err := standby.fsm.WaitRevision(wctx, src.fsm.Revision()); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(float64(time.Since(last).Milliseconds()), "catch-up-ms")
+			close(stopSampling)
+			sampler.Wait()
+			b.ReportMetric(float64(maxLag), "max-lag-revisions")
+		})
+	}
+}

@@ -90,9 +90,18 @@ func (n *Node) MirrorStream(ctx context.Context, from uint64, id string, sink ht
 		if sent > 0 {
 			n.mirrorStats.sentRecords.Add(uint64(sent))
 			if next <= head {
-				// More to send: flush a full buffer only, and read on.
+				// More to send: flush a full buffer only, and read on;
+				// a heartbeat now and then keeps the head's time fresh
+				// for the standby's lag while it catches up.
 				if err := ctx.Err(); err != nil {
 					return err
+				}
+				select {
+				case <-hb.C:
+					if err := n.heartbeat(sink); err != nil {
+						return err
+					}
+				default:
 				}
 				continue
 			}
@@ -103,11 +112,7 @@ func (n *Node) MirrorStream(ctx context.Context, from uint64, id string, sink ht
 		select {
 		case <-changed:
 		case <-hb.C:
-			st, err := n.fsm.Status()
-			if err != nil {
-				return err
-			}
-			if err := sink.Heartbeat(api.MirrorHeartbeat{Head: st.Revision, HeadTime: st.Time}); err != nil {
+			if err := n.heartbeat(sink); err != nil {
 				return err
 			}
 		case <-ctx.Done():
@@ -116,6 +121,15 @@ func (n *Node) MirrorStream(ctx context.Context, from uint64, id string, sink ht
 			return fmt.Errorf("%w: member %s is stopping", ErrShuttingDown, n.cfg.ID)
 		}
 	}
+}
+
+// heartbeat writes a heartbeat frame with this member's head.
+func (n *Node) heartbeat(sink httpapi.MirrorSink) error {
+	st, err := n.fsm.Status()
+	if err != nil {
+		return err
+	}
+	return sink.Heartbeat(api.MirrorHeartbeat{Head: st.Revision, HeadTime: st.Time})
 }
 
 // sendChunk writes one chunk of records from next to sink and returns how
