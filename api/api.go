@@ -295,6 +295,10 @@ type WriteResponse struct {
 	Time     time.Time `json:"time"`
 	// Hash is the chain hash at Revision, hex.
 	Hash string `json:"hash,omitempty"`
+	// CompactRevision is, in the answer to POST /v1/compact, the oldest
+	// available revision after it: the one asked for, or lower when a
+	// mirror's checkpoint held compaction back (docs/api.md, Mirrors).
+	CompactRevision uint64 `json:"compact_revision,omitempty"`
 	// Replayed is true when the idempotency key had been seen: the stored
 	// result is returned and nothing was written again.
 	Replayed bool `json:"replayed,omitempty"`
@@ -483,6 +487,10 @@ type StatusResponse struct {
 	// LastScrub is the member's last scrub (periodic, after an unclean
 	// start, or asked for); nil when it has not scrubbed since it started.
 	LastScrub *ScrubSummary `json:"last_scrub,omitempty"`
+	// Mirror is the cluster's mirror state as this member applied it
+	// (GET /v1/mirror/status): absent on a primary that never was a
+	// standby and has no mirrors.
+	Mirror *MirrorStatus `json:"mirror,omitempty"`
 }
 
 // ScrubSummary is the outcome of a member's last scrub.

@@ -17,7 +17,7 @@ func TestErrorCode(t *testing.T) {
 	codes := []string{api.CodeBadRequest, api.CodeNotFound, api.CodeConflict, api.CodeCompacted, api.CodeFutureRevision,
 		api.CodeTooLarge, api.CodeNotLeader, api.CodeUnavailable, api.CodeTimeout, api.CodeMethod, api.CodeInternal,
 		api.CodePermissionDenied, api.CodeUnauthenticated, api.CodeCorrupt, api.CodeNoSpace, api.CodeTooManyRequests,
-		api.CodeRequestTimeout}
+		api.CodeRequestTimeout, api.CodeReadOnly, api.CodeMirrorState}
 	for _, code := range codes {
 		body, err := json.Marshal(api.ErrorResponse{Error: api.Error{Code: code, Message: "m"}})
 		if err != nil {

@@ -51,6 +51,14 @@ var (
 	// compaction still work, and writes are taken again once there is room
 	// (docs/operations.md, "Disk space"). It is not retried.
 	ErrNoSpace = errors.New("client: no space")
+	// ErrReadOnly means a write reached a standby cluster (a mirror of
+	// another cluster, HTTP 409): nothing was written. A standby takes its
+	// data from its source only, until it is promoted. It is not retried.
+	ErrReadOnly = errors.New("client: read-only: the cluster is a standby")
+	// ErrMirrorState means a mirror operation is not allowed in the
+	// cluster's mirror state (HTTP 409): starting a mirror that is already
+	// following, promoting a primary or a filtered mirror, a loop.
+	ErrMirrorState = errors.New("client: mirror operation not allowed in this mirror state")
 	// ErrInternal means the server failed unexpectedly (HTTP 500).
 	ErrInternal = errors.New("client: internal server error")
 	// ErrInvalidConfig means a Config failed validation.
@@ -153,6 +161,8 @@ var codeSentinels = []struct {
 	{api.CodeNotLeader, ErrNotLeader},
 	{api.CodeInternal, ErrInternal},
 	{api.CodeNoSpace, ErrNoSpace},
+	{api.CodeReadOnly, ErrReadOnly},
+	{api.CodeMirrorState, ErrMirrorState},
 	{api.CodeUnauthenticated, ErrUnauthenticated},
 	{api.CodePermissionDenied, ErrPermissionDenied},
 }

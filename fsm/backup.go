@@ -613,15 +613,22 @@ func applyIncrementalFile(f *FSM, name string, o RestoreOptions) (BackupHeader, 
 	return h, nil
 }
 
-// resetRaftPosition forgets the raft index, members, mirror state and
-// mirror checkpoints of the cluster the state came from, so a new
-// cluster's log (from index 1) applies to it.
+// resetRaftPosition forgets the raft index, members, cluster id, mirror
+// state and mirror checkpoints of the cluster the state came from, so a
+// new cluster's log (from index 1) applies to it, and its first leader
+// names it anew: two clusters restored from one backup, or a standby
+// seeded from its source's backup, are not the same cluster (mirrors tell
+// clusters apart by their ids). The backup's header keeps the id it was
+// taken under.
 func (f *FSM) resetRaftPosition() error {
 	return f.update(func(tx *bolt.Tx) error {
 		if err := clearMirror(tx); err != nil {
 			return err
 		}
 		m := tx.Bucket(bucketMeta)
+		if err := m.Delete(metaClusterID); err != nil {
+			return err
+		}
 		if err := m.Put(metaAppliedIndex, u64(0)); err != nil {
 			return err
 		}

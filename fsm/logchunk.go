@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 )
@@ -29,6 +30,39 @@ func (f *FSM) LogChunk(from uint64, limit, maxBytes int) (recs []Record, at uint
 		}
 		size += len(stored)
 		recs = append(recs, rec)
+		return nil
+	})
+	if errors.Is(err, full) {
+		err = nil
+	}
+	if err != nil {
+		return nil, at, 0, err
+	}
+	return recs, at, need, nil
+}
+
+// RawLogChunk is RawLog bounded in bytes as well as in records, as
+// LogChunk is (a mirror stream catching up, node): it stops before the
+// record whose stored bytes would take the chunk past maxBytes; when the
+// first record alone is larger it returns no records and that record's
+// stored size as need.
+func (f *FSM) RawLogChunk(from uint64, limit, maxBytes int) (recs []RawRecord, at uint64, need int, err error) {
+	full := errors.New("chunk full") // stops the scan; never returned
+	size := 0
+	at, err = f.scanLog(from, limit, func(rev uint64, stored []byte) error {
+		if size+len(stored) > maxBytes {
+			if len(recs) == 0 {
+				need = len(stored)
+			}
+			return full
+		}
+		if len(stored) < 32 {
+			return fmt.Errorf("%w: record %d is %d bytes", ErrCorruptCommand, rev, len(stored))
+		}
+		size += len(stored)
+		r := RawRecord{Revision: rev, Canonical: bytes.Clone(stored[32:])}
+		copy(r.Hash[:], stored)
+		recs = append(recs, r)
 		return nil
 	})
 	if errors.Is(err, full) {

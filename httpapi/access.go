@@ -52,6 +52,11 @@ const (
 	// before the handler runs; write decides on the transaction it built,
 	// before Service.Write.
 	ruleWrite
+	// ruleMirror: a mirror's routes on its source (the stream, the
+	// checkpoint): an admin, or a user with read on the whole keyspace
+	// (a read permission on the empty prefix), since the stream carries
+	// every key's history.
+	ruleMirror
 )
 
 // authRecheckInterval bounds how long an idle watch stream goes without
@@ -222,6 +227,11 @@ func (h *handler) decide(r *http.Request, rl rule, c caller) error {
 		return nil
 	case ruleAdmin, ruleJoin:
 		need = auth.Need{Admin: true}
+	case ruleMirror:
+		if c.state.IsAdmin(c.user) {
+			return nil
+		}
+		need = auth.Need{Access: auth.Read, Key: "", Prefix: true}
 	case ruleReadKey:
 		need = auth.Need{Access: auth.Read, Key: r.PathValue("key")}
 	case ruleReadPrefix, ruleWatch:

@@ -50,7 +50,7 @@ func (r *recording) Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, error)
 	r.note("Write")
 	return r.fakeService.Write(ctx, t)
 }
-func (r *recording) Compact(ctx context.Context, rev uint64) (uint64, error) {
+func (r *recording) Compact(ctx context.Context, rev uint64) (api.WriteResponse, error) {
 	r.note("Compact")
 	return r.fakeService.Compact(ctx, rev)
 }
@@ -119,6 +119,30 @@ func (r *recording) Subscribe(from uint64) (*feed.Subscription, error) {
 	r.note("Subscribe")
 	return r.fakeService.Subscribe(from)
 }
+func (r *recording) MirrorStream(ctx context.Context, from uint64, id string, sink MirrorSink) error {
+	r.note("MirrorStream")
+	return r.fakeService.MirrorStream(ctx, from, id, sink)
+}
+func (r *recording) MirrorCheckpoint(ctx context.Context, req api.MirrorCheckpointRequest) (api.MirrorCheckpoint, error) {
+	r.note("MirrorCheckpoint")
+	return r.fakeService.MirrorCheckpoint(ctx, req)
+}
+func (r *recording) MirrorStatus(ctx context.Context) (api.MirrorStatus, error) {
+	r.note("MirrorStatus")
+	return r.fakeService.MirrorStatus(ctx)
+}
+func (r *recording) MirrorStart(ctx context.Context, req api.MirrorStartRequest) (api.MirrorStatus, error) {
+	r.note("MirrorStart")
+	return r.fakeService.MirrorStart(ctx, req)
+}
+func (r *recording) MirrorStop(ctx context.Context) (api.MirrorStatus, error) {
+	r.note("MirrorStop")
+	return r.fakeService.MirrorStop(ctx)
+}
+func (r *recording) MirrorPromote(ctx context.Context) (api.MirrorStatus, error) {
+	r.note("MirrorPromote")
+	return r.fakeService.MirrorPromote(ctx)
+}
 func (r *recording) ChangeAuth(ctx context.Context, c auth.Change) (uint64, error) {
 	r.note("ChangeAuth")
 	return r.fakeService.ChangeAuth(ctx, c)
@@ -136,7 +160,8 @@ const (
 //   - alice: role rw-a (readwrite on prefix "a/");
 //   - bob: role r-b (read on prefix "b/") and r-c1 (read on key "c/1");
 //   - ghost: deleted after its token was issued;
-//   - certonly: no password.
+//   - certonly: no password;
+//   - mirror: role r-all (read on the whole keyspace: a mirror's user).
 //
 // and tokens for each (ghost's dead), an expired one for alice.
 type authFixture struct {
@@ -200,11 +225,15 @@ func newAuthFixture(t testing.TB) authFixture {
 			auth.Change{Kind: auth.AddUser, User: "ghost", PasswordHash: pw},
 			auth.Change{Kind: auth.GrantRole, User: "ghost", Role: auth.RootRole},
 			auth.Change{Kind: auth.AddUser, User: "certonly"},
+			auth.Change{Kind: auth.AddRole, Role: "r-all"},
+			auth.Change{Kind: auth.GrantPermission, Role: "r-all", Permission: auth.Permission{Key: "", Prefix: true, Access: auth.Read}},
+			auth.Change{Kind: auth.AddUser, User: "mirror", PasswordHash: pw},
+			auth.Change{Kind: auth.GrantRole, User: "mirror", Role: "r-all"},
 			auth.Change{Kind: auth.Enable, TokenKey: key},
 		)
 		now := time.Now()
 		tokens := map[string]string{}
-		for _, u := range []string{"root", "ops", "alice", "bob", "ghost"} {
+		for _, u := range []string{"root", "ops", "alice", "bob", "ghost", "mirror"} {
 			tok, _, err := st.IssueToken(u, now, time.Hour)
 			if err != nil {
 				t.Fatal(err)
@@ -280,8 +309,8 @@ func TestAccessEveryRoute(t *testing.T) {
 		{"GET", "/v1/history/a/1", "", guarded, "alice", 200},
 		{"GET", "/v1/watch?prefix=a/", "", guarded, "alice", 200},
 		{"GET", "/v1/log", "", guarded, "ops", 200},
-		{"GET", "/v1/chain", "", guarded, "ops", 200},
-		{"GET", "/v1/chain?revision=2&state=true", "", guarded, "ops", 200},
+		{"GET", "/v1/chain", "", guarded, "mirror", 200},
+		{"GET", "/v1/chain?revision=2&state=true", "", guarded, "mirror", 200},
 		{"GET", "/v1/alarms", "", guarded, "ops", 200},
 		{"POST", "/v1/maintenance/scrub", "", guarded, "ops", 200},
 		{"POST", "/v1/compact", `{"revision":2}`, guarded, "ops", 200},
@@ -309,6 +338,12 @@ func TestAccessEveryRoute(t *testing.T) {
 		{"DELETE", "/v1/auth/roles/r-b", "", guarded, "ops", 200},
 		{"PUT", "/v1/auth/roles/r-b/permissions", `{"key":"c/","prefix":true,"access":"read"}`, guarded, "ops", 200},
 		{"DELETE", "/v1/auth/roles/r-b/permissions?key=b/&prefix=true", "", guarded, "ops", 200},
+		{"GET", "/v1/mirror/stream?from=1&id=c2", "", guarded, "mirror", 200},
+		{"POST", "/v1/mirror/checkpoint", `{"id":"c2","revision":1}`, guarded, "mirror", 200},
+		{"GET", "/v1/mirror/status", "", guarded, "ops", 200},
+		{"POST", "/v1/mirror/start", `{"sources":["http://s:1"]}`, guarded, "ops", 200},
+		{"POST", "/v1/mirror/stop", "", guarded, "ops", 200},
+		{"POST", "/v1/mirror/promote", "", guarded, "ops", 200},
 		{"GET", "/healthz", "", open, "", 200},
 		{"GET", "/version", "", open, "", 200},
 		{"GET", "/readyz", "", open, "", 200},

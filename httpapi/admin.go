@@ -28,12 +28,15 @@ func (h *handler) compact(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	rev, err := h.svc.Compact(ctx, req.Revision)
+	resp, err := h.svc.Compact(ctx, req.Revision)
 	if err != nil {
 		return err
 	}
-	setRevision(w, rev)
-	writeJSON(w, http.StatusOK, api.WriteResponse{Revision: rev, Time: time.Now().UTC()})
+	setRevision(w, resp.Revision)
+	if resp.Time.IsZero() {
+		resp.Time = time.Now().UTC()
+	}
+	writeJSON(w, http.StatusOK, resp)
 	return nil
 }
 

@@ -41,6 +41,13 @@ func errorCode(err error) string {
 	case errors.Is(err, fsm.ErrCorrupt), errors.Is(err, fsm.ErrDamaged):
 		// This member's data failed a check: another member can serve.
 		return api.CodeCorrupt
+	case errors.Is(err, fsm.ErrReadOnly):
+		return api.CodeReadOnly
+	case errors.Is(err, fsm.ErrMirrorState), errors.Is(err, fsm.ErrMirrorFiltered), errors.Is(err, fsm.ErrMirrorLoop),
+		errors.Is(err, fsm.ErrNotStandby):
+		return api.CodeMirrorState
+	case errors.Is(err, fsm.ErrInvalidMirror):
+		return api.CodeBadRequest
 	case errors.Is(err, fsm.ErrConflict):
 		return api.CodeConflict
 	case errors.Is(err, fsm.ErrNotFound), errors.Is(err, ErrUnknownMember), errors.Is(err, ui.ErrNotFound):
@@ -60,7 +67,7 @@ func errorCode(err error) string {
 	case errors.Is(err, ErrNoSpace):
 		return api.CodeNoSpace
 	case errors.Is(err, ErrNoLeader), errors.Is(err, ErrTooStale), errors.Is(err, ErrShuttingDown), errors.Is(err, fsm.ErrClosed),
-		errors.Is(err, ErrCanceled),
+		errors.Is(err, ErrCanceled), errors.Is(err, ErrMirrorSource),
 		errors.Is(err, feed.ErrTooManySubscribers), errors.Is(err, feed.ErrClosed):
 		return api.CodeUnavailable
 	case errors.Is(err, ErrTooManyRequests):

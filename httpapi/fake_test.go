@@ -64,6 +64,17 @@ type fakeService struct {
 	auth        atomic.Pointer[auth.State]
 	authChanges []auth.Change
 	authErr     error
+
+	// mirror is the status the mirror routes answer; mirrorErr their
+	// error; mirrorCalls records them ("start", "stop", "promote",
+	// "checkpoint x 5"); streamRecords are what MirrorStream sends after
+	// its header (streamErr then ends it); streamFrom the from it got.
+	mirror        api.MirrorStatus
+	mirrorErr     error
+	mirrorCalls   []string
+	streamRecords []fsm.RawRecord
+	streamErr     error
+	streamFrom    uint64
 }
 
 func newFake() *fakeService {
@@ -124,15 +135,15 @@ func (f *fakeService) SetSpaceLimits(_ context.Context, quota, reserve *int64) (
 	return api.SpaceLimits{QuotaBackendBytes: &q, MinFreeBytes: &r}, nil
 }
 
-func (f *fakeService) Compact(ctx context.Context, rev uint64) (uint64, error) {
+func (f *fakeService) Compact(ctx context.Context, rev uint64) (api.WriteResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.forwarded = append(f.forwarded, Forwarded(ctx))
 	if f.compactErr != nil {
-		return 0, f.compactErr
+		return api.WriteResponse{}, f.compactErr
 	}
 	f.compacted = append(f.compacted, rev)
-	return 9, nil
+	return api.WriteResponse{Revision: 9, CompactRevision: rev}, nil
 }
 
 func (f *fakeService) PrepareRead(_ context.Context, o ReadOptions) error {
@@ -443,4 +454,59 @@ func (s *fakeStore) StateHash(_ context.Context, rev uint64) (fsm.StateDigest, e
 		rev = uint64(len(s.recs))
 	}
 	return fsm.StateDigest{Revision: rev, Hash: fsm.Hash{0xee, byte(rev)}, Keys: uint64(len(s.kvs))}, nil
+}
+
+func (f *fakeService) MirrorStream(ctx context.Context, from uint64, id string, sink MirrorSink) error {
+	f.mu.Lock()
+	f.streamFrom = from
+	f.mirrorCalls = append(f.mirrorCalls, "stream "+id)
+	recs, serr, err := f.streamRecords, f.streamErr, f.mirrorErr
+	f.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := sink.Header(api.MirrorStreamHeader{ClusterID: "c1", From: from, PrevHash: fsm.Hash{}.String(), Head: 3}); err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if err := sink.Record(r); err != nil {
+			return err
+		}
+	}
+	if err := sink.Heartbeat(api.MirrorHeartbeat{Head: 3}); err != nil {
+		return err
+	}
+	if err := sink.Flush(); err != nil {
+		return err
+	}
+	return serr
+}
+
+func (f *fakeService) mirrorCall(ctx context.Context, what string) (api.MirrorStatus, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forwarded = append(f.forwarded, Forwarded(ctx))
+	f.mirrorCalls = append(f.mirrorCalls, what)
+	return f.mirror, f.mirrorErr
+}
+
+func (f *fakeService) MirrorCheckpoint(ctx context.Context, req api.MirrorCheckpointRequest) (api.MirrorCheckpoint, error) {
+	_, err := f.mirrorCall(ctx, fmt.Sprintf("checkpoint %s %d", req.ID, req.Revision))
+	return api.MirrorCheckpoint{ID: req.ID, Revision: req.Revision, Window: "24h0m0s"}, err
+}
+
+func (f *fakeService) MirrorStatus(ctx context.Context) (api.MirrorStatus, error) {
+	return f.mirrorCall(ctx, "status")
+}
+
+func (f *fakeService) MirrorStart(ctx context.Context, req api.MirrorStartRequest) (api.MirrorStatus, error) {
+	return f.mirrorCall(ctx, "start "+strings.Join(req.Sources, ","))
+}
+
+func (f *fakeService) MirrorStop(ctx context.Context) (api.MirrorStatus, error) {
+	return f.mirrorCall(ctx, "stop")
+}
+
+func (f *fakeService) MirrorPromote(ctx context.Context) (api.MirrorStatus, error) {
+	return f.mirrorCall(ctx, "promote")
 }

@@ -109,10 +109,10 @@ func (p *Peer) ReadIndex(ctx context.Context, leaderURL string) (uint64, error) 
 
 // Compact asks the leader to compact history before rev and returns its
 // revision afterwards.
-func (p *Peer) Compact(ctx context.Context, leaderURL string, rev uint64) (uint64, error) {
+func (p *Peer) Compact(ctx context.Context, leaderURL string, rev uint64) (api.WriteResponse, error) {
 	var out api.WriteResponse
 	err := p.callJSON(ctx, http.MethodPost, leaderURL, "/v1/compact", api.CompactRequest{Revision: rev}, true, &out)
-	return out.Revision, err
+	return out, err
 }
 
 // Join asks the member at baseURL to add a member. forwarded marks the
@@ -262,4 +262,37 @@ func RemoteCode(err error) string {
 		return e.Code
 	}
 	return ""
+}
+
+// MirrorCheckpoint posts a mirror's checkpoint to base: this cluster's
+// leader (forwarded), or a member of a source cluster (a standby's
+// report, not forwarded).
+func (p *Peer) MirrorCheckpoint(ctx context.Context, base string, req api.MirrorCheckpointRequest, forwarded bool) (api.MirrorCheckpoint, error) {
+	var out api.MirrorCheckpoint
+	err := p.callJSON(ctx, http.MethodPost, base, "/v1/mirror/checkpoint", req, forwarded, &out)
+	return out, err
+}
+
+// MirrorControl forwards a mirror operation to the leader: op is
+// "start" (in an api.MirrorStartRequest), "stop" or "promote".
+func (p *Peer) MirrorControl(ctx context.Context, leaderURL, op string, in any) (api.MirrorStatus, error) {
+	var out api.MirrorStatus
+	err := p.callJSON(ctx, http.MethodPost, leaderURL, "/v1/mirror/"+op, in, true, &out)
+	return out, err
+}
+
+// MirrorStatus asks the member at base (of another cluster: not
+// forwarded) for its mirror status.
+func (p *Peer) MirrorStatus(ctx context.Context, base string) (api.MirrorStatus, error) {
+	var out api.MirrorStatus
+	err := p.call(ctx, http.MethodGet, base, "/v1/mirror/status", "", nil, false, &out)
+	return out, err
+}
+
+// Chain asks the member at base (of another cluster: not forwarded) for
+// its chain hash at revision rev (GET /v1/chain?revision=).
+func (p *Peer) Chain(ctx context.Context, base string, rev uint64) (api.ChainResponse, error) {
+	var out api.ChainResponse
+	err := p.call(ctx, http.MethodGet, base, "/v1/chain?revision="+strconv.FormatUint(rev, 10), "", nil, false, &out)
+	return out, err
 }

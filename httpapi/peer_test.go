@@ -195,8 +195,8 @@ func TestReadIndexAndAdmin(t *testing.T) {
 	if _, err := p.ReadIndex(ctx, srv.URL); RemoteCode(err) != api.CodeNotLeader {
 		t.Fatalf("read index from a deposed leader: %v", err)
 	}
-	if rev, err := p.Compact(ctx, srv.URL, 2); err != nil || rev != 9 {
-		t.Fatalf("compact: %d %v", rev, err)
+	if resp, err := p.Compact(ctx, srv.URL, 2); err != nil || resp.Revision != 9 || resp.CompactRevision != 2 {
+		t.Fatalf("compact: %+v %v", resp, err)
 	}
 	if _, err := p.Join(ctx, srv.URL, api.JoinRequest{ID: "n4", RaftAddr: "r", HTTPURL: "h"}, true); err != nil {
 		t.Fatal(err)

@@ -60,6 +60,9 @@ var (
 	// client went away, or the member is stopping. It answers unavailable
 	// (if anyone still reads the answer) and is logged at debug only.
 	ErrCanceled = errors.New("node: request canceled")
+	// ErrMirrorSource means a mirror's source cluster could not be
+	// reached or did not answer as a cairn member (mirror start).
+	ErrMirrorSource = errors.New("node: mirror source unreachable")
 )
 
 // Service is what the HTTP API needs from a cluster member. *node.Node
@@ -86,8 +89,10 @@ type Service interface {
 	// which the write may or may not have been applied.
 	Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, error)
 	// Compact compacts history before rev on every replica and returns
-	// the leader's revision after it.
-	Compact(ctx context.Context, rev uint64) (uint64, error)
+	// the leader's revision after it (Revision) and the oldest available
+	// revision (CompactRevision: lower than rev when a mirror's checkpoint
+	// held compaction back).
+	Compact(ctx context.Context, rev uint64) (api.WriteResponse, error)
 
 	// PrepareRead blocks until the member may serve a read with the
 	// given options from its local state (Store).
@@ -153,6 +158,27 @@ type Service interface {
 	// only applies it. Its validation error (auth.ErrNotFound,
 	// auth.ErrExists, auth.ErrInvalid, auth.ErrNoRoot) is returned as is.
 	ChangeAuth(ctx context.Context, c auth.Change) (uint64, error)
+
+	// MirrorStream writes the stream of committed records from revision
+	// from to sink (GET /v1/mirror/stream), for the standby whose cluster
+	// id is id: the header, the records, then each record as it commits
+	// and heartbeats while idle, until ctx ends or writing fails. Before
+	// the header, an error is the request's answer (a from before the
+	// compaction point: *fsm.CompactedError).
+	MirrorStream(ctx context.Context, from uint64, id string, sink MirrorSink) error
+	// MirrorCheckpoint records a standby's progress (through the leader)
+	// and returns its checkpoint as stored.
+	MirrorCheckpoint(ctx context.Context, req api.MirrorCheckpointRequest) (api.MirrorCheckpoint, error)
+	// MirrorStatus describes the cluster's mirror state, as a standby and
+	// as a source (its mirrors' checkpoints).
+	MirrorStatus(ctx context.Context) (api.MirrorStatus, error)
+	// MirrorStart makes the cluster a standby of a source (through the
+	// leader); MirrorStop stops following; MirrorPromote makes a standby
+	// writable. Each returns the status afterwards; a refusal wraps
+	// fsm.ErrMirrorState (or ErrMirrorLoop, ErrMirrorFiltered).
+	MirrorStart(ctx context.Context, req api.MirrorStartRequest) (api.MirrorStatus, error)
+	MirrorStop(ctx context.Context) (api.MirrorStatus, error)
+	MirrorPromote(ctx context.Context) (api.MirrorStatus, error)
 }
 
 // Store is a member's local committed state. *fsm.FSM implements it.

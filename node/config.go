@@ -105,6 +105,25 @@ type Config struct {
 	RetainAge         time.Duration
 	RetentionInterval time.Duration
 
+	// MirrorCheckpointWindow is, on a source, how long a mirror's
+	// checkpoint holds compaction back without progress before it is
+	// released (--mirror-checkpoint-window, default 24h).
+	MirrorCheckpointWindow time.Duration
+	// MirrorMaxRate bounds, on a standby's leader, the bytes per second
+	// read from the source's stream (0: no bound).
+	MirrorMaxRate int64
+	// MirrorReportInterval is how often a standby's leader reports its
+	// progress (its checkpoint) to its source (default 5s).
+	MirrorReportInterval time.Duration
+	// MirrorCAFile, MirrorCertFile and MirrorKeyFile are how a standby's
+	// leader reaches a TLS source: the CA it trusts for the source's
+	// certificates (default: the system's) and a client certificate;
+	// MirrorUser and MirrorPassword the user it authenticates as when the
+	// source's access control is on (a role with read on the whole
+	// keyspace). Member-local: never replicated, the password never logged.
+	MirrorCAFile, MirrorCertFile, MirrorKeyFile string
+	MirrorUser, MirrorPassword                  string
+
 	// ShutdownTimeout bounds graceful shutdown of the HTTP server.
 	ShutdownTimeout time.Duration
 
@@ -261,12 +280,15 @@ func DefaultConfig() Config {
 		QuotaBackendBytes:  DefaultQuotaBackendBytes,
 		MinFreeBytes:       DefaultMinFreeBytes,
 		RetentionInterval:  time.Minute,
-		MaxWatchers:        1024,
-		WatchMaxDelay:      25 * time.Millisecond,
-		WatchWriteTimeout:  10 * time.Second,
-		ClientCertAuth:     true,
-		AuthTokenTTL:       httpapi.DefaultTokenTTL,
-		BcryptCost:         auth.BcryptCost,
+
+		MirrorCheckpointWindow: 24 * time.Hour,
+		MirrorReportInterval:   5 * time.Second,
+		MaxWatchers:            1024,
+		WatchMaxDelay:          25 * time.Millisecond,
+		WatchWriteTimeout:      10 * time.Second,
+		ClientCertAuth:         true,
+		AuthTokenTTL:           httpapi.DefaultTokenTTL,
+		BcryptCost:             auth.BcryptCost,
 
 		// Resource bounds (issue 17).
 		WatchCatchUpBytes:    feed.DefaultCatchUpBytes,
@@ -358,6 +380,16 @@ func (c Config) Validate() error {
 		return bad("max watchers per client must be positive")
 	case c.RequestBodyTimeout <= 0:
 		return bad("request body timeout must be positive")
+	case c.MirrorCheckpointWindow <= 0:
+		return bad("mirror checkpoint window %s must be positive", c.MirrorCheckpointWindow)
+	case c.MirrorMaxRate < 0:
+		return bad("mirror max rate %d must not be negative", c.MirrorMaxRate)
+	case (c.MirrorCertFile == "") != (c.MirrorKeyFile == ""):
+		return bad("mirror certificate and key go together")
+	case c.MirrorPassword != "" && c.MirrorUser == "":
+		return bad("a mirror password needs a mirror user")
+	case c.MirrorReportInterval <= 0:
+		return bad("mirror report interval %s must be positive", c.MirrorReportInterval)
 	case c.RetainAge < 0 || c.RetentionInterval <= 0:
 		return bad("history retention age must not be negative and its interval must be positive")
 	case c.AuthTokenTTL < time.Second || c.AuthTokenTTL > maxAuthTokenTTL:

@@ -51,6 +51,7 @@ func newMetrics(n *Node) *metrics {
 	counter("forward_batches_total", "Requests this node sent to the leader carrying client writes it received as a follower.", func() float64 { return float64(n.fwd.Stats().Batches) })
 	counter("forward_txns_total", "Client writes this node forwarded in those requests (forward_txns_total / forward_batches_total is the mean batch).", func() float64 { return float64(n.fwd.Stats().Items) })
 	counter("write_txns_total", "Client transactions this node proposed (write_txns_total / write_entries_total is the mean coalescing factor).", func() float64 { return float64(n.batch.Stats().Items) })
+	n.registerMirrorMetrics(reg, gauge, counter)
 	gauge("revision", "Last committed revision on this node.", func() float64 { return float64(n.fsm.Revision()) })
 	gauge("raft_applied_index", "Last raft index applied on this node.", func() float64 { return float64(n.raft.AppliedIndex()) })
 	gauge("raft_commit_index", "Last raft index known committed on this node.", func() float64 { return float64(n.raft.CommitIndex()) })

@@ -92,6 +92,18 @@ type Node struct {
 	barrierMu   sync.Mutex
 	barrierTerm uint64
 
+	// mirrorPeer and mirrorClient call a source cluster (mirror.go);
+	// mirrorRun is the follower's state on this member, mirrorWake wakes
+	// its supervisor, mirrorStats counts; mirrorStreamsDone is closed
+	// when the HTTP server shuts down, ending the mirror streams this
+	// member serves (mirrorsource.go).
+	mirrorPeer        *httpapi.Peer
+	mirrorClient      *http.Client
+	mirrorRun         mirrorRun
+	mirrorWake        chan struct{}
+	mirrorStats       mirrorStats
+	mirrorStreamsDone chan struct{}
+
 	ctx    context.Context // cancelled by Close; owns background work
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -123,7 +135,8 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.ID), authFailures: newAuthFailures(),
 		alarms: newAlarms(cfg.ID), corruptCh: make(chan struct{}, 1), scrubMu: make(chan struct{}, 1),
-		stats: reqstats.New(reqstats.Config{})}
+		stats:      reqstats.New(reqstats.Config{}),
+		mirrorWake: make(chan struct{}, 1), mirrorStreamsDone: make(chan struct{})}
 	n.space = newSpace(n)
 	switch {
 	case cfg.TLS() && cfg.Insecure:
@@ -155,6 +168,14 @@ func New(cfg Config) (*Node, error) {
 		n.client = &http.Client{Transport: newTransport()}
 	}
 	n.peer = httpapi.NewPeer(cfg.ID, n.client)
+	// A source is another cluster: its calls go through a transport of
+	// their own (not the member certificate's).
+	mc, err := newMirrorClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	n.mirrorClient = mc
+	n.mirrorPeer = httpapi.NewPeer(cfg.ID, n.mirrorClient)
 	n.reads = readIndex{n: n, fetch: n.confirmLeadership}
 	n.remoteReads = readIndex{n: n, fetch: n.leaderReadIndex}
 	ok := false
@@ -191,6 +212,7 @@ func New(cfg Config) (*Node, error) {
 		n.goRun(n.retentionLoop)
 	}
 	n.goRun(n.scrubLoop)
+	n.goRun(n.mirrorSupervisor)
 	ok = true
 	n.log.Info("node started", "raft", n.raftAddr, "http", n.httpURL)
 	return n, nil
@@ -358,6 +380,7 @@ func (n *Node) startHTTP() error {
 	}
 	// Shutdown waits for active handlers: watch streams must end first.
 	n.httpSrv.RegisterOnShutdown(n.watches.Shutdown)
+	n.httpSrv.RegisterOnShutdown(func() { close(n.mirrorStreamsDone) })
 	n.goRun(func() {
 		if err := n.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server stopped", "err", err)
@@ -419,6 +442,11 @@ func (n *Node) closeResources() error {
 		n.batch.Drain(min(n.cfg.ShutdownTimeout, 5*time.Second))
 	}
 	n.cancel()
+	if n.mirrorClient != nil {
+		// Its keep-alive connections to a source cluster would hold that
+		// cluster's server goroutines until they time out.
+		n.mirrorClient.CloseIdleConnections()
+	}
 	if n.fsm != nil {
 		// An apply waiting for disk space would hold raft's shutdown
 		// until the disk had room: it gives up now (fsm.Stop).

@@ -30,6 +30,11 @@ func (n *Node) retentionTarget(now time.Time) (uint64, error) {
 			target = since
 		}
 	}
+	// A live mirror checkpoint holds compaction back (apply would clamp
+	// the entry anyway; retention proposes no more than it may do).
+	if floor := n.fsm.CompactionFloor(now); floor != 0 && target > floor {
+		target = floor
+	}
 	if target <= st.CompactRevision {
 		return 0, nil
 	}
@@ -55,7 +60,7 @@ func (n *Node) retentionLoop() {
 		if err != nil || target == 0 {
 			continue
 		}
-		if err := n.compact(n.ctx, target); err != nil && !errors.Is(err, fsm.ErrCompacted) {
+		if _, err := n.compact(n.ctx, target); err != nil && !errors.Is(err, fsm.ErrCompacted) {
 			n.log.Warn("history retention: compaction failed", "revision", target, "err", err)
 			continue
 		}

@@ -33,6 +33,7 @@ func (n *Node) Status() (api.StatusResponse, error) {
 	s.Version = buildinfo.Get().Version
 	s.Watchers = n.Watchers()
 	s.LastScrub = n.scrubs.lastScrub()
+	s.Mirror = n.mirrorSummary()
 	r := n.space.reading()
 	s.StoreBytes, s.StoreInUseBytes = r.usage.FileBytes, r.usage.InUseBytes
 	s.QuotaBytes, s.MinFreeBytes = n.space.quota.Load(), n.space.reserve.Load()

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/fsm"
 	"github.com/cairn-db/cairn/httpapi"
 )
@@ -47,6 +48,11 @@ func (n *Node) validateTxn(t *fsm.Txn) error {
 func (n *Node) Write(ctx context.Context, t fsm.Txn) (fsm.TxnResult, error) {
 	if err := n.validateTxn(&t); err != nil {
 		return fsm.TxnResult{}, err
+	}
+	if n.fsm.ReadOnly() {
+		// Refused before it is proposed, on the member the client called
+		// (apply refuses it anyway): nothing is written.
+		return fsm.TxnResult{Err: fmt.Errorf("%w: it takes its data from its source only, until it is promoted (cairn mirror promote)", fsm.ErrReadOnly)}, nil
 	}
 	// Here on the member the client called and again on the leader, which
 	// a follower forwards the write to (space.go).
@@ -102,22 +108,39 @@ func (n *Node) applyCommand(ctx context.Context, c fsm.Command) error {
 }
 
 // Compact compacts history before rev on every replica, through the
-// leader, and returns the revision after it.
-func (n *Node) Compact(ctx context.Context, rev uint64) (uint64, error) {
+// leader, and returns the head revision after it and the oldest revision
+// available (lower than rev when a mirror's checkpoint held it back).
+func (n *Node) Compact(ctx context.Context, rev uint64) (api.WriteResponse, error) {
 	if !n.IsLeader() {
 		u, err := n.leaderURLFor(ctx, "compact")
 		if err != nil {
-			return 0, err
+			return api.WriteResponse{}, err
 		}
 		return n.peer.Compact(ctx, u, rev)
 	}
-	if err := n.compact(ctx, rev); err != nil {
-		return 0, err
+	oldest, err := n.compact(ctx, rev)
+	if err != nil {
+		return api.WriteResponse{}, err
 	}
-	return n.fsm.Revision(), nil
+	return api.WriteResponse{Revision: n.fsm.Revision(), Time: time.Now().UTC(), CompactRevision: oldest}, nil
 }
 
-// compact proposes a compaction before rev (leader only).
-func (n *Node) compact(ctx context.Context, rev uint64) error {
-	return n.applyCommand(ctx, fsm.Command{Compact: &fsm.Compact{Revision: rev, Time: time.Now()}})
+// compact proposes a compaction before rev (leader only) and returns the
+// oldest revision available after it.
+func (n *Node) compact(ctx context.Context, rev uint64) (uint64, error) {
+	res, err := n.propose(ctx, fsm.Command{Compact: &fsm.Compact{Revision: rev, Time: time.Now()}})
+	if err != nil {
+		return 0, err
+	}
+	r, ok := res.(*fsm.CommandResult)
+	if !ok {
+		return 0, fmt.Errorf("node: unexpected apply response %T", res)
+	}
+	if r.Err != nil {
+		return 0, r.Err
+	}
+	if r.CompactRevision < rev {
+		n.log.Info("compaction held back by a mirror's checkpoint", "asked", rev, "oldest", r.CompactRevision)
+	}
+	return r.CompactRevision, nil
 }

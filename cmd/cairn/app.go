@@ -140,6 +140,7 @@ func commands() []*cli.Command {
 		clusterCommands(),                   // status.go: status
 		nodeCommands(),                      // node.go, member.go, status.go
 		backupCommands(),                    // backup.go: backup, restore
+		mirrorCommands(),                    // mirror.go
 		[]*cli.Command{verifyCommand()},     // verify.go
 		integrityCommands(),                 // integrity.go: alarm, scrub
 		[]*cli.Command{defragCommand()},     // defrag.go
@@ -190,7 +191,7 @@ func exitCode(err error) int {
 		return exitUsage
 	case errors.Is(err, client.ErrUnauthenticated), errors.Is(err, client.ErrPermissionDenied):
 		return exitAuth
-	case errors.Is(err, client.ErrConflict):
+	case errors.Is(err, client.ErrConflict), errors.Is(err, client.ErrReadOnly), errors.Is(err, client.ErrMirrorState):
 		return exitConflict
 	case errors.Is(err, client.ErrNotFound):
 		return exitNotFound

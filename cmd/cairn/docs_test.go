@@ -211,3 +211,14 @@ func docExamples(t *testing.T, title string) []string {
 	}
 	return lines
 }
+
+// TestMirrorDocWalkthrough runs every ```sh block of docs/mirror.md with
+// the binary, in order, in an empty directory: a source and a standby
+// member, mirror start, status --caught-up, verify --source, promotion,
+// and a second standby seeded from a backup.
+func TestMirrorDocWalkthrough(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	runDocScript(t, "../../docs/mirror.md")
+}

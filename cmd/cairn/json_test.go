@@ -395,6 +395,10 @@ func TestJSONOutputShapes(t *testing.T) {
 		"node transfer-leadership": "prints the members as node list does (printMembers); needs a second voter",
 		"auth enable":              "prints the auth revision as user add does (printChange); access control on would refuse the other rows",
 		"auth disable":             "as auth enable",
+		"mirror start":             "prints api.MirrorStatus as mirror status does; needs a second cluster (TestMirrorCLI)",
+		"mirror stop":              "as mirror start",
+		"mirror promote":           "as mirror start",
+		"mirror status":            "decoded strictly into api.MirrorStatus by TestMirrorCLI (two clusters)",
 	}
 	tested := map[string]bool{}
 	for _, r := range rows {

@@ -99,6 +99,14 @@ func nodeRunFlags() []cli.Flag {
 		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "scrub-interval", Value: d.ScrubInterval, Usage: "how often the member checks its stored data and compares its chain and state hashes with the other members' (0 disables; it still scrubs after an unclean start)", EnvVars: env("SCRUB_INTERVAL")}),
 		sizeFlag(&cli.StringFlag{Name: "quota-backend-bytes", Value: bytesize.Format(d.QuotaBackendBytes), Usage: "the object store's quota: once this much of it is in use, writes other than deletes are refused with no_space (bytes, or 512MiB, 8GiB, ...; 0: no quota)", EnvVars: env("QUOTA_BACKEND_BYTES")}),
 		sizeFlag(&cli.StringFlag{Name: "min-free-bytes", Value: bytesize.Format(d.MinFreeBytes), Usage: "free space to keep on the data directory's filesystem: below it, writes other than deletes are refused with no_space (bytes, or 512MiB, 1GiB, ...; 0: no reserve)", EnvVars: env("MIN_FREE_BYTES")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "mirror-checkpoint-window", Value: d.MirrorCheckpointWindow, Usage: "on a source: how long a mirror's checkpoint holds compaction back without progress before it is released", EnvVars: env("MIRROR_CHECKPOINT_WINDOW")}),
+		sizeFlag(&cli.StringFlag{Name: "mirror-max-rate", Value: bytesize.Format(d.MirrorMaxRate), Usage: "on a standby's leader: the most bytes per second read from the source's stream (bytes, or 10MiB, ...; 0: no bound)", EnvVars: env("MIRROR_MAX_RATE")}),
+		altsrc.NewDurationFlag(&cli.DurationFlag{Name: "mirror-report-interval", Value: d.MirrorReportInterval, Usage: "on a standby's leader: how often it reports its progress (its checkpoint) to its source", EnvVars: env("MIRROR_REPORT_INTERVAL")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "mirror-ca-file", Usage: "on a standby: CA bundle (PEM) that signs the TLS source's certificates (default: the system's roots)", EnvVars: env("MIRROR_CA_FILE")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "mirror-cert-file", Usage: "on a standby: client certificate (PEM) presented to a TLS source that requires one; with --mirror-key-file", EnvVars: env("MIRROR_CERT_FILE")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "mirror-key-file", Usage: "the key of --mirror-cert-file (PEM)", EnvVars: env("MIRROR_KEY_FILE")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "mirror-user", Usage: "on a standby: the user it authenticates as to a source with access control on (a role with read on the whole keyspace)", EnvVars: env("MIRROR_USER")}),
+		altsrc.NewStringFlag(&cli.StringFlag{Name: "mirror-password", Usage: "the password of --mirror-user (prefer the environment variable: a flag shows in ps)", EnvVars: env("MIRROR_PASSWORD")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "history-retention", Usage: "keep at least this history: a revision count (10000), an age (72h) or both (10000,72h); empty keeps all", EnvVars: env("HISTORY_RETENTION")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "peer-cert-file", Usage: "this member's certificate (PEM, from cairn cert member create): TLS for raft, between members and, by default, for clients", EnvVars: env("PEER_CERT_FILE")}),
 		altsrc.NewStringFlag(&cli.StringFlag{Name: "peer-key-file", Usage: "the key of --peer-cert-file (PEM)", EnvVars: env("PEER_KEY_FILE")}),
@@ -171,6 +179,10 @@ func nodeRunCommand() *cli.Command {
 			cfg.MaxRequestBytes = c.Int64("max-request-bytes")
 			cfg.MaxOps = c.Int("max-ops")
 			cfg.ScrubInterval = c.Duration("scrub-interval")
+			cfg.MirrorCheckpointWindow = c.Duration("mirror-checkpoint-window")
+			cfg.MirrorReportInterval = c.Duration("mirror-report-interval")
+			cfg.MirrorCAFile, cfg.MirrorCertFile, cfg.MirrorKeyFile = c.String("mirror-ca-file"), c.String("mirror-cert-file"), c.String("mirror-key-file")
+			cfg.MirrorUser, cfg.MirrorPassword = c.String("mirror-user"), c.String("mirror-password")
 			cfg.PeerCertFile = c.String("peer-cert-file")
 			cfg.PeerKeyFile = c.String("peer-key-file")
 			cfg.PeerTrustedCAFile = c.String("peer-trusted-ca-file")
@@ -192,6 +204,9 @@ func nodeRunCommand() *cli.Command {
 				return err
 			}
 			if cfg.MinFreeBytes, err = parseSize(c, "min-free-bytes"); err != nil {
+				return err
+			}
+			if cfg.MirrorMaxRate, err = parseSize(c, "mirror-max-rate"); err != nil {
 				return err
 			}
 			if err := cfg.Validate(); err != nil {

@@ -36,15 +36,20 @@ unreachable), is marked not OK. --deep makes each member recompute its
 chain, check every stored version's checksum and recompute its state hash
 at its own revision (shown in the note). Backup files, given as arguments
 or with --backup, are checked offline instead; with --compare also against
-the live cluster's chain and state hash at each backup's revision.
+the live cluster's chain and state hash at each backup's revision. With
+--source, the cluster is also compared with another one (a standby with its
+source, docs/mirror.md): their chain and state hashes at the lower of the
+two heads must be equal.
 Example:
    cairn verify --deep
+   cairn --cluster http://dr1:8001 verify --source http://primary1:8001
    cairn verify --compare full.bak inc1.bak
    cairn verify --backup full.bak --backup inc1.bak --compare`,
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "deep", Usage: "each member recomputes its chain and state hash and checks its stored versions"},
 			&cli.StringSliceFlag{Name: "backup", Usage: "backup file to check offline (repeatable; files may also be given as arguments)"},
 			&cli.BoolFlag{Name: "compare", Usage: "with backup files: also compare them with the live cluster"},
+			&cli.StringSliceFlag{Name: "source", Usage: "also compare with this other cluster (a standby's source): its member URLs (repeatable or comma separated)"},
 			jsonFlag(),
 		},
 		Action: verifyAction,
@@ -234,6 +239,14 @@ func verifyAction(c *cli.Context) error {
 			}
 			bad = bad || !r.OK
 		}
+		if src := c.StringSlice("source"); len(src) > 0 {
+			row, err := compareSource(ctx, c, cl, src, common)
+			if err != nil {
+				return err
+			}
+			rows = append(rows, row)
+			bad = bad || !row.OK
+		}
 		return nil
 	})
 	if err != nil {
@@ -278,4 +291,55 @@ func verifyFailure(rows []verifyRow, unreached []string) error {
 		return fmt.Errorf("%w %s (the members reached agree)", errUnreached, strings.Join(unreached, ", "))
 	}
 	return errDiffer
+}
+
+// compareSource compares the cluster with another one (a standby with its
+// source): both chain and state hashes at the lower of the cluster's
+// common revision and the other's head. It answers one row, "source URL".
+func compareSource(ctx context.Context, c *cli.Context, cl *client.Client, urls []string, common uint64) (verifyRow, error) {
+	var eps []string
+	for _, u := range urls {
+		eps = append(eps, splitList(u)...)
+	}
+	row := verifyRow{What: "source " + strings.Join(eps, ",")}
+	cfg, err := clientConfig(c)
+	if err != nil {
+		return row, err
+	}
+	cfg.Endpoints = eps
+	other, err := client.New(cfg)
+	if err != nil {
+		return row, err
+	}
+	defer other.Close()
+	head, err := other.StateHash(ctx, 0)
+	if err != nil {
+		row.Note = err.Error()
+		return row, nil
+	}
+	rev := min(common, head.Revision)
+	row.Revision = rev
+	theirs, err := other.StateHash(ctx, rev)
+	if err != nil {
+		row.Note = err.Error()
+		return row, nil
+	}
+	ours, err := cl.StateHash(ctx, rev)
+	if err != nil {
+		row.Note = "this cluster: " + err.Error()
+		return row, nil
+	}
+	row.Hash, row.StateHash = theirs.Hash, theirs.StateHash
+	switch {
+	case rev == 0:
+		row.Note = "nothing to compare: one of the two has applied no transaction"
+	case ours.Hash != theirs.Hash:
+		row.Note = fmt.Sprintf("chain differs at revision %d: this cluster has %.16s", rev, ours.Hash)
+	case ours.StateHash != theirs.StateHash:
+		row.Note = fmt.Sprintf("state differs at revision %d: this cluster has %.16s", rev, ours.StateHash)
+	default:
+		row.OK = true
+		row.Note = fmt.Sprintf("identical to this cluster at revision %d (its head is %d)", rev, head.Revision)
+	}
+	return row, nil
 }

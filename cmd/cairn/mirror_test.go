@@ -1,0 +1,125 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/internal/cluster"
+)
+
+// TestMirrorCLI runs a standby as an operator would, through the binary:
+// a three-process source, a one-process standby; writes on the source
+// while `cairn mirror start` follows it; the source's leader killed
+// mid-stream; the standby refuses writes (exit 3, read_only) and proves
+// itself identical (chain and state hash at the source's head); `mirror
+// status --caught-up`; the source lists the mirror's checkpoint; and
+// `mirror promote` makes the standby writable with the promotion in its
+// chain.
+func TestMirrorCLI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	src := startCluster(t)
+	dst := cluster.New(t, cluster.Options{Kind: cluster.Proc})
+	dst.Start(t, 1)
+	srcFlag, dstFlag := clusterFlag(src), clusterFlag(dst)
+	run := func(want int, args ...string) string {
+		t.Helper()
+		out, errOut, code := runCLI(t, "", args...)
+		if code != want {
+			t.Fatalf("cairn %s: exit %d, want %d\n%s%s", strings.Join(args, " "), code, want, out, errOut)
+		}
+		return out + errOut
+	}
+	for i := range 20 {
+		run(0, srcFlag, "put", fmt.Sprintf("k/%02d", i), fmt.Sprintf("v%d", i))
+	}
+	run(2, dstFlag, "mirror", "start")                           // no --source
+	run(2, dstFlag, "mirror", "start", "--source", "x", "extra") // an argument
+	out := run(0, dstFlag, "mirror", "start", "--source", strings.Join(src.URLs(), ","))
+	if !strings.Contains(out, "following") {
+		t.Fatalf("mirror start: %s", out)
+	}
+	run(3, dstFlag, "mirror", "start", "--source", src.URLs()[0]) // already following: mirror_state
+
+	// Writes go on at the source; its leader is killed in the middle.
+	for i := 20; i < 40; i++ {
+		if i == 30 {
+			src.Kill(t, src.Leader(t))
+		}
+		run(0, srcFlag, "--timeout=30s", "put", fmt.Sprintf("k/%02d", i), fmt.Sprintf("v%d", i))
+	}
+	out = run(0, dstFlag, "--timeout=60s", "--json", "mirror", "status", "--caught-up")
+	var st api.MirrorStatus
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("mirror status --json: %v\n%s", err, out)
+	}
+	srcHead := statusOf(t, srcFlag, src.URL(src.Leader(t)))
+	if st.State != api.MirrorFollowing || st.LagRevisions != 0 || st.Head != srcHead.Revision {
+		t.Fatalf("caught up: %+v, source head %d", st, srcHead.Revision)
+	}
+	// Identical: chain and state hash at the source's head.
+	a, b := chainAt(t, src.URL(src.Leader(t)), srcHead.Revision), chainAt(t, dst.URL(0), srcHead.Revision)
+	if a.Hash != b.Hash || a.StateHash != b.StateHash || a.StateHash == "" {
+		t.Fatalf("standby differs from its source at %d: %+v vs %+v", srcHead.Revision, b, a)
+	}
+	// The same, with one command.
+	if out := run(0, dstFlag, "verify", "--source", strings.Join(src.URLs(), ",")); !strings.Contains(out, "identical to this cluster") {
+		t.Fatalf("verify --source: %s", out)
+	}
+	if got := run(0, dstFlag, "get", "k/39"); got != "v39" {
+		t.Fatalf("read on the standby: %q", got)
+	}
+	// A standby refuses writes, and nothing is written.
+	if out := run(3, dstFlag, "--json", "put", "x", "y"); !strings.Contains(out, api.CodeReadOnly) {
+		t.Fatalf("put on the standby: %s", out)
+	}
+	run(4, dstFlag, "get", "x")
+	// The source lists the standby's checkpoint.
+	if out := run(0, srcFlag, "mirror", "status"); !strings.Contains(out, "mirror ") {
+		t.Fatalf("source status lists no mirror:\n%s", out)
+	}
+	run(1, srcFlag, "mirror", "status", "--caught-up") // a primary is not following
+
+	// Promotion: writable, recorded in the chain.
+	out = run(0, dstFlag, "mirror", "promote")
+	if !strings.Contains(out, "primary") || !strings.Contains(out, "promoted") {
+		t.Fatalf("mirror promote: %s", out)
+	}
+	run(0, dstFlag, "put", "x", "y")
+	if out := run(0, dstFlag, "--json", "log", "--from", fmt.Sprint(srcHead.Revision+1)); !strings.Contains(out, "mirror promoted") {
+		t.Fatalf("no promotion record after %d: %s", srcHead.Revision, out)
+	}
+	run(3, dstFlag, "mirror", "promote") // a primary: mirror_state
+	// The old primary, not fenced, takes a write: the two histories part
+	// at the promotion, and verify says so.
+	run(0, srcFlag, "--timeout=30s", "put", "split", "brain")
+	if out := run(1, dstFlag, "verify", "--source", strings.Join(src.URLs(), ",")); !strings.Contains(out, "chain differs") {
+		t.Fatalf("verify --source after a split: %s", out)
+	}
+}
+
+// statusOf is `node status --json` of the member at endpoint.
+func statusOf(t *testing.T, clusterFlag, endpoint string) api.StatusResponse {
+	t.Helper()
+	out, errOut, code := runCLI(t, "", clusterFlag, "--json", "node", "status", "--endpoint", endpoint)
+	var st api.StatusResponse
+	if code != 0 || json.Unmarshal([]byte(out), &st) != nil {
+		t.Fatalf("node status: %d %s %s", code, out, errOut)
+	}
+	return st
+}
+
+// chainAt is GET /v1/chain?revision=R&state=true of the member at url:
+// the chain and state hash at R.
+func chainAt(t *testing.T, url string, rev uint64) api.ChainResponse {
+	t.Helper()
+	var ch api.ChainResponse
+	if err := json.Unmarshal(httpBody(t, fmt.Sprintf("%s/v1/chain?revision=%d&state=true", url, rev)), &ch); err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
