@@ -571,3 +571,89 @@ func TestStatusPageSignIn(t *testing.T) {
 		t.Fatalf("the page wrote to the console:\n%s", strings.Join(p, "\n"))
 	}
 }
+
+// TestStatusPageMirror opens the status page of a standby (a one-member
+// cluster following a one-member source) in Chromium: its Mirror section
+// shows the state following, the source streamed from and a lag of 0 once
+// caught up; the source's page lists the standby's checkpoint. After
+// promotion the standby's page says primary and the promotion.
+func TestStatusPageMirror(t *testing.T) {
+	b := newBrowser(t)
+	src := StartCluster(t, 1, mirrorConfig)
+	standby := startStandby(t, 1, src)
+	for i := range 5 {
+		if r := src.Put(t, 0, fmt.Sprintf("m/%d", i), "v", ""); r.Code != http.StatusOK {
+			t.Fatalf("put: %s", r)
+		}
+	}
+	startMirror(t, standby, []string{src.URL(0)})
+	waitMirrored(t, src, standby)
+	const mirrorJS = `(() => {
+  const q = (s) => document.querySelector(s);
+  const dl = {};
+  const terms = [...document.querySelectorAll('#mirror-summary dt')];
+  for (const dt of terms) { dl[dt.textContent] = dt.nextElementSibling.textContent; }
+  return { shown: !q('#mirror').hidden, summary: dl, status: q('#status').textContent,
+    checkpoints: [...document.querySelectorAll('#checkpoints tbody tr')].map((r) => r.cells[0].textContent) };
+})()`
+	type mirrorPage struct {
+		Shown       bool              `json:"shown"`
+		Summary     map[string]string `json:"summary"`
+		Status      string            `json:"status"`
+		Checkpoints []string          `json:"checkpoints"`
+	}
+	waitMirror := func(what string, cond func(mirrorPage) error) {
+		t.Helper()
+		waitFor(t, what, waitPage, func() error {
+			var p mirrorPage
+			if err := b.eval(mirrorJS, &p); err != nil {
+				return err
+			}
+			if !p.Shown {
+				return fmt.Errorf("no Mirror section: %+v", p)
+			}
+			return cond(p)
+		})
+	}
+	if err := b.do(chromedp.Navigate(standby.URL(0) + "/ui/")); err != nil {
+		t.Fatal(err)
+	}
+	waitMirror("the standby's page to show it following, caught up", func(p mirrorPage) error {
+		if p.Summary["State"] != "following" || !strings.Contains(p.Summary["Source"], src.URL(0)) ||
+			!strings.HasPrefix(p.Summary["Lag"], "0 revisions") || !strings.Contains(p.Status, "standby following") {
+			return fmt.Errorf("%+v", p)
+		}
+		return nil
+	})
+	b.screenshot("standby-following")
+	sid := mirrorStatus(t, standby, 0)
+	cid := ""
+	if st, err := standby.Status(0); err == nil {
+		cid = st.ClusterID
+	}
+	if err := b.do(chromedp.Navigate(src.URL(0) + "/ui/")); err != nil {
+		t.Fatal(err)
+	}
+	waitMirror("the source's page to list the standby's checkpoint", func(p mirrorPage) error {
+		if p.Summary["State"] != "primary" || len(p.Checkpoints) != 1 || p.Checkpoints[0] != cid {
+			return fmt.Errorf("%+v (standby %s, %s)", p, cid, sid.State)
+		}
+		return nil
+	})
+	b.screenshot("source-checkpoints")
+	if r := standby.PostJSON(t, 0, "/v1/mirror/promote", nil); r.Code != http.StatusOK {
+		t.Fatalf("promote: %s", r)
+	}
+	if err := b.do(chromedp.Navigate(standby.URL(0) + "/ui/")); err != nil {
+		t.Fatal(err)
+	}
+	waitMirror("the promoted standby's page to say so", func(p mirrorPage) error {
+		if p.Summary["State"] != "primary" || !strings.Contains(p.Summary["Promoted"], "at revision") {
+			return fmt.Errorf("%+v", p)
+		}
+		return nil
+	})
+	if probs := b.problems(); len(probs) > 0 {
+		t.Fatalf("console: %v", probs)
+	}
+}
