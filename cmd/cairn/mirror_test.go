@@ -78,9 +78,16 @@ func TestMirrorCLI(t *testing.T) {
 		t.Fatalf("put on the standby: %s", out)
 	}
 	run(4, dstFlag, "get", "x")
-	// The source lists the standby's checkpoint.
+	// The source lists the standby's checkpoint; cairn status shows both
+	// sides under its table.
 	if out := run(0, srcFlag, "mirror", "status"); !strings.Contains(out, "mirror ") {
 		t.Fatalf("source status lists no mirror:\n%s", out)
+	}
+	if out := run(0, srcFlag, "status"); !strings.Contains(out, "mirror of this cluster: ") {
+		t.Fatalf("cairn status of the source shows no mirror:\n%s", out)
+	}
+	if out := run(0, dstFlag, "status"); !strings.Contains(out, "mirror: following ") || !strings.Contains(out, "lag 0 revisions") {
+		t.Fatalf("cairn status of the standby:\n%s", out)
 	}
 	run(1, srcFlag, "mirror", "status", "--caught-up") // a primary is not following
 

@@ -231,5 +231,51 @@ func clusterTable(w io.Writer, cs *api.ClusterStatusResponse) error {
 			m.ID, role, st.Term, st.Revision, m.Lag, orDash(st.LastContact), orDash(st.Version),
 			bytesize.Format(st.StoreBytes), st.Watchers, orDash(strings.Join(alarms, ",")), orDash(m.Health))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return mirrorLines(w, members)
+}
+
+// mirrorLines prints, under the table, the cluster's mirror state as its
+// leader (else the first member that answered) applied it: one line as a
+// standby, one per mirror of it as a source; nothing on a primary without
+// mirrors (docs/mirror.md).
+func mirrorLines(w io.Writer, members []api.MemberStatus) error {
+	var ms *api.MirrorStatus
+	for _, m := range members { // the leader is first
+		if m.Status != nil && m.Status.Mirror != nil {
+			ms = m.Status.Mirror
+			break
+		}
+	}
+	if ms == nil {
+		return nil
+	}
+	if ms.State != api.MirrorPrimary {
+		from := ms.Source
+		if from == "" {
+			from = strings.Join(ms.Sources, ",")
+		}
+		line := fmt.Sprintf("mirror: %s %s (cluster %s), head %d, source head %d, lag %d revisions, %s",
+			ms.State, from, orDash(ms.SourceClusterID), ms.Head, ms.SourceHead, ms.LagRevisions,
+			time.Duration(ms.LagSeconds*float64(time.Second)).Round(time.Millisecond))
+		if ms.Message != "" {
+			line += ": " + ms.Message
+		}
+		if _, err := fmt.Fprintln(w, line); err != nil {
+			return err
+		}
+	}
+	for _, cp := range ms.Checkpoints {
+		held := "holding compaction"
+		if cp.Released {
+			held = "released"
+		}
+		if _, err := fmt.Fprintf(w, "mirror of this cluster: %s at revision %d, last progress %s (%s)\n",
+			cp.ID, cp.Revision, cp.LastProgress.UTC().Format(time.RFC3339), held); err != nil {
+			return err
+		}
+	}
+	return nil
 }
