@@ -91,6 +91,21 @@ func TestMirrorCLI(t *testing.T) {
 	}
 	run(1, srcFlag, "mirror", "status", "--caught-up") // a primary is not following
 
+	// A filtered mirror of the same source: its own history, checked
+	// record by record against the source's by verify --source.
+	flt := cluster.New(t, cluster.Options{Kind: cluster.Proc})
+	flt.Start(t, 1)
+	fltFlag := clusterFlag(flt)
+	run(0, fltFlag, "mirror", "start", "--source", strings.Join(src.URLs(), ","), "--include", "k/1", "--exclude", "k/15")
+	run(0, fltFlag, "--timeout=60s", "mirror", "status", "--caught-up")
+	if out := run(0, fltFlag, "verify", "--source", strings.Join(src.URLs(), ",")); !strings.Contains(out, "each of its 9 records matches") {
+		t.Fatalf("verify --source of a filtered mirror: %s", out)
+	}
+	if got := run(4, fltFlag, "get", "k/15"); got == "v15" {
+		t.Fatal("an excluded key was mirrored")
+	}
+	run(3, fltFlag, "mirror", "promote") // a filtered mirror is not a copy
+
 	// Promotion: writable, recorded in the chain.
 	out = run(0, dstFlag, "mirror", "promote")
 	if !strings.Contains(out, "primary") || !strings.Contains(out, "promoted") {
