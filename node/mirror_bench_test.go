@@ -42,15 +42,10 @@ func benchMember(b *testing.B, id string) *Node {
 	return n
 }
 
-// BenchmarkMirrorCatchUp measures a standby catching up a backlog of
-// b.N source transactions (one 100-byte put each) through the whole path:
-// the source's stream (gzip), the follower's batching, raft and apply on
-// the standby. records/s is the catch-up rate.
-//
-//	go test -run XXX -bench MirrorCatchUp -benchtime 20000x ./node/
-func BenchmarkMirrorCatchUp(b *testing.B) {
-	src := benchMember(b, "s1")
-	standby := benchMember(b, "m1")
+// writeAll puts n transactions (one 100-byte put each, keys k/00000000
+// on) on n, from 64 concurrent writers.
+func writeAll(b *testing.B, n *Node, count int) {
+	b.Helper()
 	ctx := context.Background()
 	value := make([]byte, 100)
 	var wg sync.WaitGroup
@@ -59,8 +54,8 @@ func BenchmarkMirrorCatchUp(b *testing.B) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < b.N; i += writers {
-				res, err := src.Write(ctx, putTxn(fmt.Sprintf("k/%08d", i), value))
+			for i := w; i < count; i += writers {
+				res, err := n.Write(ctx, putTxn(fmt.Sprintf("k/%08d", i), value))
 				if err == nil {
 					err = res.Err
 				}
@@ -72,6 +67,19 @@ func BenchmarkMirrorCatchUp(b *testing.B) {
 		}()
 	}
 	wg.Wait()
+}
+
+// BenchmarkMirrorCatchUp measures a standby catching up a backlog of
+// b.N source transactions (one 100-byte put each) through the whole path:
+// the source's stream (gzip), the follower's batching, raft and apply on
+// the standby. records/s is the catch-up rate.
+//
+//	go test -run XXX -bench MirrorCatchUp -benchtime 20000x ./node/
+func BenchmarkMirrorCatchUp(b *testing.B) {
+	src := benchMember(b, "s1")
+	standby := benchMember(b, "m1")
+	ctx := context.Background()
+	writeAll(b, src, b.N)
 	head := src.fsm.Revision()
 	b.ResetTimer()
 	start := time.Now()
@@ -128,28 +136,9 @@ func BenchmarkMirrorFollowWhileWriting(b *testing.B) {
 					}
 				}()
 			}
-			value := make([]byte, 100)
 			b.ResetTimer()
 			start := time.Now()
-			var wg sync.WaitGroup
-			const writers = 64
-			for w := range writers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := w; i < b.N; i += writers {
-						res, err := src.Write(ctx, putTxn(fmt.Sprintf("k/%08d", i), value))
-						if err == nil {
-							err = res.Err
-						}
-						if err != nil {
-							b.Error(err)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
+			writeAll(b, src, b.N)
 			b.StopTimer()
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "writes/s")
 			if !mirrored {
