@@ -101,7 +101,7 @@ func TestMirrorCLI(t *testing.T) {
 	if out := run(0, fltFlag, "verify", "--source", strings.Join(src.URLs(), ",")); !strings.Contains(out, "each of its 9 records matches") {
 		t.Fatalf("verify --source of a filtered mirror: %s", out)
 	}
-	run(4, fltFlag, "get", "k/15") // excluded: not mirrored
+	run(4, fltFlag, "get", "k/15")       // excluded: not mirrored
 	run(3, fltFlag, "mirror", "promote") // a filtered mirror is not a copy
 
 	// Promotion: writable, recorded in the chain.
