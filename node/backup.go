@@ -18,7 +18,7 @@ import (
 // The directory must not hold a node's state already. o.Progress, when
 // set, is given the bytes of the files as they are read.
 func RestoreDataDir(ctx context.Context, dir string, o fsm.RestoreOptions, full string, incrementals ...string) (fsm.BackupHeader, error) {
-	for _, name := range []string{fsmFile, raftFile, snapDir} {
+	for _, name := range []string{fsmFile, raftFile, stableFile, snapDir} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
 			return fsm.BackupHeader{}, fmt.Errorf("%w: %s already holds %s; restore into an empty directory", ErrBadRequest, dir, name)
 		}

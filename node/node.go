@@ -26,6 +26,7 @@ import (
 	"github.com/cairn-db/cairn/httpapi"
 	"github.com/cairn-db/cairn/internal/coalesce"
 	"github.com/cairn-db/cairn/internal/reqstats"
+	"github.com/cairn-db/cairn/internal/stablestore"
 	"github.com/cairn-db/cairn/internal/tlsutil"
 )
 
@@ -40,6 +41,7 @@ type Node struct {
 	trans    *raft.NetworkTransport
 	stream   *namedStream // trans's stream layer (transport.go)
 	logStore *raftboltdb.BoltStore
+	stable   *stablestore.Store // raft's term and vote (raft-stable.dat)
 	httpSrv  *http.Server
 	httpLn   net.Listener
 	httpURL  string
@@ -117,10 +119,12 @@ type Node struct {
 
 // Open files and directories under DataDir.
 const (
-	fsmFile   = "fsm.db"
-	raftFile  = "raft.db"
-	snapDir   = "snapshots"
-	retainSnp = 2
+	fsmFile  = "fsm.db"
+	raftFile = "raft.db"
+	// stableFile holds raft's current term and vote (see openStable).
+	stableFile = "raft-stable.dat"
+	snapDir    = "snapshots"
+	retainSnp  = 2
 )
 
 // New starts a node: it opens the stores, starts raft (bootstrapping or
@@ -262,6 +266,11 @@ func (n *Node) openRaft() error {
 		return fmt.Errorf("node: raft log store: %w", err)
 	}
 	n.logStore = store
+	stable, err := openStable(cfg.DataDir, store, n.log)
+	if err != nil {
+		return err
+	}
+	n.stable = stable
 	// Bounded in bytes too: one coalesced entry carries up to 1 MiB.
 	logs, err := newLogCache(512, 32<<20, store)
 	if err != nil {
@@ -317,14 +326,14 @@ func (n *Node) openRaft() error {
 	rc.NoSnapshotRestoreOnStart = len(list) == 0 || fsmCoversSnapshot(applied, list[0].Index, logs)
 	n.log.Info("starting raft", "fsm_applied_index", applied, "restore_snapshot", !rc.NoSnapshotRestoreOnStart)
 
-	hasState, err := raft.HasExistingState(logs, store, snaps)
+	hasState, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return fmt.Errorf("node: inspect raft state: %w", err)
 	}
 	if err := checkRepaired(cfg, hasState); err != nil {
 		return err
 	}
-	r, err := raft.NewRaft(rc, f, logs, store, snaps, noPipelineTransport{trans})
+	r, err := raft.NewRaft(rc, f, logs, stable, snaps, noPipelineTransport{trans})
 	if err != nil {
 		return fmt.Errorf("node: start raft: %w", err)
 	}
@@ -338,6 +347,21 @@ func (n *Node) openRaft() error {
 		}
 	}
 	return nil
+}
+
+// openStable opens raft's StableStore: the file stableFile in dataDir,
+// which never needs new disk space once created, so that raft can always
+// save a new term (it panics when it cannot: package stablestore). A data
+// directory from a build that kept them in raft.db gets the file, with
+// raft.db's values, the first time; every update is written through to
+// raft.db as well, best effort, for a downgrade.
+func openStable(dataDir string, logStore *raftboltdb.BoltStore, log *slog.Logger) (*stablestore.Store, error) {
+	s, err := stablestore.Open(stablestore.Options{Path: filepath.Join(dataDir, stableFile),
+		Fallback: logStore, Logger: log.With("component", "raft-stable")})
+	if err != nil {
+		return nil, fmt.Errorf("node: raft stable store: %w", err)
+	}
+	return s, nil
 }
 
 func (n *Node) startHTTP() error {
@@ -486,6 +510,11 @@ func (n *Node) closeResources() error {
 	// closed them all) before closing the stores they write to.
 	if n.stream != nil && !n.stream.drain(5*time.Second) {
 		n.log.Warn("raft connection handlers still running at close")
+	}
+	if n.stable != nil {
+		if err := n.stable.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("raft stable store: %w", err))
+		}
 	}
 	if n.logStore != nil {
 		if err := n.logStore.Close(); err != nil {

@@ -49,6 +49,11 @@ func Recover(ctx context.Context, dataDir, id string, servers []raft.Server, log
 		return fmt.Errorf("node: recover: raft log store: %w", err)
 	}
 	defer store.Close()
+	stable, err := openStable(dataDir, store, logger)
+	if err != nil {
+		return fmt.Errorf("node: recover: %w", err)
+	}
+	defer stable.Close()
 	hl := hclogAdapter(logger, "raft", nil)
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(filepath.Join(dataDir, snapDir), retainSnp, hl)
 	if err != nil {
@@ -59,7 +64,7 @@ func Recover(ctx context.Context, dataDir, id string, servers []raft.Server, log
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(id)
 	rc.Logger = hl
-	err = raft.RecoverCluster(rc, releasingFSM{f}, store, store, snaps, trans, raft.Configuration{Servers: servers})
+	err = raft.RecoverCluster(rc, releasingFSM{f}, store, stable, snaps, trans, raft.Configuration{Servers: servers})
 	if err != nil {
 		return fmt.Errorf("node: recover: %w", err)
 	}

@@ -25,7 +25,7 @@ import (
 //     --data-dir DIR` (Repair): it checks that the member is stopped,
 //     removes it from the cluster through the leader (a wiped voter must
 //     not vote with a log it no longer has), and moves fsm.db, raft.db,
-//     snapshots/ and the markers beside them into DIR/damaged-<UTC time>/;
+//     raft-stable.dat, snapshots/ and the markers beside them into DIR/damaged-<UTC time>/;
 //  3. start the member with --join <the other members' URLs> (not
 //     --bootstrap, which New refuses for a repaired member: it would found
 //     a cluster of its own). It joins as a new member and receives the
@@ -117,8 +117,8 @@ func Repair(ctx context.Context, o RepairOptions) (RepairResult, error) {
 }
 
 // damagedStores lists what Repair moves aside in dir: the object store
-// and its markers, the raft log, the snapshots, and unfinished snapshot
-// restores.
+// and its markers, the raft log, raft's term and vote (stableFile), the
+// snapshots, and unfinished snapshot restores.
 func damagedStores(dir string) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -127,7 +127,7 @@ func damagedStores(dir string) ([]string, error) {
 	var names []string
 	for _, e := range entries {
 		n := e.Name()
-		if strings.HasPrefix(n, fsmFile) || strings.HasPrefix(n, raftFile) || n == snapDir || strings.HasPrefix(n, ".restore-") {
+		if strings.HasPrefix(n, fsmFile) || strings.HasPrefix(n, raftFile) || strings.HasPrefix(n, stableFile) || n == snapDir || strings.HasPrefix(n, ".restore-") {
 			names = append(names, n)
 		}
 	}

@@ -146,9 +146,10 @@ func repairCommand() *cli.Command {
 		Description: `Run on the damaged member's host while it is stopped, with --cluster naming
 the other members (and the TLS and --user flags of other admin commands).
 It removes the member from the cluster through the leader, then moves its
-fsm.db, raft.db, snapshots and markers into <data-dir>/damaged-<time>/
-(nothing is deleted). Then start the member with --join and without
---bootstrap: it joins again and receives the cluster's state.
+fsm.db, raft.db, raft-stable.dat, snapshots and markers into
+<data-dir>/damaged-<time>/ (nothing is deleted). Then start the member with
+--join and without --bootstrap: it joins again and receives the cluster's
+state.
 Example:
    cairn --cluster http://10.0.0.1:8001,http://10.0.0.2:8001 node repair --id n3 --data-dir /var/lib/cairn
    cairn node run --id n3 --data-dir /var/lib/cairn --raft-addr 10.0.0.3:7001 --http-addr 10.0.0.3:8001 --join http://10.0.0.1:8001,http://10.0.0.2:8001`,
