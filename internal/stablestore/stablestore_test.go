@@ -141,7 +141,6 @@ func TestDamagedSlotFallsBack(t *testing.T) {
 	wantUint64(t, s, KeyCurrentTerm, 5)
 	s.Close()
 
-
 	// A slot cut short (a truncated file) is invalid too. On a new
 	// file the second update goes to slot 1.
 	path = filepath.Join(t.TempDir(), "raft-stable.dat")
