@@ -253,7 +253,7 @@ func TestRepairStoppedMember(t *testing.T) {
 	if res.MovedTo != wantDir || len(removed) != 1 || removed[0] != "n1" {
 		t.Fatalf("repair: %+v, removed %v", res, removed)
 	}
-	for _, name := range []string{fsmFile, raftFile, snapDir} {
+	for _, name := range []string{fsmFile, raftFile, stableFile, snapDir} {
 		if _, err := os.Stat(filepath.Join(wantDir, name)); err != nil {
 			t.Fatalf("%s not kept: %v", name, err)
 		}
