@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/cairn-db/cairn/internal/testutil"
 )
 
 func open(t *testing.T, o Options) *Store {
@@ -306,4 +309,39 @@ func TestNewDataDirectory(t *testing.T) {
 	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
 		t.Fatalf("temporary file left: %v", err)
 	}
+}
+
+// failingStore is a fallback whose writes fail, as raft.db's may on a
+// full disk.
+type failingStore struct{ *raftboltdb.BoltStore }
+
+var errNoRoom = errors.New("no space left on device")
+
+func (failingStore) Set([]byte, []byte) error       { return errNoRoom }
+func (failingStore) SetUint64([]byte, uint64) error { return errNoRoom }
+
+func TestWriteThroughFailureIsOnlyLogged(t *testing.T) {
+	dir := t.TempDir()
+	old := openBolt(t, filepath.Join(dir, "raft.db"))
+	if err := old.SetUint64(KeyCurrentTerm, 3); err != nil {
+		t.Fatal(err)
+	}
+	var logs testutil.SyncBuffer
+	path := filepath.Join(dir, "raft-stable.dat")
+	s := open(t, Options{Path: path, Fallback: failingStore{old}, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	wantUint64(t, s, KeyCurrentTerm, 3) // migrated: reads work
+	if err := s.SetUint64(KeyCurrentTerm, 4); err != nil {
+		t.Fatalf("update with raft.db refusing: %v", err)
+	}
+	if err := s.Set(KeyLastVoteCand, []byte("n2")); err != nil {
+		t.Fatalf("update with raft.db refusing: %v", err)
+	}
+	if !testutil.HasLine(logs.String(), "level=WARN", "could not copy an update to raft.db", "key=CurrentTerm", errNoRoom.Error()) {
+		t.Fatalf("no warning logged:\n%s", logs.String())
+	}
+	s.Close()
+	// raft.db is behind (3); the file, authoritative, keeps 4.
+	s = open(t, Options{Path: path, Fallback: old})
+	wantUint64(t, s, KeyCurrentTerm, 4)
+	wantBytes(t, s, KeyLastVoteCand, []byte("n2"))
 }
