@@ -416,6 +416,12 @@ type ScrubResponse struct {
 	Agree       []string `json:"agree,omitempty"`
 	Disagree    []string `json:"disagree,omitempty"`
 	Unreachable []string `json:"unreachable,omitempty"`
+	// Asked names the members of Disagree that this member asked to
+	// scrub at once, its own value being held by a majority of voters:
+	// each one's own scrub then finds itself in the minority and marks
+	// itself corrupt. A scrub run at another member's request asks
+	// nobody.
+	Asked []string `json:"asked,omitempty"`
 }
 
 // DefragResponse is one member's defragmentation (POST

@@ -79,6 +79,10 @@ func (r *recording) Scrub(ctx context.Context) (api.ScrubResponse, error) {
 	r.note("Scrub")
 	return r.fakeService.Scrub(ctx)
 }
+func (r *recording) AskScrub(from string, rev uint64) (bool, error) {
+	r.note("AskScrub")
+	return r.fakeService.AskScrub(from, rev)
+}
 func (r *recording) Status() (api.StatusResponse, error) {
 	r.note("Status")
 	return r.fakeService.Status()
@@ -359,6 +363,7 @@ func TestAccessEveryRoute(t *testing.T) {
 		{"POST", ReadIndexPath, "", members, "", 403},
 		{"POST", ForwardAuthPath, string(authChange), members, "", 403},
 		{"GET", StateHashPath + "?revision=2", "", members, "", 403},
+		{"POST", ScrubAskPath + "?revision=2", "", members, "", 403},
 		{"POST", "/v1/cluster/members", `{"id":"n4","raft_addr":"h:1","http_url":"https://h:2"}`, join, "", 403},
 	}
 	fx := newAuthFixture(t)

@@ -48,7 +48,7 @@ func batchBody(t *testing.T, k string) string {
 }
 
 // reached lists what reached the fake service: writes, compactions,
-// admin calls, read indexes.
+// admin calls, read indexes, asks to scrub.
 func reached(f *fakeService) []string {
 	var out []string
 	for _, w := range f.writes {
@@ -60,6 +60,9 @@ func reached(f *fakeService) []string {
 	out = append(out, f.admin...)
 	for range f.readIndexes {
 		out = append(out, "read-index")
+	}
+	for _, a := range f.scrubAsks {
+		out = append(out, "scrub-ask "+a)
 	}
 	return out
 }
@@ -104,6 +107,14 @@ func TestMembersOnly(t *testing.T) {
 		{name: "read index, header names another member", method: "POST", target: ReadIndexPath, hdr: memberOther, status: 403},
 		{name: "read index, member", method: "POST", target: ReadIndexPath, hdr: memberFwd, status: 200,
 			reached: []string{"read-index"}, forwarded: "n2"},
+		{name: "scrub ask, no member", method: "POST", target: ScrubAskPath + "?revision=7", hdr: none, status: 403,
+			msg: "members only: this route needs a member certificate"},
+		{name: "scrub ask, header from no member", method: "POST", target: ScrubAskPath + "?revision=7", hdr: nonMemberFwd, status: 403},
+		{name: "scrub ask, header names another member", method: "POST", target: ScrubAskPath + "?revision=7", hdr: memberOther, status: 403},
+		{name: "scrub ask, member", method: "POST", target: ScrubAskPath + "?revision=7", hdr: memberFwd, status: 200,
+			reached: []string{"scrub-ask n2 at 7"}},
+		{name: "scrub ask, member without the header", method: "POST", target: ScrubAskPath + "?revision=7", hdr: member, status: 200,
+			reached: []string{"scrub-ask n2 at 7"}},
 
 		// Routes a member forwards to the leader: a client is served as
 		// one; the forwarded mark needs the member it names.

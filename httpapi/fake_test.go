@@ -54,6 +54,10 @@ type fakeService struct {
 	scrubResp api.ScrubResponse
 	scrubErr  error
 	scrubs    int
+	// scrubAsks records AskScrub's calls ("n2 at 7"); askQueued is
+	// what it answers.
+	scrubAsks []string
+	askQueued bool
 	defrags   int
 	defragErr error
 	// quota and reserve are what SetSpaceLimits changes.
@@ -247,6 +251,13 @@ func (f *fakeService) Scrub(context.Context) (api.ScrubResponse, error) {
 	defer f.mu.Unlock()
 	f.scrubs++
 	return f.scrubResp, f.scrubErr
+}
+
+func (f *fakeService) AskScrub(from string, rev uint64) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.scrubAsks = append(f.scrubAsks, fmt.Sprintf("%s at %d", from, rev))
+	return f.askQueued, f.scrubErr
 }
 
 func (f *fakeService) MetricsHandler() http.Handler {

@@ -214,6 +214,7 @@ func (h *handler) routes() []route {
 		{"POST " + ReadIndexPath, ruleMembers, h.readIndex},
 		{"POST " + ForwardAuthPath, ruleMembers, h.forwardedAuth},
 		{"GET " + StateHashPath, ruleMembers, h.stateHash},
+		{"POST " + ScrubAskPath, ruleMembers, h.scrubAsk},
 		{"GET /healthz", ruleOpen, h.healthz},
 		{"GET /version", ruleOpen, h.version},
 		{"GET /readyz", ruleOpen, h.readyz},

@@ -13,6 +13,15 @@ import (
 // compares its own with every other member's (Peer.StateHash).
 const StateHashPath = "/v1/internal/state-hash"
 
+// ScrubAskPath asks a member to scrub at once (?revision=R, the asking
+// member's scrub revision, for its log): a member whose scrub found its own
+// value held by a majority of voters asks each member that disagrees
+// (Peer.AskScrub). The asked member decides by its own scrub, which then
+// finds itself in the minority and marks itself corrupt; nothing else
+// changes on its side. It answers at once: the scrub runs in the member's
+// scrub loop.
+const ScrubAskPath = "/v1/internal/scrub"
+
 // stateHashWait bounds how long StateHashPath waits for this member to
 // apply the revision asked for: the scrubbing member asks at its own
 // applied revision, which a healthy follower reaches within moments.
@@ -106,4 +115,36 @@ func (h *handler) chainAt(ctx context.Context, rev uint64, atRev, state bool) (a
 		resp.StateHash, resp.Keys = d.Hash.String(), d.Keys
 	}
 	return resp, nil
+}
+
+// scrubAskResponse answers ScrubAskPath.
+type scrubAskResponse struct {
+	// Queued is false when a scrub another member asked for earlier had
+	// not started yet: that one covers this request.
+	Queued bool `json:"queued"`
+}
+
+// scrubAsk serves ScrubAskPath (members only): the calling member asks
+// this one to scrub at once.
+func (h *handler) scrubAsk(w http.ResponseWriter, r *http.Request) error {
+	from, err := h.internalCaller(r)
+	if err != nil {
+		return err
+	}
+	if err := knownParams(r, "revision"); err != nil {
+		return err
+	}
+	rev, err := queryUint(r, "revision")
+	if err != nil {
+		return err
+	}
+	if rev == 0 {
+		return badRequest("revision is required")
+	}
+	queued, err := h.svc.AskScrub(from, rev)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, scrubAskResponse{Queued: queued})
+	return nil
 }

@@ -200,3 +200,54 @@ func TestPeerStateHash(t *testing.T) {
 		t.Fatalf("StateHash of a corrupt member: %v", err)
 	}
 }
+
+// TestScrubAskRoute: the members-only route that asks a member to scrub
+// passes the calling member and the revision to the Service and answers
+// whether it queued a scrub; a malformed request reaches nothing, and
+// Peer.AskScrub calls it as a member.
+func TestScrubAskRoute(t *testing.T) {
+	f := newFake()
+	fwd := map[string]string{api.HeaderForwarded: "n2"}
+	for _, queued := range []bool{true, false} {
+		f.askQueued = queued
+		rec := call(f, "POST", ScrubAskPath+"?revision=7", "", fwd)
+		if rec.Code != 200 || rec.Body.String() != fmt.Sprintf("{\"queued\":%v}\n", queued) {
+			t.Fatalf("ask (queued %v): %d %q", queued, rec.Code, rec.Body)
+		}
+	}
+	if want := []string{"n2 at 7", "n2 at 7"}; !reflect.DeepEqual(f.scrubAsks, want) {
+		t.Fatalf("asks %q, want %q", f.scrubAsks, want)
+	}
+	f.scrubAsks = nil
+	for _, c := range []struct {
+		method, target string
+		hdr            map[string]string
+		status         int
+	}{
+		{"POST", ScrubAskPath, fwd, 400},                       // no revision
+		{"POST", ScrubAskPath + "?revision=0", fwd, 400},       // revision 0
+		{"POST", ScrubAskPath + "?revision=x", fwd, 400},       // not a number
+		{"POST", ScrubAskPath + "?revision=2&foo=1", fwd, 400}, // unknown parameter
+		{"POST", ScrubAskPath + "?revision=2", nil, 400},       // no member named
+		{"GET", ScrubAskPath + "?revision=2", fwd, 405},
+	} {
+		if rec := call(f, c.method, c.target, "", c.hdr); rec.Code != c.status {
+			t.Fatalf("%s %s %v: %d %s", c.method, c.target, c.hdr, rec.Code, rec.Body)
+		}
+	}
+	if len(f.scrubAsks) != 0 {
+		t.Fatalf("a refused ask reached the service: %q", f.scrubAsks)
+	}
+
+	srv := httptest.NewServer(New(f, Options{}))
+	defer srv.Close()
+	p := NewPeer("n3", srv.Client())
+	f.askQueued = true
+	if queued, err := p.AskScrub(context.Background(), srv.URL, 9); err != nil || !queued || len(f.scrubAsks) != 1 || f.scrubAsks[0] != "n3 at 9" {
+		t.Fatalf("AskScrub: %v %v, asks %q", queued, err, f.scrubAsks)
+	}
+	f.scrubErr = fmt.Errorf("%w: closing", ErrShuttingDown)
+	if _, err := p.AskScrub(context.Background(), srv.URL, 9); RemoteCode(err) != api.CodeUnavailable {
+		t.Fatalf("AskScrub of a closing member: %v", err)
+	}
+}

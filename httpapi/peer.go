@@ -188,6 +188,16 @@ func (p *Peer) StateHash(ctx context.Context, baseURL string, rev uint64) (api.C
 	return out, err
 }
 
+// AskScrub asks the member at baseURL to scrub at once (ScrubAskPath):
+// this member's scrub at rev found its value held by a majority of voters
+// and that member's not. It returns whether the member queued a scrub
+// (false: one it was asked for earlier has not started yet).
+func (p *Peer) AskScrub(ctx context.Context, baseURL string, rev uint64) (bool, error) {
+	var out scrubAskResponse
+	err := p.call(ctx, http.MethodPost, baseURL, ScrubAskPath+"?revision="+strconv.FormatUint(rev, 10), "", nil, true, &out)
+	return out.Queued, err
+}
+
 func (p *Peer) callJSON(ctx context.Context, method, base, path string, in any, forwarded bool, out any) error {
 	var body []byte
 	if in != nil {

@@ -150,6 +150,13 @@ type Service interface {
 	// found (damage, disagreement) is in the answer, an error is a
 	// failure to scrub.
 	Scrub(ctx context.Context) (api.ScrubResponse, error)
+	// AskScrub has this member scrub at once, in the background, at
+	// member from's request (ScrubAskPath): from's scrub at its revision
+	// rev found a majority of voters on its value and this member
+	// disagreeing. It returns at once: queued is false when a scrub asked
+	// for earlier has not started yet (it covers this request). A scrub
+	// run so asks nobody in its turn.
+	AskScrub(from string, rev uint64) (queued bool, err error)
 
 	// ChangeAuth commits an auth change through the leader (a follower
 	// forwards it, typed, to ForwardAuthPath) and returns the auth

@@ -33,14 +33,36 @@ import (
 //     scrub that finds a majority for its value clears.
 //
 // A member that did not answer (unreachable, corrupt itself, too far
-// behind) counts for no value. A minority member that disagrees is named
-// in the answer; it finds out in its own scrub.
+// behind) counts for no value.
+//
+// When its own value is held by a majority and some members answered
+// another value, the member asks each of those to scrub at once
+// (httpapi.ScrubAskPath, members only; Peer.AskScrub), naming them in the
+// answer's Asked: each one's own scrub then finds the majority against it
+// and marks itself corrupt, out of service with its alarm raised, without
+// waiting for its next periodic scrub. A member never marks another one
+// corrupt: the asked member decides by its own majority check. A scrub run
+// at another member's request asks nobody in its turn, and a member
+// queues at most one such scrub at a time, so asks cannot loop or pile up.
 
 // scrubPeerWait bounds one member's answer to a scrub: its wait to apply
 // R (httpapi's stateHashWait, 5 s) and its state hash.
 const scrubPeerWait = 20 * time.Second
 
-// scrubStats are the scrub metrics and the last scrub's outcome.
+// scrubAskWait bounds the asks to scrub that a scrub sends when it ends
+// (each answers at once: the asked member's scrub runs in its own scrub
+// loop).
+const scrubAskWait = 5 * time.Second
+
+// scrubAsk is another member's request to scrub (Node.AskScrub): who
+// asked, at which revision of its own scrub.
+type scrubAsk struct {
+	from string
+	rev  uint64
+}
+
+// scrubStats are the scrub metrics, the last scrub's outcome and the
+// scrub another member asked for that has not started yet.
 type scrubStats struct {
 	mu     sync.Mutex
 	runs   uint64
@@ -48,6 +70,19 @@ type scrubStats struct {
 	last   time.Time
 	// summary is the last scrub's outcome (nil before the first).
 	summary *api.ScrubSummary
+	// pending holds at most one scrub asked for by another member
+	// (AskScrub) until scrubLoop takes it; made on first use.
+	pending chan scrubAsk
+}
+
+// asks returns the channel of scrubs asked for by other members.
+func (s *scrubStats) asks() chan scrubAsk {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending == nil {
+		s.pending = make(chan scrubAsk, 1)
+	}
+	return s.pending
 }
 
 // record counts one scrub and keeps its outcome: resp, or err, a
@@ -90,13 +125,38 @@ func (s *scrubStats) lastScrub() *api.ScrubSummary {
 // at a time. The error is a failure to scrub (the node closing, ctx
 // ending); damage and disagreement are in the answer.
 func (n *Node) Scrub(ctx context.Context) (api.ScrubResponse, error) {
+	return n.runScrub(ctx, true)
+}
+
+// AskScrub queues a scrub at member from's request (httpapi.ScrubAskPath):
+// from's scrub at its revision rev found its value held by a majority of
+// voters and this member's not. scrubLoop runs it (asking nobody in its
+// turn). It returns false when a scrub asked for earlier has not started
+// yet: that one covers this request.
+func (n *Node) AskScrub(from string, rev uint64) (bool, error) {
+	if n.ctx.Err() != nil {
+		return false, fmt.Errorf("%w: not scrubbing", ErrShuttingDown)
+	}
+	select {
+	case n.scrubs.asks() <- scrubAsk{from: from, rev: rev}:
+		n.log.Warn("scrub: another member asked this member to scrub: its scrub found a majority of voters holding another value than this member's",
+			"member", from, "revision", rev)
+		return true, nil
+	default:
+		return false, nil
+	}
+}
+
+// runScrub scrubs now; ask says whether it may ask disagreeing members to
+// scrub (not when another member asked for it).
+func (n *Node) runScrub(ctx context.Context, ask bool) (api.ScrubResponse, error) {
 	select {
 	case n.scrubMu <- struct{}{}:
 	case <-ctx.Done():
 		return api.ScrubResponse{}, fmt.Errorf("%w: waiting for the running scrub: %w", ErrTimeout, ctx.Err())
 	}
 	defer func() { <-n.scrubMu }()
-	resp, err := n.scrub(ctx)
+	resp, err := n.scrub(ctx, ask)
 	n.scrubs.record(resp, err)
 	if err != nil {
 		n.log.Warn("scrub failed", "err", err)
@@ -107,11 +167,11 @@ func (n *Node) Scrub(ctx context.Context) (api.ScrubResponse, error) {
 		lvl = n.log.Error
 	}
 	lvl("scrub done", "ok", resp.OK, "revision", resp.Revision, "keys", resp.Keys, "versions", resp.Versions,
-		"agree", resp.Agree, "disagree", resp.Disagree, "unreachable", resp.Unreachable, "error", resp.Error)
+		"agree", resp.Agree, "disagree", resp.Disagree, "unreachable", resp.Unreachable, "asked", resp.Asked, "error", resp.Error)
 	return resp, nil
 }
 
-func (n *Node) scrub(ctx context.Context) (api.ScrubResponse, error) {
+func (n *Node) scrub(ctx context.Context, ask bool) (api.ScrubResponse, error) {
 	resp := api.ScrubResponse{Node: n.cfg.ID}
 	if err := n.corrupt(); err != nil {
 		resp.Error = "already corrupt: " + err.Error()
@@ -140,7 +200,7 @@ func (n *Node) scrub(ctx context.Context) (api.ScrubResponse, error) {
 		resp.OK = true // nothing stored yet: nothing to compare
 		return resp, nil
 	}
-	return n.compareScrub(ctx, resp)
+	return n.compareScrub(ctx, resp, ask)
 }
 
 // peerHashes is what one member answered to a scrub: its value at R
@@ -153,8 +213,9 @@ type peerHashes struct {
 }
 
 // compareScrub asks every other member for its hashes at resp.Revision
-// and applies the majority rule.
-func (n *Node) compareScrub(ctx context.Context, resp api.ScrubResponse) (api.ScrubResponse, error) {
+// and applies the majority rule; with ask, a majority for its own value
+// has it ask the members that disagree to scrub (askScrub).
+func (n *Node) compareScrub(ctx context.Context, resp api.ScrubResponse, ask bool) (api.ScrubResponse, error) {
 	cf, urls, err := n.memberURLs()
 	if err != nil {
 		return resp, err
@@ -236,6 +297,9 @@ func (n *Node) compareScrub(ctx context.Context, resp api.ScrubResponse) (api.Sc
 	if len(votes[own]) >= majority {
 		resp.OK = true
 		n.alarms.clear(api.AlarmStateMismatch)
+		if ask && len(resp.Disagree) > 0 {
+			resp.Asked = n.askScrub(ctx, resp, peers, urls, sorted(votes[own]))
+		}
 		return resp, nil
 	}
 	if len(resp.Disagree) == 0 {
@@ -248,6 +312,48 @@ func (n *Node) compareScrub(ctx context.Context, resp api.ScrubResponse) (api.Sc
 	n.alarms.raise(api.AlarmStateMismatch, msg)
 	resp.Error = msg
 	return resp, nil
+}
+
+// askScrub asks each member of peers that answered another value than
+// resp's (resp.Disagree), held by the voters majority, to scrub at once,
+// and returns those that took the request. It waits at most scrubAskWait
+// (each asked member answers at once). Failures are logged: the member
+// then finds out in its own next scrub, as before.
+func (n *Node) askScrub(ctx context.Context, resp api.ScrubResponse, peers []*peerHashes, urls map[string]string, majority []string) []string {
+	actx, cancel := context.WithTimeout(ctx, scrubAskWait)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		asked []string
+		wg    sync.WaitGroup
+	)
+	for _, p := range peers {
+		if p.err != nil || p.value == resp.Hash+"/"+resp.StateHash {
+			continue
+		}
+		n.log.Warn("scrub: asking a member that disagrees with the majority to scrub now",
+			"member", p.id, "revision", resp.Revision, "its_hashes", p.value, "majority_hashes", resp.Hash+"/"+resp.StateHash,
+			"majority", majority)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			queued, err := n.peer.AskScrub(actx, urls[p.id], resp.Revision)
+			if err != nil {
+				n.log.Warn("scrub: could not ask a disagreeing member to scrub; it finds out in its own next scrub",
+					"member", p.id, "revision", resp.Revision, "err", err)
+				return
+			}
+			if !queued {
+				n.log.Info("scrub: the disagreeing member already had a scrub queued", "member", p.id)
+			}
+			mu.Lock()
+			asked = append(asked, p.id)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	slices.Sort(asked)
+	return asked
 }
 
 // peerStateHash asks the member at u for its hashes at rev, trying again
@@ -290,7 +396,8 @@ func listOrNone(s []string) string {
 }
 
 // scrubLoop scrubs once after an unclean start (when the member is
-// ready) and every Config.ScrubInterval (0: never periodically).
+// ready), every Config.ScrubInterval (0: never periodically), and when
+// another member asks (AskScrub).
 func (n *Node) scrubLoop() {
 	if n.fsm.UncleanStart() {
 		for n.ctx.Err() == nil && n.corrupt() == nil {
@@ -301,20 +408,27 @@ func (n *Node) scrubLoop() {
 			}
 		}
 	}
-	if n.cfg.ScrubInterval <= 0 {
-		return
+	var tick <-chan time.Time
+	if n.cfg.ScrubInterval > 0 {
+		t := time.NewTicker(n.cfg.ScrubInterval)
+		defer t.Stop()
+		tick = t.C
 	}
-	t := time.NewTicker(n.cfg.ScrubInterval)
-	defer t.Stop()
+	asks := n.scrubs.asks()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 			if n.Ready() != nil {
 				continue // not caught up: its revision would be stale
 			}
 			_, _ = n.Scrub(n.ctx)
+		case a := <-asks:
+			// The asking member found this one answering at a's
+			// revision: no need to wait to catch up.
+			n.log.Info("scrubbing at another member's request", "member", a.from, "revision", a.rev)
+			_, _ = n.runScrub(n.ctx, false)
 		}
 	}
 }
