@@ -140,7 +140,10 @@ func TestAPIDocExamples(t *testing.T) {
 	}
 	used := map[string]bool{}
 
-	hc := &http.Client{}
+	// As curl: no Accept-Encoding unless asked (--compressed), so the
+	// answers are what curl would print.
+	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	t.Cleanup(hc.CloseIdleConnections) // before the cluster's goroutine count
 	for _, e := range examples {
 		where := e.String()
 		words, comment, err := shellWords(e.text)
@@ -344,6 +347,7 @@ func curlRequest(args []string) (curlCall, error) {
 	if err != nil {
 		return out, fmt.Errorf("curl: %w", err)
 	}
+	req.Header.Set("Accept", "*/*") // curl's default
 	for k, v := range hdr {
 		req.Header[k] = slices.Clone(v)
 	}
