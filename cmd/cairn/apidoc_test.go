@@ -87,6 +87,20 @@ func TestAPIDocExamples(t *testing.T) {
 		return r.Revision()
 	}
 
+	// space sets n1's space limits (PUT /v1/maintenance/space).
+	space := func(where, body string) {
+		t.Helper()
+		r, err := c.HTTP.Do(context.Background(), http.MethodPut, c.URL(0)+"/v1/maintenance/space", []byte(body), nil)
+		if err != nil || r.Code != http.StatusOK {
+			t.Fatalf("%s: space %s: %v %v", where, body, r, err)
+		}
+	}
+	st, err := c.Status(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	minFree := st.MinFreeBytes
+
 	// Before the example (its text as on the page).
 	before := map[string]func(where string){
 		// The transaction example's preconditions: acct/a last written at 4,
@@ -114,9 +128,16 @@ func TestAPIDocExamples(t *testing.T) {
 			txn(where, `{"operations":[{"op":"put","key":"users/ann","value":"eyJ9"}],"user":"ann"}`)
 			txn(where, `{"operations":[{"op":"delete_prefix","key":"users/"}]}`)
 		},
-		// A member that does not answer: n4 stops (n1, n2 and n4 are the
-		// voters now, so two of three still make a quorum).
+		// What the alarms example shows: an alarm, raised by n1 refusing a
+		// write under a reserve of free disk no disk has (put back after
+		// the example), and a member that does not answer: n4 stops (n1,
+		// n2 and n4 are the voters now, so two of three make a quorum).
 		`curl http://127.0.0.1:8001/v1/alarms`: func(where string) {
+			space(where, `{"min_free_bytes": 281474976710656}`)
+			r, err := c.HTTP.Do(context.Background(), http.MethodPut, c.URL(0)+"/v1/kv/refused", []byte("v"), nil)
+			if err != nil || r.Code != http.StatusInsufficientStorage {
+				t.Fatalf("%s: a write under a 256 TiB reserve: %v %v", where, r, err)
+			}
 			c.Stop(t, 3)
 		},
 		// The standby at :8101: a member of its own cluster restored from
@@ -136,6 +157,9 @@ func TestAPIDocExamples(t *testing.T) {
 		// The member removed stops (it is no longer in the cluster).
 		`curl -X DELETE http://127.0.0.1:8001/v1/cluster/members/n3`: func(where string) {
 			c.Stop(t, 2)
+		},
+		`curl http://127.0.0.1:8001/v1/alarms`: func(where string) {
+			space(where, fmt.Sprintf(`{"min_free_bytes": %d}`, minFree))
 		},
 	}
 	used := map[string]bool{}
