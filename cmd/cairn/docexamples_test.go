@@ -22,6 +22,9 @@ type shExample struct {
 	section string // the "## " heading it is under
 	text    string // the command, continuation lines joined, comment dropped
 	comment string // its "  # ..." comment
+	// shown are the "# ..." lines right below the command (no blank line
+	// between), "# " removed: what a page shows it answers.
+	shown []string
 }
 
 func (e shExample) String() string { return fmt.Sprintf("%s:%d: %s", e.page, e.line, e.text) }
@@ -42,6 +45,7 @@ func shExamples(t *testing.T, page string) []shExample {
 		pending  string
 		comments string
 		start    int
+		below    bool // the previous line ended a command
 	)
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
@@ -50,23 +54,39 @@ func shExamples(t *testing.T, page string) []shExample {
 		if !inBlock && strings.HasPrefix(line, "## ") {
 			section = strings.TrimPrefix(line, "## ")
 		}
-		if strings.HasPrefix(trimmed, "```") {
+		if strings.HasPrefix(trimmed, "```") && !quoted(pending) {
 			inBlock = !inBlock && trimmed == "```sh"
+			below = false
 			continue
 		}
 		if !inBlock {
 			continue
 		}
-		if i := strings.Index(line, "  #"); i >= 0 {
-			comments += strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line[i:]), "#"))
-			line = line[:i]
+		if !quoted(pending) {
+			if i := strings.Index(line, "  #"); i >= 0 {
+				comments += strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line[i:]), "#"))
+				line = line[:i]
+			}
 		}
 		line = strings.TrimSpace(line)
-		if line == "" || strings.HasPrefix(line, "#") {
+		if !quoted(pending) && (line == "" || strings.HasPrefix(line, "#")) {
+			if below && line != "" {
+				last := &out[len(out)-1]
+				last.shown = append(last.shown, strings.TrimSpace(strings.TrimPrefix(line, "#")))
+			} else {
+				below = false
+			}
 			continue
 		}
+		below = false
 		if pending == "" {
 			start = n
+		}
+		// A line inside a single-quoted string goes on: the string (a JSON
+		// body over several lines) is one word of the command.
+		if quoted(pending + line) {
+			pending += line + " "
+			continue
 		}
 		if strings.HasSuffix(line, "\\") {
 			pending += strings.TrimSuffix(line, "\\") + " "
@@ -74,7 +94,7 @@ func shExamples(t *testing.T, page string) []shExample {
 		}
 		text := strings.Join(strings.Fields(pending+line), " ")
 		out = append(out, shExample{page: page, line: start, section: section, text: text, comment: comments})
-		pending, comments = "", ""
+		pending, comments, below = "", "", true
 	}
 	if err := sc.Err(); err != nil {
 		t.Fatal(err)
@@ -84,6 +104,9 @@ func shExamples(t *testing.T, page string) []shExample {
 	}
 	return out
 }
+
+// quoted reports whether s ends inside a single-quoted string.
+func quoted(s string) bool { return strings.Count(s, "'")%2 == 1 }
 
 // docExamplesElsewhere are the sh examples of README.md and docs/cli.md
 // that TestDocExamples does not run, with the test that does (or why
