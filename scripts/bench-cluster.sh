@@ -974,7 +974,7 @@ table="$raw/table.md"
 					else printf "NOT caught up within 120 s after %d of %d round(s).\n", nc, n }'
 			done
 		done
-		echo "Standby: source, standby, load generator and the lag poller (curl every 250 ms) share this machine's $(nproc) CPUs and its disk, so the ops/s ratio includes the standby's own CPU and fsyncs taken from the source; the source members' CPU/op with against without a standby is the figure that carries over to a standby on its own machine. Lag as polled: the source's highest revision minus the standby's head (the source read after the standby, so an upper bound), and in ms that over the round's ops/s. The lag the standby reports itself counts only the source head it has been told of, which while records stream is the last record it applied, so under a steady load it reads 0."
+		echo "Standby: source, standby, load generator and the lag poller (curl every 250 ms) share this machine's $(nproc) CPUs and its disk, so the ops/s ratio includes the standby's own CPU and fsyncs taken from the source; the source members' CPU/op with against without a standby is the figure that carries over to a standby on its own machine. Lag as polled: the source's highest revision minus the standby's head (the source read after the standby, so an upper bound), and in ms that over the round's ops/s. The lag the standby reports itself counts only the source head it has been told of and committed with its last batch: while the stream keeps up that is the last record the source sent, so under a steady load it reads 0 and leaves out the writes on their way."
 	fi
 } | tee "$table"
 if [[ -n "$raw_dir" ]]; then
