@@ -68,29 +68,31 @@
 #                                       default 1)
 #
 # Standbys (--cairn-mirror): the system cairn+standby is a second 3-member
-# cluster with the same binary and node flags as cairn, measured right after
-# it in every round, so that the rounds alternate between a source without
-# and one with a standby. Its standby is a cluster of its own (1 or 3
-# members, own data directories, the same node flags) made a standby of it
-# with `cairn mirror start` when the clusters start; it follows the fill,
-# and before each run of cairn+standby the script waits until it has caught
-# up. During the run the standby's GET /v1/mirror/status and the source
-# members' GET /v1/status are polled every 250 ms (curl): the lag is the
-# source's highest revision minus the standby's head (an upper bound: the
-# source is read after the standby), beside the lag in revisions and in
-# seconds that the standby reports itself. After the run the script waits
-# (up to 120 s) until the standby's head reaches the source's. The
-# standby's CPU is measured apart from the source members': the table's
-# CPU/op of cairn+standby is the source's alone, and a summary per
-# workload gives the source's ops/s and CPU/op with and without a standby
-# (medians and their ratio), the standby's CPU per source op, the largest
-# lag and the catch-up after each round. Every process shares this
-# machine's CPUs and disk: the ops/s ratio includes what the standby and
-# the poller take from the source, while the source members' CPU/op with
-# and without a standby is what carries over to a standby on its own
-# machine. With --cairn-tls, tls+standby does the same over TLS (the
-# standby trusts the source with --mirror-ca-file and presents the client
-# certificate); tls-auth gets no standby.
+# cluster with the same binary and node flags as cairn, measured right
+# after it in every round, so that the rounds alternate between a source
+# without and one with a standby. Its standby is a cluster of its own (1
+# or 3 members, own data directories, the same node flags) made a standby
+# of it with `cairn mirror start` when the clusters start; it follows the
+# fill, and before each run of cairn+standby the script waits until it has
+# caught up. During the run the standby's GET /v1/mirror/status and the
+# source members' GET /v1/status are polled every 250 ms (curl): the lag
+# is the source's highest revision minus the standby's head (an upper
+# bound: the source is read after the standby), beside the lag in
+# revisions and in seconds that the standby reports itself. The source
+# members of cairn answer the same polls during its runs (the standby's
+# part aside). After the run the script waits (up to 120 s) until the
+# standby's head reaches the source's. The standby's CPU is measured apart
+# from the source members': the table's CPU/op of cairn+standby is the
+# source's alone, and a summary per workload gives the source's ops/s and
+# CPU/op with and without a standby (medians and their ratio), the
+# standby's CPU per source op, the largest lag and the catch-up after each
+# round. Every process shares this machine's CPUs and disk: the ops/s
+# ratio includes what the standby (and the poller's standby part) take
+# from the source, while the source members' CPU/op with and without a
+# standby is what carries over to a standby on its own machine. With
+# --cairn-tls, tls+standby does the same over TLS (the standby trusts the
+# source with --mirror-ca-file and presents the client certificate);
+# tls-auth gets no standby.
 #
 # A flag given on the command line replaces its variable; the first
 # --cairn-baseline or --cairn-variant replaces the variable's list.
@@ -222,8 +224,9 @@ systems=(cairn)
 declare -A sys_kind=([cairn]=cairn) sys_flags=([cairn]="$cairn_flags") sys_desc=()
 declare -A sys_rev=() sys_bin=() sys_eps=() sys_tls=() sys_client=() sys_auth=()
 # A system with a standby: sys_standby[S] is the system measured without one
-# (cairn+standby's is cairn); sys_standby_eps[S] the standby's members.
-declare -A sys_standby=() sys_standby_eps=()
+# (cairn+standby's is cairn), sys_polled[that system] is 1; sys_standby_eps[S]
+# the standby's members.
+declare -A sys_standby=() sys_standby_eps=() sys_polled=()
 add_system() { # add_system NAME KIND
 	[[ -z "${sys_kind[$1]:-}" ]] || die "two systems named $1"
 	systems+=("$1")
@@ -234,6 +237,7 @@ if [[ $cairn_mirror -eq 1 ]]; then
 	add_system cairn+standby cairn
 	sys_flags[cairn+standby]="$cairn_flags"
 	sys_standby[cairn+standby]=cairn
+	sys_polled[cairn]=1
 	sys_desc[cairn+standby]="the working tree's cairn with $standby_desc"
 fi
 for rev in "${baselines[@]}"; do
@@ -264,6 +268,7 @@ if [[ $cairn_tls -eq 1 ]]; then
 		sys_flags[tls+standby]="$cairn_flags"
 		sys_tls[tls+standby]=1
 		sys_standby[tls+standby]=tls
+		sys_polled[tls]=1
 		sys_desc[tls+standby]="the working tree's cairn over TLS with $standby_desc over TLS"
 	fi
 fi
@@ -588,12 +593,18 @@ start_standby() { # start_standby SYSTEM: sets sys_standby_eps[SYSTEM]
 # /v1/mirror/status) and then at the source (every member's GET /v1/status),
 # in one curl. Prints "state head reported_lag_revisions reported_lag_seconds
 # source_revision", the last the highest of the source members' revisions
-# (a member that did not answer is left out; "-" when none did).
-mirror_poll() {
+# (a member that did not answer is left out; "-" when none did). With
+# source-only, the source's part alone (for the system without a standby,
+# so that its members answer the same requests).
+mirror_poll() { # mirror_poll SYSTEM [source-only]
 	local system="$1" line state="-" head="-" lrev="-" lsec="-" src="-" first=1 u
-	local -a tlsopt=() urls eps
+	local -a tlsopt=() urls=() eps
 	[[ -z "${sys_tls[$system]:-}" ]] || tlsopt=(--cacert "$work/certs/ca.pem" --cert "$work/certs/client-bench.pem" --key "$work/certs/client-bench-key.pem")
-	urls=("${sys_standby_eps[$system]%%,*}/v1/mirror/status")
+	if [[ "${2:-}" == source-only ]]; then
+		first=0
+	else
+		urls=("${sys_standby_eps[$system]%%,*}/v1/mirror/status")
+	fi
 	IFS=',' read -r -a eps <<<"${sys_eps[$system]}"
 	for u in "${eps[@]}"; do urls+=("$u/v1/status"); done
 	while IFS= read -r line; do
@@ -618,12 +629,12 @@ mirror_caught_up() {
 	[[ "$state" == following && "$head" != - && "$src" != - && $head -ge $src && "$lrev" == 0 ]]
 }
 
-# mirror_follow SYSTEM FILE: poll the standby every 250 ms until killed,
-# one line "unix_time state head reported_lag_revisions
+# mirror_follow SYSTEM FILE [source-only]: poll the standby every 250 ms
+# until killed, one line "unix_time state head reported_lag_revisions
 # reported_lag_seconds source_revision" a poll into FILE.
 mirror_follow() {
 	while :; do
-		echo "$EPOCHREALTIME $(mirror_poll "$1")"
+		echo "$EPOCHREALTIME $(mirror_poll "$1" "${3:-}")"
 		sleep 0.25
 	done >"$2"
 }
@@ -729,6 +740,11 @@ run_one() {
 		s0="$(cpu_ticks "$system/standby")"
 		mirror_follow "$system" "$file.lag" &
 		poll_pid=$!
+	elif [[ -n "${sys_polled[$system]:-}" ]]; then
+		# The same polls of the source as with a standby (the standby's
+		# part aside): the comparison leaves the poller out.
+		mirror_follow "$system" /dev/null source-only &
+		poll_pid=$!
 	fi
 	t0="$(cpu_ticks "$system")"
 	w0="$EPOCHREALTIME"
@@ -738,8 +754,8 @@ run_one() {
 	fi
 	t1="$(cpu_ticks "$system")"
 	w1="$EPOCHREALTIME"
-	if [[ -n "$standby" ]]; then
-		s1="$(cpu_ticks "$system/standby")"
+	[[ -z "$standby" ]] || s1="$(cpu_ticks "$system/standby")"
+	if [[ -n "$poll_pid" ]]; then
 		kill -TERM "$poll_pid" 2>/dev/null || true
 		wait "$poll_pid" 2>/dev/null || true
 		poll_pid=""
@@ -974,7 +990,7 @@ table="$raw/table.md"
 					else printf "NOT caught up within 120 s after %d of %d round(s).\n", nc, n }'
 			done
 		done
-		echo "Standby: source, standby, load generator and the lag poller (curl every 250 ms) share this machine's $(nproc) CPUs and its disk, so the ops/s ratio includes the standby's own CPU and fsyncs taken from the source; the source members' CPU/op with against without a standby is the figure that carries over to a standby on its own machine. Lag as polled: the source's highest revision minus the standby's head (the source read after the standby, so an upper bound), and in ms that over the round's ops/s. The lag the standby reports itself counts only the source head it has been told of and committed with its last batch: while the stream keeps up that is the last record the source sent, so under a steady load it reads 0 and leaves out the writes on their way."
+		echo "Standby: source, standby, load generator and the lag poller (curl every 250 ms) share this machine's $(nproc) CPUs and its disk, so the ops/s ratio includes the standby's own CPU and fsyncs taken from the source (the source is polled the same way without a standby); the source members' CPU/op with against without a standby is the figure that carries over to a standby on its own machine. Lag as polled: the source's highest revision minus the standby's head (the source read after the standby, so an upper bound), and in ms that over the round's ops/s. The lag the standby reports itself counts only the source head it has been told of and committed with its last batch: while the stream keeps up that is the last record the source sent, so under a steady load it reads 0 and leaves out the writes on their way."
 	fi
 } | tee "$table"
 if [[ -n "$raw_dir" ]]; then
