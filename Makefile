@@ -11,6 +11,8 @@
 #                    also cairn vs a git revision (BENCH_CAIRN_BASELINE=REV) or with
 #                    extra node flags (BENCH_CAIRN_VARIANTS), over TLS (BENCH_CAIRN_TLS=1),
 #                    over TLS with access control on (BENCH_CAIRN_AUTH=1),
+#                    with a standby following it (BENCH_CAIRN_MIRROR=1: cairn+standby;
+#                    BENCH_MIRROR_MEMBERS=3 for a 3-member standby),
 #                    without etcd (BENCH_NO_ETCD=1)
 #   make build       bin/cairn, statically linked
 #   make install     the same binary into $(go env GOBIN), else $(go env GOPATH)/bin
@@ -77,7 +79,8 @@ bench:
 # The side-by-side comparison with etcd (docs/performance.md), and of cairn
 # against another revision or flags of itself. Its options come from BENCH_*
 # variables, exported or on the command line (make bench-cluster
-# BENCH_DURATION=2s BENCH_ROUNDS=3; make bench-cluster BENCH_CAIRN_BASELINE=HEAD~1 BENCH_NO_ETCD=1).
+# BENCH_DURATION=2s BENCH_ROUNDS=3; make bench-cluster BENCH_CAIRN_BASELINE=HEAD~1 BENCH_NO_ETCD=1;
+# make bench-cluster BENCH_CAIRN_MIRROR=1 BENCH_NO_ETCD=1 BENCH_WORKLOADS=put64 BENCH_ROUNDS=5).
 bench-cluster:
 	bash scripts/bench-cluster.sh
 

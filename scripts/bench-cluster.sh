@@ -60,6 +60,39 @@
 #                                       user with readwrite on every key (bearer
 #                                       tokens, checked on every request and at
 #                                       apply)
+#   --cairn-mirror    BENCH_CAIRN_MIRROR=1 also run the working tree's cairn with a
+#                                       standby following it (issue 18), as the
+#                                       system cairn+standby (and tls+standby
+#                                       with --cairn-tls): see "Standbys" below
+#   --mirror-members N  BENCH_MIRROR_MEMBERS  the standby's members (1 or 3,
+#                                       default 1)
+#
+# Standbys (--cairn-mirror): the system cairn+standby is a second 3-member
+# cluster with the same binary and node flags as cairn, measured right
+# after it in every round, so that the rounds alternate between a source
+# without and one with a standby. Its standby is a cluster of its own (1
+# or 3 members, own data directories, the same node flags) made a standby
+# of it with `cairn mirror start` when the clusters start; it follows the
+# fill, and before each run of cairn+standby the script waits until it has
+# caught up. During the run the standby's GET /v1/mirror/status and the
+# source members' GET /v1/status are polled every 250 ms (curl): the lag
+# is the source's highest revision minus the standby's head (an upper
+# bound: the source is read after the standby), beside the lag in
+# revisions and in seconds that the standby reports itself. The source
+# members of cairn answer the same polls during its runs (the standby's
+# part aside). After the run the script waits (up to 120 s) until the
+# standby's head reaches the source's. The standby's CPU is measured apart
+# from the source members': the table's CPU/op of cairn+standby is the
+# source's alone, and a summary per workload gives the source's ops/s and
+# CPU/op with and without a standby (medians and their ratio), the
+# standby's CPU per source op, the largest lag and the catch-up after each
+# round. Every process shares this machine's CPUs and disk: the ops/s
+# ratio includes what the standby (and the poller's standby part) take
+# from the source, while the source members' CPU/op with and without a
+# standby is what carries over to a standby on its own machine. With
+# --cairn-tls, tls+standby does the same over TLS (the standby trusts the
+# source with --mirror-ca-file and presents the client certificate);
+# tls-auth gets no standby.
 #
 # A flag given on the command line replaces its variable; the first
 # --cairn-baseline or --cairn-variant replaces the variable's list.
@@ -97,6 +130,8 @@ cairn_routing="${BENCH_CAIRN_ROUTING:-rotate}"
 no_etcd="${BENCH_NO_ETCD:-0}"
 cairn_tls="${BENCH_CAIRN_TLS:-0}"
 cairn_auth="${BENCH_CAIRN_AUTH:-0}"
+cairn_mirror="${BENCH_CAIRN_MIRROR:-0}"
+mirror_members="${BENCH_MIRROR_MEMBERS:-1}"
 read -r -a baselines <<<"${BENCH_CAIRN_BASELINE:-}"
 variants=()
 if [[ -n "${BENCH_CAIRN_VARIANTS:-}" ]]; then
@@ -112,8 +147,8 @@ usage() {
 while [[ $# -gt 0 ]]; do
 	opt="${1%%=*}"
 	case "$opt" in
-	--keep-work | --no-etcd | --cairn-tls | --cairn-auth | -h | --help) ;;
-	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags | --cairn-routing | --cairn-baseline | --cairn-variant)
+	--keep-work | --no-etcd | --cairn-tls | --cairn-auth | --cairn-mirror | -h | --help) ;;
+	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags | --cairn-routing | --cairn-baseline | --cairn-variant | --mirror-members)
 		if [[ "$1" == *=* ]]; then
 			val="${1#*=}"
 		elif [[ $# -ge 2 ]]; then
@@ -142,6 +177,8 @@ while [[ $# -gt 0 ]]; do
 	--no-etcd) no_etcd=1 ;;
 	--cairn-tls) cairn_tls=1 ;;
 	--cairn-auth) cairn_auth=1 ;;
+	--cairn-mirror) cairn_mirror=1 ;;
+	--mirror-members) mirror_members="$val" ;;
 	--cairn-baseline)
 		[[ $baselines_given -eq 1 ]] || baselines=()
 		baselines_given=1
@@ -175,6 +212,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ "$no_etcd" == 0 || "$no_etcd" == 1 ]] || die "BENCH_NO_ETCD=$no_etcd: want 0 or 1"
 [[ "$cairn_tls" == 0 || "$cairn_tls" == 1 ]] || die "BENCH_CAIRN_TLS=$cairn_tls: want 0 or 1"
 [[ "$cairn_auth" == 0 || "$cairn_auth" == 1 ]] || die "BENCH_CAIRN_AUTH=$cairn_auth: want 0 or 1"
+[[ "$cairn_mirror" == 0 || "$cairn_mirror" == 1 ]] || die "BENCH_CAIRN_MIRROR=$cairn_mirror: want 0 or 1"
+[[ "$mirror_members" == 1 || "$mirror_members" == 3 ]] || die "--mirror-members $mirror_members: want 1 or 3"
 
 # ---------------------------------------------------------------------------
 # The systems, in the order each round runs them: the working tree's cairn
@@ -184,11 +223,23 @@ commit="$(git describe --always --dirty 2>/dev/null || echo unknown)"
 systems=(cairn)
 declare -A sys_kind=([cairn]=cairn) sys_flags=([cairn]="$cairn_flags") sys_desc=()
 declare -A sys_rev=() sys_bin=() sys_eps=() sys_tls=() sys_client=() sys_auth=()
+# A system with a standby: sys_standby[S] is the system measured without one
+# (cairn+standby's is cairn), sys_polled[that system] is 1; sys_standby_eps[S]
+# the standby's members.
+declare -A sys_standby=() sys_standby_eps=() sys_polled=()
 add_system() { # add_system NAME KIND
 	[[ -z "${sys_kind[$1]:-}" ]] || die "two systems named $1"
 	systems+=("$1")
 	sys_kind[$1]="$2"
 }
+standby_desc="a standby of $mirror_members member$([[ $mirror_members -eq 1 ]] || echo s) following it"
+if [[ $cairn_mirror -eq 1 ]]; then
+	add_system cairn+standby cairn
+	sys_flags[cairn+standby]="$cairn_flags"
+	sys_standby[cairn+standby]=cairn
+	sys_polled[cairn]=1
+	sys_desc[cairn+standby]="the working tree's cairn with $standby_desc"
+fi
 for rev in "${baselines[@]}"; do
 	full="$(git rev-parse --verify --quiet "$rev^{commit}")" || die "--cairn-baseline $rev: not a commit in this repository"
 	name="cairn@$(git rev-parse --short "$full")"
@@ -212,6 +263,14 @@ if [[ $cairn_tls -eq 1 ]]; then
 	sys_flags[tls]="$cairn_flags"
 	sys_tls[tls]=1
 	sys_desc[tls]="the working tree's cairn over TLS (members and clients)"
+	if [[ $cairn_mirror -eq 1 ]]; then
+		add_system tls+standby cairn
+		sys_flags[tls+standby]="$cairn_flags"
+		sys_tls[tls+standby]=1
+		sys_standby[tls+standby]=tls
+		sys_polled[tls]=1
+		sys_desc[tls+standby]="the working tree's cairn over TLS with $standby_desc over TLS"
+	fi
 fi
 if [[ $cairn_auth -eq 1 ]]; then
 	add_system tls-auth cairn
@@ -299,13 +358,18 @@ pids=()
 names=()
 members_of=() # the system each pid in pids belongs to
 bench_pid=""
+poll_pid=""
 # cleanup runs from the EXIT trap: it stops only the processes this script
-# started, by pid (TERM, then KILL after 15 s): the members, and the load
-# generator when a run is under way.
+# started, by pid (TERM, then KILL after 15 s): the members, the load
+# generator when a run is under way, and a standby's lag poller.
 # shellcheck disable=SC2317
 cleanup() {
 	local rc=$? pid
 	trap - EXIT INT TERM
+	if [[ -n "$poll_pid" ]]; then
+		kill -TERM "$poll_pid" 2>/dev/null || true
+		wait "$poll_pid" 2>/dev/null || true
+	fi
 	if [[ -n "$bench_pid" ]]; then
 		# timeout passes the TERM on to the load generator.
 		kill -TERM "$bench_pid" 2>/dev/null || true
@@ -434,14 +498,15 @@ wait_for() {
 	done
 }
 
-# --- TLS: one CA, members n1..n3 and the client "bench", shared by every
-# TLS system (made by `cairn cert` on first use).
+# --- TLS: one CA, members n1..n3 (a standby's s1..s3) and the client
+# "bench", shared by every TLS system (made by `cairn cert` on first use).
 tls_certs() {
 	local certs="$work/certs" i
 	[[ ! -f "$certs/ca.pem" ]] || return 0
 	"$cairn" cert ca create --dir "$certs" >/dev/null
 	for i in 1 2 3; do
 		"$cairn" cert member create --dir "$certs" --id "n$i" --host 127.0.0.1 >/dev/null
+		"$cairn" cert member create --dir "$certs" --id "s$i" --host 127.0.0.1 >/dev/null
 	done
 	"$cairn" cert client create --dir "$certs" --name bench >/dev/null
 }
@@ -490,6 +555,90 @@ start_cairn() { # start_cairn SYSTEM: its three members; sets sys_eps[SYSTEM]
 	fi
 }
 
+# --- a standby: s1 bootstraps, s2 and s3 join (with --mirror-members 3);
+# then `mirror start` makes the cluster a standby of SYSTEM. Its members
+# count as the system SYSTEM/standby (cpu_ticks), apart from the source's.
+start_standby() { # start_standby SYSTEM: sets sys_standby_eps[SYSTEM]
+	local system="$1" i craft role flags scheme=http certs="$work/certs" eps=""
+	local -a http tlsflags client
+	read -r -a flags <<<"${sys_flags[$system]}"
+	read -r -a client <<<"${sys_client[$system]}"
+	[[ -z "${sys_tls[$system]:-}" ]] || scheme=https
+	for ((i = 1; i <= mirror_members; i++)); do
+		port
+		http[i]=$port
+		port
+		craft=$port
+		role=(--bootstrap)
+		[[ $i -eq 1 ]] || role=(--join "$scheme://127.0.0.1:${http[1]}")
+		tlsflags=()
+		[[ $scheme == http ]] || tlsflags=(--peer-cert-file "$certs/member-s$i.pem" --peer-key-file "$certs/member-s$i-key.pem" --peer-trusted-ca-file "$certs/ca.pem"
+			--mirror-ca-file "$certs/ca.pem" --mirror-cert-file "$certs/client-bench.pem" --mirror-key-file "$certs/client-bench-key.pem")
+		mkdir -p "$work/$system-s$i"
+		start "$system/standby" "$system-s$i" "${sys_bin[$system]}" node run --id "s$i" --data-dir "$work/$system-s$i" \
+			--raft-addr "127.0.0.1:$craft" --http-addr "127.0.0.1:${http[i]}" --log-level warn \
+			"${role[@]}" "${tlsflags[@]}" "${flags[@]}"
+		eps+="${eps:+,}$scheme://127.0.0.1:${http[i]}"
+	done
+	sys_standby_eps[$system]="$eps"
+	for ((i = 1; i <= mirror_members; i++)); do
+		wait_for "$system's standby s$i" 60 "$cairn" "${client[@]}" --timeout 2s node health --endpoint "$scheme://127.0.0.1:${http[i]}"
+	done
+	"$cairn" "${client[@]}" --cluster "$eps" --timeout 30s mirror start --source "${sys_eps[$system]}" >/dev/null ||
+		die "$system: mirror start on its standby failed"
+	wait_for "$system's standby to follow" 60 "$cairn" "${client[@]}" --cluster "$eps" --timeout 5s mirror status --caught-up
+}
+
+# mirror_poll SYSTEM: one look at SYSTEM's standby (its first member's GET
+# /v1/mirror/status) and then at the source (every member's GET /v1/status),
+# in one curl. Prints "state head reported_lag_revisions reported_lag_seconds
+# source_revision", the last the highest of the source members' revisions
+# (a member that did not answer is left out; "-" when none did). With
+# source-only, the source's part alone (for the system without a standby,
+# so that its members answer the same requests).
+mirror_poll() { # mirror_poll SYSTEM [source-only]
+	local system="$1" line state="-" head="-" lrev="-" lsec="-" src="-" first=1 u
+	local -a tlsopt=() urls=() eps
+	[[ -z "${sys_tls[$system]:-}" ]] || tlsopt=(--cacert "$work/certs/ca.pem" --cert "$work/certs/client-bench.pem" --key "$work/certs/client-bench-key.pem")
+	if [[ "${2:-}" == source-only ]]; then
+		first=0
+	else
+		urls=("${sys_standby_eps[$system]%%,*}/v1/mirror/status")
+	fi
+	IFS=',' read -r -a eps <<<"${sys_eps[$system]}"
+	for u in "${eps[@]}"; do urls+=("$u/v1/status"); done
+	while IFS= read -r line; do
+		if [[ $first -eq 1 ]]; then
+			first=0
+			[[ "$line" =~ \"state\":\"([a-z]+)\" ]] && state="${BASH_REMATCH[1]}"
+			[[ "$line" =~ \"head\":([0-9]+) ]] && head="${BASH_REMATCH[1]}"
+			[[ "$line" =~ \"lag_revisions\":([0-9]+) ]] && lrev="${BASH_REMATCH[1]}"
+			[[ "$line" =~ \"lag_seconds\":([0-9.e+-]+) ]] && lsec="${BASH_REMATCH[1]}"
+		elif [[ "${line%%\"mirror\":*}" =~ \"revision\":([0-9]+) ]]; then
+			if [[ "$src" == - || ${BASH_REMATCH[1]} -gt $src ]]; then src="${BASH_REMATCH[1]}"; fi
+		fi
+	done < <(curl -s --max-time 1 "${tlsopt[@]}" -w '\n' "${urls[@]}" 2>/dev/null)
+	echo "$state $head $lrev $lsec $src"
+}
+
+# mirror_caught_up SYSTEM: the standby follows and its head is the source's.
+# shellcheck disable=SC2317 # called by wait_for
+mirror_caught_up() {
+	local state head lrev lsec src
+	read -r state head lrev lsec src < <(mirror_poll "$1")
+	[[ "$state" == following && "$head" != - && "$src" != - && $head -ge $src && "$lrev" == 0 ]]
+}
+
+# mirror_follow SYSTEM FILE [source-only]: poll the standby every 250 ms
+# until killed, one line "unix_time state head reported_lag_revisions
+# reported_lag_seconds source_revision" a poll into FILE.
+mirror_follow() {
+	while :; do
+		echo "$EPOCHREALTIME $(mirror_poll "$1" "${3:-}")"
+		sleep 0.25
+	done >"$2"
+}
+
 # --- etcd: three members of a new cluster. ETCD_* variables would clash
 # with the flags (etcd refuses both), so none reach it.
 # shellcheck disable=SC2317 # etcd_health is called by wait_for
@@ -526,6 +675,7 @@ start_etcd() { # start_etcd: the three members of etcd; sets sys_eps[etcd]
 for s in "${systems[@]}"; do
 	if [[ "${sys_kind[$s]}" == cairn ]]; then
 		start_cairn "$s"
+		[[ -z "${sys_standby[$s]:-}" ]] || start_standby "$s"
 	else
 		start_etcd
 	fi
@@ -577,11 +727,25 @@ failed=0
 # run_one SYSTEM LIMIT FILE ARGS...: one run into FILE, reported on stderr.
 # The members' CPU over the run goes to FILE.cpu: the cores they used on
 # average (CPU time over wall time, warm-up included) and that divided by
-# the measured throughput, the members' CPU per operation in µs.
+# the measured throughput, the members' CPU per operation in µs. For a
+# system with a standby, the standby's CPU goes there too (per source
+# operation), and its lag to FILE.mirror (see mirror_report).
 run_one() {
 	local system="$1" limit="$2" file="$3"
 	shift 3
-	local t0 w0 t1 w1
+	local t0 w0 t1 w1 s0=0 s1=0 standby="${sys_standby[$system]:-}"
+	if [[ -n "$standby" ]]; then
+		# The fill, or the previous run, may still be on its way.
+		wait_for "$system's standby to catch up" 600 mirror_caught_up "$system"
+		s0="$(cpu_ticks "$system/standby")"
+		mirror_follow "$system" "$file.lag" &
+		poll_pid=$!
+	elif [[ -n "${sys_polled[$system]:-}" ]]; then
+		# The same polls of the source as with a standby (the standby's
+		# part aside): the comparison leaves the poller out.
+		mirror_follow "$system" /dev/null source-only &
+		poll_pid=$!
+	fi
 	t0="$(cpu_ticks "$system")"
 	w0="$EPOCHREALTIME"
 	if ! bench "$system" "$limit" "$@" >"$file" 2>"$file.err"; then
@@ -590,14 +754,36 @@ run_one() {
 	fi
 	t1="$(cpu_ticks "$system")"
 	w1="$EPOCHREALTIME"
+	[[ -z "$standby" ]] || s1="$(cpu_ticks "$system/standby")"
+	if [[ -n "$poll_pid" ]]; then
+		kill -TERM "$poll_pid" 2>/dev/null || true
+		wait "$poll_pid" 2>/dev/null || true
+		poll_pid=""
+	fi
 	rm -f "$file.err"
 	if ! [[ -s "$file" ]]; then
-		rm -f "$file"
+		rm -f "$file" "$file.lag"
 		return 0
 	fi
-	awk -v t="$((t1 - t0))" -v hz="$clk_tck" -v w0="$w0" -v w1="$w1" -v r="$(field "$file" ops_per_sec)" 'BEGIN {
+	awk -v t="$((t1 - t0))" -v st="$((s1 - s0))" -v sb="${standby:+1}" -v hz="$clk_tck" -v w0="$w0" -v w1="$w1" -v r="$(field "$file" ops_per_sec)" 'BEGIN {
 		cores = (w1 > w0) ? t / hz / (w1 - w0) : 0
-		printf "{\n  \"member_cores\": %.3f,\n  \"member_cpu_us_per_op\": %.1f\n}\n", cores, (r > 0) ? cores * 1e6 / r : 0 }' >"$file.cpu"
+		printf "{\n  \"member_cores\": %.3f,\n  \"member_cpu_us_per_op\": %.1f", cores, (r > 0) ? cores * 1e6 / r : 0
+		if (sb) {
+			scores = (w1 > w0) ? st / hz / (w1 - w0) : 0
+			printf ",\n  \"standby_cores\": %.3f,\n  \"standby_cpu_us_per_op\": %.1f", scores, (r > 0) ? scores * 1e6 / r : 0
+		}
+		printf "\n}\n" }' >"$file.cpu"
+	local mirror_note=""
+	if [[ -n "$standby" ]]; then
+		mirror_report "$system" "$file"
+		mirror_note="$(awk -v c="$(field "$file.cpu" standby_cpu_us_per_op)" -v m="$(field "$file.mirror" max_lag_revisions)" \
+			-v mt="$(field "$file.mirror" max_lag_ms_at_rate)" -v nf="$(field "$file.mirror" polls_not_following)" \
+			-v rm="$(field "$file.mirror" max_reported_lag_revisions)" -v ms="$(field "$file.mirror" max_reported_lag_seconds)" \
+			-v cu="$(field "$file.mirror" caught_up_after_s)" 'BEGIN {
+			printf "standby %6.0f µs CPU/source op  lag max %s revisions (~%.0f ms; standby says %s, %.3f s)  caught up %s%s",
+				c, m, mt, rm, ms, (cu == "-") ? "NOT within 120 s" : sprintf("%.2f s after the run", cu),
+				(nf > 0) ? sprintf("  NOT following at %d polls", nf) : "" }')"
+	fi
 	if [[ "$(field "$file" errors)" != 0 ]]; then
 		echo "bench-cluster: $system run $(basename "$file"): $(field "$file" errors) errors, first: $(sed -n 's/^ *"first_error": *//p' "$file")" >&2
 		failed=1
@@ -606,6 +792,36 @@ run_one() {
 		-v p99="$(field "$file" p99_ms)" -v e="$(field "$file" errors)" -v cpu="$(field "$file.cpu" member_cpu_us_per_op)" 'BEGIN {
 		if (o == "fill") printf "  %-" w "s %8.0f puts/s\n", s, r
 		else printf "  %-" w "s %8.0f ops/s  p50 %7.2f ms  p99 %7.2f ms  errors %s  members %6.0f µs CPU/op\n", s, r, p50, p99, e, cpu }' >&2
+	[[ -z "$mirror_note" ]] || printf '  %*s %s\n' "$width" "" "$mirror_note" >&2
+}
+
+# mirror_report SYSTEM FILE: after a run with a standby, wait (up to 120 s)
+# until the standby has caught up, and write FILE.mirror: the polls made
+# during the run (and how many found it not following), the largest lag
+# seen (the source's highest revision minus the standby's head, as polled;
+# in ms, that over the run's ops/s), the largest lag in revisions and
+# seconds the standby reported itself, and how long after the run's end it
+# caught up ("-" when it did not).
+mirror_report() {
+	local system="$1" file="$2" end="$EPOCHREALTIME" after="-" deadline=$((SECONDS + 120))
+	while [[ $SECONDS -lt $deadline ]]; do
+		if mirror_caught_up "$system"; then
+			after="$(awk -v a="$end" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')"
+			break
+		fi
+		sleep 0.05
+	done
+	if [[ "$after" == - ]]; then
+		echo "bench-cluster: $system's standby did not catch up within 120 s of $(basename "$file"): $(mirror_poll "$system")" >&2
+		failed=1
+	fi
+	awk -v after="$after" -v r="$(field "$file" ops_per_sec)" '
+		{ n++ }
+		$3 ~ /^[0-9]+$/ && $6 ~ /^[0-9]+$/ { l = $6 - $3; if (l > m) m = l }
+		$2 != "following" { bad++ }
+		$4 ~ /^[0-9]+$/ && $4 + 0 > rm { rm = $4 + 0 }
+		$5 ~ /^[0-9.e+-]+$/ && $5 + 0 > rs { rs = $5 + 0 }
+		END { printf "{\n  \"polls\": %d,\n  \"polls_not_following\": %d,\n  \"max_lag_revisions\": %d,\n  \"max_lag_ms_at_rate\": %.1f,\n  \"max_reported_lag_revisions\": %d,\n  \"max_reported_lag_seconds\": %.3f,\n  \"caught_up_after_s\": \"%s\"\n}\n", n, bad, m, (r > 0) ? m * 1000 / r : 0, rm, rs, after }' "$file.lag" >"$file.mirror"
 }
 
 # who: the systems in a line ("cairn 6efbba0 vs cairn@cca5404 vs etcd 3.4.23").
@@ -743,7 +959,39 @@ table="$raw/table.md"
 	done
 	[[ ${#others[@]} -eq 0 ]] || echo "x/cairn: system x's median over the working tree's (cairn), of ops/s and of CPU/op; every cairn system is driven by the working tree's cairn bench."
 	[[ -z "$fill_note" ]] || echo "$fill_note"
-	echo "CPU/op: the CPU time the three members used during a run (warm-up included) over its wall time, divided by the measured ops/s; the load generator's own CPU is not in it."
+	echo "CPU/op: the CPU time the three members used during a run (warm-up included) over its wall time, divided by the measured ops/s; the load generator's own CPU is not in it$([[ $cairn_mirror -eq 0 ]] || echo ", nor a standby's (a system with a standby: its source members alone)")."
+	if [[ $cairn_mirror -eq 1 ]]; then
+		echo
+		for s in "${systems[@]}"; do
+			b="${sys_standby[$s]:-}"
+			[[ -n "$b" ]] || continue
+			for w in "${wls[@]}"; do
+				nc=0
+				for ((r = 1; r <= rounds; r++)); do
+					f="$raw/$w-$s-r$r.json.mirror"
+					if [[ ! -s "$f" || "$(field "$f" caught_up_after_s)" == - ]]; then nc=$((nc + 1)); fi
+				done
+				awk -v lbl="${label[$w]}" -v s="$s" -v b="$b" -v n="$rounds" -v nc="$nc" \
+					-v o0="$(agg "$w" "$b" ops_per_sec)" -v o1="$(agg "$w" "$s" ops_per_sec)" \
+					-v c0="$(agg "$w" "$b" member_cpu_us_per_op .cpu)" -v c1="$(agg "$w" "$s" member_cpu_us_per_op .cpu)" \
+					-v sc="$(agg "$w" "$s" standby_cpu_us_per_op .cpu)" -v lag="$(agg "$w" "$s" max_lag_revisions .mirror)" \
+					-v lt="$(agg "$w" "$s" max_lag_ms_at_rate .mirror)" \
+					-v rl="$(agg "$w" "$s" max_reported_lag_revisions .mirror)" -v rs="$(agg "$w" "$s" max_reported_lag_seconds .mirror)" \
+					-v cu="$(agg "$w" "$s" caught_up_after_s .mirror)" 'BEGIN {
+					split(o0, O0, " "); split(o1, O1, " "); split(c0, C0, " "); split(c1, C1, " ")
+					split(sc, SC, " "); split(lag, L, " "); split(rl, RL, " "); split(rs, RSEC, " "); split(cu, CU, " "); split(lt, LT, " ")
+					med = (n > 1) ? "medians over " n " rounds" : "1 round"
+					if (O0[1] == "-" || O1[1] == "-") { printf "Standby, %s (%s vs %s): failed runs, no figures.\n", lbl, s, b; exit }
+					printf "Standby, %s (%s vs %s, %s): the source %.0f ops/s with a standby, %.0f without (ratio %.2f); ", lbl, s, b, med, O1[1], O0[1], (O0[1] > 0) ? O1[1] / O0[1] : 0
+					printf "the source members %.0f µs CPU/op with, %.0f without (ratio %.2f); ", C1[1], C0[1], (C0[1] > 0) ? C1[1] / C0[1] : 0
+					printf "the standby %.0f µs CPU per source op; ", SC[1]
+					printf "lag at most %d revisions as polled (~%.0f ms of the source'"'"'s writes; the standby reported at most %d revisions, %.3f s); ", L[3], LT[3], RL[3], RSEC[3]
+					if (nc == 0) printf "caught up at most %.2f s after the end of every round.\n", CU[3]
+					else printf "NOT caught up within 120 s after %d of %d round(s).\n", nc, n }'
+			done
+		done
+		echo "Standby: source, standby, load generator and the lag poller (curl every 250 ms) share this machine's $(nproc) CPUs and its disk, so the ops/s ratio includes the standby's own CPU and fsyncs taken from the source (the source is polled the same way without a standby); the source members' CPU/op with against without a standby is the figure that carries over to a standby on its own machine. Lag as polled: the source's highest revision minus the standby's head (the source read after the standby, so an upper bound), and in ms that over the round's ops/s. The lag the standby reports itself counts only the source head it has been told of and committed with its last batch: while the stream keeps up that is the last record the source sent, so under a steady load it reads 0 and leaves out the writes on their way."
+	fi
 } | tee "$table"
 if [[ -n "$raw_dir" ]]; then
 	echo "raw JSON and table.md in $raw" >&2
