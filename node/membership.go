@@ -86,6 +86,9 @@ func (n *Node) join(ctx context.Context, req api.JoinRequest) error {
 		}
 	}
 	if !present {
+		if err := n.snapshotForJoin(); err != nil {
+			return err
+		}
 		var fut raft.IndexFuture
 		if req.NonVoter {
 			fut = n.raft.AddNonvoter(id, addr, 0, n.cfg.ApplyTimeout)
