@@ -216,10 +216,20 @@ func TestMirrorReseedIncremental(t *testing.T) {
 		t.Fatalf("verify --source after the re-seed: %s", out)
 	}
 	srcHead := head(src)
+	want := chainAt(t, src.URL(0), srcHead.Revision)
+	if want.StateHash == "" {
+		t.Fatalf("no state hash: %+v", want)
+	}
 	for i := range dst.N() {
-		a, b := chainAt(t, src.URL(0), srcHead.Revision), chainAt(t, dst.URL(i), srcHead.Revision)
-		if a.Hash != b.Hash || a.StateHash != b.StateHash || a.StateHash == "" {
-			t.Fatalf("re-seeded standby member %d differs from the source at %d: %+v vs %+v", i, srcHead.Revision, b, a)
+		// A follower of the standby may still be applying what its leader has.
+		poll(t, fmt.Sprintf("re-seeded standby member %d at the source's head", i), 30*time.Second, func() error {
+			if got := statusOf(t, dstFlag, dst.URL(i)); got.Revision < srcHead.Revision {
+				return fmt.Errorf("at %d, the source at %d", got.Revision, srcHead.Revision)
+			}
+			return nil
+		})
+		if got := chainAt(t, dst.URL(i), srcHead.Revision); got.Hash != want.Hash || got.StateHash != want.StateHash {
+			t.Fatalf("re-seeded standby member %d differs from the source at %d: %+v vs %+v", i, srcHead.Revision, got, want)
 		}
 	}
 	if got := run(0, dstFlag, "get", "f/004"); got != "v4" {
