@@ -85,10 +85,12 @@ func (n *Node) join(ctx context.Context, req api.JoinRequest) error {
 			}
 		}
 	}
+	// Also for a member already present: one that lost its data directory
+	// and joins again replays from the log's first entry.
+	if err := n.snapshotForJoin(); err != nil {
+		return err
+	}
 	if !present {
-		if err := n.snapshotForJoin(); err != nil {
-			return err
-		}
 		var fut raft.IndexFuture
 		if req.NonVoter {
 			fut = n.raft.AddNonvoter(id, addr, 0, n.cfg.ApplyTimeout)
