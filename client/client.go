@@ -190,10 +190,21 @@ func (c *Client) DeletePrefix(ctx context.Context, prefix string, opts ...WriteO
 }
 
 // Compact drops history superseded before revision, on every replica.
+// A mirror's checkpoint on the cluster can hold compaction back:
+// CompactBefore says where it stopped.
 func (c *Client) Compact(ctx context.Context, revision uint64) error {
+	_, err := c.CompactBefore(ctx, revision)
+	return err
+}
+
+// CompactBefore is Compact that also returns the oldest revision
+// available after it: revision, or lower when a mirror's checkpoint held
+// compaction back (docs/mirror.md), or higher when history had already
+// been compacted past revision.
+func (c *Client) CompactBefore(ctx context.Context, revision uint64) (uint64, error) {
 	b, err := json.Marshal(api.CompactRequest{Revision: revision})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	rep, err := c.do(ctx, &call{method: http.MethodPost, path: "/v1/compact", body: b, json: true,
 		route: routeLeader, retry: retryAmbiguous})
@@ -201,16 +212,21 @@ func (c *Client) Compact(ctx context.Context, revision uint64) error {
 	if errors.As(err, &ce) && ce.Oldest >= revision {
 		// Already compacted at (or past) this revision: a retry of a
 		// compaction that took effect, or a repeat. Either way done.
-		return nil
+		return ce.Oldest, nil
 	}
 	if err != nil {
-		return err
+		return 0, err
 	}
 	var wr api.WriteResponse
-	if err := rep.decode(&wr); err == nil {
-		c.see(wr.Revision)
+	if err := rep.decode(&wr); err != nil {
+		return 0, err
 	}
-	return nil
+	c.see(wr.Revision)
+	if wr.CompactRevision == 0 {
+		// A member that does not say (before mirrors): what was asked.
+		return revision, nil
+	}
+	return wr.CompactRevision, nil
 }
 
 func (c *Client) readOpts(opts []ReadOption) (*readOptions, error) {

@@ -85,6 +85,11 @@ func (n *Node) join(ctx context.Context, req api.JoinRequest) error {
 			}
 		}
 	}
+	// Also for a member already present: one that lost its data directory
+	// and joins again replays from the log's first entry.
+	if err := n.snapshotForJoin(); err != nil {
+		return err
+	}
 	if !present {
 		var fut raft.IndexFuture
 		if req.NonVoter {

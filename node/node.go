@@ -115,6 +115,9 @@ type Node struct {
 	// errors are debug from then on (hclogAdapter).
 	closing  atomic.Bool
 	closeErr error
+
+	// joinSnapMu serializes snapshotForJoin (joinsnapshot.go).
+	joinSnapMu sync.Mutex
 }
 
 // Open files and directories under DataDir.

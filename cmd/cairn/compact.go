@@ -19,13 +19,19 @@ func compactCommand() *cli.Command {
 				return usageError("compact needs --before R (R >= 1)")
 			}
 			return withClient(c, func(ctx context.Context, cl *client.Client) error {
-				if err := cl.Compact(ctx, c.Uint64("before")); err != nil {
+				asked := c.Uint64("before")
+				kept, err := cl.CompactBefore(ctx, asked)
+				if err != nil {
 					return err
 				}
 				if boolFlag(c, "json") {
-					return printJSON(c.App.Writer, compactOutput{Before: c.Uint64("before")})
+					return printJSON(c.App.Writer, compactOutput{Before: kept, Requested: asked})
 				}
-				_, err := fmt.Fprintf(c.App.Writer, "compacted before revision %d\n", c.Uint64("before"))
+				if kept < asked {
+					_, err = fmt.Fprintf(c.App.Writer, "compacted before revision %d, not %d: a mirror's checkpoint holds the history from %d on\n", kept, asked, kept)
+					return err
+				}
+				_, err = fmt.Fprintf(c.App.Writer, "compacted before revision %d\n", kept)
 				return err
 			})
 		},
@@ -33,7 +39,10 @@ func compactCommand() *cli.Command {
 }
 
 // compactOutput is `cairn compact --json`: history is compacted before
-// revision Before (the oldest revision kept).
+// revision Before (the oldest revision kept), Requested the --before
+// asked for (Before is lower when a mirror's checkpoint held compaction
+// back).
 type compactOutput struct {
-	Before uint64 `json:"before"`
+	Before    uint64 `json:"before"`
+	Requested uint64 `json:"requested"`
 }

@@ -120,6 +120,26 @@ func TestMirrorCLI(t *testing.T) {
 	if out := run(1, dstFlag, "verify", "--source", strings.Join(src.URLs(), ",")); !strings.Contains(out, "chain differs") {
 		t.Fatalf("verify --source after a split: %s", out)
 	}
+
+	// The standby's checkpoint on the source (24 h window) holds the
+	// history it would resume from: compact stops there and says so.
+	for i := range 3 {
+		run(0, srcFlag, "--timeout=30s", "put", fmt.Sprintf("z/%d", i), "v")
+	}
+	asked := statusOf(t, srcFlag, src.URL(src.Leader(t))).Revision
+	var co compactOutput
+	out = run(0, srcFlag, "--json", "compact", "--before", fmt.Sprint(asked))
+	if err := json.Unmarshal([]byte(out), &co); err != nil || co.Requested != asked || co.Before >= asked || co.Before == 0 {
+		t.Fatalf("compact --json past a mirror's checkpoint: %v %s (asked %d)", err, out, asked)
+	}
+	want := fmt.Sprintf("compacted before revision %d, not %d: a mirror's checkpoint holds the history from %d on", co.Before, asked, co.Before)
+	if out := run(0, srcFlag, "compact", "--before", fmt.Sprint(asked)); !strings.Contains(out, want) {
+		t.Fatalf("compact past a mirror's checkpoint: %q, want %q", out, want)
+	}
+	run(0, srcFlag, "get", "--revision", fmt.Sprint(co.Before), "k/00") // still there
+	if co.Before > 1 {
+		run(1, srcFlag, "get", "--revision", fmt.Sprint(co.Before-1), "k/00") // compacted
+	}
 }
 
 // statusOf is `node status --json` of the member at endpoint.

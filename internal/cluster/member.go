@@ -213,6 +213,14 @@ func Flags(cfg node.Config, level string) ([]string, error) {
 	if cfg.Insecure {
 		f = append(f, "--insecure")
 	}
+	dur("mirror-checkpoint-window", cfg.MirrorCheckpointWindow, d.MirrorCheckpointWindow)
+	dur("mirror-report-interval", cfg.MirrorReportInterval, d.MirrorReportInterval)
+	num("mirror-max-rate", cfg.MirrorMaxRate, d.MirrorMaxRate)
+	str("mirror-ca-file", cfg.MirrorCAFile, "")
+	str("mirror-cert-file", cfg.MirrorCertFile, "")
+	str("mirror-key-file", cfg.MirrorKeyFile, "")
+	str("mirror-user", cfg.MirrorUser, "")
+	str("mirror-password", cfg.MirrorPassword, "")
 	if len(cfg.RaftDialMap) > 0 {
 		var pairs []string
 		for from, to := range cfg.RaftDialMap {
