@@ -237,7 +237,8 @@ func TestMirrorFollowAndPromote(t *testing.T) {
 
 // TestMirrorDivergedExport: a standby whose chain differs from its
 // source's after a common revision stops as diverged, never overwriting,
-// and exports its records after that revision as an incremental backup.
+// and exports its records after that revision as an incremental backup,
+// whose file and member the status names, also after a restart.
 func TestMirrorDivergedExport(t *testing.T) {
 	src := startStandalone(t, "s1", nil)
 	standby := startStandalone(t, "m1", nil)
@@ -265,8 +266,21 @@ func TestMirrorDivergedExport(t *testing.T) {
 		}
 		return nil
 	})
-	if st.DivergedFile == "" || !strings.Contains(st.Message, fmt.Sprintf("last revision in common is %d", common)) {
+	if st.DivergedFile == "" || st.DivergedMember != "m1" || !strings.Contains(st.Message, fmt.Sprintf("last revision in common is %d", common)) {
 		t.Fatalf("diverged status: %+v", st)
+	}
+	if ms, _ := standby.fsm.Mirror(); ms.DivergedFile != st.DivergedFile || ms.DivergedMember != "m1" {
+		t.Fatalf("replicated mirror state %+v", ms)
+	}
+	// The file and its member are in the replicated state: a restarted
+	// member (nothing of the follower left in memory) still names them.
+	cfg := standby.cfg
+	closeNode(t, standby)
+	standby = startNode(t, cfg)
+	waitFor(t, "standby back", 10*time.Second, standby.Ready)
+	if again := mirrorStatusOf(t, standby); again.State != api.MirrorDiverged || again.DivergedFile != st.DivergedFile ||
+		again.DivergedMember != "m1" || again.Message != st.Message || again.LastError != "" {
+		t.Fatalf("after a restart: %+v, want the file %s on m1", again, st.DivergedFile)
 	}
 	// Nothing of the standby was overwritten: its own records are there.
 	if h := standby.fsm.Revision(); h != common+4 {

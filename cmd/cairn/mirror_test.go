@@ -96,8 +96,16 @@ func TestMirrorCLI(t *testing.T) {
 	flt := cluster.New(t, cluster.Options{Kind: cluster.Proc})
 	flt.Start(t, 1)
 	fltFlag := clusterFlag(flt)
-	run(0, fltFlag, "mirror", "start", "--source", strings.Join(src.URLs(), ","), "--include", "k/1", "--exclude", "k/15")
-	run(0, fltFlag, "--timeout=60s", "mirror", "status", "--caught-up")
+	run(2, fltFlag, "mirror", "start", "--source", strings.Join(src.URLs(), ","), "--max-rate", "fast") // not a size
+	run(2, fltFlag, "mirror", "start", "--source", strings.Join(src.URLs(), ","), "--max-rate", "-1MiB")
+	// With a rate limit: the mirror keeps it, and status shows it.
+	run(0, fltFlag, "mirror", "start", "--source", strings.Join(src.URLs(), ","), "--include", "k/1", "--exclude", "k/15", "--max-rate", "1MiB")
+	if out := run(0, fltFlag, "--timeout=60s", "mirror", "status", "--caught-up"); !strings.Contains(out, "max rate") || !strings.Contains(out, "1MiB/s") {
+		t.Fatalf("mirror status of a mirror started with --max-rate 1MiB:\n%s", out)
+	}
+	if out := run(0, fltFlag, "--json", "mirror", "status"); !strings.Contains(out, `"max_rate": 1048576`) {
+		t.Fatalf("mirror status --json:\n%s", out)
+	}
 	if out := run(0, fltFlag, "verify", "--source", strings.Join(src.URLs(), ",")); !strings.Contains(out, "each of its 9 records matches") {
 		t.Fatalf("verify --source of a filtered mirror: %s", out)
 	}
