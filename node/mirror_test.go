@@ -462,3 +462,52 @@ func TestMirrorFailbackDiverged(t *testing.T) {
 		t.Fatalf("old primary at %d, want %d: nothing overwritten", h, point+5)
 	}
 }
+
+// TestMirrorDivergedFileOnEveryMember: the diverged export's file and
+// the member holding it are in the replicated state, so every member of
+// a three-member standby names them, not only the leader that wrote it.
+func TestMirrorDivergedFileOnEveryMember(t *testing.T) {
+	src := startStandalone(t, "s1", nil)
+	nodes := startThree(t)
+	leader := leaderOf(t, nodes)
+	putN(t, src, "a", 10)
+	if code, body := do(t, "POST", nodes[0].HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	waitFor(t, "caught up", 20*time.Second, caughtUp(src, leader))
+	if code, body := do(t, "POST", nodes[0].HTTPURL()+"/v1/mirror/promote", ""); code != 200 {
+		t.Fatalf("promote: %d %s", code, body)
+	}
+	putN(t, leader, "mine", 2)
+	putN(t, src, "theirs", 5)
+	if code, body := do(t, "POST", nodes[1].HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
+		t.Fatalf("start again: %d %s", code, body)
+	}
+	var file, member string
+	waitFor(t, "diverged with an export", 20*time.Second, func() error {
+		ms, err := leader.fsm.Mirror()
+		if err != nil || ms.Mode != fsm.MirrorDiverged || ms.DivergedFile == "" {
+			return fmt.Errorf("leader's mirror state %+v (%v)", ms, err)
+		}
+		file, member = ms.DivergedFile, ms.DivergedMember
+		return nil
+	})
+	if member != leader.ID() {
+		t.Fatalf("export on %s, want the leader %s", member, leader.ID())
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("the export: %v", err)
+	}
+	for _, n := range nodes {
+		waitFor(t, n.ID()+" names the export", 10*time.Second, func() error {
+			st := mirrorStatusOf(t, n)
+			if st.Node != n.ID() {
+				return fmt.Errorf("answered by %s, not %s", st.Node, n.ID())
+			}
+			if st.State != api.MirrorDiverged || st.DivergedFile != file || st.DivergedMember != member {
+				return fmt.Errorf("%s: state %s, file %q on %q", n.ID(), st.State, st.DivergedFile, st.DivergedMember)
+			}
+			return nil
+		})
+	}
+}
