@@ -796,8 +796,8 @@ func (rr *rateReader) refill() {
 	now := rr.now()
 	if d := now.Sub(rr.last); d > 0 {
 		rr.tokens = min(rr.tokens+d.Seconds()*rr.rate, float64(rr.burst))
+		rr.last = now
 	}
-	rr.last = now
 }
 
 func (rr *rateReader) Read(p []byte) (int, error) {
