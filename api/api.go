@@ -763,10 +763,16 @@ const (
 // MirrorStartRequest makes the cluster a standby of a source cluster
 // (POST /v1/mirror/start). Sources are the source's members' HTTP URLs;
 // Include and Exclude, when given, make a filtered mirror (key prefixes).
+// MaxRate, when positive, bounds the bytes per second the standby's
+// leader reads from the source's stream (compressed, as received); it is
+// part of the replicated mirror state, so every leader applies it, and a
+// member's own --mirror-max-rate, when lower, still wins. 0: no bound of
+// the mirror's own; negative is refused (bad_request).
 type MirrorStartRequest struct {
 	Sources []string `json:"sources"`
 	Include []string `json:"include,omitempty"`
 	Exclude []string `json:"exclude,omitempty"`
+	MaxRate int64    `json:"max_rate,omitempty"`
 }
 
 // MirrorStatus is a cluster's mirror state (GET /v1/mirror/status), as a
@@ -800,14 +806,21 @@ type MirrorStatus struct {
 	// head's time (0 when caught up).
 	LagRevisions uint64  `json:"lag_revisions"`
 	LagSeconds   float64 `json:"lag_seconds"`
+	// MaxRate is the mirror's bound on the bytes per second read from
+	// the source's stream, as given to mirror start (0: none; a member's
+	// --mirror-max-rate may still bound it).
+	MaxRate int64 `json:"max_rate,omitempty"`
 	// Message says why the mirror is diverged or compacted; LastError is
 	// the last error of the stream (a source that cannot be reached).
 	Message   string `json:"message,omitempty"`
 	LastError string `json:"last_error,omitempty"`
-	// DivergedFile is the incremental backup file, on the standby's
-	// leader, of the transactions it had after the point where its chain
-	// and the source's part (diverged).
-	DivergedFile string `json:"diverged_file,omitempty"`
+	// DivergedFile is the incremental backup file of the transactions
+	// the standby had after the point where its chain and the source's
+	// part (diverged), a path on member DivergedMember (the leader that
+	// found the divergence). Replicated: every member answers it, until
+	// the next mirror start or promotion.
+	DivergedFile   string `json:"diverged_file,omitempty"`
+	DivergedMember string `json:"diverged_member,omitempty"`
 	// PromotedAt is the revision of the promotion record, when this
 	// cluster was promoted from a standby of PromotedFrom.
 	PromotedAt   uint64     `json:"promoted_at,omitempty"`

@@ -16,7 +16,9 @@ import (
 
 // MirrorStart makes the cluster a standby of the source cluster whose
 // members' HTTP URLs are req.Sources (with req.Include or req.Exclude, a
-// filtered mirror). It answers the mirror status after the start;
+// filtered mirror; with req.MaxRate, a bound in bytes per second on what
+// the standby's leader reads from the source, kept with the mirror;
+// ErrBadRequest when negative). It answers the mirror status after the start;
 // ErrMirrorState when the cluster is already following, or the source
 // would make a loop.
 func (c *Client) MirrorStart(ctx context.Context, req api.MirrorStartRequest) (*api.MirrorStatus, error) {

@@ -574,8 +574,8 @@ func TestStatusPageSignIn(t *testing.T) {
 
 // TestStatusPageMirror opens the status page of a standby (a one-member
 // cluster following a one-member source) in Chromium: its Mirror section
-// shows the state following, the source streamed from and a lag of 0 once
-// caught up; the source's page lists the standby's checkpoint. After
+// shows the state following, the source streamed from, a lag of 0 once
+// caught up and the mirror's max rate; the source's page lists the standby's checkpoint. After
 // promotion the standby's page says primary and the promotion.
 func TestStatusPageMirror(t *testing.T) {
 	b := newBrowser(t)
@@ -586,7 +586,10 @@ func TestStatusPageMirror(t *testing.T) {
 			t.Fatalf("put: %s", r)
 		}
 	}
-	startMirror(t, standby, []string{src.URL(0)})
+	// With a rate limit of its own, which the page shows.
+	if r := standby.PostJSON(t, standby.Leader(t), "/v1/mirror/start", api.MirrorStartRequest{Sources: []string{src.URL(0)}, MaxRate: 1 << 20}); r.Code != http.StatusOK {
+		t.Fatalf("mirror start: %s", r)
+	}
 	waitMirrored(t, src, standby)
 	const mirrorJS = `(() => {
   const q = (s) => document.querySelector(s);
@@ -620,7 +623,8 @@ func TestStatusPageMirror(t *testing.T) {
 	}
 	waitMirror("the standby's page to show it following, caught up", func(p mirrorPage) error {
 		if p.Summary["State"] != "following" || !strings.Contains(p.Summary["Source"], src.URL(0)) ||
-			!strings.HasPrefix(p.Summary["Lag"], "0 revisions") || !strings.Contains(p.Status, "standby following") {
+			!strings.HasPrefix(p.Summary["Lag"], "0 revisions") || !strings.Contains(p.Status, "standby following") ||
+			p.Summary["Max rate"] != "1.0 MiB/s" {
 			return fmt.Errorf("%+v", p)
 		}
 		return nil

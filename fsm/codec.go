@@ -277,7 +277,7 @@ func mirrorControlToPB(m *MirrorControl) (*fsmpb.MirrorControl, error) {
 	if s := m.Start; s != nil {
 		n++
 		st := &fsmpb.MirrorStart{Sources: s.Sources, Include: s.Include, Exclude: s.Exclude,
-			SourceClusterId: s.SourceClusterID, Upstream: s.Upstream, SourceRevision: s.SourceRevision}
+			SourceClusterId: s.SourceClusterID, Upstream: s.Upstream, SourceRevision: s.SourceRevision, MaxRate: s.MaxRate}
 		if s.SourceHash != (Hash{}) {
 			st.SourceHash = bytes.Clone(s.SourceHash[:])
 		}
@@ -289,7 +289,8 @@ func mirrorControlToPB(m *MirrorControl) (*fsmpb.MirrorControl, error) {
 	}
 	if s := m.SetState; s != nil {
 		n++
-		pb.Op = &fsmpb.MirrorControl_SetState{SetState: &fsmpb.MirrorSetState{State: string(s.State), Message: s.Message}}
+		pb.Op = &fsmpb.MirrorControl_SetState{SetState: &fsmpb.MirrorSetState{State: string(s.State), Message: s.Message,
+			DivergedFile: s.DivergedFile, DivergedMember: s.DivergedMember}}
 	}
 	if m.Promote != nil {
 		n++
@@ -310,7 +311,7 @@ func mirrorControlFromPB(pb *fsmpb.MirrorControl) (*MirrorControl, error) {
 			s = &fsmpb.MirrorStart{}
 		}
 		st := &MirrorStart{Sources: s.Sources, Include: s.Include, Exclude: s.Exclude,
-			SourceClusterID: s.SourceClusterId, Upstream: s.Upstream, SourceRevision: s.SourceRevision}
+			SourceClusterID: s.SourceClusterId, Upstream: s.Upstream, SourceRevision: s.SourceRevision, MaxRate: s.MaxRate}
 		switch len(s.SourceHash) {
 		case 0:
 		case len(st.SourceHash):
@@ -326,7 +327,8 @@ func mirrorControlFromPB(pb *fsmpb.MirrorControl) (*MirrorControl, error) {
 		if s == nil {
 			s = &fsmpb.MirrorSetState{}
 		}
-		m.SetState = &MirrorSetState{State: MirrorMode(s.State), Message: s.Message}
+		m.SetState = &MirrorSetState{State: MirrorMode(s.State), Message: s.Message,
+			DivergedFile: s.DivergedFile, DivergedMember: s.DivergedMember}
 	case *fsmpb.MirrorControl_Promote:
 		m.Promote = &MirrorPromote{}
 	default:

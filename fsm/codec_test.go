@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"reflect"
 	"testing"
@@ -50,10 +51,12 @@ func sampleCommands() map[string]Command {
 		"mirror records, none": {MirrorRecords: &MirrorRecords{SourceHead: 3}},
 		"mirror start": {MirrorControl: &MirrorControl{Time: time.Unix(11, 0).UTC(), Start: &MirrorStart{
 			Sources: []string{"http://a:1", "http://b:1"}, Include: []string{"i/"}, Exclude: []string{"i/x/"},
-			SourceClusterID: "src", Upstream: []string{"up1", "up2"}, SourceRevision: 17, SourceHash: Hash{1, 2, 3}}}},
-		"mirror stop":      {MirrorControl: &MirrorControl{Time: time.Unix(12, 0).UTC(), Stop: &MirrorStop{}}},
-		"mirror set state": {MirrorControl: &MirrorControl{SetState: &MirrorSetState{State: MirrorDiverged, Message: "hash differs at 4"}}},
-		"mirror promote":   {MirrorControl: &MirrorControl{Time: time.Unix(13, 0).UTC(), Promote: &MirrorPromote{}}},
+			SourceClusterID: "src", Upstream: []string{"up1", "up2"}, SourceRevision: 17, SourceHash: Hash{1, 2, 3},
+			MaxRate: 10 << 20}}},
+		"mirror stop": {MirrorControl: &MirrorControl{Time: time.Unix(12, 0).UTC(), Stop: &MirrorStop{}}},
+		"mirror set state": {MirrorControl: &MirrorControl{SetState: &MirrorSetState{State: MirrorDiverged, Message: "hash differs at 4",
+			DivergedFile: "/data/s1/diverged-20260101T000000Z.inc", DivergedMember: "s1"}}},
+		"mirror promote": {MirrorControl: &MirrorControl{Time: time.Unix(13, 0).UTC(), Promote: &MirrorPromote{}}},
 		"mirror checkpoint": {MirrorCheckpoint: &MirrorCheckpoint{ID: "standby", Revision: 40,
 			Time: time.Unix(14, 0).UTC(), Window: time.Hour}},
 		"mirror checkpoint removal": {MirrorCheckpoint: &MirrorCheckpoint{ID: "standby", Remove: true}},
@@ -229,6 +232,47 @@ func TestDecodeMirrorCommandsRefused(t *testing.T) {
 	for name, c := range cases {
 		if _, err := DecodeCommand(enc(c.pb)); !errors.Is(err, c.want) {
 			t.Errorf("%s: %v, want %v", name, err, c.want)
+		}
+	}
+}
+
+// Mirror entries written before max_rate (MirrorStart field 8) and the
+// diverged file (MirrorSetState fields 3 and 4) existed decode with them
+// zero: no bound of the mirror's own, no file.
+func TestMirrorControlOldEncoding(t *testing.T) {
+	str := func(b []byte, num protowire.Number, v string) []byte {
+		b = protowire.AppendTag(b, num, protowire.BytesType)
+		return protowire.AppendString(b, v)
+	}
+	msg := func(b []byte, num protowire.Number, m []byte) []byte {
+		b = protowire.AppendTag(b, num, protowire.BytesType)
+		return protowire.AppendBytes(b, m)
+	}
+	// The fields of the older schema only, written by hand.
+	start := str(nil, 1, "http://a:1")
+	start = str(start, 4, "src")
+	setState := str(nil, 1, string(MirrorDiverged))
+	setState = str(setState, 2, "hash differs")
+	for name, c := range map[string]struct {
+		op   []byte
+		want MirrorControl
+	}{
+		"start":     {msg(nil, 1, start), MirrorControl{Start: &MirrorStart{Sources: []string{"http://a:1"}, SourceClusterID: "src"}}},
+		"set state": {msg(nil, 3, setState), MirrorControl{SetState: &MirrorSetState{State: MirrorDiverged, Message: "hash differs"}}},
+	} {
+		body := msg(nil, 8, c.op) // Command.mirror_control
+		got, err := DecodeCommand(append([]byte{CommandVersion}, body...))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if c.want.Time = fromUnixNano(0); !reflect.DeepEqual(got.MirrorControl, &c.want) {
+			t.Fatalf("%s: decoded %+v, want %+v", name, got.MirrorControl, &c.want)
+		}
+		// And this build writes them the same way when the new fields
+		// are zero.
+		again, err := EncodeCommand(got)
+		if err != nil || !bytes.Equal(again[1:], body) {
+			t.Fatalf("%s: re-encoded %x, want %x (%v)", name, again[1:], body, err)
 		}
 	}
 }

@@ -83,6 +83,17 @@ type MirrorState struct {
 	LastEntryTime time.Time
 	// Message says why the mode is diverged or compacted.
 	Message string
+	// DivergedFile and DivergedMember name the file (a path on that
+	// member) where the leader that found a divergence exported the
+	// records this standby had after the last revision it shares with the
+	// source; empty when none was written. Cleared, like Message, by a
+	// start and a promotion.
+	DivergedFile   string
+	DivergedMember string
+	// MaxRate is the mirror's bound on the bytes per second its leader
+	// reads from the source's stream (as received: compressed); 0 is no
+	// bound of its own (a member's --mirror-max-rate may still apply).
+	MaxRate uint64
 	// Since is when Mode last changed (the changing entry's time).
 	Since time.Time
 	// PromotedAt is the revision of the last promotion record,
@@ -153,16 +164,24 @@ type MirrorStart struct {
 	// an unfiltered standby resumes at its own head and ignores them.
 	SourceRevision uint64
 	SourceHash     Hash
+	// MaxRate bounds the bytes per second read from the source's stream
+	// (MirrorState.MaxRate); 0: no bound.
+	MaxRate uint64
 }
 
 // MirrorStop stops following: the cluster stays read-only (MirrorStopped).
 type MirrorStop struct{}
 
 // MirrorSetState moves a following standby to MirrorDiverged or
-// MirrorCompacted, with a message saying what the follower found.
+// MirrorCompacted, with a message saying what the follower found. A
+// diverged standby's leader names the file where it exported its records
+// after the last common revision, and itself, in DivergedFile and
+// DivergedMember (both or neither; diverged only).
 type MirrorSetState struct {
-	State   MirrorMode
-	Message string
+	State          MirrorMode
+	Message        string
+	DivergedFile   string
+	DivergedMember string
 }
 
 // MirrorPromote makes an unfiltered standby writable (MirrorNone),
@@ -338,12 +357,26 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 //	last entry time i64 | message | since i64 | promoted at u64 |
 //	promoted from | promoted time i64
 //
+// and version mirrorStateV2: version 1's fields, then
+//
+//	diverged file | diverged member | max rate u64
+//
 // strings uvarint-length-prefixed, lists a uvarint count then strings,
-// times unix ns (0: the zero time).
-const mirrorStateV1 byte = 1
+// times unix ns (0: the zero time). A state whose version-2 fields are all
+// zero is written as version 1, so a store that uses neither a mirror's
+// max rate nor a diverged file stays readable by builds that know version
+// 1 only; a version-1 value reads with them zero.
+const (
+	mirrorStateV1 byte = 1
+	mirrorStateV2 byte = 2
+)
 
 func encodeMirror(ms *MirrorState) []byte {
+	v2 := ms.DivergedFile != "" || ms.DivergedMember != "" || ms.MaxRate != 0
 	b := []byte{mirrorStateV1}
+	if v2 {
+		b[0] = mirrorStateV2
+	}
 	b = appendString(b, string(ms.Mode))
 	b = appendStrings(b, ms.Sources)
 	b = appendStrings(b, ms.Include)
@@ -361,14 +394,21 @@ func encodeMirror(ms *MirrorState) []byte {
 	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(ms.Since)))
 	b = binary.BigEndian.AppendUint64(b, ms.PromotedAt)
 	b = appendString(b, ms.PromotedFrom)
-	return binary.BigEndian.AppendUint64(b, uint64(unixNano(ms.PromotedTime)))
+	b = binary.BigEndian.AppendUint64(b, uint64(unixNano(ms.PromotedTime)))
+	if v2 {
+		b = appendString(b, ms.DivergedFile)
+		b = appendString(b, ms.DivergedMember)
+		b = binary.BigEndian.AppendUint64(b, ms.MaxRate)
+	}
+	return b
 }
 
 func decodeMirror(data []byte) (MirrorState, error) {
 	var ms MirrorState
 	d := decoder{b: data}
-	if v := d.byte(); d.err == nil && v != mirrorStateV1 {
-		return ms, fmt.Errorf("%w: mirror state version %d (this build reads %d)", ErrUnknownVersion, v, mirrorStateV1)
+	v := d.byte()
+	if d.err == nil && v != mirrorStateV1 && v != mirrorStateV2 {
+		return ms, fmt.Errorf("%w: mirror state version %d (this build reads %d and %d)", ErrUnknownVersion, v, mirrorStateV1, mirrorStateV2)
 	}
 	ms.Mode = MirrorMode(d.string())
 	ms.Sources = d.strings()
@@ -388,6 +428,11 @@ func decodeMirror(data []byte) (MirrorState, error) {
 	ms.PromotedAt = d.u64()
 	ms.PromotedFrom = d.string()
 	ms.PromotedTime = fromUnixNano(int64(d.u64()))
+	if v == mirrorStateV2 {
+		ms.DivergedFile = d.string()
+		ms.DivergedMember = d.string()
+		ms.MaxRate = d.u64()
+	}
 	if d.err == nil && len(d.b) != 0 {
 		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
 	}
@@ -535,7 +580,8 @@ func (a *applier) mirrorControl(c *MirrorControl) (*CommandResult, error) {
 		} else {
 			next.SourceRevision, next.SourceHash = a.st.revision, a.st.head
 		}
-		next.Message = ""
+		next.Message, next.DivergedFile, next.DivergedMember = "", "", ""
+		next.MaxRate = s.MaxRate
 		next.Mode = MirrorFollowing
 	case c.Stop != nil:
 		switch ms.Mode {
@@ -550,10 +596,15 @@ func (a *applier) mirrorControl(c *MirrorControl) (*CommandResult, error) {
 		default:
 			return refuse(fmt.Errorf("%w: mirror state %q (want %q or %q)", ErrInvalidMirror, c.SetState.State, MirrorDiverged, MirrorCompacted))
 		}
+		if (c.SetState.DivergedFile == "") != (c.SetState.DivergedMember == "") ||
+			(c.SetState.DivergedFile != "" && c.SetState.State != MirrorDiverged) {
+			return refuse(fmt.Errorf("%w: a diverged file needs its member, and the state diverged", ErrInvalidMirror))
+		}
 		if ms.Mode != MirrorFollowing {
 			return refuse(fmt.Errorf("%w: cannot set a mirror that is %s to %s", ErrMirrorState, modeWord(ms.Mode), c.SetState.State))
 		}
 		next.Mode, next.Message = c.SetState.State, c.SetState.Message
+		next.DivergedFile, next.DivergedMember = c.SetState.DivergedFile, c.SetState.DivergedMember
 	case c.Promote != nil:
 		if ms.Mode == MirrorNone {
 			return refuse(fmt.Errorf("%w: cannot promote a cluster that is not a standby", ErrMirrorState))
@@ -587,6 +638,7 @@ func (a *applier) promote(t time.Time) (*CommandResult, error) {
 		return nil, err
 	}
 	ms.Mode, ms.Message, ms.Since = MirrorNone, "", t
+	ms.DivergedFile, ms.DivergedMember = "", ""
 	ms.PromotedAt, ms.PromotedFrom, ms.PromotedTime = rec.Revision, ms.SourceClusterID, rec.Time
 	if err := a.saveMirror(); err != nil {
 		return nil, err

@@ -849,18 +849,100 @@ func TestMirrorStateEncoding(t *testing.T) {
 		Filtered: true, SourceClusterID: "src", Upstream: []string{"u"}, SourceRevision: 7, SourceHash: Hash{9},
 		SourceHead: 11, SourceHeadTime: timeNs(1), LastApplied: timeNs(2), LastEntryTime: timeNs(3), Message: "m",
 		Since: timeNs(4), PromotedAt: 5, PromotedFrom: "old", PromotedTime: timeNs(6)}
-	for _, in := range []MirrorState{ms, {}} {
+	v2 := ms
+	v2.DivergedFile, v2.DivergedMember, v2.MaxRate = "/d/diverged.inc", "s1", 1<<20
+	onlyRate := MirrorState{Mode: MirrorFollowing, MaxRate: 512}
+	for _, in := range []MirrorState{ms, {}, v2, onlyRate} {
 		got, err := decodeMirror(encodeMirror(&in))
 		if err != nil || !reflect.DeepEqual(got, in) {
 			t.Fatalf("round trip: %+v, %v; want %+v", got, err, in)
 		}
 	}
+	// Without the version-2 fields the value is version 1, as before
+	// them; with any of them, version 2.
 	enc := encodeMirror(&ms)
-	if _, err := decodeMirror(append([]byte{2}, enc[1:]...)); !errors.Is(err, ErrUnknownVersion) {
-		t.Fatalf("version 2: %v", err)
+	if enc[0] != mirrorStateV1 || encodeMirror(&v2)[0] != mirrorStateV2 || encodeMirror(&onlyRate)[0] != mirrorStateV2 {
+		t.Fatalf("versions %d %d %d", enc[0], encodeMirror(&v2)[0], encodeMirror(&onlyRate)[0])
 	}
-	if _, err := decodeMirror(enc[:len(enc)-1]); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("truncated: %v", err)
+	// A version-1 value as a build before version 2 wrote it.
+	old := []byte{1, 9, 'f', 'o', 'l', 'l', 'o', 'w', 'i', 'n', 'g', 1, 1, 'a', 0, 0, 0, 3, 's', 'r', 'c', 0}
+	old = append(old, make([]byte, 8+32+8+8+8+8)...) // source revision .. last entry time
+	old = append(old, 0)                             // message
+	old = append(old, make([]byte, 8+8)...)          // since, promoted at
+	old = append(old, 0)                             // promoted from
+	old = append(old, make([]byte, 8)...)            // promoted time
+	got, err := decodeMirror(old)
+	if want := (MirrorState{Mode: MirrorFollowing, Sources: []string{"a"}, SourceClusterID: "src"}); err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("version 1: %+v, %v; want %+v", got, err, want)
+	}
+	if !bytes.Equal(encodeMirror(&got), old) {
+		t.Fatal("a version-1 state is not written back as it was")
+	}
+	if _, err := decodeMirror(append([]byte{3}, enc[1:]...)); !errors.Is(err, ErrUnknownVersion) {
+		t.Fatalf("version 3: %v", err)
+	}
+	// Version 1 with version 2's fields, version 2 without them: corrupt.
+	enc2 := encodeMirror(&v2)
+	if _, err := decodeMirror(append([]byte{1}, enc2[1:]...)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("version 1 with trailing fields: %v", err)
+	}
+	if _, err := decodeMirror(append([]byte{2}, enc[1:]...)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("version 2 without its fields: %v", err)
+	}
+	for _, e := range [][]byte{enc, enc2} {
+		if _, err := decodeMirror(e[:len(e)-1]); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("truncated: %v", err)
+		}
+	}
+}
+
+// A start carries the mirror's max rate into the state; a divergence
+// records the file and member it names, kept by a stop, cleared (with
+// the message) by a start and a promotion; a malformed one is refused.
+func TestMirrorMaxRateAndDivergedFile(t *testing.T) {
+	tf := openTestFSM(t)
+	start := func(rate uint64) {
+		tf.mustControl(MirrorControl{Start: &MirrorStart{Sources: []string{"http://s"}, SourceClusterID: "source", MaxRate: rate}})
+	}
+	start(1 << 20)
+	if ms := tf.mirrorState(); ms.MaxRate != 1<<20 {
+		t.Fatalf("max rate %d", ms.MaxRate)
+	}
+	before := tf.mirrorState()
+	for name, bad := range map[string]MirrorSetState{
+		"file without member": {State: MirrorDiverged, Message: "m", DivergedFile: "/f"},
+		"member without file": {State: MirrorDiverged, Message: "m", DivergedMember: "s1"},
+		"file when compacted": {State: MirrorCompacted, Message: "m", DivergedFile: "/f", DivergedMember: "s1"},
+	} {
+		if res := tf.control(MirrorControl{SetState: &bad}); !errors.Is(res.Err, ErrInvalidMirror) {
+			t.Fatalf("%s: %v", name, res.Err)
+		}
+	}
+	if ms := tf.mirrorState(); !reflect.DeepEqual(ms, before) {
+		t.Fatalf("refused set states changed the state: %+v", ms)
+	}
+	diverge := func() {
+		tf.mustControl(MirrorControl{SetState: &MirrorSetState{State: MirrorDiverged, Message: "m",
+			DivergedFile: "/data/diverged.inc", DivergedMember: "s1"}})
+	}
+	diverge()
+	ms := tf.mirrorState()
+	if ms.DivergedFile != "/data/diverged.inc" || ms.DivergedMember != "s1" || ms.MaxRate != 1<<20 {
+		t.Fatalf("after divergence %+v", ms)
+	}
+	tf = tf.reopen()
+	tf.mustControl(MirrorControl{Stop: &MirrorStop{}})
+	if got := tf.mirrorState(); got.DivergedFile != ms.DivergedFile || got.DivergedMember != ms.DivergedMember || got.Message != "m" {
+		t.Fatalf("after reopen and stop %+v", got)
+	}
+	start(0) // no rate this time
+	if got := tf.mirrorState(); got.DivergedFile != "" || got.DivergedMember != "" || got.Message != "" || got.MaxRate != 0 {
+		t.Fatalf("after start %+v", got)
+	}
+	diverge()
+	tf.mustControl(MirrorControl{Promote: &MirrorPromote{}})
+	if got := tf.mirrorState(); got.DivergedFile != "" || got.DivergedMember != "" || got.Message != "" {
+		t.Fatalf("after promotion %+v", got)
 	}
 }
 

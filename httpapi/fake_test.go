@@ -511,7 +511,11 @@ func (f *fakeService) MirrorStatus(ctx context.Context) (api.MirrorStatus, error
 }
 
 func (f *fakeService) MirrorStart(ctx context.Context, req api.MirrorStartRequest) (api.MirrorStatus, error) {
-	return f.mirrorCall(ctx, "start "+strings.Join(req.Sources, ","))
+	name := "start " + strings.Join(req.Sources, ",")
+	if req.MaxRate != 0 {
+		name += fmt.Sprintf(" max-rate %d", req.MaxRate)
+	}
+	return f.mirrorCall(ctx, name)
 }
 
 func (f *fakeService) MirrorStop(ctx context.Context) (api.MirrorStatus, error) {

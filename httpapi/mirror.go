@@ -183,6 +183,9 @@ func (h *handler) mirrorStart(w http.ResponseWriter, r *http.Request) error {
 	if len(req.Sources) == 0 {
 		return badRequest("sources is required (the source cluster's member URLs)")
 	}
+	if req.MaxRate < 0 {
+		return badRequest("max_rate must not be negative (bytes per second; 0 or absent: no bound)")
+	}
 	ctx, err := h.forwardedContext(r)
 	if err != nil {
 		return err

@@ -110,7 +110,9 @@ type Config struct {
 	// released (--mirror-checkpoint-window, default 24h).
 	MirrorCheckpointWindow time.Duration
 	// MirrorMaxRate bounds, on a standby's leader, the bytes per second
-	// read from the source's stream (0: no bound).
+	// read from the source's stream (0: no bound); the mirror's own
+	// replicated max rate (mirror start --max-rate) applies instead when
+	// it is lower.
 	MirrorMaxRate int64
 	// MirrorReportInterval is how often a standby's leader reports its
 	// progress (its checkpoint) to its source (default 5s).

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -65,13 +66,11 @@ type mirrorStats struct {
 }
 
 // mirrorRun is what the follower on this member knows beyond the
-// replicated state: the source it streams from, its last error, the
-// divergence export file (this member's, in memory).
+// replicated state: the source it streams from and its last error.
 type mirrorRun struct {
-	mu           sync.Mutex
-	source       string
-	lastErr      string
-	divergedFile string
+	mu      sync.Mutex
+	source  string
+	lastErr string
 }
 
 func (r *mirrorRun) set(fn func(r *mirrorRun)) {
@@ -80,10 +79,10 @@ func (r *mirrorRun) set(fn func(r *mirrorRun)) {
 	r.mu.Unlock()
 }
 
-func (r *mirrorRun) get() (source, lastErr, divergedFile string) {
+func (r *mirrorRun) get() (source, lastErr string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.source, r.lastErr, r.divergedFile
+	return r.source, r.lastErr
 }
 
 // mirrorStateName is the api state of a mode.
@@ -95,9 +94,9 @@ func mirrorStateName(m fsm.MirrorMode) string {
 }
 
 // MirrorStatus describes this cluster's mirror state as this member has
-// applied it; the source connected now, the last stream error and the
-// divergence file are known on the standby's leader only
-// (httpapi.Service).
+// applied it (the divergence file and the mirror's max rate included);
+// the source connected now and the last stream error are known on the
+// standby's leader only (httpapi.Service).
 func (n *Node) MirrorStatus(context.Context) (api.MirrorStatus, error) {
 	ms, err := n.fsm.Mirror()
 	if err != nil {
@@ -111,7 +110,8 @@ func (n *Node) MirrorStatus(context.Context) (api.MirrorStatus, error) {
 		Sources: ms.Sources, SourceClusterID: ms.SourceClusterID, Upstream: ms.Upstream,
 		Filtered: ms.Filtered, Include: ms.Include, Exclude: ms.Exclude,
 		Head: head.Revision, SourceRevision: ms.SourceRevision, SourceHead: ms.SourceHead,
-		LagRevisions: ms.LagRevisions(), Message: ms.Message,
+		LagRevisions: ms.LagRevisions(), Message: ms.Message, MaxRate: int64(ms.MaxRate),
+		DivergedFile: ms.DivergedFile, DivergedMember: ms.DivergedMember,
 		PromotedAt: ms.PromotedAt, PromotedFrom: ms.PromotedFrom}
 	if lag, ok := ms.LagTime(); ok {
 		st.LagSeconds = lag.Seconds()
@@ -121,7 +121,7 @@ func (n *Node) MirrorStatus(context.Context) (api.MirrorStatus, error) {
 		st.PromotedTime = &t
 	}
 	if n.IsLeader() {
-		st.Source, st.LastError, st.DivergedFile = n.mirrorRun.get()
+		st.Source, st.LastError = n.mirrorRun.get()
 		if ms.Mode != fsm.MirrorFollowing {
 			st.Source = ""
 		}
@@ -169,6 +169,9 @@ func (n *Node) MirrorStart(ctx context.Context, req api.MirrorStartRequest) (api
 	if err != nil {
 		return api.MirrorStatus{}, err
 	}
+	if req.MaxRate < 0 {
+		return api.MirrorStatus{}, fmt.Errorf("%w: max rate %d must not be negative (bytes per second; 0: no bound)", ErrBadRequest, req.MaxRate)
+	}
 	if !n.IsLeader() {
 		u, err := n.leaderURLFor(ctx, "start a mirror")
 		if err != nil {
@@ -192,11 +195,11 @@ func (n *Node) MirrorStart(ctx context.Context, req api.MirrorStartRequest) (api
 		return api.MirrorStatus{}, fmt.Errorf("%w: cluster %s would mirror itself (source %s, upstream %v)", fsm.ErrMirrorLoop, own, src.ClusterID, upstream)
 	}
 	start := &fsm.MirrorStart{Sources: sources, Include: req.Include, Exclude: req.Exclude,
-		SourceClusterID: src.ClusterID, Upstream: upstream}
+		SourceClusterID: src.ClusterID, Upstream: upstream, MaxRate: uint64(req.MaxRate)}
 	if err := n.applyCommand(ctx, fsm.Command{MirrorControl: &fsm.MirrorControl{Start: start, Time: time.Now()}}); err != nil {
 		return api.MirrorStatus{}, err
 	}
-	n.mirrorRun.set(func(r *mirrorRun) { r.lastErr, r.divergedFile = "", "" })
+	n.mirrorRun.set(func(r *mirrorRun) { r.lastErr = "" })
 	n.wakeMirror()
 	return n.MirrorStatus(ctx)
 }
@@ -354,14 +357,35 @@ func (n *Node) follow(ctx context.Context) {
 
 // setMirrorState moves the mirror to diverged or compacted with msg.
 func (n *Node) setMirrorState(ctx context.Context, state fsm.MirrorMode, msg string) error {
-	n.log.Error("mirror stopped", "state", state, "reason", msg)
-	n.mirrorRun.set(func(r *mirrorRun) { r.lastErr = msg })
-	err := n.applyCommand(ctx, fsm.Command{MirrorControl: &fsm.MirrorControl{
-		SetState: &fsm.MirrorSetState{State: state, Message: msg}, Time: time.Now()}})
+	return n.setMirrorStateTo(ctx, &fsm.MirrorSetState{State: state, Message: msg})
+}
+
+// setMirrorStateTo proposes ss (diverged or compacted; for diverged, with
+// the export file and its member when there is one) and ends the
+// follower.
+func (n *Node) setMirrorStateTo(ctx context.Context, ss *fsm.MirrorSetState) error {
+	n.log.Error("mirror stopped", "state", ss.State, "reason", ss.Message)
+	n.mirrorRun.set(func(r *mirrorRun) { r.lastErr = ss.Message })
+	err := n.applyCommand(ctx, fsm.Command{MirrorControl: &fsm.MirrorControl{SetState: ss, Time: time.Now()}})
 	if err != nil {
-		return fmt.Errorf("mirror: setting state %s: %w", state, err)
+		return fmt.Errorf("mirror: setting state %s: %w", ss.State, err)
 	}
 	return errMirrorStopped
+}
+
+// effectiveMirrorRate is the bound on the bytes per second a follower
+// reads from its source: the mirror's own max rate (replicated, set by
+// mirror start) and this member's --mirror-max-rate, the lower of the two
+// when both are set; 0 when neither is (no bound).
+func effectiveMirrorRate(mirror uint64, member int64) int64 {
+	rate := int64(min(mirror, math.MaxInt64))
+	switch {
+	case member <= 0:
+		return rate
+	case rate == 0:
+		return member
+	}
+	return min(rate, member)
 }
 
 // maxMirrorFrame bounds a stream frame: the largest record a transaction
@@ -419,8 +443,9 @@ func (n *Node) followOnce(ctx context.Context, src string, ms fsm.MirrorState) (
 	}
 	counted := &countingReader{r: resp.Body, n: &n.mirrorStats.streamBytes}
 	var body io.Reader = counted
-	if n.cfg.MirrorMaxRate > 0 {
-		body = &rateReader{r: body, rate: n.cfg.MirrorMaxRate, ctx: ctx, start: time.Now()}
+	rate := effectiveMirrorRate(ms.MaxRate, n.cfg.MirrorMaxRate)
+	if rate > 0 {
+		body = newRateReader(ctx, body, rate)
 	}
 	if strings.EqualFold(resp.Header.Get("Content-Encoding"), "gzip") {
 		gz, err := gzip.NewReader(body)
@@ -447,7 +472,7 @@ func (n *Node) followOnce(ctx context.Context, src string, ms fsm.MirrorState) (
 			ms.SourceRevision, ms.SourceHash, h.PrevHash))
 	}
 	n.mirrorRun.set(func(r *mirrorRun) { r.source, r.lastErr = src, "" })
-	n.log.Info("mirror: streaming", "source", src, "from", from, "source_head", h.Head)
+	n.log.Info("mirror: streaming", "source", src, "from", from, "source_head", h.Head, "max_rate", rate)
 
 	// The reader runs ahead of the proposals, bounded by the channel.
 	frames := make(chan mirrorstream.Frame, mirrorReadAhead)
@@ -697,16 +722,18 @@ func (n *Node) reportCheckpoints(ctx context.Context, src, own string) {
 // standby has after the last revision it shares with the source are
 // exported first when they can be (divergedExport).
 func (n *Node) diverge(ctx context.Context, src string, ms fsm.MirrorState, msg string) error {
+	ss := &fsm.MirrorSetState{State: fsm.MirrorDiverged}
 	if !ms.Filtered {
 		if file, common, err := n.divergedExport(ctx, src); err != nil {
 			msg += fmt.Sprintf("; exporting this standby's records after the last common revision failed: %v", err)
 		} else if file != "" {
 			msg += fmt.Sprintf("; the last revision in common is %d, this standby's records after it are in %s on member %s (an incremental backup)",
 				common, file, n.cfg.ID)
-			n.mirrorRun.set(func(r *mirrorRun) { r.divergedFile = file })
+			ss.DivergedFile, ss.DivergedMember = file, n.cfg.ID
 		}
 	}
-	return n.setMirrorState(ctx, fsm.MirrorDiverged, msg)
+	ss.Message = msg
+	return n.setMirrorStateTo(ctx, ss)
 }
 
 // readRemoteError reads an error answer in cairn's JSON form (or makes
@@ -732,33 +759,73 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return k, err
 }
 
-// rateReader paces reads to rate bytes per second on average since start:
-// it reads at most a tenth of a second's worth at a time and waits when
-// ahead.
+// rateReader paces reads to rate bytes per second with a token bucket:
+// the bucket holds at most burst bytes (a tenth of a second's worth, at
+// least 512) and fills at rate; a read asks for at most burst bytes and
+// first waits until the bucket holds what it asks, then takes what it
+// got. So over any span of time t it lets at most rate*t + burst bytes
+// through, however long the stream idled before (an idle stream does not
+// save up more than burst). Not safe for concurrent reads.
 type rateReader struct {
-	r     io.Reader
-	rate  int64
-	ctx   context.Context
-	start time.Time
-	read  int64
+	r      io.Reader
+	rate   float64 // bytes per second
+	burst  int
+	ctx    context.Context
+	now    func() time.Time
+	sleep  func(context.Context, time.Duration) error
+	tokens float64 // bytes the bucket holds as of last
+	last   time.Time
+}
+
+// newRateReader paces r to rate bytes per second (rate > 0) on the
+// system clock; waits end with ctx.
+func newRateReader(ctx context.Context, r io.Reader, rate int64) *rateReader {
+	return newRateReaderClock(ctx, r, rate, time.Now, sleepCtx)
+}
+
+// newRateReaderClock is newRateReader with the clock and the wait given
+// (tests pass a fake clock). The bucket starts full.
+func newRateReaderClock(ctx context.Context, r io.Reader, rate int64, now func() time.Time, sleep func(context.Context, time.Duration) error) *rateReader {
+	burst := int(min(max(rate/10, 512), math.MaxInt32))
+	return &rateReader{r: r, rate: float64(rate), burst: burst, ctx: ctx, now: now, sleep: sleep,
+		tokens: float64(burst), last: now()}
+}
+
+// refill adds what the bucket gained since last, up to burst.
+func (rr *rateReader) refill() {
+	now := rr.now()
+	if d := now.Sub(rr.last); d > 0 {
+		rr.tokens = min(rr.tokens+d.Seconds()*rr.rate, float64(rr.burst))
+		rr.last = now
+	}
 }
 
 func (rr *rateReader) Read(p []byte) (int, error) {
-	if due := rr.start.Add(time.Duration(float64(rr.read) / float64(rr.rate) * float64(time.Second))); time.Until(due) > 0 {
-		t := time.NewTimer(time.Until(due))
-		select {
-		case <-rr.ctx.Done():
-			t.Stop()
-			return 0, rr.ctx.Err()
-		case <-t.C:
+	if len(p) == 0 {
+		return rr.r.Read(p)
+	}
+	want := min(len(p), rr.burst)
+	for rr.refill(); rr.tokens < float64(want); rr.refill() {
+		wait := time.Duration(math.Ceil((float64(want) - rr.tokens) / rr.rate * float64(time.Second)))
+		if err := rr.sleep(rr.ctx, wait); err != nil {
+			return 0, err
 		}
 	}
-	if limit := max(rr.rate/10, 512); int64(len(p)) > limit {
-		p = p[:limit]
-	}
-	k, err := rr.r.Read(p)
-	rr.read += int64(k)
+	k, err := rr.r.Read(p[:want])
+	rr.tokens -= float64(k)
 	return k, err
+}
+
+// sleepCtx waits for d or until ctx ends (its error).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
 }
 
 // divergedExport finds the last revision this standby shares with the

@@ -237,7 +237,8 @@ func TestMirrorFollowAndPromote(t *testing.T) {
 
 // TestMirrorDivergedExport: a standby whose chain differs from its
 // source's after a common revision stops as diverged, never overwriting,
-// and exports its records after that revision as an incremental backup.
+// and exports its records after that revision as an incremental backup,
+// whose file and member the status names, also after a restart.
 func TestMirrorDivergedExport(t *testing.T) {
 	src := startStandalone(t, "s1", nil)
 	standby := startStandalone(t, "m1", nil)
@@ -265,8 +266,21 @@ func TestMirrorDivergedExport(t *testing.T) {
 		}
 		return nil
 	})
-	if st.DivergedFile == "" || !strings.Contains(st.Message, fmt.Sprintf("last revision in common is %d", common)) {
+	if st.DivergedFile == "" || st.DivergedMember != "m1" || !strings.Contains(st.Message, fmt.Sprintf("last revision in common is %d", common)) {
 		t.Fatalf("diverged status: %+v", st)
+	}
+	if ms, _ := standby.fsm.Mirror(); ms.DivergedFile != st.DivergedFile || ms.DivergedMember != "m1" {
+		t.Fatalf("replicated mirror state %+v", ms)
+	}
+	// The file and its member are in the replicated state: a restarted
+	// member (nothing of the follower left in memory) still names them.
+	cfg := standby.cfg
+	closeNode(t, standby)
+	standby = startNode(t, cfg)
+	waitFor(t, "standby back", 10*time.Second, standby.Ready)
+	if again := mirrorStatusOf(t, standby); again.State != api.MirrorDiverged || again.DivergedFile != st.DivergedFile ||
+		again.DivergedMember != "m1" || again.Message != st.Message || again.LastError != "" {
+		t.Fatalf("after a restart: %+v, want the file %s on m1", again, st.DivergedFile)
 	}
 	// Nothing of the standby was overwritten: its own records are there.
 	if h := standby.fsm.Revision(); h != common+4 {
@@ -446,5 +460,54 @@ func TestMirrorFailbackDiverged(t *testing.T) {
 	}
 	if h := a.fsm.Revision(); h != point+5 {
 		t.Fatalf("old primary at %d, want %d: nothing overwritten", h, point+5)
+	}
+}
+
+// TestMirrorDivergedFileOnEveryMember: the diverged export's file and
+// the member holding it are in the replicated state, so every member of
+// a three-member standby names them, not only the leader that wrote it.
+func TestMirrorDivergedFileOnEveryMember(t *testing.T) {
+	src := startStandalone(t, "s1", nil)
+	nodes := startThree(t)
+	leader := leaderOf(t, nodes)
+	putN(t, src, "a", 10)
+	if code, body := do(t, "POST", nodes[0].HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
+		t.Fatalf("start: %d %s", code, body)
+	}
+	waitFor(t, "caught up", 20*time.Second, caughtUp(src, leader))
+	if code, body := do(t, "POST", nodes[0].HTTPURL()+"/v1/mirror/promote", ""); code != 200 {
+		t.Fatalf("promote: %d %s", code, body)
+	}
+	putN(t, leader, "mine", 2)
+	putN(t, src, "theirs", 5)
+	if code, body := do(t, "POST", nodes[1].HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
+		t.Fatalf("start again: %d %s", code, body)
+	}
+	var file, member string
+	waitFor(t, "diverged with an export", 20*time.Second, func() error {
+		ms, err := leader.fsm.Mirror()
+		if err != nil || ms.Mode != fsm.MirrorDiverged || ms.DivergedFile == "" {
+			return fmt.Errorf("leader's mirror state %+v (%v)", ms, err)
+		}
+		file, member = ms.DivergedFile, ms.DivergedMember
+		return nil
+	})
+	if member != leader.ID() {
+		t.Fatalf("export on %s, want the leader %s", member, leader.ID())
+	}
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("the export: %v", err)
+	}
+	for _, n := range nodes {
+		waitFor(t, n.ID()+" names the export", 10*time.Second, func() error {
+			st := mirrorStatusOf(t, n)
+			if st.Node != n.ID() {
+				return fmt.Errorf("answered by %s, not %s", st.Node, n.ID())
+			}
+			if st.State != api.MirrorDiverged || st.DivergedFile != file || st.DivergedMember != member {
+				return fmt.Errorf("%s: state %s, file %q on %q", n.ID(), st.State, st.DivergedFile, st.DivergedMember)
+			}
+			return nil
+		})
 	}
 }

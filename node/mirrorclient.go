@@ -3,17 +3,17 @@ package node
 import (
 	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/cairn-db/cairn/api"
+	"github.com/cairn-db/cairn/internal/tlsutil"
 )
 
 // newMirrorClient returns the HTTP client of a standby's calls on its
@@ -23,34 +23,42 @@ import (
 // MirrorUser/MirrorPassword). Compression is left to the caller, so that
 // the bytes are counted and rate limited as they travel. Secrets are
 // member-local configuration, never replicated or logged.
-func newMirrorClient(cfg Config) (*http.Client, error) {
-	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second,
-		DisableCompression: true, ResponseHeaderTimeout: 30 * time.Second}
-	if cfg.MirrorCAFile != "" || cfg.MirrorCertFile != "" {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if cfg.MirrorCAFile != "" {
-			pem, err := os.ReadFile(cfg.MirrorCAFile)
-			if err != nil {
-				return nil, fmt.Errorf("%w: mirror CA: %w", ErrInvalidConfig, err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("%w: mirror CA %s holds no PEM certificate", ErrInvalidConfig, cfg.MirrorCAFile)
-			}
-			tc.RootCAs = pool
-		}
-		if cfg.MirrorCertFile != "" {
-			cert, err := tls.LoadX509KeyPair(cfg.MirrorCertFile, cfg.MirrorKeyFile)
-			if err != nil {
-				return nil, fmt.Errorf("%w: mirror certificate: %w", ErrInvalidConfig, err)
-			}
-			tc.Certificates = []tls.Certificate{cert}
-		}
-		tr.TLSClientConfig = tc
+//
+// The mirror's certificate, key and CA come from a tlsutil.Source, which
+// reloads them when their files change (checked at most once a second,
+// when a handshake needs them), as the member's own do: a handshake presents the current
+// certificate and checks the source's against the current CA, and after
+// a reload the next request opens a new connection (memberTransport), so
+// a rotation needs no restart. A stream already open keeps its
+// connection until it ends.
+func newMirrorClient(cfg Config, log *slog.Logger) (*http.Client, error) {
+	newTransport := func() *http.Transport {
+		return &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second,
+			DisableCompression: true, ResponseHeaderTimeout: 30 * time.Second}
 	}
-	var rt http.RoundTripper = tr
+	var rt http.RoundTripper
+	files := tlsutil.Files{CertFile: cfg.MirrorCertFile, KeyFile: cfg.MirrorKeyFile, CAFile: cfg.MirrorCAFile}
+	if files.IsZero() {
+		rt = newTransport()
+	} else {
+		src, err := tlsutil.NewSource(files, log)
+		if err != nil {
+			return nil, fmt.Errorf("%w: mirror TLS files: %w", ErrInvalidConfig, err)
+		}
+		// Without a CA file, the system's roots check the source's
+		// certificate (the union of no pool).
+		tc := tlsutil.ClientConfig(src, []*tlsutil.Source{src})
+		// A source may be reached through a proxy that speaks TLS 1.2.
+		tc.MinVersion = tls.VersionTLS12
+		rt = newMemberTransport(func() *http.Transport {
+			tr := newTransport()
+			tr.TLSClientConfig = tc
+			tr.DialTLSContext = tlsutil.DialTLSContext(tc, nil) // checks IP hosts too
+			return tr
+		}, src)
+	}
 	if cfg.MirrorUser != "" {
-		rt = &mirrorAuth{base: tr, user: cfg.MirrorUser, password: cfg.MirrorPassword}
+		rt = &mirrorAuth{base: rt, user: cfg.MirrorUser, password: cfg.MirrorPassword}
 	}
 	return &http.Client{Transport: rt}, nil
 }

@@ -177,7 +177,7 @@ func New(cfg Config) (*Node, error) {
 	n.peer = httpapi.NewPeer(cfg.ID, n.client)
 	// A source is another cluster: its calls go through a transport of
 	// their own (not the member certificate's).
-	mc, err := newMirrorClient(cfg)
+	mc, err := newMirrorClient(cfg, n.log.With("component", "mirror-tls"))
 	if err != nil {
 		return nil, err
 	}

@@ -65,7 +65,8 @@ func (s *tlsSources) memberClientConfig() *tls.Config {
 }
 
 // memberTransport is the transport of this member's calls on other
-// members under TLS. A keep-alive connection keeps the certificates of
+// members under TLS, and of a standby's calls on its source
+// (mirrorclient.go) with the mirror's TLS files. A keep-alive connection keeps the certificates of
 // its handshake, and under steady traffic it is never idle long enough
 // to close: after a rotation it would go on presenting the old member
 // certificate, which the other members refuse once the old CA is gone

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
+	"github.com/cairn-db/cairn/internal/bytesize"
 )
 
 // mirrorCommands are `cairn mirror start|stop|promote|status`
@@ -29,12 +30,18 @@ func mirrorCommands() []*cli.Command {
 source's committed transactions as they commit, applying them verbatim:
 same revisions, times and chain hashes. With --include or --exclude it is a
 filtered mirror instead, with its own revisions (docs/mirror.md).
+--max-rate bounds the bytes per second the standby's leader reads from the
+source's stream (compressed, as they travel); it is kept with the mirror,
+so whichever member leads applies it, and a member's own --mirror-max-rate
+still applies when it is lower. To change it, stop the mirror and start it
+again.
 Example:
-   cairn --cluster http://dr1:8001 mirror start --source http://primary1:8001,http://primary2:8001`,
+   cairn --cluster http://dr1:8001 mirror start --source http://primary1:8001,http://primary2:8001 --max-rate 10MiB`,
 				Flags: []cli.Flag{
 					&cli.StringSliceFlag{Name: "source", Usage: "the source cluster's member URLs (repeatable or comma separated)"},
 					&cli.StringSliceFlag{Name: "include", Usage: "filtered mirror: follow only keys with this prefix (repeatable)"},
 					&cli.StringSliceFlag{Name: "exclude", Usage: "filtered mirror: never follow keys with this prefix (repeatable)"},
+					&cli.StringFlag{Name: "max-rate", Usage: "the most bytes per second read from the source's stream (bytes, or 10MiB, ...; 0: no bound of the mirror's own)"},
 					jsonFlag(),
 				},
 				Action: mirrorStartAction,
@@ -84,6 +91,13 @@ func mirrorStartAction(c *cli.Context) error {
 		return usageError("mirror start needs --source URL[,URL...]")
 	}
 	req.Include, req.Exclude = c.StringSlice("include"), c.StringSlice("exclude")
+	if c.IsSet("max-rate") {
+		rate, err := parseSize(c, "max-rate")
+		if err != nil {
+			return err
+		}
+		req.MaxRate = rate
+	}
 	return withClient(c, func(ctx context.Context, cl *client.Client) error {
 		st, err := cl.MirrorStart(ctx, req)
 		if err != nil {
@@ -186,6 +200,9 @@ func writeMirror(w io.Writer, st *api.MirrorStatus) error {
 		}
 		line("source head", "%d", st.SourceHead)
 		line("lag", "%d revisions, %s", st.LagRevisions, time.Duration(st.LagSeconds*float64(time.Second)).Round(time.Millisecond))
+		if st.MaxRate > 0 {
+			line("max rate", "%s/s", bytesize.Format(st.MaxRate))
+		}
 	}
 	if st.Message != "" {
 		line("message", "%s", st.Message)
@@ -194,7 +211,7 @@ func writeMirror(w io.Writer, st *api.MirrorStatus) error {
 		line("last error", "%s", st.LastError)
 	}
 	if st.DivergedFile != "" {
-		line("diverged file", "%s (on the standby's leader)", st.DivergedFile)
+		line("diverged file", "%s on member %s", st.DivergedFile, st.DivergedMember)
 	}
 	if st.PromotedAt != 0 {
 		at := ""

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/internal/cluster"
+	"github.com/cairn-db/cairn/internal/testutil"
 )
 
 // TestMirrorCLI runs a standby as an operator would, through the binary:
@@ -52,15 +54,26 @@ func TestMirrorCLI(t *testing.T) {
 		}
 		run(0, srcFlag, "--timeout=30s", "put", fmt.Sprintf("k/%02d", i), fmt.Sprintf("v%d", i))
 	}
-	out = run(0, dstFlag, "--timeout=60s", "--json", "mirror", "status", "--caught-up")
-	var st api.MirrorStatus
-	if err := json.Unmarshal([]byte(out), &st); err != nil {
-		t.Fatalf("mirror status --json: %v\n%s", err, out)
-	}
+	// --caught-up waits for lag 0 as of the source head the standby last
+	// heard of: the last write may not have reached it yet (the member it
+	// streams from applies it a little later), so it is asked again until
+	// that head is the source's.
 	srcHead := statusOf(t, srcFlag, src.URL(src.Leader(t)))
-	if st.State != api.MirrorFollowing || st.LagRevisions != 0 || st.Head != srcHead.Revision {
-		t.Fatalf("caught up: %+v, source head %d", st, srcHead.Revision)
-	}
+	var st api.MirrorStatus
+	testutil.WaitForEvery(t, "mirror status --caught-up at the source's head", 60*time.Second, 200*time.Millisecond, func() error {
+		out := run(0, dstFlag, "--timeout=60s", "--json", "mirror", "status", "--caught-up")
+		st = api.MirrorStatus{}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatalf("mirror status --json: %v\n%s", err, out)
+		}
+		if st.State != api.MirrorFollowing || st.LagRevisions != 0 {
+			t.Fatalf("mirror status --caught-up answered %+v", st)
+		}
+		if st.Head != srcHead.Revision {
+			return fmt.Errorf("caught up at %d, the source's head is %d", st.Head, srcHead.Revision)
+		}
+		return nil
+	})
 	// Identical: chain and state hash at the source's head.
 	a, b := chainAt(t, src.URL(src.Leader(t)), srcHead.Revision), chainAt(t, dst.URL(0), srcHead.Revision)
 	if a.Hash != b.Hash || a.StateHash != b.StateHash || a.StateHash == "" {
@@ -96,8 +109,16 @@ func TestMirrorCLI(t *testing.T) {
 	flt := cluster.New(t, cluster.Options{Kind: cluster.Proc})
 	flt.Start(t, 1)
 	fltFlag := clusterFlag(flt)
-	run(0, fltFlag, "mirror", "start", "--source", strings.Join(src.URLs(), ","), "--include", "k/1", "--exclude", "k/15")
-	run(0, fltFlag, "--timeout=60s", "mirror", "status", "--caught-up")
+	run(2, fltFlag, "mirror", "start", "--source", strings.Join(src.URLs(), ","), "--max-rate", "fast") // not a size
+	run(2, fltFlag, "mirror", "start", "--source", strings.Join(src.URLs(), ","), "--max-rate", "-1MiB")
+	// With a rate limit: the mirror keeps it, and status shows it.
+	run(0, fltFlag, "mirror", "start", "--source", strings.Join(src.URLs(), ","), "--include", "k/1", "--exclude", "k/15", "--max-rate", "1MiB")
+	if out := run(0, fltFlag, "--timeout=60s", "mirror", "status", "--caught-up"); !strings.Contains(out, "max rate") || !strings.Contains(out, "1MiB/s") {
+		t.Fatalf("mirror status of a mirror started with --max-rate 1MiB:\n%s", out)
+	}
+	if out := run(0, fltFlag, "--json", "mirror", "status"); !strings.Contains(out, `"max_rate": 1048576`) {
+		t.Fatalf("mirror status --json:\n%s", out)
+	}
 	if out := run(0, fltFlag, "verify", "--source", strings.Join(src.URLs(), ",")); !strings.Contains(out, "each of its 9 records matches") {
 		t.Fatalf("verify --source of a filtered mirror: %s", out)
 	}

@@ -1133,8 +1133,11 @@ type MirrorStart struct {
 	// (the last source record it applied and its chain hash).
 	SourceRevision uint64 `protobuf:"varint,6,opt,name=source_revision,json=sourceRevision,proto3" json:"source_revision,omitempty"`
 	SourceHash     []byte `protobuf:"bytes,7,opt,name=source_hash,json=sourceHash,proto3" json:"source_hash,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// max_rate bounds the bytes per second the standby's leader reads from
+	// the source's (compressed) stream; 0: no bound of the mirror's own.
+	MaxRate       uint64 `protobuf:"varint,8,opt,name=max_rate,json=maxRate,proto3" json:"max_rate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MirrorStart) Reset() {
@@ -1216,6 +1219,13 @@ func (x *MirrorStart) GetSourceHash() []byte {
 	return nil
 }
 
+func (x *MirrorStart) GetMaxRate() uint64 {
+	if x != nil {
+		return x.MaxRate
+	}
+	return 0
+}
+
 // MirrorStop stops following; the cluster stays read-only.
 type MirrorStop struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1254,13 +1264,18 @@ func (*MirrorStop) Descriptor() ([]byte, []int) {
 }
 
 // MirrorSetState records what the follower found: state is "diverged" or
-// "compacted".
+// "compacted". diverged_file and diverged_member name the file (a path on
+// that member) where a diverged standby's leader exported the records it
+// had after the last revision it shares with the source; empty when none
+// was written.
 type MirrorSetState struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	State         string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	State          string                 `protobuf:"bytes,1,opt,name=state,proto3" json:"state,omitempty"`
+	Message        string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	DivergedFile   string                 `protobuf:"bytes,3,opt,name=diverged_file,json=divergedFile,proto3" json:"diverged_file,omitempty"`
+	DivergedMember string                 `protobuf:"bytes,4,opt,name=diverged_member,json=divergedMember,proto3" json:"diverged_member,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *MirrorSetState) Reset() {
@@ -1303,6 +1318,20 @@ func (x *MirrorSetState) GetState() string {
 func (x *MirrorSetState) GetMessage() string {
 	if x != nil {
 		return x.Message
+	}
+	return ""
+}
+
+func (x *MirrorSetState) GetDivergedFile() string {
+	if x != nil {
+		return x.DivergedFile
+	}
+	return ""
+}
+
+func (x *MirrorSetState) GetDivergedMember() string {
+	if x != nil {
+		return x.DivergedMember
 	}
 	return ""
 }
@@ -1504,7 +1533,7 @@ const file_fsm_fsmpb_command_proto_rawDesc = "" +
 	"\tset_state\x18\x03 \x01(\v2\x1c.cairn.fsm.v1.MirrorSetStateH\x00R\bsetState\x127\n" +
 	"\apromote\x18\x04 \x01(\v2\x1b.cairn.fsm.v1.MirrorPromoteH\x00R\apromote\x12$\n" +
 	"\x0etime_unix_nano\x18\x05 \x01(\x03R\ftimeUnixNanoB\x04\n" +
-	"\x02op\"\xed\x01\n" +
+	"\x02op\"\x88\x02\n" +
 	"\vMirrorStart\x12\x18\n" +
 	"\asources\x18\x01 \x03(\tR\asources\x12\x18\n" +
 	"\ainclude\x18\x02 \x03(\tR\ainclude\x12\x18\n" +
@@ -1513,12 +1542,15 @@ const file_fsm_fsmpb_command_proto_rawDesc = "" +
 	"\bupstream\x18\x05 \x03(\tR\bupstream\x12'\n" +
 	"\x0fsource_revision\x18\x06 \x01(\x04R\x0esourceRevision\x12\x1f\n" +
 	"\vsource_hash\x18\a \x01(\fR\n" +
-	"sourceHash\"\f\n" +
+	"sourceHash\x12\x19\n" +
+	"\bmax_rate\x18\b \x01(\x04R\amaxRate\"\f\n" +
 	"\n" +
-	"MirrorStop\"@\n" +
+	"MirrorStop\"\x8e\x01\n" +
 	"\x0eMirrorSetState\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\tR\x05state\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage\"\x0f\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12#\n" +
+	"\rdiverged_file\x18\x03 \x01(\tR\fdivergedFile\x12'\n" +
+	"\x0fdiverged_member\x18\x04 \x01(\tR\x0edivergedMember\"\x0f\n" +
 	"\rMirrorPromote\"\x99\x01\n" +
 	"\x10MirrorCheckpoint\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +

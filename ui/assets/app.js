@@ -321,6 +321,9 @@
       row('Head', m.head);
       row('Source head', m.source_head);
       row('Lag', m.lag_revisions + ' revisions, ' + num(m.lag_seconds, 1) + ' s', m.lag_revisions > 0 ? 'bad' : 'ok');
+      if (m.max_rate) {
+        row('Max rate', bytes(m.max_rate) + '/s');
+      }
       sentence = 'standby ' + m.state + ', ' + m.lag_revisions + ' revisions behind its source';
     }
     if (m.message) {
@@ -330,7 +333,7 @@
       row('Last error', m.last_error, 'bad');
     }
     if (m.diverged_file) {
-      row('Diverged transactions', m.diverged_file);
+      row('Diverged transactions', m.diverged_file + (m.diverged_member ? ' on member ' + m.diverged_member : ''));
     }
     if (m.promoted_at) {
       row('Promoted', 'at revision ' + m.promoted_at + (m.promoted_time ? ', ' + clock(m.promoted_time) : '') + ', from ' + (m.promoted_from || 'unknown'));
