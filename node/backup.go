@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/cairn-db/cairn/fsm"
 )
@@ -23,7 +26,16 @@ func RestoreDataDir(ctx context.Context, dir string, o fsm.RestoreOptions, full 
 			return fsm.BackupHeader{}, fmt.Errorf("%w: %s already holds %s; restore into an empty directory", ErrBadRequest, dir, name)
 		}
 	}
-	return fsm.RestoreBackupWith(ctx, filepath.Join(dir, fsmFile), o, full, incrementals...)
+	h, err := fsm.RestoreBackupWith(ctx, filepath.Join(dir, fsmFile), o, full, incrementals...)
+	if err != nil {
+		return h, err
+	}
+	// The first start snapshots the store for the members that join
+	// (seedRestored).
+	if err := writeSynced(filepath.Join(dir, seedFile), []byte("restored from "+full+"; not yet in a raft snapshot\n")); err != nil {
+		return h, fmt.Errorf("node: restore: %w", err)
+	}
+	return h, nil
 }
 
 // VerifyBackupFile checks a backup file offline (see fsm.VerifyBackupFile):
@@ -34,4 +46,88 @@ func RestoreDataDir(ctx context.Context, dir string, o fsm.RestoreOptions, full 
 // to, which restore checks).
 func VerifyBackupFile(ctx context.Context, name string) (fsm.BackupHeader, error) {
 	return fsm.VerifyBackupFile(ctx, name)
+}
+
+// seedRestoredTimeout bounds seedRestored's wait for the leadership of
+// the restored member's new cluster (its only voter).
+const seedRestoredTimeout = 30 * time.Second
+
+// seedRestored puts a restored store (RestoreDataDir) into a raft
+// snapshot, with the log before it removed, on the restored member's
+// first start, before it serves HTTP: the state the store was restored
+// with was never in the new cluster's log, and raft sends a member that
+// joins the log from its first entry unless that entry is gone, in which
+// case the member installs the snapshot (the whole store) first. Without
+// it, members that joined a restored cluster held only the writes made
+// after the restore, under revisions of their own. The marker file goes
+// once the snapshot is taken; a start that stopped before that takes it
+// again.
+func (n *Node) seedRestored() error {
+	wait := max(seedRestoredTimeout, 20*n.cfg.ElectionTimeout)
+	deadline := time.Now().Add(wait)
+	for n.raft.State() != raft.Leader {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w: the restored member %s did not become the leader of its new cluster within %s", ErrTimeout, n.cfg.ID, wait)
+		}
+		select {
+		case <-n.ctx.Done():
+			return ErrShuttingDown
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	// Something new for the snapshot to cover, also on a start after one
+	// that stopped between its snapshot and the log's truncation (raft
+	// then has handed the state machine nothing in this run): the
+	// configuration committed again, this member as the voter it is, and
+	// applied.
+	if err := n.wait(n.raft.AddVoter(raft.ServerID(n.cfg.ID), raft.ServerAddress(n.raftAddr), 0, 0)); err != nil {
+		return fmt.Errorf("node: restored store: %w", err)
+	}
+	if err := n.wait(n.raft.Barrier(0)); err != nil {
+		return fmt.Errorf("node: restored store: %w", err)
+	}
+	rc := n.raft.ReloadableConfig()
+	trailing := rc.TrailingLogs
+	rc.TrailingLogs = 0
+	if err := n.raft.ReloadConfig(rc); err != nil {
+		return fmt.Errorf("node: restored store: %w", err)
+	}
+	err := n.wait(n.raft.Snapshot())
+	rc.TrailingLogs = trailing
+	if rerr := n.raft.ReloadConfig(rc); rerr != nil && err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return fmt.Errorf("node: snapshot of the restored store: %w", err)
+	}
+	if err := os.Remove(filepath.Join(n.cfg.DataDir, seedFile)); err != nil {
+		return fmt.Errorf("node: restored store: %w", err)
+	}
+	n.log.Info("restored store snapshotted: members that join install it")
+	return nil
+}
+
+// writeSynced writes a new file and syncs it and its directory.
+func writeSynced(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -115,6 +115,10 @@ type Node struct {
 	// errors are debug from then on (hclogAdapter).
 	closing  atomic.Bool
 	closeErr error
+
+	// seedPending: the data directory holds a restored store that is not
+	// in a raft snapshot yet (seedRestored).
+	seedPending bool
 }
 
 // Open files and directories under DataDir.
@@ -125,6 +129,9 @@ const (
 	stableFile = "raft-stable.dat"
 	snapDir    = "snapshots"
 	retainSnp  = 2
+	// seedFile marks a data directory laid down by RestoreDataDir whose
+	// data is not yet in a raft snapshot (seedRestored).
+	seedFile = "restored.unseeded"
 )
 
 // New starts a node: it opens the stores, starts raft (bootstrapping or
@@ -193,6 +200,11 @@ func New(cfg Config) (*Node, error) {
 	}
 	if err := n.openRaft(); err != nil {
 		return nil, err
+	}
+	if n.seedPending {
+		if err := n.seedRestored(); err != nil {
+			return nil, err
+		}
 	}
 	n.watches = feed.New(n.fsm, feed.Config{MaxSubscribers: cfg.MaxWatchers, MaxDelay: cfg.WatchMaxDelay, CatchUpBytes: cfg.WatchCatchUpBytes})
 	n.batch = n.newBatcher()
@@ -332,6 +344,15 @@ func (n *Node) openRaft() error {
 	}
 	if err := checkRepaired(cfg, hasState); err != nil {
 		return err
+	}
+	switch _, err := os.Stat(filepath.Join(cfg.DataDir, seedFile)); {
+	case err == nil:
+		if !hasState && !cfg.Bootstrap {
+			return fmt.Errorf("%w: %s holds a restored store: start this member with --bootstrap (it begins the new cluster, the others join it)", ErrInvalidConfig, cfg.DataDir)
+		}
+		n.seedPending = true
+	case !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("node: %w", err)
 	}
 	r, err := raft.NewRaft(rc, f, logs, stable, snaps, noPipelineTransport{trans})
 	if err != nil {
