@@ -43,9 +43,16 @@ func TestRestoredClusterMembersJoin(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	id1, err := r1.FSM().ClusterID()
+	if err != nil || id1 == "" {
+		t.Fatalf("r1's cluster id %q: %v", id1, err)
+	}
 	for _, m := range members {
 		waitRevision(t, m, rev)
 		checkState(t, m, rev, head)
+		if id, err := m.FSM().ClusterID(); err != nil || id != id1 {
+			t.Fatalf("%s's cluster id %q (%v), r1's %q", m.ID(), id, err, id1)
+		}
 	}
 
 	// The first member restarts: its data and chain stay, and a member
