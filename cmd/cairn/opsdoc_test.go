@@ -158,7 +158,7 @@ func (m *opsMember) stop(t *testing.T) {
 // the rewrite, all that differs from what a reader types there:
 //
 //   - every 10.0.x.y:PORT (a member's raft or HTTP address) is a free
-//     127.0.0.1 port, the same one wherever the page repeats it;
+//     loopback address and port, the same one wherever the page repeats it;
 //   - /var/lib/cairn, each member's data directory on its own host, is
 //     a directory of its own, named by the command's --id.
 //
