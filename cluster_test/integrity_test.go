@@ -1,20 +1,15 @@
 package cluster_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/client"
@@ -196,41 +191,6 @@ func TestCorruptMemberRepaired(t *testing.T) {
 	}
 }
 
-// rewriteValue replaces the current value of key in the store at path by
-// value, with a valid checksum (fsm's schema 3 layout: versions key is
-// key | 0x00 | rev; its value flags u8 | crc u32 | createRev u64 | value,
-// the crc a CRC-32C over the bbolt key, the flags byte and the rest): a
-// damage no checksum can see.
-func rewriteValue(t *testing.T, path, key, value string) {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("versions"))
-		prefix := append([]byte(key), 0)
-		var last, old []byte
-		c := b.Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			last, old = append([]byte(nil), k...), append([]byte(nil), v...)
-		}
-		if last == nil || len(old) < 13 || old[0]&2 == 0 {
-			return fmt.Errorf("no checksummed versions entry for %q", key)
-		}
-		nv := append(append([]byte{old[0], 0, 0, 0, 0}, old[5:13]...), value...)
-		crc := crc32.Update(0, crc32.MakeTable(crc32.Castagnoli), last)
-		crc = crc32.Update(crc, crc32.MakeTable(crc32.Castagnoli), nv[:1])
-		crc = crc32.Update(crc, crc32.MakeTable(crc32.Castagnoli), nv[5:])
-		binary.BigEndian.PutUint32(nv[1:], crc)
-		return b.Put(last, nv)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestScrubMajorityMarksCorrupt: a member whose state differs without any
 // checksum seeing it (a wrong value with a valid checksum) scrubs itself
 // after an unclean start, finds a majority of voters holding another
@@ -248,7 +208,7 @@ func TestScrubMajorityMarksCorrupt(t *testing.T) {
 	id := c.Config(v).ID
 	c.Stop(t, v)
 	path := filepath.Join(c.Config(v).DataDir, "fsm.db")
-	rewriteValue(t, path, "k", "a-wrong-value")
+	testutil.RewriteValue(t, path, "k", "a-wrong-value")
 	// What a crash leaves beside the store: the member scrubs once ready.
 	if err := os.WriteFile(path+".open", []byte("1\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -327,7 +287,7 @@ func TestScrubNoMajority(t *testing.T) {
 	c.WaitConverged(t)
 	v := victimOf(t, c)
 	c.Stop(t, v)
-	rewriteValue(t, filepath.Join(c.Config(v).DataDir, "fsm.db"), "k", "a-wrong-value")
+	testutil.RewriteValue(t, filepath.Join(c.Config(v).DataDir, "fsm.db"), "k", "a-wrong-value")
 	c.Restart(t, v)
 	c.WaitReady(t, v)
 	for i := 0; i < c.N(); i++ {

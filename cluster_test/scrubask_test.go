@@ -11,6 +11,7 @@ import (
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/httpapi"
 	"github.com/cairn-db/cairn/internal/cluster"
+	"github.com/cairn-db/cairn/internal/testutil"
 )
 
 // TestScrubAsksMinority: a member holding a wrong value with a valid
@@ -38,7 +39,7 @@ func TestScrubAsksMinority(t *testing.T) {
 			v := victimOf(t, c)
 			id := c.Config(v).ID
 			c.Stop(t, v)
-			rewriteValue(t, filepath.Join(c.Config(v).DataDir, "fsm.db"), "k", "a-wrong-value")
+			testutil.RewriteValue(t, filepath.Join(c.Config(v).DataDir, "fsm.db"), "k", "a-wrong-value")
 			c.Restart(t, v) // a clean stop: no scrub at start
 			c.WaitReady(t, v)
 			st, err := c.Status(v)

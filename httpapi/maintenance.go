@@ -65,15 +65,9 @@ func (h *handler) stateHash(w http.ResponseWriter, r *http.Request) error {
 	if _, err := h.internalCaller(r); err != nil {
 		return err
 	}
-	if err := knownParams(r, "revision"); err != nil {
-		return err
-	}
-	rev, err := queryUint(r, "revision")
+	rev, err := requiredRevision(r)
 	if err != nil {
 		return err
-	}
-	if rev == 0 {
-		return badRequest("revision is required")
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), stateHashWait)
 	defer cancel()
@@ -131,15 +125,9 @@ func (h *handler) scrubAsk(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := knownParams(r, "revision"); err != nil {
-		return err
-	}
-	rev, err := queryUint(r, "revision")
+	rev, err := requiredRevision(r)
 	if err != nil {
 		return err
-	}
-	if rev == 0 {
-		return badRequest("revision is required")
 	}
 	queued, err := h.svc.AskScrub(from, rev)
 	if err != nil {
@@ -147,4 +135,20 @@ func (h *handler) scrubAsk(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, scrubAskResponse{Queued: queued})
 	return nil
+}
+
+// requiredRevision reads the one query parameter of the members-only
+// routes that take a revision: ?revision=R, R > 0, and nothing else.
+func requiredRevision(r *http.Request) (uint64, error) {
+	if err := knownParams(r, "revision"); err != nil {
+		return 0, err
+	}
+	rev, err := queryUint(r, "revision")
+	if err != nil {
+		return 0, err
+	}
+	if rev == 0 {
+		return 0, badRequest("revision is required")
+	}
+	return rev, nil
 }

@@ -15,31 +15,8 @@ import (
 
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/httpapi"
+	"github.com/cairn-db/cairn/internal/testutil"
 )
-
-// mountTmpfs mounts a tmpfs of size bytes on a new directory and returns
-// it; it is unmounted at cleanup (registered before the caller's, so it
-// runs after them). The test is skipped when it cannot mount (not root,
-// or no permission in a container).
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs (a real full filesystem); run go test as root to include it")
-	}
-	dir := filepath.Join(t.TempDir(), "disk")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Skipf("cannot mount a tmpfs on %s (%v): the full-disk test needs CAP_SYS_ADMIN", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
 
 // TestDiskFull runs a one-member cluster on a 32 MiB filesystem with no
 // reserve, so that writes really fill it: the member never panics (a
@@ -48,7 +25,7 @@ func mountTmpfs(t *testing.T, size int64) string {
 // serving reads, and once a filler file is deleted takes writes again
 // and clears the alarm, without a restart.
 func TestDiskFull(t *testing.T) {
-	disk := mountTmpfs(t, 32<<20)
+	disk := testutil.MountTmpfs(t, 32<<20)
 	filler := filepath.Join(disk, "filler")
 	// Most of the filesystem is taken by a file the operator can delete,
 	// so that the store fills the rest quickly.
@@ -170,7 +147,7 @@ func TestDiskFull(t *testing.T) {
 // fills again until apply has stalled (or gives up trying after a few
 // rounds, and still checks Close).
 func TestCloseWhileDiskFull(t *testing.T) {
-	disk := mountTmpfs(t, 48<<20)
+	disk := testutil.MountTmpfs(t, 48<<20)
 	filler := filepath.Join(disk, "filler")
 	fillerSize := int64(34 << 20)
 	if err := os.WriteFile(filler, make([]byte, fillerSize), 0o600); err != nil {

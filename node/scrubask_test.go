@@ -1,60 +1,19 @@
 package node
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/cairn-db/cairn/api"
 	"github.com/cairn-db/cairn/fsm"
+	"github.com/cairn-db/cairn/internal/testutil"
 )
-
-// rewriteValue replaces the current value of key in the stopped member's
-// store at path by value, with a valid checksum: a damage no check of the
-// member's own sees (fsm's schema 3 layout, as cluster_test's helper of
-// the same name: versions key key | 0x00 | rev, value flags u8 | crc u32 |
-// createRev u64 | value, the crc a CRC-32C over the bbolt key, the flags
-// byte and the rest).
-func rewriteValue(t *testing.T, path, key, value string) {
-	t.Helper()
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte("versions"))
-		prefix := append([]byte(key), 0)
-		var last, old []byte
-		c := b.Cursor()
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			last, old = append([]byte(nil), k...), append([]byte(nil), v...)
-		}
-		if last == nil || len(old) < 13 || old[0]&2 == 0 {
-			return fmt.Errorf("no checksummed versions entry for %q", key)
-		}
-		nv := append(append([]byte{old[0], 0, 0, 0, 0}, old[5:13]...), value...)
-		tab := crc32.MakeTable(crc32.Castagnoli)
-		crc := crc32.Update(0, tab, last)
-		crc = crc32.Update(crc, tab, nv[:1])
-		crc = crc32.Update(crc, tab, nv[5:])
-		binary.BigEndian.PutUint32(nv[1:], crc)
-		return b.Put(last, nv)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
 
 // TestScrubAsksDisagreeingMember: three members, one holding a wrong
 // value with a valid checksum, none scrubbing by itself (an hour's
@@ -88,7 +47,7 @@ func TestScrubAsksDisagreeingMember(t *testing.T) {
 	if err := victim.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	rewriteValue(t, filepath.Join(cfg.DataDir, fsmFile), "k", "a-wrong-value")
+	testutil.RewriteValue(t, filepath.Join(cfg.DataDir, fsmFile), "k", "a-wrong-value")
 	victim = startNode(t, cfg)
 	waitFor(t, victim.ID()+" ready again", 15*time.Second, victim.Ready)
 	if runs, _, _ := victim.scrubs.get(); runs != 0 {

@@ -8,48 +8,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/cairn-db/cairn/internal/testutil"
 	"github.com/hashicorp/raft"
 )
-
-// fillDisk writes path until the filesystem dir is on has no byte left
-// (large writes, then single bytes) and checks that a new file cannot
-// take one byte.
-func fillDisk(t *testing.T, dir, path string) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, chunk := range []int{1 << 16, 1} {
-		buf := make([]byte, chunk)
-		for {
-			if _, err := f.Write(buf); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					t.Fatalf("fill %s: %v", path, err)
-				}
-				break
-			}
-		}
-	}
-	diskIsFull(t, dir)
-}
-
-// diskIsFull fails the test unless a one-byte file cannot be written in
-// dir.
-func diskIsFull(t *testing.T, dir string) {
-	t.Helper()
-	probe := filepath.Join(dir, "probe")
-	err := os.WriteFile(probe, []byte("x"), 0o600)
-	_ = os.Remove(probe)
-	if !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("%s is not full: a 1-byte file: %v", dir, err)
-	}
-}
 
 // TestTermChangesOnFullDisks: three members, each on a filesystem of its
 // own filled to the last byte, go through several elections (leadership
@@ -65,7 +29,7 @@ func TestTermChangesOnFullDisks(t *testing.T) {
 		fillers []string
 	)
 	for i, id := range ids {
-		disk := mountTmpfs(t, 24<<20)
+		disk := testutil.MountTmpfs(t, 24<<20)
 		cfg := testConfig(t, id)
 		cfg.DataDir = filepath.Join(disk, id)
 		cfg.MinFreeBytes = 0 // no reserve: the disk really fills
@@ -110,7 +74,7 @@ func TestTermChangesOnFullDisks(t *testing.T) {
 	}
 
 	for i := range nodes {
-		fillDisk(t, disks[i], fillers[i])
+		testutil.FillDisk(t, fillers[i])
 	}
 	start := uint64(0)
 	for _, n := range nodes {
@@ -144,7 +108,7 @@ func TestTermChangesOnFullDisks(t *testing.T) {
 	})
 	t.Logf("terms %d -> %d+ on full disks after %d leadership transfers", start, target, transfers)
 	for _, d := range disks {
-		diskIsFull(t, d) // the elections really ran on full filesystems
+		testutil.DiskIsFull(t, d) // the elections really ran on full filesystems
 	}
 
 	// The operator frees room: the cluster elects a leader and takes

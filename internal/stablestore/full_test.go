@@ -17,59 +17,11 @@ import (
 	"github.com/cairn-db/cairn/internal/testutil"
 )
 
-// mountTmpfs mounts a tmpfs of size bytes and unmounts it at cleanup; it
-// skips the test when it cannot (not root).
-func mountTmpfs(t *testing.T, size int64) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a small tmpfs (a real full filesystem)")
-	}
-	dir := filepath.Join(t.TempDir(), "disk")
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0700", size)); err != nil {
-		t.Skipf("cannot mount a tmpfs on %s (%v)", dir, err)
-	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
-	return dir
-}
-
-// fill writes path until the filesystem has no byte left (large writes,
-// then single bytes), and checks that a new file cannot take one byte.
-func fill(t *testing.T, dir, path string) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, chunk := range []int{1 << 16, 1} {
-		buf := make([]byte, chunk)
-		for {
-			if _, err := f.Write(buf); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					t.Fatalf("fill %s: %v", path, err)
-				}
-				break
-			}
-		}
-	}
-	err = os.WriteFile(filepath.Join(dir, "probe"), []byte("x"), 0o600)
-	if !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("after filling, a 1-byte file: %v, want ENOSPC", err)
-	}
-}
-
 // TestUpdatesOnFullFilesystem: once the store exists, updates succeed on
 // a filesystem with no byte free, and survive a reopen; raft.db's
 // write-through may fail there and is only logged.
 func TestUpdatesOnFullFilesystem(t *testing.T) {
-	disk := mountTmpfs(t, 1<<20)
+	disk := testutil.MountTmpfs(t, 1<<20)
 	bolt, err := raftboltdb.NewBoltStore(filepath.Join(disk, "raft.db"))
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +33,7 @@ func TestUpdatesOnFullFilesystem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fill(t, disk, filepath.Join(disk, "filler"))
+	testutil.FillDisk(t, filepath.Join(disk, "filler"))
 	for term := uint64(1); term <= 500; term++ {
 		if err := s.SetUint64(KeyCurrentTerm, term); err != nil {
 			t.Fatalf("term %d on a full filesystem: %v", term, err)
