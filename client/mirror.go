@@ -86,7 +86,13 @@ func (c *Client) MirrorCaughtUp(ctx context.Context, poll time.Duration) (*api.M
 	for {
 		st, err := c.MirrorStatusFresh(ctx)
 		switch {
-		case errors.Is(err, ErrUnavailable) && ctx.Err() == nil:
+		case err != nil && ctx.Err() != nil:
+			// The wait's end cut this call: the failure before it, if
+			// any, says more.
+			if lastErr == nil && last == nil {
+				lastErr = err
+			}
+		case errors.Is(err, ErrUnavailable):
 			lastErr = err
 		case err != nil:
 			return nil, err
