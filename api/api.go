@@ -797,13 +797,19 @@ type MirrorStatus struct {
 	Exclude  []string `json:"exclude,omitempty"`
 	// Head is the standby's own head revision; SourceRevision the source
 	// revision it has applied up to (the resume point: Head itself for an
-	// unfiltered mirror); SourceHead the source's head as last heard.
-	Head           uint64 `json:"head"`
-	SourceRevision uint64 `json:"source_revision"`
-	SourceHead     uint64 `json:"source_head"`
+	// unfiltered mirror); SourceHead the source's head as last heard (on
+	// the standby's leader, the highest its follower has received, live;
+	// on its followers, as replicated), or, when SourceHeadFresh, the
+	// source cluster's committed head asked of it for this answer
+	// (GET /v1/mirror/status?source_head=fresh).
+	Head            uint64 `json:"head"`
+	SourceRevision  uint64 `json:"source_revision"`
+	SourceHead      uint64 `json:"source_head"`
+	SourceHeadFresh bool   `json:"source_head_fresh,omitempty"`
 	// LagRevisions is SourceHead - SourceRevision; LagSeconds how far
-	// the last applied source transaction's time is behind the source
-	// head's time (0 when caught up).
+	// the last applied source transaction's time is behind the time of
+	// the newest source head whose time the standby has heard (0 when
+	// caught up).
 	LagRevisions uint64  `json:"lag_revisions"`
 	LagSeconds   float64 `json:"lag_seconds"`
 	// MaxRate is the mirror's bound on the bytes per second read from

@@ -188,6 +188,12 @@ func TestCanonicalRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("record %d: %v", i, err)
 		}
+		if tm, err := CanonicalTime(data); err != nil || !tm.Equal(got.Time) {
+			t.Fatalf("record %d: CanonicalTime %s (%v), decoded %s", i, tm, err, got.Time)
+		}
+		if _, err := CanonicalTime(data[:16]); !errors.Is(err, ErrCorruptCommand) {
+			t.Fatalf("record %d: CanonicalTime of 16 bytes: %v", i, err)
+		}
 		want := rec
 		if want.Time.IsZero() {
 			want.Time = time.Unix(0, rec.Time.UnixNano()).UTC()

@@ -126,6 +126,16 @@ func DecodeCanonical(data []byte) (Record, error) {
 	return r, nil
 }
 
+// CanonicalTime reads the time of a record from its canonical bytes
+// without decoding the rest (a mirror's follower learns the time of the
+// source head so).
+func CanonicalTime(data []byte) (time.Time, error) {
+	if len(data) < 17 || (data[0] != RecordVersion && data[0] != RecordVersionAuth) {
+		return time.Time{}, fmt.Errorf("%w: record: too short or of an unknown version", ErrCorruptCommand)
+	}
+	return time.Unix(0, int64(binary.BigEndian.Uint64(data[9:17]))).UTC(), nil
+}
+
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)

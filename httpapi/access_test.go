@@ -131,9 +131,9 @@ func (r *recording) MirrorCheckpoint(ctx context.Context, req api.MirrorCheckpoi
 	r.note("MirrorCheckpoint")
 	return r.fakeService.MirrorCheckpoint(ctx, req)
 }
-func (r *recording) MirrorStatus(ctx context.Context) (api.MirrorStatus, error) {
+func (r *recording) MirrorStatus(ctx context.Context, o MirrorStatusOptions) (api.MirrorStatus, error) {
 	r.note("MirrorStatus")
-	return r.fakeService.MirrorStatus(ctx)
+	return r.fakeService.MirrorStatus(ctx, o)
 }
 func (r *recording) MirrorStart(ctx context.Context, req api.MirrorStartRequest) (api.MirrorStatus, error) {
 	r.note("MirrorStart")

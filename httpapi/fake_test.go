@@ -506,7 +506,10 @@ func (f *fakeService) MirrorCheckpoint(ctx context.Context, req api.MirrorCheckp
 	return api.MirrorCheckpoint{ID: req.ID, Revision: req.Revision, Window: "24h0m0s"}, err
 }
 
-func (f *fakeService) MirrorStatus(ctx context.Context) (api.MirrorStatus, error) {
+func (f *fakeService) MirrorStatus(ctx context.Context, o MirrorStatusOptions) (api.MirrorStatus, error) {
+	if o.FreshSourceHead {
+		return f.mirrorCall(ctx, "status fresh")
+	}
 	return f.mirrorCall(ctx, "status")
 }
 

@@ -165,12 +165,31 @@ func (h *handler) mirrorCheckpoint(w http.ResponseWriter, r *http.Request) error
 	return answerMirror(w, st, err)
 }
 
-// mirrorStatus serves GET /v1/mirror/status.
+// MirrorStatusOptions are the options of GET /v1/mirror/status
+// (Service.MirrorStatus).
+type MirrorStatusOptions struct {
+	// FreshSourceHead (source_head=fresh) asks the source cluster for its
+	// committed head now, instead of the head last heard.
+	FreshSourceHead bool
+}
+
+// SourceHeadFresh is the value of GET /v1/mirror/status's source_head
+// parameter that asks the source cluster for its committed head.
+const SourceHeadFresh = "fresh"
+
+// mirrorStatus serves GET /v1/mirror/status[?source_head=fresh].
 func (h *handler) mirrorStatus(w http.ResponseWriter, r *http.Request) error {
-	if err := knownParams(r); err != nil {
+	if err := knownParams(r, "source_head"); err != nil {
 		return err
 	}
-	st, err := h.svc.MirrorStatus(r.Context())
+	var o MirrorStatusOptions
+	if q := query(r); q.Has("source_head") {
+		if v := q.Get("source_head"); v != SourceHeadFresh {
+			return badRequest("source_head=%q: the one value is %s (ask the source cluster for its committed head now)", v, SourceHeadFresh)
+		}
+		o.FreshSourceHead = true
+	}
+	st, err := h.svc.MirrorStatus(r.Context(), o)
 	return answerMirror(w, st, err)
 }
 

@@ -299,6 +299,16 @@ func (p *Peer) MirrorStatus(ctx context.Context, base string) (api.MirrorStatus,
 	return out, err
 }
 
+// ChainHead asks the member at base (of another cluster: not forwarded)
+// for its cluster's committed head with a linearizable read (GET
+// /v1/chain?consistency=linearizable: a follower there first applies up
+// to its leader's read index).
+func (p *Peer) ChainHead(ctx context.Context, base string) (api.ChainResponse, error) {
+	var out api.ChainResponse
+	err := p.call(ctx, http.MethodGet, base, "/v1/chain?consistency="+api.Linearizable, "", nil, false, &out)
+	return out, err
+}
+
 // Chain asks the member at base (of another cluster: not forwarded) for
 // its chain hash at revision rev (GET /v1/chain?revision=).
 func (p *Peer) Chain(ctx context.Context, base string, rev uint64) (api.ChainResponse, error) {

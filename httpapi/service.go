@@ -177,8 +177,11 @@ type Service interface {
 	// and returns its checkpoint as stored.
 	MirrorCheckpoint(ctx context.Context, req api.MirrorCheckpointRequest) (api.MirrorCheckpoint, error)
 	// MirrorStatus describes the cluster's mirror state, as a standby and
-	// as a source (its mirrors' checkpoints).
-	MirrorStatus(ctx context.Context) (api.MirrorStatus, error)
+	// as a source (its mirrors' checkpoints); with o.FreshSourceHead, on
+	// a standby following or stopped, the source head is asked of the
+	// source cluster now (a linearizable read there) and the lag measured
+	// against it; no source member answering is ErrMirrorSource.
+	MirrorStatus(ctx context.Context, o MirrorStatusOptions) (api.MirrorStatus, error)
 	// MirrorStart makes the cluster a standby of a source (through the
 	// leader); MirrorStop stops following; MirrorPromote makes a standby
 	// writable. Each returns the status afterwards; a refusal wraps

@@ -66,11 +66,40 @@ type mirrorStats struct {
 }
 
 // mirrorRun is what the follower on this member knows beyond the
-// replicated state: the source it streams from and its last error.
+// replicated state: the source it streams from, its last error, and the
+// highest source head it has heard (live).
 type mirrorRun struct {
 	mu      sync.Mutex
 	source  string
 	lastErr string
+	live    liveHead
+}
+
+// liveHead is the highest source head the follower on this member has
+// received (a stream's header, records and heartbeats), with its time on
+// the source, from the source cluster Cluster. It runs ahead of the
+// replicated MirrorState.SourceHead, which advances only with the
+// MirrorRecords entries that carry it.
+type liveHead struct {
+	Cluster string
+	Head    uint64
+	Time    time.Time
+}
+
+// heard raises the live head to head (with its time) when higher, or
+// when it is of another source cluster.
+func (r *mirrorRun) heard(cluster string, head uint64, t time.Time) {
+	r.mu.Lock()
+	if r.live.Cluster != cluster || head > r.live.Head || (head == r.live.Head && r.live.Time.IsZero()) {
+		r.live = liveHead{Cluster: cluster, Head: head, Time: t}
+	}
+	r.mu.Unlock()
+}
+
+func (r *mirrorRun) liveHead() liveHead {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.live
 }
 
 func (r *mirrorRun) set(fn func(r *mirrorRun)) {
@@ -95,9 +124,12 @@ func mirrorStateName(m fsm.MirrorMode) string {
 
 // MirrorStatus describes this cluster's mirror state as this member has
 // applied it (the divergence file and the mirror's max rate included);
-// the source connected now and the last stream error are known on the
-// standby's leader only (httpapi.Service).
-func (n *Node) MirrorStatus(context.Context) (api.MirrorStatus, error) {
+// the source connected now, the last stream error and the live source
+// head (lagState) are known on the standby's leader only. With
+// o.FreshSourceHead, on a standby following or stopped, any member asks
+// the source cluster for its committed head (freshSourceHead) and
+// measures the lag against it (httpapi.Service).
+func (n *Node) MirrorStatus(ctx context.Context, o httpapi.MirrorStatusOptions) (api.MirrorStatus, error) {
 	ms, err := n.fsm.Mirror()
 	if err != nil {
 		return api.MirrorStatus{}, err
@@ -106,15 +138,16 @@ func (n *Node) MirrorStatus(context.Context) (api.MirrorStatus, error) {
 	if err != nil {
 		return api.MirrorStatus{}, err
 	}
+	lag := n.lagState(ms)
 	st := api.MirrorStatus{Node: n.cfg.ID, State: mirrorStateName(ms.Mode), Since: ms.Since,
 		Sources: ms.Sources, SourceClusterID: ms.SourceClusterID, Upstream: ms.Upstream,
 		Filtered: ms.Filtered, Include: ms.Include, Exclude: ms.Exclude,
-		Head: head.Revision, SourceRevision: ms.SourceRevision, SourceHead: ms.SourceHead,
-		LagRevisions: ms.LagRevisions(), Message: ms.Message, MaxRate: int64(ms.MaxRate),
+		Head: head.Revision, SourceRevision: ms.SourceRevision, SourceHead: lag.SourceHead,
+		LagRevisions: lag.LagRevisions(), Message: ms.Message, MaxRate: int64(ms.MaxRate),
 		DivergedFile: ms.DivergedFile, DivergedMember: ms.DivergedMember,
 		PromotedAt: ms.PromotedAt, PromotedFrom: ms.PromotedFrom}
-	if lag, ok := ms.LagTime(); ok {
-		st.LagSeconds = lag.Seconds()
+	if d, ok := lag.LagTime(); ok {
+		st.LagSeconds = d.Seconds()
 	}
 	if !ms.PromotedTime.IsZero() {
 		t := ms.PromotedTime
@@ -129,13 +162,83 @@ func (n *Node) MirrorStatus(context.Context) (api.MirrorStatus, error) {
 	if st.Checkpoints, err = n.mirrorCheckpoints(); err != nil {
 		return api.MirrorStatus{}, err
 	}
+	if o.FreshSourceHead && (ms.Mode == fsm.MirrorFollowing || ms.Mode == fsm.MirrorStopped) {
+		fresh, err := n.freshSourceHead(ctx, ms.Sources)
+		if err != nil {
+			return api.MirrorStatus{}, err
+		}
+		st.SourceHead, st.SourceHeadFresh = fresh, true
+		st.LagRevisions, st.LagSeconds = 0, 0
+		if fresh > ms.SourceRevision {
+			st.LagRevisions = fresh - ms.SourceRevision
+			// The fresh head comes without its time: the lag in seconds
+			// is as of the newest head whose time is known.
+			if !ms.LastApplied.IsZero() && !lag.SourceHeadTime.IsZero() {
+				st.LagSeconds = max(lag.SourceHeadTime.Sub(ms.LastApplied), 0).Seconds()
+			}
+		}
+	}
 	return st, nil
+}
+
+// mirrorFreshTimeout bounds each source member's answer to
+// freshSourceHead.
+const mirrorFreshTimeout = 2 * time.Second
+
+// freshSourceHead asks the source cluster for its committed head, trying
+// the mirror's source URLs in turn, each for at most mirrorFreshTimeout
+// within ctx: a linearizable read there (httpapi.Peer.ChainHead), so a
+// source follower that lags its leader answers its leader's head or not
+// at all. No member answering is httpapi.ErrMirrorSource (unavailable),
+// naming each URL tried and why.
+func (n *Node) freshSourceHead(ctx context.Context, sources []string) (uint64, error) {
+	var errs []string
+	for _, s := range sources {
+		cctx, cancel := context.WithTimeout(ctx, mirrorFreshTimeout)
+		ch, err := n.mirrorPeer.ChainHead(cctx, s)
+		cancel()
+		if err == nil {
+			return ch.Revision, nil
+		}
+		errs = append(errs, fmt.Sprintf("%s: %v", s, err))
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return 0, fmt.Errorf("%w: the mirror has no source URL to ask for the source's committed head", httpapi.ErrMirrorSource)
+	}
+	return 0, fmt.Errorf("%w: no source member answered its committed head (linearizable GET /v1/chain): %s",
+		httpapi.ErrMirrorSource, strings.Join(errs, "; "))
+}
+
+// lagState is ms with the source head its lag is measured against: on
+// the standby's leader, following or stopped, the higher of the
+// replicated source head and the live head its follower heard from the
+// same source cluster (withLiveHead); elsewhere ms itself (a follower
+// of the standby answers from the replicated state, at most a moment
+// behind). MirrorStatus and the lag gauges both use it.
+func (n *Node) lagState(ms fsm.MirrorState) fsm.MirrorState {
+	if !n.IsLeader() {
+		return ms
+	}
+	return withLiveHead(ms, n.mirrorRun.liveHead())
+}
+
+// withLiveHead is ms with its source head raised to live's when live is
+// of ms's source cluster and higher, for a standby following or stopped.
+func withLiveHead(ms fsm.MirrorState, live liveHead) fsm.MirrorState {
+	if (ms.Mode != fsm.MirrorFollowing && ms.Mode != fsm.MirrorStopped) || live.Cluster != ms.SourceClusterID || live.Head <= ms.SourceHead {
+		return ms
+	}
+	ms.SourceHead, ms.SourceHeadTime = live.Head, live.Time
+	return ms
 }
 
 // mirrorSummary is the mirror part of GET /v1/status: nil for a primary
 // that never mirrored and has no mirrors.
 func (n *Node) mirrorSummary() *api.MirrorStatus {
-	st, err := n.MirrorStatus(n.ctx)
+	st, err := n.MirrorStatus(n.ctx, httpapi.MirrorStatusOptions{})
 	if err != nil || (st.State == api.MirrorPrimary && st.PromotedAt == 0 && len(st.Checkpoints) == 0) {
 		return nil
 	}
@@ -201,7 +304,7 @@ func (n *Node) MirrorStart(ctx context.Context, req api.MirrorStartRequest) (api
 	}
 	n.mirrorRun.set(func(r *mirrorRun) { r.lastErr = "" })
 	n.wakeMirror()
-	return n.MirrorStatus(ctx)
+	return n.MirrorStatus(ctx, httpapi.MirrorStatusOptions{})
 }
 
 // sourceStatus asks the sources in turn for their status and returns the
@@ -248,7 +351,7 @@ func (n *Node) mirrorControl(ctx context.Context, op string, c *fsm.MirrorContro
 		return api.MirrorStatus{}, err
 	}
 	n.wakeMirror()
-	return n.MirrorStatus(ctx)
+	return n.MirrorStatus(ctx, httpapi.MirrorStatusOptions{})
 }
 
 // wakeMirror makes the supervisor look at once.
@@ -323,6 +426,8 @@ func (n *Node) startFollower() *followerRun {
 // ctx ends or the mode is no longer following.
 func (n *Node) follow(ctx context.Context) {
 	n.log.Info("mirror: following")
+	// What an earlier run heard may be of another source, or stale.
+	n.mirrorRun.set(func(r *mirrorRun) { r.live = liveHead{} })
 	defer n.mirrorRun.set(func(r *mirrorRun) { r.source = "" })
 	backoff := mirrorBackoffMin
 	for i := 0; ctx.Err() == nil; i++ {
@@ -509,7 +614,8 @@ func (n *Node) followOnce(ctx context.Context, src string, ms fsm.MirrorState) (
 		n.reportCheckpoints(ctx, src, own)
 	}()
 
-	p := &mirrorPipeline{n: n, head: h.Head, headTime: h.HeadTime}
+	p := &mirrorPipeline{n: n, cluster: h.ClusterID, head: h.Head, headTime: h.HeadTime}
+	n.mirrorRun.heard(h.ClusterID, h.Head, h.HeadTime)
 	defer p.abandon()
 	for {
 		f, ok := <-frames
@@ -528,7 +634,10 @@ func (n *Node) followOnce(ctx context.Context, src string, ms fsm.MirrorState) (
 			case mirrorstream.TypeRecord:
 				p.add(f.Record)
 			case mirrorstream.TypeHeartbeat:
-				p.head, p.headTime = max(p.head, f.Heartbeat.Head), f.Heartbeat.HeadTime
+				if f.Heartbeat.Head >= p.head {
+					p.head, p.headTime = f.Heartbeat.Head, f.Heartbeat.HeadTime
+				}
+				n.mirrorRun.heard(p.cluster, p.head, p.headTime)
 			case mirrorstream.TypeError:
 				if perr := p.drain(); perr != nil {
 					return p.progressed, n.pipelineErr(ctx, src, perr)
@@ -606,7 +715,11 @@ func (n *Node) pipelineErr(ctx context.Context, src string, err error) error {
 // mirrorPipeline batches records into MirrorRecords entries and keeps up
 // to mirrorInflight of them proposed.
 type mirrorPipeline struct {
-	n              *Node
+	n *Node
+	// cluster is the source's cluster id; head and headTime the highest
+	// source head received (with its time), told to mirrorRun (the live
+	// lag) as the records arrive and carried by each entry proposed.
+	cluster        string
 	head           uint64
 	headTime       time.Time
 	batch          []fsm.RawRecord
@@ -624,7 +737,12 @@ type mirrorFuture struct {
 func (p *mirrorPipeline) add(r *mirrorstream.Record) {
 	p.batch = append(p.batch, fsm.RawRecord{Revision: r.Revision, Hash: r.Hash, Canonical: r.Canonical})
 	p.bytes += len(r.Canonical)
-	p.head = max(p.head, r.Revision)
+	if r.Revision > p.head {
+		p.head = r.Revision
+		if t, err := fsm.CanonicalTime(r.Canonical); err == nil {
+			p.headTime = t
+		}
+	}
 }
 
 func (p *mirrorPipeline) full() bool {
@@ -637,6 +755,7 @@ func (p *mirrorPipeline) propose() error {
 	if len(p.batch) == 0 {
 		return nil
 	}
+	p.n.mirrorRun.heard(p.cluster, p.head, p.headTime)
 	for len(p.inflight) >= mirrorInflight {
 		if err := p.waitOldest(); err != nil {
 			return err
@@ -858,15 +977,26 @@ func (n *Node) divergedExport(ctx context.Context, src string) (string, uint64, 
 		}
 		return theirs.Hash == own.Hash.String(), nil
 	}
-	// The lowest revision both can tell: the standby's own compaction
-	// point minus one (its hash is kept).
+	// The lowest revision both can tell: the higher of the two clusters'
+	// compaction points, minus one (the hash there is kept).
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	srcSt, err := n.mirrorPeer.Status(cctx, src)
+	cancel()
+	if err != nil {
+		return "", 0, fmt.Errorf("asking the source for its compaction point: %w", err)
+	}
+	compact := max(st.CompactRevision, srcSt.CompactRevision)
 	lo := uint64(0)
-	if st.CompactRevision > 0 {
-		lo = st.CompactRevision - 1
+	if compact > 0 {
+		lo = compact - 1
+	}
+	if lo > st.Revision {
+		return "", 0, fmt.Errorf("no revision is left that both hold: the source compacted its history to %d, past this standby's head %d", srcSt.CompactRevision, st.Revision)
 	}
 	if ok, err := equal(lo); err != nil || !ok {
 		if err == nil {
-			err = fmt.Errorf("the chains differ already at revision %d, the oldest this standby holds", lo)
+			err = fmt.Errorf("the chains differ already at revision %d, the oldest both hold (compaction points: this standby %d, the source %d): no shared revision is left",
+				lo, st.CompactRevision, srcSt.CompactRevision)
 		}
 		return "", 0, err
 	}
@@ -911,12 +1041,12 @@ func (n *Node) registerMirrorMetrics(reg *prometheus.Registry, gauge, counter fu
 		ms, _ := n.fsm.Mirror()
 		return ms
 	}
-	gauge("mirror_lag_revisions", "Source revisions this standby has yet to apply, as of the source head last heard (0 on a primary).", func() float64 {
-		ms := mirror()
+	gauge("mirror_lag_revisions", "Source revisions this standby has yet to apply, as of the source head last heard (live on the standby's leader; 0 on a primary).", func() float64 {
+		ms := n.lagState(mirror())
 		return float64(ms.LagRevisions())
 	})
-	gauge("mirror_lag_seconds", "How far the last source transaction this standby applied is behind the source head's time, in seconds (0 when caught up or on a primary).", func() float64 {
-		ms := mirror()
+	gauge("mirror_lag_seconds", "How far the last source transaction this standby applied is behind the source head's time, in seconds (live on the standby's leader; 0 when caught up or on a primary).", func() float64 {
+		ms := n.lagState(mirror())
 		lag, _ := ms.LagTime()
 		return lag.Seconds()
 	})

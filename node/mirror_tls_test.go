@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/auth"
+	"github.com/cairn-db/cairn/httpapi"
 	"github.com/cairn-db/cairn/internal/tlsutil"
 	"github.com/cairn-db/cairn/internal/tlsutil/tlstest"
 )
@@ -73,7 +74,7 @@ func TestMirrorTLSAndAuthSource(t *testing.T) {
 		t.Fatalf("start (the source's status is open): %v", err)
 	}
 	waitFor(t, "the partial user refused", 10*time.Second, func() error {
-		st, _ := bad.MirrorStatus(ctx)
+		st, _ := bad.MirrorStatus(ctx, httpapi.MirrorStatusOptions{})
 		if !strings.Contains(st.LastError, "permission_denied") {
 			return errorf("last error %q", st.LastError)
 		}

@@ -63,14 +63,16 @@ writes that the promoted cluster will never see.`,
 			{
 				Name: "status", Usage: "show the mirror state: as a standby (source, lag) and as a source (checkpoints)", ArgsUsage: " ",
 				Description: `With --caught-up it first waits until the standby has applied everything
-its source had committed when it last heard from it (lag 0), and exits 1 at
-once if the mirror is not following (stopped, diverged, compacted, or a
-primary). Bound the wait with --timeout.
+the source cluster has committed: it asks the source for its committed head
+(a linearizable read there, through the standby) each time it looks, and
+returns once the standby has applied up to that head (lag 0). A source that
+cannot be reached is asked again until --timeout; it exits 1 at once if the
+mirror is not following (stopped, diverged, compacted, or a primary).
 Example (a planned switch-over: stop the writes on the primary, then):
    cairn --cluster http://dr1:8001 mirror status --caught-up
    cairn --cluster http://dr1:8001 mirror promote`,
 				Flags: []cli.Flag{
-					&cli.BoolFlag{Name: "caught-up", Usage: "wait until the standby's lag is 0"},
+					&cli.BoolFlag{Name: "caught-up", Usage: "wait until the standby has applied the source cluster's committed head (asked of the source)"},
 					jsonFlag(),
 				},
 				Action: mirrorStatusAction,
@@ -119,30 +121,20 @@ func mirrorStatusAction(c *cli.Context) error {
 		return mirrorAction("status", (*client.Client).MirrorStatus)(c)
 	}
 	return withClient(c, func(ctx context.Context, cl *client.Client) error {
-		tick := time.NewTicker(200 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			st, err := cl.MirrorStatus(ctx)
-			if err != nil {
-				return err
+		// The source head is asked of the source cluster each time (a
+		// linearizable read there): the head a lagging source member
+		// streamed is not the source's committed head.
+		st, err := cl.MirrorCaughtUp(ctx, 200*time.Millisecond)
+		if st != nil && errors.Is(err, client.ErrMirrorState) {
+			if perr := printMirror(c, st); perr != nil {
+				return perr
 			}
-			if st.State != api.MirrorFollowing {
-				if err := printMirror(c, st); err != nil {
-					return err
-				}
-				return fmt.Errorf("%w: it is %s", errNotFollowing, st.State)
-			}
-			// Lag 0 once the source has been heard from (a head, or a stream
-			// open now: an empty source has head 0).
-			if st.LagRevisions == 0 && (st.SourceHead > 0 || st.Source != "") {
-				return printMirror(c, st)
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("waiting for the mirror to catch up (lag %d revisions): %w", st.LagRevisions, ctx.Err())
-			case <-tick.C:
-			}
+			return fmt.Errorf("%w: it is %s", errNotFollowing, st.State)
 		}
+		if err != nil {
+			return err
+		}
+		return printMirror(c, st)
 	})
 }
 
