@@ -66,6 +66,13 @@
 #                                       with --cairn-tls): see "Standbys" below
 #   --mirror-members N  BENCH_MIRROR_MEMBERS  the standby's members (1 or 3,
 #                                       default 1)
+#   --mirror-nice N   BENCH_MIRROR_NICE   run the standby's members under
+#                                       `nice -n N` (1-19; default none): on a
+#                                       machine shared with the source, the
+#                                       standby then takes mostly the CPU the
+#                                       source leaves idle, the nearest this
+#                                       machine comes to a standby of its own
+#                                       (the disk stays shared)
 #
 # Standbys (--cairn-mirror): the system cairn+standby is a second 3-member
 # cluster with the same binary and node flags as cairn, measured right
@@ -132,6 +139,7 @@ cairn_tls="${BENCH_CAIRN_TLS:-0}"
 cairn_auth="${BENCH_CAIRN_AUTH:-0}"
 cairn_mirror="${BENCH_CAIRN_MIRROR:-0}"
 mirror_members="${BENCH_MIRROR_MEMBERS:-1}"
+mirror_nice="${BENCH_MIRROR_NICE:-}"
 read -r -a baselines <<<"${BENCH_CAIRN_BASELINE:-}"
 variants=()
 if [[ -n "${BENCH_CAIRN_VARIANTS:-}" ]]; then
@@ -148,7 +156,7 @@ while [[ $# -gt 0 ]]; do
 	opt="${1%%=*}"
 	case "$opt" in
 	--keep-work | --no-etcd | --cairn-tls | --cairn-auth | --cairn-mirror | -h | --help) ;;
-	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags | --cairn-routing | --cairn-baseline | --cairn-variant | --mirror-members)
+	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags | --cairn-routing | --cairn-baseline | --cairn-variant | --mirror-members | --mirror-nice)
 		if [[ "$1" == *=* ]]; then
 			val="${1#*=}"
 		elif [[ $# -ge 2 ]]; then
@@ -179,6 +187,7 @@ while [[ $# -gt 0 ]]; do
 	--cairn-auth) cairn_auth=1 ;;
 	--cairn-mirror) cairn_mirror=1 ;;
 	--mirror-members) mirror_members="$val" ;;
+	--mirror-nice) mirror_nice="$val" ;;
 	--cairn-baseline)
 		[[ $baselines_given -eq 1 ]] || baselines=()
 		baselines_given=1
@@ -214,6 +223,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [[ "$cairn_auth" == 0 || "$cairn_auth" == 1 ]] || die "BENCH_CAIRN_AUTH=$cairn_auth: want 0 or 1"
 [[ "$cairn_mirror" == 0 || "$cairn_mirror" == 1 ]] || die "BENCH_CAIRN_MIRROR=$cairn_mirror: want 0 or 1"
 [[ "$mirror_members" == 1 || "$mirror_members" == 3 ]] || die "--mirror-members $mirror_members: want 1 or 3"
+[[ -z "$mirror_nice" || ( "$mirror_nice" =~ ^[0-9]+$ && "$mirror_nice" -ge 1 && "$mirror_nice" -le 19 ) ]] || die "--mirror-nice $mirror_nice: want 1 to 19"
 
 # ---------------------------------------------------------------------------
 # The systems, in the order each round runs them: the working tree's cairn
@@ -232,7 +242,7 @@ add_system() { # add_system NAME KIND
 	systems+=("$1")
 	sys_kind[$1]="$2"
 }
-standby_desc="a standby of $mirror_members member$([[ $mirror_members -eq 1 ]] || echo s) following it"
+standby_desc="a standby of $mirror_members member$([[ $mirror_members -eq 1 ]] || echo s) following it${mirror_nice:+ (under nice -n $mirror_nice)}"
 if [[ $cairn_mirror -eq 1 ]]; then
 	add_system cairn+standby cairn
 	sys_flags[cairn+standby]="$cairn_flags"
@@ -560,7 +570,7 @@ start_cairn() { # start_cairn SYSTEM: its three members; sets sys_eps[SYSTEM]
 # count as the system SYSTEM/standby (cpu_ticks), apart from the source's.
 start_standby() { # start_standby SYSTEM: sets sys_standby_eps[SYSTEM]
 	local system="$1" i craft role flags scheme=http certs="$work/certs" eps=""
-	local -a http tlsflags client
+	local -a http tlsflags client nicecmd
 	read -r -a flags <<<"${sys_flags[$system]}"
 	read -r -a client <<<"${sys_client[$system]}"
 	[[ -z "${sys_tls[$system]:-}" ]] || scheme=https
@@ -575,7 +585,9 @@ start_standby() { # start_standby SYSTEM: sets sys_standby_eps[SYSTEM]
 		[[ $scheme == http ]] || tlsflags=(--peer-cert-file "$certs/member-s$i.pem" --peer-key-file "$certs/member-s$i-key.pem" --peer-trusted-ca-file "$certs/ca.pem"
 			--mirror-ca-file "$certs/ca.pem" --mirror-cert-file "$certs/client-bench.pem" --mirror-key-file "$certs/client-bench-key.pem")
 		mkdir -p "$work/$system-s$i"
-		start "$system/standby" "$system-s$i" "${sys_bin[$system]}" node run --id "s$i" --data-dir "$work/$system-s$i" \
+		nicecmd=()
+		[[ -z "$mirror_nice" ]] || nicecmd=(nice -n "$mirror_nice")
+		start "$system/standby" "$system-s$i" "${nicecmd[@]}" "${sys_bin[$system]}" node run --id "s$i" --data-dir "$work/$system-s$i" \
 			--raft-addr "127.0.0.1:$craft" --http-addr "127.0.0.1:${http[i]}" --log-level warn \
 			"${role[@]}" "${tlsflags[@]}" "${flags[@]}"
 		eps+="${eps:+,}$scheme://127.0.0.1:${http[i]}"
