@@ -181,6 +181,34 @@ func (n *Node) MirrorStatus(ctx context.Context, o httpapi.MirrorStatusOptions) 
 	return st, nil
 }
 
+// clusterIDWait bounds how long ownClusterID waits for this cluster's
+// first leader to name it.
+const clusterIDWait = 5 * time.Second
+
+// ownClusterID is this cluster's id, waiting up to clusterIDWait (within
+// ctx) while it has none yet: a new or restored cluster's first leader
+// names it just after taking office (onLeader). The loop check of
+// MirrorStart and the stream's id (which the source's checkpoint for
+// this standby is keyed by) both need it; an empty id would pass the loop
+// check and leave the source holding no checkpoint for this standby.
+func (n *Node) ownClusterID(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, clusterIDWait)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		id, err := n.fsm.ClusterID()
+		if err != nil || id != "" {
+			return id, err
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("%w: this cluster has no id yet (its first leader names it when it takes office); try again", ErrNoLeader)
+		case <-tick.C:
+		}
+	}
+}
+
 // mirrorFreshTimeout bounds each source member's answer to
 // freshSourceHead.
 const mirrorFreshTimeout = 2 * time.Second
@@ -286,7 +314,7 @@ func (n *Node) MirrorStart(ctx context.Context, req api.MirrorStartRequest) (api
 	if err != nil {
 		return api.MirrorStatus{}, err
 	}
-	own, err := n.fsm.ClusterID()
+	own, err := n.ownClusterID(ctx)
 	if err != nil {
 		return api.MirrorStatus{}, err
 	}
@@ -506,7 +534,7 @@ func (n *Node) maxMirrorFrame() int {
 func (n *Node) followOnce(ctx context.Context, src string, ms fsm.MirrorState) (progressed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	own, err := n.fsm.ClusterID()
+	own, err := n.ownClusterID(ctx)
 	if err != nil {
 		return false, err
 	}
