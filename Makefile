@@ -12,7 +12,8 @@
 #                    extra node flags (BENCH_CAIRN_VARIANTS), over TLS (BENCH_CAIRN_TLS=1),
 #                    over TLS with access control on (BENCH_CAIRN_AUTH=1),
 #                    with a standby following it (BENCH_CAIRN_MIRROR=1: cairn+standby;
-#                    BENCH_MIRROR_MEMBERS=3 for a 3-member standby),
+#                    BENCH_MIRROR_MEMBERS=3 for a 3-member standby, BENCH_MIRROR_NICE=19 for one
+#                    at idle CPU priority, BENCH_MIRROR_DATA_DIR for its data on another disk),
 #                    without etcd (BENCH_NO_ETCD=1)
 #   make build       bin/cairn, statically linked
 #   make install     the same binary into $(go env GOBIN), else $(go env GOPATH)/bin

@@ -73,6 +73,11 @@
 #                                       source leaves idle, the nearest this
 #                                       machine comes to a standby of its own
 #                                       (the disk stays shared)
+#   --mirror-data-dir DIR  BENCH_MIRROR_DATA_DIR  the standby's data
+#                                       directories under DIR (default: with
+#                                       the others): another disk, or a tmpfs
+#                                       (/dev/shm), so that its fsyncs do not
+#                                       queue behind the source's
 #
 # Standbys (--cairn-mirror): the system cairn+standby is a second 3-member
 # cluster with the same binary and node flags as cairn, measured right
@@ -140,6 +145,7 @@ cairn_auth="${BENCH_CAIRN_AUTH:-0}"
 cairn_mirror="${BENCH_CAIRN_MIRROR:-0}"
 mirror_members="${BENCH_MIRROR_MEMBERS:-1}"
 mirror_nice="${BENCH_MIRROR_NICE:-}"
+mirror_data_dir="${BENCH_MIRROR_DATA_DIR:-}"
 read -r -a baselines <<<"${BENCH_CAIRN_BASELINE:-}"
 variants=()
 if [[ -n "${BENCH_CAIRN_VARIANTS:-}" ]]; then
@@ -156,7 +162,7 @@ while [[ $# -gt 0 ]]; do
 	opt="${1%%=*}"
 	case "$opt" in
 	--keep-work | --no-etcd | --cairn-tls | --cairn-auth | --cairn-mirror | -h | --help) ;;
-	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags | --cairn-routing | --cairn-baseline | --cairn-variant | --mirror-members | --mirror-nice)
+	--duration | --warmup | --rounds | --workloads | --keys | --value-size | --raw-dir | --data-dir | --cairn-flags | --etcd-flags | --cairn-routing | --cairn-baseline | --cairn-variant | --mirror-members | --mirror-nice | --mirror-data-dir)
 		if [[ "$1" == *=* ]]; then
 			val="${1#*=}"
 		elif [[ $# -ge 2 ]]; then
@@ -188,6 +194,7 @@ while [[ $# -gt 0 ]]; do
 	--cairn-mirror) cairn_mirror=1 ;;
 	--mirror-members) mirror_members="$val" ;;
 	--mirror-nice) mirror_nice="$val" ;;
+	--mirror-data-dir) mirror_data_dir="$val" ;;
 	--cairn-baseline)
 		[[ $baselines_given -eq 1 ]] || baselines=()
 		baselines_given=1
@@ -242,7 +249,7 @@ add_system() { # add_system NAME KIND
 	systems+=("$1")
 	sys_kind[$1]="$2"
 }
-standby_desc="a standby of $mirror_members member$([[ $mirror_members -eq 1 ]] || echo s) following it${mirror_nice:+ (under nice -n $mirror_nice)}"
+standby_desc="a standby of $mirror_members member$([[ $mirror_members -eq 1 ]] || echo s) following it${mirror_nice:+ (under nice -n $mirror_nice)}${mirror_data_dir:+ (data in $mirror_data_dir)}"
 if [[ $cairn_mirror -eq 1 ]]; then
 	add_system cairn+standby cairn
 	sys_flags[cairn+standby]="$cairn_flags"
@@ -364,6 +371,11 @@ work="$(mktemp -d "$data_dir/cairn-bench-cluster.XXXXXX")"
 if [[ "$(stat -f -c %T "$work")" == tmpfs ]]; then
 	echo "bench-cluster: warning: $work is on tmpfs, where fsync costs nothing; use --data-dir on a disk" >&2
 fi
+mirror_work=""
+if [[ -n "$mirror_data_dir" ]]; then
+	mkdir -p "$mirror_data_dir"
+	mirror_work="$(mktemp -d "$mirror_data_dir/cairn-bench-standby.XXXXXX")"
+fi
 pids=()
 names=()
 members_of=() # the system each pid in pids belongs to
@@ -406,9 +418,10 @@ cleanup() {
 		wait "$pid" 2>/dev/null || true
 	done
 	if [[ $keep_work -eq 1 ]]; then
-		echo "bench-cluster: kept $work" >&2
+		echo "bench-cluster: kept $work${mirror_work:+ and $mirror_work}" >&2
 	else
 		rm -rf "$work"
+		[[ -z "$mirror_work" ]] || rm -rf "$mirror_work"
 	fi
 	exit "$rc"
 }
@@ -570,6 +583,7 @@ start_cairn() { # start_cairn SYSTEM: its three members; sets sys_eps[SYSTEM]
 # count as the system SYSTEM/standby (cpu_ticks), apart from the source's.
 start_standby() { # start_standby SYSTEM: sets sys_standby_eps[SYSTEM]
 	local system="$1" i craft role flags scheme=http certs="$work/certs" eps=""
+	local sdir
 	local -a http tlsflags client nicecmd
 	read -r -a flags <<<"${sys_flags[$system]}"
 	read -r -a client <<<"${sys_client[$system]}"
@@ -584,10 +598,12 @@ start_standby() { # start_standby SYSTEM: sets sys_standby_eps[SYSTEM]
 		tlsflags=()
 		[[ $scheme == http ]] || tlsflags=(--peer-cert-file "$certs/member-s$i.pem" --peer-key-file "$certs/member-s$i-key.pem" --peer-trusted-ca-file "$certs/ca.pem"
 			--mirror-ca-file "$certs/ca.pem" --mirror-cert-file "$certs/client-bench.pem" --mirror-key-file "$certs/client-bench-key.pem")
-		mkdir -p "$work/$system-s$i"
+		sdir="$work/$system-s$i"
+		[[ -z "$mirror_data_dir" ]] || sdir="$mirror_work/$system-s$i"
+		mkdir -p "$sdir"
 		nicecmd=()
 		[[ -z "$mirror_nice" ]] || nicecmd=(nice -n "$mirror_nice")
-		start "$system/standby" "$system-s$i" "${nicecmd[@]}" "${sys_bin[$system]}" node run --id "s$i" --data-dir "$work/$system-s$i" \
+		start "$system/standby" "$system-s$i" "${nicecmd[@]}" "${sys_bin[$system]}" node run --id "s$i" --data-dir "$sdir" \
 			--raft-addr "127.0.0.1:$craft" --http-addr "127.0.0.1:${http[i]}" --log-level warn \
 			"${role[@]}" "${tlsflags[@]}" "${flags[@]}"
 		eps+="${eps:+,}$scheme://127.0.0.1:${http[i]}"
