@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strconv"
@@ -367,6 +368,42 @@ func TestMirrorPromoteFilteredRefused(t *testing.T) {
 	}
 	if ms := tf.mirrorState(); !reflect.DeepEqual(ms, before) || tf.status().Revision != 0 || !tf.ReadOnly() {
 		t.Fatalf("a refused promotion changed the state: %+v", ms)
+	}
+}
+
+// TestFilteredMirrorRestoredWritable: the way docs/mirror.md gives to make
+// a filtered standby's data writable: its backup, restored, is a primary
+// (no mirror state, not read-only) holding the filtered keys and its own
+// chain, and takes writes.
+func TestFilteredMirrorRestoredWritable(t *testing.T) {
+	src := openTestFSM(t)
+	fillSource(src, 20)
+	tf := openTestFSM(t)
+	tf.startMirror([]string{"app/"}, nil)
+	feed(t, tf, src.rawAll(), []int{3})
+	want := tf.listAll("", 0)
+	if len(want) == 0 {
+		t.Fatal("the filtered standby holds nothing")
+	}
+	full := writeFile(t, "filtered.bak", func(w *bytes.Buffer) error {
+		_, err := tf.WriteFullBackup(w, time.Now())
+		return err
+	})
+	path := filepath.Join(t.TempDir(), "restored.db")
+	h, err := RestoreBackup(context.Background(), path, full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := openTestFSMAt(t, path)
+	if ms := r.mirrorState(); ms.Mode != MirrorNone || ms.Filtered || r.ReadOnly() {
+		t.Fatalf("restored from a filtered standby: mirror state %+v, read-only %v", ms, r.ReadOnly())
+	}
+	if got := r.listAll("", 0); !reflect.DeepEqual(got, want) {
+		t.Fatalf("restored keys %v, want the standby's %v", got, want)
+	}
+	res := r.mustCommit(Txn{Ops: []Op{put("app/new", "written after the restore")}, IdempotencyKey: "after-restore"})
+	if res.Revision != h.Revision+1 {
+		t.Fatalf("write after the restore at %d, want %d", res.Revision, h.Revision+1)
 	}
 }
 
