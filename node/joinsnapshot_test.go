@@ -76,3 +76,52 @@ func TestJoinRestoredCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinRestoredClusterAfterSnapshot: the restored member has already
+// taken a snapshot of its own, with the log behind it kept (raft's
+// trailing logs), so its log still starts at the first entry and nothing
+// was applied since the snapshot: a member that joins must still get the
+// restored state (snapshotForJoin snapshots again at the same index, with
+// no trailing log, rather than trusting the snapshot that exists).
+func TestJoinRestoredClusterAfterSnapshot(t *testing.T) {
+	src := startStandalone(t, "s1", nil)
+	putN(t, src, "a", 20)
+	full := filepath.Join(t.TempDir(), "full.bak")
+	f, err := os.Create(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := src.fsm.WriteFullBackup(f, time.Now())
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1 := testConfig(t, "n1")
+	c1.Bootstrap = true
+	if _, err := RestoreDataDir(context.Background(), c1.DataDir, fsm.RestoreOptions{}, full); err != nil {
+		t.Fatal(err)
+	}
+	n1 := startNode(t, c1)
+	waitFor(t, "n1 ready", 10*time.Second, n1.Ready)
+	if err := n1.wait(n1.raft.Snapshot()); err != nil {
+		t.Fatal(err)
+	}
+	if first, err := n1.logStore.FirstIndex(); err != nil || first != 1 {
+		t.Fatalf("after n1's own snapshot the log starts at %d (%v), want 1 (trailing logs kept)", first, err)
+	}
+	c2 := testConfig(t, "n2")
+	c2.Join = []string{n1.HTTPURL()}
+	n2 := startNode(t, c2)
+	waitFor(t, "n2 at the backup's head", 15*time.Second, func() error {
+		got, err := n2.fsm.Head()
+		if err != nil {
+			return err
+		}
+		if got.Revision != h.Revision || got.Hash.String() != h.Hash {
+			return fmt.Errorf("head %d %s, the backup's %d %s", got.Revision, got.Hash, h.Revision, h.Hash)
+		}
+		return nil
+	})
+}
