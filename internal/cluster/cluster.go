@@ -72,8 +72,54 @@ type Cluster struct {
 	fronts  []*testnet.Proxy          // by member, with Fronts
 	links   map[[2]int]*testnet.Proxy // src, dst, with Links
 
+	slackG  int
+	group   *testGroup
+	stopped bool
+}
+
+// testGroup is the clusters one test started. Their goroutines are
+// checked once, when the last of them has stopped, against the count
+// before the first started: a cluster checked while another still runs
+// would count the other's new goroutines as its own leak (a source's raft
+// connections made again after a partition heals, while its standby
+// stops).
+type testGroup struct {
 	baseG, slackG int
-	stopped       bool
+	live          int
+}
+
+var (
+	groupsMu sync.Mutex
+	groups   = map[TB]*testGroup{}
+)
+
+// joinGroup adds a cluster of tb's to its group, making the group with
+// the goroutine count now when it is the first.
+func joinGroup(tb TB, slack int) *testGroup {
+	groupsMu.Lock()
+	defer groupsMu.Unlock()
+	g := groups[tb]
+	if g == nil {
+		base, _, _ := CountGoroutines()
+		g = &testGroup{baseG: base}
+		groups[tb] = g
+	}
+	g.live++
+	g.slackG = max(g.slackG, slack)
+	return g
+}
+
+// leave takes a stopped cluster out of its group and reports whether it
+// was the last one running (then the group is gone).
+func (g *testGroup) leave(tb TB) (last bool) {
+	groupsMu.Lock()
+	defer groupsMu.Unlock()
+	g.live--
+	if g.live > 0 {
+		return false
+	}
+	delete(groups, tb)
+	return true
 }
 
 // New returns a cluster with nothing running (Slots members made, none
@@ -102,7 +148,7 @@ func New(tb TB, opts Options) *Cluster {
 		// metrics sink, net/http's shared state) outlive the cluster.
 		c.slackG = 4
 	}
-	c.baseG, _, _ = CountGoroutines()
+	c.group = joinGroup(tb, c.slackG)
 	// Registered after TempDir, so it runs before the directory is
 	// removed, and before anything can fail, so proxies made so far close.
 	tb.Cleanup(c.shutdown)
@@ -587,19 +633,24 @@ func (c *Cluster) shutdown() {
 	if tb.Failed() {
 		c.DumpLogs(tb)
 	}
-	// Every member was stopped above; the harness's goroutines end with
-	// them. Poll for stragglers (HTTP keep-alives closing).
+	if !c.group.leave(tb) {
+		return // the test's last cluster to stop checks (testGroup)
+	}
+	// Every member of every cluster of the test was stopped; the
+	// harness's goroutines end with them. Poll for stragglers (HTTP
+	// keep-alives closing).
+	g := c.group
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		n, abandoned, stacks := CountGoroutines()
-		if n <= c.baseG+c.slackG {
+		if n <= g.baseG+g.slackG {
 			if abandoned > 0 {
 				tb.Logf("%d goroutines left waiting on raft futures that raft never answered (node.(*Node).wait; see CountGoroutines)", abandoned)
 			}
 			return
 		}
 		if time.Now().After(deadline) {
-			tb.Errorf("goroutines leaked: %d now, %d before the cluster started\n%s", n, c.baseG, stacks)
+			tb.Errorf("goroutines leaked: %d now, %d before the test's first cluster started\n%s", n, g.baseG, stacks)
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
