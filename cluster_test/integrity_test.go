@@ -214,23 +214,7 @@ func TestScrubMajorityMarksCorrupt(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.Restart(t, v)
-	waitFor(t, id+" marks itself corrupt", waitConverge, func() error {
-		st, err := c.Status(v)
-		if err != nil {
-			return err
-		}
-		if st.Corrupt == "" {
-			return fmt.Errorf("%s not corrupt yet", id)
-		}
-		if !strings.Contains(st.Corrupt, "majority") {
-			t.Fatalf("corrupt for another reason: %s", st.Corrupt)
-		}
-		return nil
-	})
-	expectError(t, c.Get(t, v, "k", "consistency=stale"), http.StatusServiceUnavailable, api.CodeCorrupt)
-	if r := c.Do(t, v, http.MethodGet, "/readyz", nil, nil); r.Code != http.StatusServiceUnavailable {
-		t.Fatalf("readyz: %s", r)
-	}
+	waitCorruptByMajority(t, c, v)
 	var sr api.ScrubResponse
 	decode(t, c.Do(t, v, http.MethodPost, "/v1/maintenance/scrub", nil, nil), &sr)
 	if sr.OK || !strings.Contains(sr.Error, "corrupt") {
@@ -307,5 +291,30 @@ func TestScrubNoMajority(t *testing.T) {
 	decode(t, c.Do(t, 0, http.MethodGet, "/v1/alarms", nil, nil), &ar)
 	if len(ar.Alarms) != 2 || ar.Alarms[0].Type != api.AlarmStateMismatch || ar.Alarms[1].Type != api.AlarmStateMismatch {
 		t.Fatalf("alarms: %+v", ar)
+	}
+}
+
+// waitCorruptByMajority waits until member v marks itself corrupt because
+// a majority of voters holds other hashes, then checks it is out of
+// service: a stale read of "k" answers corrupt and /readyz 503.
+func waitCorruptByMajority(t *testing.T, c *Cluster, v int) {
+	t.Helper()
+	id := c.Config(v).ID
+	waitFor(t, id+" marks itself corrupt", waitConverge, func() error {
+		st, err := c.Status(v)
+		if err != nil {
+			return err
+		}
+		if st.Corrupt == "" {
+			return fmt.Errorf("%s not corrupt yet", id)
+		}
+		if !strings.Contains(st.Corrupt, "majority") {
+			t.Fatalf("corrupt for another reason: %s", st.Corrupt)
+		}
+		return nil
+	})
+	expectError(t, c.Get(t, v, "k", "consistency=stale"), http.StatusServiceUnavailable, api.CodeCorrupt)
+	if r := c.Do(t, v, http.MethodGet, "/readyz", nil, nil); r.Code != http.StatusServiceUnavailable {
+		t.Fatalf("readyz: %s", r)
 	}
 }

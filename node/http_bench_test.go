@@ -1,7 +1,6 @@
 package node
 
 import (
-	"context"
 	"encoding/base64"
 	"fmt"
 	"net/http"
@@ -9,11 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/cairn-db/cairn/httpapi"
-	"github.com/cairn-db/cairn/internal/testnet"
-	"github.com/cairn-db/cairn/internal/testutil"
 )
 
 // The HTTP handler benchmarks call the node's handler directly (no
@@ -26,22 +22,7 @@ import (
 
 func benchNode(b *testing.B) (*Node, http.Handler) {
 	b.Helper()
-	cfg := DefaultConfig()
-	cfg.ID = "n1"
-	cfg.DataDir = b.TempDir()
-	cfg.RaftAddr = testnet.FreeAddr(b)
-	cfg.HTTPAddr = testnet.FreeAddr(b)
-	cfg.Bootstrap = true
-	n, err := New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := n.Close(context.Background()); err != nil {
-			b.Error(err)
-		}
-	})
-	testutil.WaitFor(b, "n1 ready", 15*time.Second, n.Ready)
+	n := benchMember(b, "n1")
 	return n, httpapi.New(n, httpapi.Options{})
 }
 

@@ -57,9 +57,7 @@ func TestMirrorLiveLag(t *testing.T) {
 	src := startStandalone(t, "s1", nil)
 	standby := startStandalone(t, "m1", nil)
 	putN(t, src, "a", 20)
-	if code, body := do(t, "POST", standby.HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
-		t.Fatalf("start: %d %s", code, body)
-	}
+	mirrorControl(t, standby, "start", `{"sources":["`+src.HTTPURL()+`"]}`)
 	waitFor(t, "caught up", 20*time.Second, caughtUp(src, standby))
 	waitFor(t, "the replicated source head at the head", 10*time.Second, func() error {
 		if st := mirrorStatusOf(t, standby); st.SourceHead != st.SourceRevision || st.SourceRevision != src.fsm.Revision() || st.LagRevisions != 0 {
@@ -118,14 +116,7 @@ func TestMirrorDivergedExportCompactedSource(t *testing.T) {
 			a := startStandalone(t, "a1", nil)
 			b := startStandalone(t, "b1", nil)
 			putN(t, a, "a", 10)
-			if code, body := do(t, "POST", b.HTTPURL()+"/v1/mirror/start", `{"sources":["`+a.HTTPURL()+`"]}`); code != 200 {
-				t.Fatalf("start: %d %s", code, body)
-			}
-			waitFor(t, "caught up", 20*time.Second, caughtUp(a, b))
-			point := a.fsm.Revision()
-			if code, body := do(t, "POST", b.HTTPURL()+"/v1/mirror/promote", ""); code != 200 {
-				t.Fatalf("promote: %d %s", code, body)
-			}
+			point := followThenPromote(t, a, b)
 			putN(t, b, "b", 10)
 			putN(t, a, "unfenced", 5) // the old primary was not fenced
 			// The new primary compacts its history, before the old
@@ -134,9 +125,7 @@ func TestMirrorDivergedExportCompactedSource(t *testing.T) {
 			if err != nil || resp.CompactRevision != point+c.compact {
 				t.Fatalf("compact b to %d: %+v %v", point+c.compact, resp, err)
 			}
-			if code, body := do(t, "POST", a.HTTPURL()+"/v1/mirror/start", `{"sources":["`+b.HTTPURL()+`"]}`); code != 200 {
-				t.Fatalf("failback start: %d %s", code, body)
-			}
+			mirrorControl(t, a, "start", `{"sources":["`+b.HTTPURL()+`"]}`)
 			var st api.MirrorStatus
 			waitFor(t, "diverged", 20*time.Second, func() error {
 				st = mirrorStatusOf(t, a)

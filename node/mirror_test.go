@@ -243,21 +243,12 @@ func TestMirrorDivergedExport(t *testing.T) {
 	src := startStandalone(t, "s1", nil)
 	standby := startStandalone(t, "m1", nil)
 	putN(t, src, "a", 10)
-	if code, body := do(t, "POST", standby.HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
-		t.Fatalf("start: %d %s", code, body)
-	}
-	waitFor(t, "caught up", 20*time.Second, caughtUp(src, standby))
 	// Promote (writable), write there, and write differently on the
 	// source: the chains part after the common head.
-	common := src.fsm.Revision()
-	if code, body := do(t, "POST", standby.HTTPURL()+"/v1/mirror/promote", ""); code != 200 {
-		t.Fatalf("promote: %d %s", code, body)
-	}
+	common := followThenPromote(t, src, standby)
 	putN(t, standby, "mine", 3)
 	putN(t, src, "theirs", 6)
-	if code, body := do(t, "POST", standby.HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
-		t.Fatalf("start again: %d %s", code, body)
-	}
+	mirrorControl(t, standby, "start", `{"sources":["`+src.HTTPURL()+`"]}`)
 	var st api.MirrorStatus
 	waitFor(t, "diverged", 20*time.Second, func() error {
 		st = mirrorStatusOf(t, standby)
@@ -323,9 +314,7 @@ func TestMirrorCheckpointHoldsCompaction(t *testing.T) {
 	})
 	standby := startStandalone(t, "m1", func(c *Config) { c.MirrorReportInterval = 50 * time.Millisecond })
 	putN(t, src, "a", 20)
-	if code, body := do(t, "POST", standby.HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
-		t.Fatalf("start: %d %s", code, body)
-	}
+	mirrorControl(t, standby, "start", `{"sources":["`+src.HTTPURL()+`"]}`)
 	waitFor(t, "caught up", 20*time.Second, caughtUp(src, standby))
 	held := src.fsm.Revision()
 	waitFor(t, "the checkpoint at the source's head", 10*time.Second, func() error {
@@ -335,9 +324,7 @@ func TestMirrorCheckpointHoldsCompaction(t *testing.T) {
 		return nil
 	})
 	// The standby stops: no more progress from now on.
-	if code, body := do(t, "POST", standby.HTTPURL()+"/v1/mirror/stop", ""); code != 200 {
-		t.Fatalf("stop: %d %s", code, body)
-	}
+	mirrorControl(t, standby, "stop", "")
 	head := putN(t, src, "b", 20)
 	if target, err := src.retentionTarget(time.Now()); err != nil || target > held+1 {
 		t.Fatalf("retention target %d (%v) past the checkpoint's floor %d", target, err, held+1)
@@ -376,17 +363,11 @@ func TestMirrorFailback(t *testing.T) {
 	a := startStandalone(t, "a1", nil)
 	b := startStandalone(t, "b1", nil)
 	putN(t, a, "a", 30)
-	if code, body := do(t, "POST", b.HTTPURL()+"/v1/mirror/start", `{"sources":["`+a.HTTPURL()+`"]}`); code != 200 {
-		t.Fatalf("start: %d %s", code, body)
-	}
+	mirrorControl(t, b, "start", `{"sources":["`+a.HTTPURL()+`"]}`)
 	waitFor(t, "caught up", 20*time.Second, caughtUp(a, b))
-	if code, body := do(t, "POST", b.HTTPURL()+"/v1/mirror/promote", ""); code != 200 {
-		t.Fatalf("promote: %d %s", code, body)
-	}
+	mirrorControl(t, b, "promote", "")
 	putN(t, b, "b", 10)
-	if code, body := do(t, "POST", a.HTTPURL()+"/v1/mirror/start", `{"sources":["`+b.HTTPURL()+`"]}`); code != 200 {
-		t.Fatalf("failback start: %d %s", code, body)
-	}
+	mirrorControl(t, a, "start", `{"sources":["`+b.HTTPURL()+`"]}`)
 	waitFor(t, "the old primary follows the new one", 20*time.Second, caughtUp(b, a))
 	if st := mirrorStatusOf(t, a); st.State != api.MirrorFollowing {
 		t.Fatalf("old primary: %+v", st)
@@ -403,9 +384,7 @@ func TestMirrorCompactedSource(t *testing.T) {
 	if _, err := src.Compact(context.Background(), head); err != nil {
 		t.Fatal(err)
 	}
-	if code, body := do(t, "POST", standby.HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
-		t.Fatalf("start: %d %s", code, body)
-	}
+	mirrorControl(t, standby, "start", `{"sources":["`+src.HTTPURL()+`"]}`)
 	waitFor(t, "compacted", 20*time.Second, func() error {
 		st := mirrorStatusOf(t, standby)
 		if st.State != api.MirrorCompacted {
@@ -435,18 +414,9 @@ func TestMirrorFailbackDiverged(t *testing.T) {
 	a := startStandalone(t, "a1", nil)
 	b := startStandalone(t, "b1", nil)
 	putN(t, a, "a", 10)
-	if code, body := do(t, "POST", b.HTTPURL()+"/v1/mirror/start", `{"sources":["`+a.HTTPURL()+`"]}`); code != 200 {
-		t.Fatalf("start: %d %s", code, body)
-	}
-	waitFor(t, "caught up", 20*time.Second, caughtUp(a, b))
-	point := a.fsm.Revision()
-	if code, body := do(t, "POST", b.HTTPURL()+"/v1/mirror/promote", ""); code != 200 {
-		t.Fatalf("promote: %d %s", code, body)
-	}
+	point := followThenPromote(t, a, b)
 	putN(t, a, "unfenced", 5) // the old primary was not fenced
-	if code, body := do(t, "POST", a.HTTPURL()+"/v1/mirror/start", `{"sources":["`+b.HTTPURL()+`"]}`); code != 200 {
-		t.Fatalf("failback start: %d %s", code, body)
-	}
+	mirrorControl(t, a, "start", `{"sources":["`+b.HTTPURL()+`"]}`)
 	var st api.MirrorStatus
 	waitFor(t, "diverged", 20*time.Second, func() error {
 		st = mirrorStatusOf(t, a)
@@ -471,18 +441,12 @@ func TestMirrorDivergedFileOnEveryMember(t *testing.T) {
 	nodes := startThree(t)
 	leader := leaderOf(t, nodes)
 	putN(t, src, "a", 10)
-	if code, body := do(t, "POST", nodes[0].HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
-		t.Fatalf("start: %d %s", code, body)
-	}
+	mirrorControl(t, nodes[0], "start", `{"sources":["`+src.HTTPURL()+`"]}`)
 	waitFor(t, "caught up", 20*time.Second, caughtUp(src, leader))
-	if code, body := do(t, "POST", nodes[0].HTTPURL()+"/v1/mirror/promote", ""); code != 200 {
-		t.Fatalf("promote: %d %s", code, body)
-	}
+	mirrorControl(t, nodes[0], "promote", "")
 	putN(t, leader, "mine", 2)
 	putN(t, src, "theirs", 5)
-	if code, body := do(t, "POST", nodes[1].HTTPURL()+"/v1/mirror/start", `{"sources":["`+src.HTTPURL()+`"]}`); code != 200 {
-		t.Fatalf("start again: %d %s", code, body)
-	}
+	mirrorControl(t, nodes[1], "start", `{"sources":["`+src.HTTPURL()+`"]}`)
 	var file, member string
 	waitFor(t, "diverged with an export", 20*time.Second, func() error {
 		ms, err := leader.fsm.Mirror()
@@ -510,4 +474,25 @@ func TestMirrorDivergedFileOnEveryMember(t *testing.T) {
 			return nil
 		})
 	}
+}
+
+// mirrorControl posts body to n's POST /v1/mirror/{op} (start, stop,
+// promote) and fails the test unless it answers 200.
+func mirrorControl(t *testing.T, n *Node, op, body string) {
+	t.Helper()
+	if code, resp := do(t, "POST", n.HTTPURL()+"/v1/mirror/"+op, body); code != 200 {
+		t.Fatalf("mirror %s on %s: %d %s", op, n.ID(), code, resp)
+	}
+}
+
+// followThenPromote makes standby follow src until it has src's head,
+// then promotes it, and returns that head: the promotion point, the last
+// revision the two chains share.
+func followThenPromote(t *testing.T, src, standby *Node) uint64 {
+	t.Helper()
+	mirrorControl(t, standby, "start", `{"sources":["`+src.HTTPURL()+`"]}`)
+	waitFor(t, "caught up", 20*time.Second, caughtUp(src, standby))
+	point := src.fsm.Revision()
+	mirrorControl(t, standby, "promote", "")
+	return point
 }

@@ -20,8 +20,6 @@ import (
 	"time"
 
 	"github.com/cairn-db/cairn/fsm"
-	"github.com/cairn-db/cairn/internal/testnet"
-	"github.com/cairn-db/cairn/internal/testutil"
 )
 
 // BenchmarkWatchCatchUp is issue 17's watcher flood: one member holding a
@@ -54,7 +52,7 @@ func BenchmarkWatchCatchUp(b *testing.B) {
 	// (batched writes: 64 KiB records).
 	for _, ops := range []int{1, 64} {
 		b.Run(fmt.Sprintf("ops=%d", ops), func(b *testing.B) {
-			n := startBenchMember(b)
+			n := benchMember(b, "n1")
 			head := fillLog(b, n, "fill/", valueSize, ops, fillBytes/(valueSize*ops)+1)
 			b.Run("watchers=20,slow=10", func(b *testing.B) {
 				benchWatchCatchUp(b, n, head, 20, 10)
@@ -68,27 +66,6 @@ func BenchmarkWatchCatchUp(b *testing.B) {
 			})
 		})
 	}
-}
-
-func startBenchMember(b *testing.B) *Node {
-	b.Helper()
-	cfg := DefaultConfig()
-	cfg.ID = "n1"
-	cfg.DataDir = b.TempDir()
-	cfg.RaftAddr = testnet.FreeAddr(b)
-	cfg.HTTPAddr = testnet.FreeAddr(b)
-	cfg.Bootstrap = true
-	n, err := New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() {
-		if err := n.Close(context.Background()); err != nil {
-			b.Error(err)
-		}
-	})
-	testutil.WaitFor(b, "n1 ready", 15*time.Second, n.Ready)
-	return n
 }
 
 // fillLog commits count transactions of ops puts of size-byte values from

@@ -65,6 +65,20 @@ func runCLI(t *testing.T, stdin string, args ...string) (string, string, int) {
 	return out.String(), errb.String(), processExit(t, err, args)
 }
 
+// runWant returns run(want, args...): runCLI without stdin, failing the
+// test unless the exit status is want, and answering stdout and stderr
+// together.
+func runWant(t *testing.T) func(want int, args ...string) string {
+	return func(want int, args ...string) string {
+		t.Helper()
+		out, errOut, code := runCLI(t, "", args...)
+		if code != want {
+			t.Fatalf("cairn %s: exit %d, want %d\n%s%s", strings.Join(args, " "), code, want, out, errOut)
+		}
+		return out + errOut
+	}
+}
+
 // processExit returns the exit status of a finished cairn process (0
 // when err is nil), and fails the test when it could not run at all.
 func processExit(t *testing.T, err error, what any) int {

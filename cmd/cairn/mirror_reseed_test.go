@@ -56,14 +56,7 @@ func TestMirrorReseedIncremental(t *testing.T) {
 	srcFlag, dstFlag, otherFlag := clusterFlag(src), clusterFlag(dst), clusterFlag(other)
 	source := strings.Join(src.URLs(), ",")
 	dir := t.TempDir()
-	run := func(want int, args ...string) string {
-		t.Helper()
-		out, errOut, code := runCLI(t, "", args...)
-		if code != want {
-			t.Fatalf("cairn %s: exit %d, want %d\n%s%s", strings.Join(args, " "), code, want, out, errOut)
-		}
-		return out + errOut
-	}
+	run := runWant(t)
 	putKeys := func(flag, prefix string, from, to int) {
 		t.Helper()
 		for i := from; i < to; i++ {

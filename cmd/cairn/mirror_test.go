@@ -26,14 +26,7 @@ func TestMirrorCLI(t *testing.T) {
 	dst := cluster.New(t, cluster.Options{Kind: cluster.Proc})
 	dst.Start(t, 1)
 	srcFlag, dstFlag := clusterFlag(src), clusterFlag(dst)
-	run := func(want int, args ...string) string {
-		t.Helper()
-		out, errOut, code := runCLI(t, "", args...)
-		if code != want {
-			t.Fatalf("cairn %s: exit %d, want %d\n%s%s", strings.Join(args, " "), code, want, out, errOut)
-		}
-		return out + errOut
-	}
+	run := runWant(t)
 	for i := range 20 {
 		run(0, srcFlag, "put", fmt.Sprintf("k/%02d", i), fmt.Sprintf("v%d", i))
 	}
@@ -190,14 +183,7 @@ func TestMirrorCaughtUpSourceDown(t *testing.T) {
 	dst := cluster.New(t, cluster.Options{Kind: cluster.Proc})
 	dst.Start(t, 1)
 	srcFlag, dstFlag := clusterFlag(src), clusterFlag(dst)
-	run := func(want int, args ...string) string {
-		t.Helper()
-		out, errOut, code := runCLI(t, "", args...)
-		if code != want {
-			t.Fatalf("cairn %s: exit %d, want %d\n%s%s", strings.Join(args, " "), code, want, out, errOut)
-		}
-		return out + errOut
-	}
+	run := runWant(t)
 	run(0, srcFlag, "put", "k", "v")
 	run(0, dstFlag, "mirror", "start", "--source", src.URL(0))
 	run(0, dstFlag, "--timeout=60s", "mirror", "status", "--caught-up")
